@@ -1,0 +1,3 @@
+"""taskd: a distributed task scheduler in one self-contained executable."""
+
+__version__ = "0.1.0"

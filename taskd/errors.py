@@ -1,0 +1,39 @@
+"""The one root of taskd's exceptions.
+
+Caller faults (bad input, unknown ids, illegal transitions) are told apart from cluster faults
+(no leader here, store unavailable), so the API layers can map each to the right status code.
+Third-party errors are translated into these where they enter taskd.
+"""
+
+from __future__ import annotations
+
+
+class TaskdError(Exception):
+    """Root of every error taskd raises on purpose."""
+
+
+class ClusterError(TaskdError):
+    """The cluster cannot take this request right now; the caller may retry."""
+
+
+class NotLeader(ClusterError):
+    """This node is not the leader. ``leader_hint`` names the leader when known."""
+
+    def __init__(self, leader_hint: str | None = None) -> None:
+        self.leader_hint = leader_hint
+        hint = f"; the leader is {leader_hint}" if leader_hint else "; no leader is known yet"
+        super().__init__(f"this node is not the leader{hint}")
+
+
+class Unavailable(ClusterError):
+    """The store cannot accept writes (disk error, shutting down, no quorum)."""
+
+
+class CallerError(TaskdError):
+    """The request is wrong; retrying it unchanged will fail the same way."""
+
+    def __init__(self, code: str, message: str, field: str = "") -> None:
+        self.code = code
+        self.message = message
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)

@@ -1,0 +1,192 @@
+"""The node's configuration: one frozen dataclass, built once from flags and ``TASKD_*`` env.
+
+Every flag ``--some-flag`` also reads ``TASKD_SOME_FLAG`` (a flag given on the command line
+wins). ``--exec`` repeats; its environment form ``TASKD_EXEC`` holds several ``QUEUE=COMMAND``
+entries separated by newlines or ``;;``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taskd import __version__
+from taskd.exec.local import Concurrency
+
+DEFAULT_GRPC = "127.0.0.1:50051"
+DEFAULT_HTTP = "127.0.0.1:8080"
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class ConfigError(ValueError):
+    """A flag or variable is wrong; the message says which and what to write instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecSpec:
+    queue: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    grpc: str = DEFAULT_GRPC
+    http: str = DEFAULT_HTTP
+    peers: tuple[str, ...] = ()
+    data_dir: Path = Path("taskd-data")
+    store: str = "raft"
+    execs: tuple[ExecSpec, ...] = ()
+    concurrency: Concurrency = field(default_factory=lambda: Concurrency.parse("1-8"))
+    max_payload: int = 1 << 20
+    max_queue_depth: int = 1_000_000
+    retention: float = 7 * 24 * 3600.0
+    shutdown_grace: float = 30.0
+    worker_lease: float = 30.0
+    snapshot_every: int = 100_000
+    log_level: str = "info"
+    log_format: str = "json"
+
+    @property
+    def node_id(self) -> str:
+        return self.grpc
+
+    def validate(self) -> None:
+        for name in ("grpc", "http"):
+            split_host_port(getattr(self, name), f"--{name}")
+        if len(self.peers) > 1:
+            raise ConfigError(
+                "--peers names several members, but this build runs single-node clusters only "
+                "(multi-node Raft arrives with the cluster release); pass one address or none"
+            )
+        if self.store != "raft":
+            raise ConfigError(
+                f"--store {self.store!r} is not available in this build; "
+                "use the embedded default (--store raft)"
+            )
+        if self.max_payload < 1:
+            raise ConfigError("--max-payload must be at least 1 byte")
+        if self.max_queue_depth < 1:
+            raise ConfigError("--max-queue-depth must be at least 1")
+        if self.shutdown_grace < 0:
+            raise ConfigError("--shutdown-grace must be >= 0 seconds")
+        if self.worker_lease <= 0:
+            raise ConfigError("--worker-lease must be > 0 seconds")
+        seen: set[str] = set()
+        for spec in self.execs:
+            if spec.queue in seen:
+                raise ConfigError(f"--exec names queue {spec.queue!r} twice; give one command")
+            seen.add(spec.queue)
+
+
+def split_host_port(text: str, flag: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{flag} must be HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_exec(text: str) -> ExecSpec:
+    queue, sep, command = text.partition("=")
+    queue = queue.strip()
+    if not sep or not command.strip():
+        raise ConfigError(f"--exec must be QUEUE=COMMAND (e.g. thumbnails='python3 resize.py'), got {text!r}")
+    if not _QUEUE_NAME.match(queue):
+        raise ConfigError(f"--exec queue name {queue!r} must be 1-128 of A-Z a-z 0-9 _ . : -")
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise ConfigError(f"--exec {queue}: cannot split the command {command!r}: {exc}") from exc
+    return ExecSpec(queue, argv)
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text.rstrip("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="taskd",
+        description="Run a taskd node (with no subcommand), or talk to one (see `taskd help`).",
+    )
+    p.add_argument("--version", action="version", version=f"taskd {__version__}")
+    p.add_argument("--peers", help="gRPC addresses host[:port] of every member, this one included")
+    p.add_argument("--grpc", help=f"gRPC listen address (default {DEFAULT_GRPC})")
+    p.add_argument("--http", help=f"HTTP listen address for REST and the monitor (default {DEFAULT_HTTP})")
+    p.add_argument("--data-dir", help="where the log and snapshots live (default ./taskd-data)")
+    p.add_argument("--store", help="raft (default, embedded)")
+    p.add_argument("--exec", action="append", metavar="QUEUE=COMMAND",
+                   help="run tasks of QUEUE as COMMAND (payload on stdin); repeatable")
+    p.add_argument("--concurrency", help="local executor slots per queue: N or MIN-MAX (default 1-8)")
+    p.add_argument("--max-payload", type=int, help="largest payload in bytes (default 1 MiB)")
+    p.add_argument("--max-queue-depth", type=int,
+                   help="unfinished tasks a queue may hold before submits get 429 (default 1,000,000)")
+    p.add_argument("--retention", type=_duration, help="seconds to keep finished tasks (default 7 days)")
+    p.add_argument("--shutdown-grace", type=_duration,
+                   help="seconds running tasks get to finish on SIGTERM (default 30)")
+    p.add_argument("--worker-lease", type=_duration,
+                   help="seconds a remote worker's lease lasts between heartbeats (default 30)")
+    p.add_argument("--snapshot-every", type=int, help="log entries between snapshots (default 100,000)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["json", "text"])
+    return p
+
+
+def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig:
+    """Flags, then ``TASKD_*`` variables, then defaults. Raises ``ConfigError``."""
+    args = build_parser().parse_args(list(argv))
+
+    def pick(name: str) -> str | None:
+        value = getattr(args, name.replace("-", "_"))
+        if value is not None:
+            return str(value)
+        return env.get("TASKD_" + name.upper().replace("-", "_"))
+
+    peers = tuple(p.strip() for p in (pick("peers") or "").split(",") if p.strip())
+    grpc = pick("grpc") or (peers[0] if len(peers) == 1 else DEFAULT_GRPC)
+    if ":" not in grpc:
+        grpc += ":50051"
+    exec_texts: list[str] = list(args.exec or [])
+    if not exec_texts and env.get("TASKD_EXEC"):
+        exec_texts = [t for t in re.split(r"\n|;;", env["TASKD_EXEC"]) if t.strip()]
+    values: dict[str, object] = {
+        "grpc": grpc,
+        "peers": peers,
+        "execs": tuple(parse_exec(t) for t in exec_texts),
+    }
+    for name, convert in (
+        ("http", str),
+        ("data-dir", Path),
+        ("store", str),
+        ("max-payload", int),
+        ("max-queue-depth", int),
+        ("retention", float),
+        ("shutdown-grace", float),
+        ("worker-lease", float),
+        ("snapshot-every", int),
+        ("log-level", str),
+        ("log-format", str),
+    ):
+        raw = pick(name)
+        if raw is not None:
+            try:
+                values[name.replace("-", "_")] = convert(raw)
+            except ValueError:
+                raise ConfigError(f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}") from None
+    raw = pick("concurrency")
+    if raw is not None:
+        try:
+            values["concurrency"] = Concurrency.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"--concurrency: {exc}") from None
+    config = NodeConfig(**values)  # type: ignore[arg-type]  # keys checked above
+    config.validate()
+    return config

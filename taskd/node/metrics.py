@@ -1,0 +1,65 @@
+"""Prometheus metrics of one node, exposed at ``GET /metrics``.
+
+Counters are bumped from the applied-command listener (so they count committed work, replay
+included); queue depths are read from the scheduler when scraped, so they cost nothing
+between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from taskd.queue.commands import Command, Outcome
+from taskd.queue.scheduler import Scheduler
+
+
+class _QueueCollector(Collector):
+    def __init__(self, scheduler: Callable[[], Scheduler]) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        scheduler = self._scheduler()
+        depth = GaugeMetricFamily("taskd_queue_tasks", "Tasks per queue and state", labels=["queue", "state"])
+        paused = GaugeMetricFamily("taskd_queue_paused", "1 when the queue is paused", labels=["queue"])
+        for name in scheduler.queue_names():
+            stats = scheduler.queue_stats(name)
+            for state, count in stats.by_state.items():
+                depth.add_metric([name, state.value], count)
+            paused.add_metric([name], 1 if stats.paused else 0)
+        tasks = GaugeMetricFamily("taskd_tasks_held", "Tasks held in memory, terminal ones included")
+        tasks.add_metric([], len(scheduler))
+        yield depth
+        yield paused
+        yield tasks
+
+
+class NodeMetrics:
+    def __init__(self, scheduler: Callable[[], Scheduler]) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "taskd_commands_total", "Commands applied, by kind and result",
+            ["kind", "result"], registry=self.registry,
+        )
+        self.transitions = Counter(
+            "taskd_task_transitions_total", "Task state changes, by queue and new state",
+            ["queue", "state"], registry=self.registry,
+        )
+        self.propose_seconds = Histogram(
+            "taskd_propose_seconds", "Time from proposing a command to its durable application",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
+        )
+        self.registry.register(_QueueCollector(scheduler))
+
+    def on_applied(self, command: Command, outcome: Outcome) -> None:
+        result = "ok" if outcome.rejection is None else outcome.rejection.code.value
+        self.commands.labels(type(command).__name__.lower(), result).inc()
+        for event in outcome.events:
+            self.transitions.labels(event.queue, event.current.value).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,200 @@
+"""One node: the root nursery that owns every long-lived task of the process.
+
+Start-up order matters and is visible here: recover the store (replaying the log), release
+attempts a previous incarnation's local executors held (their processes died with it), start
+the timer loop and the executors, then open the gRPC and HTTP ports and report ready. SIGTERM
+or SIGINT starts a graceful shutdown: executors stop taking work and get ``shutdown_grace``
+seconds to finish, the servers close, the store finishes its last durability round, and the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import trio
+import trio_asyncio
+from grpclib.server import Server
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from taskd import __version__
+from taskd.exec.local import LocalExecutor
+from taskd.exec.work import WorkerRegistry
+from taskd.node import grpc as grpc_api
+from taskd.node.config import NodeConfig, split_host_port
+from taskd.node.http import HttpExtras, create_app
+from taskd.node.machine import SchedulerMachine
+from taskd.node.metrics import NodeMetrics
+from taskd.node.raftstore import RaftStore
+from taskd.node.service import NodeService, ServiceConfig
+from taskd.node.sources import LocalSource
+from taskd.node.workers import WorkerStreamService
+from taskd.queue.task import SchedulerConfig
+
+log = logging.getLogger("taskd.node")
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.machine = SchedulerMachine(
+            SchedulerConfig(retention=config.retention, max_queue_depth=config.max_queue_depth)
+        )
+        self.store = RaftStore(
+            config.data_dir, self.machine, node_id=config.node_id, snapshot_every=config.snapshot_every
+        )
+        self.service = NodeService(
+            self.machine, self.store, ServiceConfig(local_worker=f"local@{config.node_id}")
+        )
+        self.metrics = NodeMetrics(lambda: self.machine.scheduler)
+        self.machine.listeners.append(self.metrics.on_applied)
+        self.registry = WorkerRegistry()
+        self.service.revoke = self.registry.revoke
+        self.ready = False
+        self.started_at = time.time()
+
+    # ---- views for the API layers ------------------------------------------------------
+
+    def cluster_status(self) -> dict[str, Any]:
+        s = self.store.status()
+        return {
+            "id": s.id,
+            "role": s.role,
+            "term": s.term,
+            "leader": s.leader,
+            "commit_index": s.commit_index,
+            "members": [
+                {
+                    "address": m.address,
+                    "role": m.role,
+                    "match_index": m.match_index,
+                    "reachable": m.reachable,
+                }
+                for m in s.members
+            ],
+        }
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.registry.describe()
+
+    # ---- running -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        log.info(
+            "taskd starting",
+            extra={"fields": {"version": __version__, "grpc": config.grpc, "http": config.http,
+                              "data_dir": str(config.data_dir)}},
+        )
+        _warn_if_exposed(config)
+        async with trio_asyncio.open_loop(), trio.open_nursery() as root:
+            await root.start(self.store.serve)
+            await self.service.release_worker(self.service.config.local_worker)
+            root.start_soon(self.service.run_timers)
+
+            source = LocalSource(self.service)
+            executors = [
+                LocalExecutor(
+                    spec.queue,
+                    spec.argv,
+                    source,
+                    worker=self.service.config.local_worker,
+                    concurrency=config.concurrency,
+                    registry=self.registry,
+                )
+                for spec in config.execs
+            ]
+            for executor in executors:
+                await root.start(executor.serve)
+
+            grpc_server = await self._start_grpc()
+            http_stop = trio.Event()
+            await root.start(self._serve_http, http_stop.wait)
+            self.ready = True
+            log.info(
+                "taskd ready",
+                extra={"fields": {"grpc": config.grpc, "http": f"http://{config.http}",
+                                  "tasks": len(self.machine.scheduler),
+                                  "startup_seconds": round(time.time() - self.started_at, 3)}},
+            )
+            task_status.started()
+
+            await _wait_for_stop_signal()
+            log.info("shutting down: no new work is taken; running tasks get %.0fs", config.shutdown_grace)
+            self.ready = False
+            async with trio.open_nursery() as drain:
+                for executor in executors:
+                    drain.start_soon(executor.drain, config.shutdown_grace)
+            grpc_server.close()
+            await trio_asyncio.aio_as_trio(grpc_server.wait_closed)()
+            http_stop.set()
+            root.cancel_scope.cancel()
+        log.info("taskd stopped")
+
+    async def _start_grpc(self) -> Server:
+        host, port = split_host_port(self.config.grpc, "--grpc")
+        server = Server(
+            [
+                grpc_api.TaskService(self.service, max_payload=self.config.max_payload),
+                grpc_api.ClusterService(self.service, self.cluster_status, self.workers),
+                WorkerStreamService(self.service, self.registry, lease_ttl=self.config.worker_lease),
+            ],
+            codec=grpc_api.StrictCodec(),
+        )
+        try:
+            await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_address=True)
+        except OSError as exc:
+            raise SystemExit(
+                f"taskd: cannot listen for gRPC on {self.config.grpc}: {exc.strerror}; "
+                "is another node running? pick another port with --grpc"
+            ) from None
+        return server
+
+    async def _serve_http(
+        self, stop: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        app = create_app(
+            self.service,
+            extras=HttpExtras(
+                cluster_status=self.cluster_status,
+                workers=self.workers,
+                ready=lambda: self.ready,
+                metrics=self.metrics.render,
+                max_payload=self.config.max_payload,
+                max_body=self.config.max_payload * 2 + (64 << 10),
+                http_lease_ttl=self.config.worker_lease,
+            ),
+        )
+        hconfig = HypercornConfig()
+        hconfig.bind = [self.config.http]
+        hconfig.accesslog = None
+        hconfig.errorlog = logging.getLogger("hypercorn.error")
+        hconfig.graceful_timeout = 5.0
+        try:
+            await hypercorn_serve(app, hconfig, shutdown_trigger=stop, task_status=task_status)
+        except OSError as exc:
+            raise SystemExit(
+                f"taskd: cannot listen for HTTP on {self.config.http}: {exc.strerror}; "
+                "is another node running? pick another port with --http"
+            ) from None
+
+
+async def _wait_for_stop_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return
+
+
+def _warn_if_exposed(config: NodeConfig) -> None:
+    for flag, address in (("--grpc", config.grpc), ("--http", config.http)):
+        host, _ = split_host_port(address, flag)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning(
+                "%s listens on %s with no API token configured: anyone who can reach it can "
+                "submit and cancel tasks. Bind to 127.0.0.1 or put it behind a firewall.",
+                flag, address,
+            )

@@ -1,0 +1,255 @@
+"""The node's application layer: one place where API calls become scheduler commands.
+
+REST, gRPC, the local executors and remote worker streams all call ``NodeService``. A write
+is stamped here (leader time, ids, entropy), encoded, proposed to the store, and answered only
+after the store made it durable and the scheduler applied it. Reads go straight to the
+scheduler's committed state. Rejections from the scheduler become ``CallerError``s that name
+the offending field; the API layers map them to status codes.
+
+It also owns three loops of the node: the timer loop (proposes ``Tick`` when the scheduler's
+next deadline passes), the wake-ups that tell executors work arrived, and the event fan-out
+that feeds watchers and revokes attempts the scheduler took away.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from taskd.errors import CallerError
+from taskd.exec.work import WorkItem
+from taskd.node.events import EventHub
+from taskd.node.ids import IdGenerator
+from taskd.node.machine import SchedulerMachine
+from taskd.node.store import Store
+from taskd.queue import codec
+from taskd.queue.commands import (
+    Cancel,
+    Command,
+    Complete,
+    Fail,
+    Heartbeat,
+    Lease,
+    Leased,
+    Outcome,
+    PauseQueue,
+    ReleaseWorker,
+    ResumeQueue,
+    Retry,
+    State,
+    Submit,
+    TaskSpec,
+    Tick,
+)
+from taskd.queue.scheduler import QueueStats, Scheduler
+from taskd.queue.task import Task
+
+log = logging.getLogger("taskd.service")
+
+# Commands whose end of a RUNNING attempt was not asked for by the attempt's holder: the
+# holder must be told to stop (kill the process, tell the remote worker).
+_REVOKING = (Cancel, Tick, ReleaseWorker)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    local_worker: str = "local@node"  # worker name of this node's local executors
+    local_lease_margin: float = 30.0  # local leases last timeout + this
+    max_list_limit: int = 1000
+
+
+class NodeService:
+    def __init__(
+        self,
+        machine: SchedulerMachine,
+        store: Store,
+        config: ServiceConfig = ServiceConfig(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.machine = machine
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.ids = IdGenerator(clock)
+        self.events = EventHub()
+        self.revoke: Callable[[str, int, str], None] = lambda task_id, epoch, reason: None
+        self._random = random.Random()
+        self._work_arrived: dict[str, trio.Event] = {}
+        self._deadline_moved = trio.Event()
+        self._sleeping_until: float | None = None
+        machine.listeners.append(self._on_applied)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.machine.scheduler
+
+    # ---- writes ------------------------------------------------------------------------
+
+    async def _propose(self, command: Command) -> Outcome:
+        data = codec.encode(command, self.clock(), self._random.getrandbits(64))
+        outcome = await self.store.propose(data)
+        assert isinstance(outcome, Outcome), outcome
+        if outcome.rejection is not None:
+            r = outcome.rejection
+            raise CallerError(r.code.value, r.message, r.field)
+        return outcome
+
+    async def submit(self, specs: Sequence[TaskSpec]) -> list[tuple[Task, bool]]:
+        """Submit a batch, all or nothing; each task with whether it was an idempotent repeat."""
+        ids = tuple(self.ids.new() for _ in specs)
+        outcome = await self._propose(Submit(tuple(specs), ids))
+        reply = outcome.reply
+        assert isinstance(reply, tuple)
+        return [(self._task(task_id), duplicate) for task_id, duplicate in reply]
+
+    async def submit_ids(self, specs: Sequence[TaskSpec]) -> list[tuple[str, bool]]:
+        """Like ``submit`` but answers ids only: the fast path for large batches."""
+        ids = tuple(self.ids.new() for _ in specs)
+        outcome = await self._propose(Submit(tuple(specs), ids))
+        reply = outcome.reply
+        assert isinstance(reply, tuple)
+        return list(reply)
+
+    async def cancel(self, task_id: str) -> Task:
+        self._task(task_id)
+        await self._propose(Cancel(task_id))
+        return self._task(task_id)
+
+    async def retry(self, task_id: str) -> Task:
+        self._task(task_id)
+        await self._propose(Retry(task_id))
+        return self._task(task_id)
+
+    async def pause(self, queue: str) -> QueueStats:
+        await self._propose(PauseQueue(queue))
+        return self.scheduler.queue_stats(queue)
+
+    async def resume(self, queue: str) -> QueueStats:
+        await self._propose(ResumeQueue(queue))
+        return self.scheduler.queue_stats(queue)
+
+    async def lease(self, queue: str, worker: str, max_tasks: int, ttl: float) -> list[WorkItem]:
+        if max_tasks <= 0 or self.scheduler.runnable(queue) == 0:
+            return []
+        outcome = await self._propose(Lease(queue, worker, max_tasks, ttl))
+        leased = outcome.reply
+        assert isinstance(leased, tuple)
+        return [self._work_item(grant) for grant in leased]
+
+    async def heartbeat(self, task_id: str, epoch: int, ttl: float) -> Task:
+        await self._propose(Heartbeat(task_id, epoch, ttl))
+        return self._task(task_id)
+
+    async def complete(self, task_id: str, epoch: int, result: bytes) -> Task:
+        await self._propose(Complete(task_id, epoch, result))
+        return self._task(task_id)
+
+    async def fail(self, task_id: str, epoch: int, error: str, *, retryable: bool = True) -> Task:
+        await self._propose(Fail(task_id, epoch, error, retryable))
+        return self._task(task_id)
+
+    async def release_worker(self, worker: str) -> None:
+        await self._propose(ReleaseWorker(worker))
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def _task(self, task_id: str) -> Task:
+        task = self.scheduler.get(task_id)
+        if task is None:
+            raise CallerError("not_found", f"no task with id {task_id!r}", "id")
+        return task
+
+    def get(self, task_id: str) -> Task:
+        return self._task(task_id)
+
+    def list(
+        self, queue: str | None, state: State | None, limit: int, after: str | None
+    ) -> tuple[list[Task], str | None]:
+        return self.scheduler.list(queue, state, limit, after)
+
+    def queues(self) -> list[QueueStats]:
+        return [self.scheduler.queue_stats(name) for name in self.scheduler.queue_names()]
+
+    def _work_item(self, grant: Leased) -> WorkItem:
+        task = self._task(grant.task_id)
+        deps = self.scheduler.dependency_results(task.id) if task.depends_on else {}
+        return WorkItem(
+            id=task.id,
+            queue=task.queue,
+            name=task.name,
+            payload=task.payload,
+            attempt=grant.attempt,
+            epoch=grant.epoch,
+            timeout=task.timeout,
+            dependency_results=deps,
+        )
+
+    # ---- reacting to applied commands --------------------------------------------------
+
+    def _on_applied(self, command: Command, outcome: Outcome) -> None:
+        revoking = isinstance(command, _REVOKING)
+        for event in outcome.events:
+            if event.current is State.QUEUED:
+                self._wake(event.queue)
+            if revoking and event.previous is State.RUNNING:
+                task = self.scheduler.get(event.task_id)
+                reason = "canceled" if isinstance(command, Cancel) else (task.error if task else "")
+                self.revoke(event.task_id, event.epoch, reason or "revoked")
+        if isinstance(command, ResumeQueue):
+            self._wake(command.queue)
+        if outcome.events:
+            self.events.publish(outcome.events)
+        deadline = self.scheduler.next_deadline()
+        if deadline is not None and (
+            self._sleeping_until is None or deadline < self._sleeping_until
+        ):
+            self._deadline_moved.set()
+
+    def _wake(self, queue: str) -> None:
+        event = self._work_arrived.pop(queue, None)
+        if event is not None:
+            event.set()
+
+    async def wait_for_work(self, queues: Sequence[str]) -> None:
+        """Return when one of ``queues`` may have runnable tasks (spurious returns allowed)."""
+        if any(self.scheduler.runnable(q) for q in queues):
+            return
+        async with trio.open_nursery() as nursery:
+            for queue in queues:
+                event = self._work_arrived.setdefault(queue, trio.Event())
+                nursery.start_soon(_wait_then_cancel, event, nursery.cancel_scope)
+
+    def backlog(self, queue: str) -> int:
+        return self.scheduler.runnable(queue)
+
+    # ---- the timer loop ----------------------------------------------------------------
+
+    async def run_timers(self) -> None:
+        """Propose a ``Tick`` whenever the scheduler's earliest deadline has passed."""
+        while True:
+            self._deadline_moved = trio.Event()
+            deadline = self.scheduler.next_deadline()
+            self._sleeping_until = deadline
+            if deadline is None:
+                await self._deadline_moved.wait()
+                continue
+            delay = deadline - self.clock()
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._deadline_moved.wait()
+                continue
+            self._sleeping_until = None
+            await self._propose(Tick())
+            if (self.scheduler.next_deadline() or float("inf")) <= deadline:
+                await trio.sleep(0.01)  # the clock stepped back; don't spin
+
+
+async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1,0 +1,214 @@
+"""Commands the scheduler accepts, and what applying one returns.
+
+Theory of operation: every change to scheduler state is one of the frozen commands below,
+applied with ``Scheduler.apply(command, now, entropy)``. The node's leader builds commands
+(stamping ids, time and entropy), the log replicates them, and every replica applies them in
+the same order with the same arguments, so every replica reaches the same state. A command
+is validated whole before anything changes: a bad one yields an ``Outcome`` whose
+``rejection`` names the field, and the state is untouched.
+
+Times are float seconds since the Unix epoch, taken from ``now`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Union
+
+
+class State(str, Enum):
+    PENDING = "pending"  # waiting for run_at or a retry backoff
+    BLOCKED = "blocked"  # waiting for dependencies
+    QUEUED = "queued"  # runnable
+    RUNNING = "running"  # leased
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retries exhausted: the dead-letter list
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED})
+
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 5
+DEFAULT_TIMEOUT = 1800.0
+DEFAULT_MAX_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A task as a client asked for it, already type-checked by the API layer.
+
+    ``depends_on`` holds task ids or, inside one ``Submit`` batch, the ``ref`` of another
+    spec of the same batch. ``run_at`` is absolute (the API layer turns ``delay`` into it).
+    """
+
+    queue: str = DEFAULT_QUEUE
+    name: str = ""
+    priority: int = DEFAULT_PRIORITY
+    payload: bytes = b""
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    run_at: float = 0.0  # 0: runnable now
+    depends_on: tuple[str, ...] = ()
+    idempotency_key: str = ""
+    labels: tuple[tuple[str, str], ...] = ()  # sorted pairs, so specs hash and compare
+    ref: str = ""
+
+
+# ---- commands -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Submit a batch, all or nothing. ``ids[i]`` is the id for ``specs[i]`` (leader-made ULIDs)."""
+
+    specs: tuple[TaskSpec, ...]
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Re-queue a failed or canceled task for a fresh set of attempts."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PauseQueue:
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeQueue:
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Hand up to ``max`` runnable tasks of ``queue`` to ``worker`` for ``lease_ttl`` seconds."""
+
+    queue: str
+    worker: str
+    max: int
+    lease_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    task_id: str
+    epoch: int
+    lease_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    task_id: str
+    epoch: int
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """An attempt failed. ``retryable=False`` sends it straight to ``failed``."""
+
+    task_id: str
+    epoch: int
+    error: str
+    retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Fire every timer due at ``now``: delays, backoffs, lease expiries, timeouts, retention."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseWorker:
+    """A worker is gone: expire every lease it holds now (the attempt fails and may retry)."""
+
+    worker: str
+
+
+Command = Union[
+    Submit,
+    Cancel,
+    Retry,
+    PauseQueue,
+    ResumeQueue,
+    Lease,
+    Heartbeat,
+    Complete,
+    Fail,
+    Tick,
+    ReleaseWorker,
+]
+
+
+# ---- outcomes -------------------------------------------------------------------------
+
+
+class RejectCode(str, Enum):
+    INVALID = "invalid"  # HTTP 400 / INVALID_ARGUMENT
+    NOT_FOUND = "not_found"  # 404 / NOT_FOUND
+    CONFLICT = "conflict"  # 409 / FAILED_PRECONDITION: illegal transition, stale lease
+    QUEUE_FULL = "queue_full"  # 429 / RESOURCE_EXHAUSTED
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: RejectCode
+    message: str
+    field: str = ""  # e.g. "tasks[3].depends_on[0]"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """One task moved from ``previous`` (None when it was just created) to ``current``.
+
+    ``epoch`` is the lease epoch that the change ended or began: when ``previous`` is RUNNING,
+    every holder of that epoch must stop (its lease is gone).
+    """
+
+    task_id: str
+    queue: str
+    previous: State | None
+    current: State
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """One task handed out by a ``Lease`` command."""
+
+    task_id: str
+    epoch: int
+    attempt: int
+    deadline: float  # lease expiry; heartbeats push it out
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one ``apply`` did.
+
+    ``reply`` depends on the command: ``Submit`` → tuple of (task_id, duplicate) per spec;
+    ``Lease`` → tuple of ``Leased``; ``Cancel``/``Retry``/``Complete``/``Fail``/``Heartbeat``
+    → the task id; others → None. ``events`` lists every state change, in order.
+    """
+
+    rejection: Rejection | None = None
+    reply: object = None
+    events: list[StateChanged] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rejection is None

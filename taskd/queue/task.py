@@ -1,0 +1,56 @@
+"""The task record the scheduler keeps, and the scheduler's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskd.queue.commands import State
+
+
+@dataclass(slots=True)
+class Task:
+    """One task. Owned and mutated only by the scheduler; readers must not change it."""
+
+    id: str
+    queue: str
+    name: str
+    priority: int
+    payload: bytes
+    timeout: float
+    max_retries: int
+    run_at: float
+    depends_on: tuple[str, ...]
+    idempotency_key: str
+    labels: dict[str, str]
+    created_at: float
+    seq: int  # submission order: FIFO among equal priorities
+    state: State = State.QUEUED
+    attempt: int = 0  # attempts started so far (1 while the first one runs)
+    result: bytes | None = None
+    error: str = ""
+    worker: str = ""
+    started_at: float = 0.0  # start of the current or last attempt
+    finished_at: float = 0.0
+    epoch: int = 0  # fencing epoch of the current (or last) lease
+    lease_deadline: float = 0.0  # while running: lease expiry
+    timeout_deadline: float = 0.0  # while running: started_at + timeout
+    waiting_on: set[str] = field(default_factory=set)  # unfinished dependency ids
+    canceled_by: str = ""  # the dependency whose failure or cancellation canceled this task
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Settings every replica must share (they shape state, so they are part of the log's meaning)."""
+
+    retention: float = 7 * 24 * 3600.0  # keep terminal tasks this long, then forget them
+    backoff_base: float = 1.0  # retry n waits uniform(0, min(cap, base * 2**(n-1)))
+    backoff_cap: float = 300.0
+    max_queue_depth: int = 1_000_000  # non-terminal tasks per queue; beyond it Submit → QUEUE_FULL
+
+    def validate(self) -> None:
+        if self.retention < 0:
+            raise ValueError("retention must be >= 0")
+        if self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
+            raise ValueError("need 0 < backoff_base <= backoff_cap")
+        if self.max_queue_depth < 1:
+            raise ValueError("max_queue_depth must be >= 1")
