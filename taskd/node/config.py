@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskd import __version__
-from taskd.exec.local import Concurrency
+from taskd.exec.concurrency import Concurrency
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"

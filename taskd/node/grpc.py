@@ -41,7 +41,7 @@ _STATUS = {
     "queue_full": Status.RESOURCE_EXHAUSTED,
 }
 
-STATE_TO_PB = {state: pb.TaskState[f"TASK_STATE_{state.name}"] for state in State}
+STATE_TO_PB = {state: pb.TaskState[state.name] for state in State}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 
 

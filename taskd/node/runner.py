@@ -31,7 +31,7 @@ from taskd.node.machine import SchedulerMachine
 from taskd.node.metrics import NodeMetrics
 from taskd.node.raftstore import RaftStore
 from taskd.node.service import NodeService, ServiceConfig
-from taskd.node.sources import LocalSource
+from taskd.node.sources import LOCAL_LEASE, ServiceSource
 from taskd.node.workers import WorkerStreamService
 from taskd.queue.task import SchedulerConfig
 
@@ -79,7 +79,16 @@ class Node:
         }
 
     def workers(self) -> list[dict[str, Any]]:
-        return self.registry.describe()
+        return [
+            {
+                "worker": w.name,
+                "kind": w.kind,
+                "queues": list(w.queues),
+                "capacity": w.capacity,
+                "running": list(w.running),
+            }
+            for w in self.registry.workers()
+        ]
 
     # ---- running -----------------------------------------------------------------------
 
@@ -96,7 +105,7 @@ class Node:
             await self.service.release_worker(self.service.config.local_worker)
             root.start_soon(self.service.run_timers)
 
-            source = LocalSource(self.service)
+            source = ServiceSource(self.service, lease_ttl=LOCAL_LEASE)
             executors = [
                 LocalExecutor(
                     spec.queue,

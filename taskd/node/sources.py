@@ -1,37 +1,39 @@
-"""``WorkSource`` for executors inside this node: the service, with stale results as ``False``.
+"""``WorkSource`` over the node's service: how executors and worker streams get work.
 
-Local leases last the task's timeout plus a margin: the executor enforces the timeout itself
-and no heartbeats are needed while the node lives; if the node dies, the next start releases
-them at once (``ReleaseWorker``).
+One class serves both kinds of holder; they differ only in lease length. Local executors
+live in this process and enforce timeouts themselves, so their leases last as long as any
+attempt may (the scheduler still ends each attempt at its own timeout), and a restart releases
+them at once (``ReleaseWorker``). Remote workers hold short leases that heartbeats extend, so
+a vanished worker's tasks come back after ``--worker-lease`` seconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from taskd.errors import CallerError
 from taskd.exec.work import WorkItem
 from taskd.node.service import NodeService
 
+LOCAL_LEASE = 7 * 24 * 3600.0  # longer than the longest allowed timeout
 
-class LocalSource:
-    def __init__(self, service: NodeService, *, lease_margin: float = 30.0) -> None:
+
+class ServiceSource:
+    def __init__(self, service: NodeService, *, lease_ttl: float) -> None:
         self.service = service
-        self.lease_margin = lease_margin
+        self.lease_ttl = lease_ttl
 
     async def lease(self, queue: str, worker: str, max: int) -> list[WorkItem]:
-        # The TTL must cover the longest timeout among what is handed out; the scheduler
-        # bounds each attempt by its own timeout anyway, so a generous TTL is safe.
-        return await self.service.lease(queue, worker, max, 7 * 24 * 3600.0 + self.lease_margin)
+        return await self.service.lease(queue, worker, max, self.lease_ttl)
 
     async def complete(self, task_id: str, epoch: int, result: bytes) -> bool:
-        return await self._settle(self.service.complete(task_id, epoch, result))
+        return await _settled(self.service.complete(task_id, epoch, result))
 
     async def fail(self, task_id: str, epoch: int, error: str) -> bool:
-        return await self._settle(self.service.fail(task_id, epoch, error))
+        return await _settled(self.service.fail(task_id, epoch, error))
 
     async def heartbeat(self, task_id: str, epoch: int) -> bool:
-        return await self._settle(self.service.heartbeat(task_id, epoch, 7 * 24 * 3600.0))
+        return await _settled(self.service.heartbeat(task_id, epoch, self.lease_ttl))
 
     async def wait_for_work(self, queues: Sequence[str]) -> None:
         await self.service.wait_for_work(queues)
@@ -39,12 +41,13 @@ class LocalSource:
     def backlog(self, queue: str) -> int:
         return self.service.backlog(queue)
 
-    @staticmethod
-    async def _settle(call: object) -> bool:
-        try:
-            await call  # type: ignore[misc]  # a coroutine from the service
-        except CallerError as exc:
-            if exc.code in ("conflict", "not_found"):
-                return False  # stale lease, or the task was canceled and forgotten
-            raise
-        return True
+
+async def _settled(call: Awaitable[object]) -> bool:
+    """True when the store accepted the report; False when the lease was stale or gone."""
+    try:
+        await call
+    except CallerError as exc:
+        if exc.code in ("conflict", "not_found"):
+            return False
+        raise
+    return True

@@ -1,0 +1,262 @@
+"""The node's side of one remote worker's stream (``WorkerService.Work``), without a transport.
+
+Theory of operation: the node's gRPC handler owns the stream and only translates messages. It
+starts ``run(send)`` with ``nursery.start``, then feeds each received message to ``hello``,
+``on_result``, ``on_heartbeat`` or ``on_credit``, and calls ``close`` when the worker ends its
+side (or lets ``run`` be cancelled when the stream breaks). ``run`` pushes ``Outbound``
+messages through ``send``: the handler maps them to ``NodeMessage`` protobufs.
+
+Invariants:
+- In flight (leased to this worker, no result yet, not revoked) never exceeds the capacity the
+  worker last announced: free slots are leased in one ``lease`` call per queue, as many as
+  ``min(free, backlog)``, and go out together in one ``Assignment``.
+- Every lease is reported exactly once by this session: a result, a revocation (the node took
+  it back; nothing to report), or, when the stream ends, a failure ``worker lost``, so the
+  task retries at once instead of waiting for its lease to expire.
+- An Assignment is queued before any Revocation or ResultAck of its tasks (one FIFO outbox).
+Results are reported concurrently (bounded by ``max_reports``), each acked once durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from taskd.errors import CallerError, TaskdError
+from taskd.exec.work import WorkerHandle, WorkerRegistry, WorkItem, WorkSource
+
+log = logging.getLogger(__name__)
+
+WORKER_LOST = "worker lost"
+_LEASE_RETRY = 0.5  # after a lease error, or a backlog that a lease did not find
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    items: tuple[WorkItem, ...]
+    lease_seconds: float  # heartbeat well within this
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    id: str
+    lease: int
+    reason: str  # "timeout", "canceled", "lease expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultAck:
+    id: str
+    lease: int
+    accepted: bool
+    error: str = ""  # why not
+
+
+Outbound = Assignment | Revocation | ResultAck
+
+
+class StreamSession:
+    def __init__(
+        self,
+        source: WorkSource,
+        registry: WorkerRegistry,
+        *,
+        lease_ttl: float = 30.0,
+        max_reports: int = 256,
+    ) -> None:
+        self._source = source
+        self._registry = registry
+        self.lease_ttl = lease_ttl
+        self._handle: WorkerHandle | None = None
+        self._capacity = 0
+        self._held: dict[str, int] = {}  # task id -> epoch, in flight on the worker
+        self._outbox: trio.MemorySendChannel[Outbound] | None = None
+        self._reports: trio.Nursery | None = None
+        self._report_slots = trio.Semaphore(max_reports)
+        self._wake: trio.CancelScope | None = None
+        self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._held)
+
+    def hello(self, worker: str, queues: Sequence[str], capacity: int) -> None:
+        if self._handle is not None:
+            raise CallerError("invalid", "hello was already sent on this stream", "hello")
+        if not worker:
+            raise CallerError("invalid", "a worker name is required", "hello.worker")
+        if not queues or any(not q for q in queues):
+            raise CallerError("invalid", "name at least one queue, none empty", "hello.queues")
+        self._check_capacity(capacity, "hello.capacity")
+        self._capacity = capacity
+        self._handle = self._registry.join(worker, "stream", queues, capacity, holder=self)
+        self._poke()
+
+    def on_credit(self, capacity: int) -> None:
+        self._check_capacity(capacity, "credit.capacity")
+        self._capacity = capacity
+        if self._handle is not None:
+            self._handle.set_capacity(capacity)
+        self._poke()
+
+    async def on_result(
+        self, id: str, lease: int, success: bool, result: bytes, error: str
+    ) -> None:
+        """Take one result; it is reported (and acked) concurrently with later messages."""
+        if self._held.get(id) == lease:
+            self._release(id)
+        await self._report_slots.acquire()  # backpressure on a flood of results
+        if self._reports is None:
+            await self._report(id, lease, success, result, error)
+        else:
+            self._reports.start_soon(self._report, id, lease, success, result, error)
+
+    async def on_heartbeat(self, ids: Sequence[str], leases: Sequence[int]) -> None:
+        if len(ids) != len(leases):
+            raise CallerError("invalid", "ids and leases differ in length", "heartbeat.leases")
+        for task_id, epoch in zip(ids, leases, strict=True):
+            try:
+                alive = await self._source.heartbeat(task_id, epoch)
+            except TaskdError as exc:  # not stale as far as we know: the worker retries later
+                log.warning("heartbeat of %s failed: %s", task_id, exc)
+                continue
+            if not alive:
+                self.revoke(task_id, epoch, "lease expired")
+
+    def revoke(self, task_id: str, epoch: int, reason: str) -> None:
+        """The node took this lease back: tell the worker, and free the slot."""
+        if self._held.get(task_id) != epoch:
+            return
+        self._release(task_id)
+        self._queue(Revocation(task_id, epoch, reason))
+
+    def close(self) -> None:
+        """The worker ended its side: ``run`` reports what is left and returns."""
+        self._closed = True
+        self._poke()
+
+    async def run(
+        self,
+        send: Callable[[Outbound], Awaitable[None]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        outbox, sendable = trio.open_memory_channel[Outbound](math.inf)
+        self._outbox = outbox
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_all, sendable, send)
+                async with trio.open_nursery() as reports:
+                    self._reports = reports
+                    task_status.started()
+                    await self._push()
+                self._reports = None  # later results are reported inline, unacked
+                self._outbox = None  # every ack is queued: let the sender finish and stop
+                outbox.close()
+        finally:
+            self._reports = None
+            self._outbox = None
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self.lease_ttl):
+                await self._release_all()
+
+    async def _push(self) -> None:
+        rotation = 0
+        while not self._closed:
+            free = self._capacity - len(self._held)
+            if self._handle is not None and free > 0:
+                queues = self._handle.queues
+                items: list[WorkItem] = []
+                promised = False
+                for i in range(len(queues)):
+                    queue = queues[(rotation + i) % len(queues)]
+                    want = min(free - len(items), self._source.backlog(queue))
+                    if want > 0:
+                        promised = True
+                        items += await self._lease(queue, want)
+                rotation += 1
+                if items:
+                    self._take(items)
+                    continue
+                if promised:  # the backlog promised work the lease did not find
+                    await trio.sleep(_LEASE_RETRY)
+                    continue
+            with trio.CancelScope() as self._wake:
+                if self._handle is not None and free > 0:
+                    await self._source.wait_for_work(self._handle.queues)
+                else:
+                    await trio.sleep_forever()  # until hello, credit, a result or a revocation
+            self._wake = None
+
+    async def _lease(self, queue: str, want: int) -> list[WorkItem]:
+        assert self._handle is not None
+        try:
+            return await self._source.lease(queue, self._handle.name, want)
+        except TaskdError as exc:
+            log.warning("cannot lease from %s: %s", queue, exc)
+            return []
+
+    def _take(self, items: list[WorkItem]) -> None:
+        assert self._handle is not None
+        for item in items:
+            self._held[item.id] = item.epoch
+            self._handle.started(item.id, item.epoch)
+        self._queue(Assignment(tuple(items), self.lease_ttl))
+
+    async def _report(self, id: str, lease: int, success: bool, result: bytes, error: str) -> None:
+        try:
+            # a report already under way is finished even if the stream breaks meanwhile
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self.lease_ttl):
+                if success:
+                    accepted = await self._source.complete(id, lease, result)
+                else:
+                    accepted = await self._source.fail(id, lease, error)
+            self._queue(ResultAck(id, lease, accepted, "" if accepted else "stale lease"))
+        except TaskdError as exc:
+            self._queue(ResultAck(id, lease, False, str(exc)))
+        finally:
+            self._report_slots.release()
+
+    async def _release_all(self) -> None:
+        held, self._held = self._held, {}
+        async with trio.open_nursery() as nursery:
+            for task_id, epoch in held.items():
+                nursery.start_soon(self._lost, task_id, epoch)
+        if self._handle is not None:
+            self._handle.leave()
+
+    async def _lost(self, task_id: str, epoch: int) -> None:
+        try:
+            await self._source.fail(task_id, epoch, WORKER_LOST)
+        except TaskdError as exc:  # its lease will lapse instead
+            log.warning("cannot release %s: %s", task_id, exc)
+
+    @staticmethod
+    async def _send_all(
+        sendable: trio.MemoryReceiveChannel[Outbound],
+        send: Callable[[Outbound], Awaitable[None]],
+    ) -> None:
+        async for message in sendable:
+            await send(message)
+
+    def _queue(self, message: Outbound) -> None:
+        if self._outbox is not None:
+            self._outbox.send_nowait(message)
+
+    def _release(self, task_id: str) -> None:
+        del self._held[task_id]
+        if self._handle is not None:
+            self._handle.finished(task_id)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+
+    @staticmethod
+    def _check_capacity(capacity: int, field: str) -> None:
+        if not 0 <= capacity <= 10_000:
+            raise CallerError("invalid", f"capacity must be 0..10000, not {capacity}", field)

@@ -1,0 +1,166 @@
+"""The seam between execution and the node: leased work in, results out, revocations in.
+
+Theory of operation: executors (``LocalExecutor``) and remote-worker sessions
+(``StreamSession``) never see the scheduler. They lease ``WorkItem``s from a ``WorkSource``
+(the node: it proposes a ``Lease`` command and returns once it is durable), report each
+attempt's end with the lease's fencing ``epoch``, and are told through ``revoke`` when one of
+their tasks left RUNNING for another reason (canceled, timed out by the scheduler, lease
+expired). The node calls ``WorkerRegistry.revoke`` for every such state change; the registry
+routes it to whichever holder runs that task. A stale epoch anywhere is harmless: the node
+rejects stale results (``False``), and holders ignore revocations for epochs they do not hold.
+
+The registry also answers ``GET /api/v1/workers``: every live local executor, stream worker
+and HTTP worker, with its queues, capacity and running task ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+WorkerKind = Literal["local", "stream", "http"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One leased attempt of a task."""
+
+    id: str
+    queue: str
+    name: str
+    payload: bytes
+    attempt: int  # 1 for the first run
+    epoch: int  # fencing epoch of this lease: send it back with the result
+    timeout: float  # seconds this attempt may run
+    dependency_results: Mapping[str, bytes] = field(default_factory=dict)
+
+
+class WorkSource(Protocol):
+    """What the node offers executors. Every async call returns once its command is durable."""
+
+    async def lease(self, queue: str, worker: str, max: int) -> list[WorkItem]:
+        """Lease up to ``max`` runnable tasks of ``queue``; ``[]`` when none is runnable."""
+        ...
+
+    async def complete(self, task_id: str, epoch: int, result: bytes) -> bool:
+        """Report success; ``False`` when the lease is stale (the result is ignored)."""
+        ...
+
+    async def fail(self, task_id: str, epoch: int, error: str) -> bool:
+        """Report failure; ``False`` when the lease is stale."""
+        ...
+
+    async def heartbeat(self, task_id: str, epoch: int) -> bool:
+        """Extend the lease; ``False`` when it is stale (the holder must stop)."""
+        ...
+
+    async def wait_for_work(self, queues: Sequence[str]) -> None:
+        """Return when one of ``queues`` may have runnable tasks.
+
+        Level-triggered: returns at once if ``backlog`` of one of them is above zero, else
+        waits until one rises. May return spuriously. Callers cancel it to stop waiting.
+        """
+        ...
+
+    def backlog(self, queue: str) -> int:
+        """Runnable tasks of ``queue`` that a ``lease`` would hand out now (0 when paused)."""
+        ...
+
+
+class Revocable(Protocol):
+    """Anything that holds leases: told to drop one the node no longer considers its own."""
+
+    def revoke(self, task_id: str, epoch: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One worker as ``GET /api/v1/workers`` shows it."""
+
+    name: str
+    kind: WorkerKind
+    queues: tuple[str, ...]
+    capacity: int
+    running: tuple[str, ...]
+
+
+class WorkerHandle:
+    """A registered worker. Its owner keeps it current and calls ``leave`` when it goes."""
+
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        name: str,
+        kind: WorkerKind,
+        queues: Sequence[str],
+        capacity: int,
+        holder: Revocable | None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.queues = tuple(queues)
+        self.capacity = capacity
+        self.holder = holder  # None for HTTP workers: they learn of revocations from a 409
+        self.running: dict[str, int] = {}  # task id -> epoch
+        self._registry = registry
+
+    def set_capacity(self, capacity: int) -> None:
+        self.capacity = capacity
+
+    def started(self, task_id: str, epoch: int) -> None:
+        self.running[task_id] = epoch
+        self._registry._holders[task_id] = self
+
+    def finished(self, task_id: str) -> None:
+        self.running.pop(task_id, None)
+        if self._registry._holders.get(task_id) is self:
+            del self._registry._holders[task_id]
+
+    def leave(self) -> None:
+        for task_id in list(self.running):
+            self.finished(task_id)
+        self._registry._handles.discard(self)
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            self.name, self.kind, self.queues, self.capacity, tuple(sorted(self.running))
+        )
+
+
+class WorkerRegistry:
+    """Live workers of this node, and which of them holds each running task."""
+
+    def __init__(self) -> None:
+        self._handles: set[WorkerHandle] = set()
+        self._holders: dict[str, WorkerHandle] = {}
+
+    def join(
+        self,
+        name: str,
+        kind: WorkerKind,
+        queues: Sequence[str],
+        capacity: int,
+        holder: Revocable | None = None,
+    ) -> WorkerHandle:
+        handle = WorkerHandle(self, name, kind, queues, capacity, holder)
+        self._handles.add(handle)
+        return handle
+
+    def workers(self) -> list[WorkerInfo]:
+        return sorted((h.info() for h in self._handles), key=lambda w: (w.name, w.kind))
+
+    def holder_of(self, task_id: str) -> str | None:
+        handle = self._holders.get(task_id)
+        return handle.name if handle else None
+
+    def revoke(self, task_id: str, epoch: int, reason: str) -> bool:
+        """Route a revocation to the holder of ``task_id`` at ``epoch``; False if none."""
+        handle = self._holders.get(task_id)
+        if handle is None or handle.running.get(task_id) != epoch:
+            return False
+        if handle.holder is None:
+            handle.finished(task_id)
+        else:
+            handle.holder.revoke(task_id, epoch, reason)
+        return True

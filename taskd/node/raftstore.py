@@ -1,0 +1,290 @@
+"""RaftStore: the embedded Raft log as the node's store. The trio driver of ``RaftCore``.
+
+Theory of operation: one loop owns the core. Each round it takes a ``Ready`` from the core,
+applies the committed entries to the state machine on the trio loop (in index order) and wakes
+their proposers, then writes the new entries (and hard state) and fsyncs them in ONE worker
+thread hop, then tells the core they are persisted — which, in a one-member cluster, commits
+them for the next round to apply. Proposals that arrive while a round's fsync is in flight
+simply accumulate in the core and go out together in the next round: that is group commit.
+Nobody's ``propose`` returns before its entry was fsynced and applied.
+
+Start-up (``serve``): open and repair the log in a thread, restore the latest snapshot into the
+state machine, let the core elect itself in a new term (appending its no-op), and run rounds
+until everything up to that no-op is applied — the replay — then report ``started``.
+
+Every ``snapshot_every`` applied entries, ``state_machine.snapshot()`` runs on the loop (it must
+be consistent with the applied index), and writing it plus deleting the segments it covers
+run in a thread beside the rounds; only then is the in-memory log compacted.
+
+Failure: an ``OSError`` from the disk fails every waiting proposal with ``Unavailable`` naming
+the data directory and the error, and the store takes no more writes: after a failed fsync the
+kernel may have dropped the data, so nothing may be acknowledged (and fsync is not retried).
+
+Not here yet: peers (messages from ``Ready`` are not sent anywhere; ``step`` is not fed), and
+back-pressure on proposals beyond ``max_batch`` per round (the node's admission limits bound
+them today).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from taskd.errors import Unavailable
+from taskd.node.disklog import DiskLog
+from taskd.raft.core import RaftCore, RaftStatus, Ready
+from taskd.raft.statemachine import StateMachine
+from taskd.raft.types import SnapshotMeta
+
+log = logging.getLogger("taskd.raft")
+
+# Replays longer than this are logged as they go, and yield to the loop between chunks.
+_REPLAY_CHUNK = 20_000
+
+
+class _Waiter:
+    """One propose call: the indexes it waits for and the results collected so far."""
+
+    __slots__ = ("error", "event", "first", "last", "results")
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
+        self.results: list[object] = []
+        self.event = trio.Event()
+        self.error: BaseException | None = None
+
+
+class RaftStore:
+    """The ``taskd.node.store.Store`` on an embedded Raft log (one member today)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        state_machine: StateMachine,
+        *,
+        node_id: str = "n1",
+        snapshot_every: int = 100_000,
+        max_batch: int = 4096,
+    ) -> None:
+        if snapshot_every < 1 or max_batch < 1:
+            raise ValueError("snapshot_every and max_batch must be at least 1")
+        self.data_dir = Path(data_dir)
+        self.state_machine = state_machine
+        self.node_id = node_id
+        self.snapshot_every = snapshot_every
+        self.max_batch = max_batch
+        self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
+        self._core: RaftCore | None = None
+        self._disk: DiskLog | None = None
+        self._serving = False
+        self._failure: Unavailable | None = None
+        self._waiters: deque[_Waiter] = deque()
+        self._work = trio.Event()
+        self._snapshot_index = 0
+        self._snapshot_in_flight = False
+
+    # -- the store seam -------------------------------------------------------------------
+
+    async def propose(self, data: bytes) -> object:
+        """Make ``data`` durable, apply it, and return what the state machine returned.
+
+        Raises ``NotLeader`` or ``Unavailable``. If the caller is cancelled while waiting, the
+        entry may still commit and be applied; only its result is lost.
+        """
+        core = self._writable()
+        index = core.propose(data)
+        waiter = self._wait_for(index, index)
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.results[0]
+
+    async def propose_many(self, items: Sequence[bytes]) -> list[object]:
+        """``propose`` for several commands, in order, sharing one durability round."""
+        if not items:
+            return []
+        core = self._writable()
+        indexes = core.propose_many(items)
+        waiter = self._wait_for(indexes.start, indexes.stop - 1)
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.results
+
+    def status(self) -> RaftStatus:
+        if self._core is None:
+            return RaftStatus(self.node_id, "follower", 0, None, 0, 0, [])
+        return self._core.status()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover, replay, report started, then run group-commit rounds until cancelled."""
+        disk = DiskLog(self.data_dir)
+        try:
+            recovered = await trio.to_thread.run_sync(disk.open)
+        except OSError as exc:
+            disk.close()
+            raise Unavailable(f"cannot open the Raft log in {disk.dir}: {exc}") from exc
+        try:
+            self._disk = disk
+            if recovered.snapshot is not None and recovered.snapshot_data is not None:
+                self.state_machine.restore(recovered.snapshot_data)
+                self._snapshot_index = recovered.snapshot.index
+            core = RaftCore(
+                self.node_id,
+                [self.node_id],
+                hard_state=recovered.hard_state,
+                snapshot=recovered.snapshot,
+                entries=recovered.entries,
+            )
+            self._core = core
+            replay = core.last_index - core.applied_index
+            if replay > _REPLAY_CHUNK:
+                log.info("replaying %d Raft log entries from %s", replay, disk.dir)
+            core.tick(trio.current_time())  # elects itself, appends the new term's no-op
+            ready_at = core.last_index
+            async with trio.open_nursery() as nursery:
+                while core.applied_index < ready_at:
+                    await self._round(core, disk, nursery)
+                    if self._failure is not None:
+                        raise self._failure
+                self._serving = True
+                log.info(
+                    "Raft log ready in %s: term %d, applied index %d",
+                    disk.dir,
+                    core.term,
+                    core.applied_index,
+                )
+                task_status.started()
+                while True:
+                    if not core.has_ready():
+                        self._work = trio.Event()
+                        await self._work.wait()
+                    await self._round(core, disk, nursery)
+        finally:
+            self._serving = False
+            self._fail_waiters(Unavailable(f"the Raft store in {self.data_dir} has stopped"))
+            disk.close()
+
+    # -- rounds ---------------------------------------------------------------------------
+
+    async def _round(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
+        if self._failure is not None:
+            await trio.sleep_forever()  # no writes after a disk error; serve idles
+        ready = core.ready(self.max_batch)
+        if ready.committed_entries:
+            await self._apply(ready)
+            core.advance(ready)
+            self._maybe_snapshot(core, disk, nursery)
+        if ready.hard_state is not None or ready.entries_to_persist:
+            try:
+                await trio.to_thread.run_sync(self._persist, disk, ready)
+            except OSError as exc:
+                self._fail(exc)
+                return
+            self.fsync_rounds += 1
+            if ready.entries_to_persist:
+                core.persisted(ready.entries_to_persist[-1].index)
+
+    @staticmethod
+    def _persist(disk: DiskLog, ready: Ready) -> None:
+        # The hard state (a new term, a vote) goes first: entries of a term must never be
+        # durable under a term the node could forget.
+        if ready.hard_state is not None:
+            disk.save_hard_state(ready.hard_state)
+        disk.append(ready.entries_to_persist)
+        disk.sync()
+
+    async def _apply(self, ready: Ready) -> None:
+        entries = ready.committed_entries
+        apply = self.state_machine.apply
+        waiters = self._waiters
+        started = time.monotonic()
+        for chunk_start in range(0, len(entries), _REPLAY_CHUNK):
+            if chunk_start:
+                log.info(
+                    "applied %d of %d entries (%.1fs)",
+                    chunk_start,
+                    len(entries),
+                    time.monotonic() - started,
+                )
+                await trio.lowlevel.checkpoint()
+            for entry in entries[chunk_start : chunk_start + _REPLAY_CHUNK]:
+                try:
+                    result = apply(entry.index, entry.data)
+                except Exception as exc:
+                    self._fail_waiters(Unavailable(f"the state machine failed: {exc!r}"))
+                    self._failure = Unavailable(f"the state machine failed at {entry.index}")
+                    raise
+                # Waiters are registered in index order, right after their entries were
+                # appended; entries without one (no-ops, replayed entries) are skipped over.
+                assert not waiters or waiters[0].last >= entry.index, "waiter left behind"
+                if waiters and waiters[0].first <= entry.index:
+                    waiter = waiters[0]
+                    waiter.results.append(result)
+                    if entry.index == waiter.last:
+                        waiters.popleft()
+                        waiter.event.set()
+
+    def _maybe_snapshot(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
+        applied = core.applied_index
+        if self._snapshot_in_flight or applied - self._snapshot_index < self.snapshot_every:
+            return
+        meta = SnapshotMeta(applied, core.term_at(applied))
+        data = self.state_machine.snapshot()  # on the loop: consistent with ``applied``
+        self._snapshot_in_flight = True
+        nursery.start_soon(self._write_snapshot, core, disk, meta, data)
+
+    async def _write_snapshot(
+        self, core: RaftCore, disk: DiskLog, meta: SnapshotMeta, data: bytes
+    ) -> None:
+        def write() -> None:
+            disk.save_snapshot(meta, data)
+            disk.compact(meta.index)
+
+        try:
+            await trio.to_thread.run_sync(write)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        finally:
+            self._snapshot_in_flight = False
+        core.compact(meta.index, meta.term)
+        self._snapshot_index = meta.index
+        log.info(
+            "snapshot at index %d (term %d) written, %d bytes", meta.index, meta.term, len(data)
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _writable(self) -> RaftCore:
+        if self._failure is not None:
+            raise self._failure
+        if self._core is None or not self._serving:
+            raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
+        return self._core
+
+    def _wait_for(self, first: int, last: int) -> _Waiter:
+        waiter = _Waiter(first, last)
+        self._waiters.append(waiter)
+        self._work.set()
+        return waiter
+
+    def _fail(self, exc: OSError) -> None:
+        self._failure = Unavailable(
+            f"the Raft log in {self.data_dir} failed to write: {exc}; this node takes no "
+            f"more writes until restarted"
+        )
+        log.error("%s", self._failure)
+        self._fail_waiters(self._failure)
+
+    def _fail_waiters(self, error: Unavailable) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.error = error
+            waiter.event.set()

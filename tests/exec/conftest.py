@@ -1,0 +1,151 @@
+"""A WorkSource that really behaves: an in-memory queue that honours lease epochs.
+
+It keeps FIFO queues, gives every lease a fresh epoch, rejects stale completions, failures
+and heartbeats, retries failed attempts while retries remain, and wakes ``wait_for_work``
+callers when work becomes runnable (level-triggered, like the node). Tests wait on its
+``changed`` condition instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+from taskd.exec.work import WorkItem
+from taskd.queue.commands import State
+
+
+@dataclass
+class FakeTask:
+    id: str
+    queue: str
+    payload: bytes
+    timeout: float
+    max_retries: int
+    name: str = ""
+    state: State = State.QUEUED
+    attempt: int = 0
+    epoch: int = 0
+    worker: str = ""
+    result: bytes | None = None
+    error: str = ""
+    errors: list[str] = field(default_factory=list)  # every failed attempt's error
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.tasks: dict[str, FakeTask] = {}
+        self.queues: dict[str, deque[str]] = {}
+        self.lease_calls: list[tuple[str, int, int]] = []  # (queue, max, handed out)
+        self.reports: list[tuple[str, str, int, bool]] = []  # (kind, id, epoch, accepted)
+        self.max_running = 0
+        self._changed = trio.Event()
+        self._seq = 0
+
+    # ---- what tests drive -----------------------------------------------------------
+    def submit(
+        self, queue: str = "q", payload: bytes = b"", *, timeout: float = 30.0, retries: int = 0
+    ) -> str:
+        self._seq += 1
+        task_id = f"t{self._seq:04d}"
+        self.tasks[task_id] = FakeTask(task_id, queue, payload, timeout, retries)
+        self.queues.setdefault(queue, deque()).append(task_id)
+        self._notify()
+        return task_id
+
+    def cancel(self, task_id: str) -> int:
+        """Cancel a running task; returns the epoch the holder must drop."""
+        task = self.tasks[task_id]
+        assert task.state is State.RUNNING
+        task.state = State.CANCELED
+        self._notify()
+        return task.epoch
+
+    def running(self) -> int:
+        return sum(t.state is State.RUNNING for t in self.tasks.values())
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await self._changed.wait()
+
+    async def settled(self, *task_ids: str) -> None:
+        await self.until(lambda: all(self.tasks[t].state.terminal for t in task_ids))
+
+    # ---- WorkSource -----------------------------------------------------------------
+    async def lease(self, queue: str, worker: str, max: int) -> list[WorkItem]:
+        await trio.lowlevel.checkpoint()  # "durable": a real node awaits its log here
+        waiting = self.queues.get(queue, deque())
+        items = []
+        while waiting and len(items) < max:
+            task = self.tasks[waiting.popleft()]
+            task.state, task.worker = State.RUNNING, worker
+            task.attempt += 1
+            task.epoch += 1
+            items.append(
+                WorkItem(
+                    task.id,
+                    queue,
+                    task.name,
+                    task.payload,
+                    task.attempt,
+                    task.epoch,
+                    task.timeout,
+                    {},
+                )
+            )
+        self.lease_calls.append((queue, max, len(items)))
+        self.max_running = builtins.max(self.max_running, self.running())
+        self._notify()
+        return items
+
+    async def complete(self, task_id: str, epoch: int, result: bytes) -> bool:
+        await trio.lowlevel.checkpoint()
+        task = self.tasks[task_id]
+        ok = task.state is State.RUNNING and task.epoch == epoch
+        if ok:
+            task.state, task.result = State.SUCCEEDED, result
+        self.reports.append(("complete", task_id, epoch, ok))
+        self._notify()
+        return ok
+
+    async def fail(self, task_id: str, epoch: int, error: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        task = self.tasks[task_id]
+        ok = task.state is State.RUNNING and task.epoch == epoch
+        if ok:
+            task.error = error
+            task.errors.append(error)
+            if task.attempt <= task.max_retries:
+                task.state = State.QUEUED
+                self.queues[task.queue].append(task_id)
+            else:
+                task.state = State.FAILED
+        self.reports.append(("fail", task_id, epoch, ok))
+        self._notify()
+        return ok
+
+    async def heartbeat(self, task_id: str, epoch: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        task = self.tasks[task_id]
+        return task.state is State.RUNNING and task.epoch == epoch
+
+    async def wait_for_work(self, queues: Sequence[str]) -> None:
+        while not any(self.backlog(q) for q in queues):
+            await self._changed.wait()
+
+    def backlog(self, queue: str) -> int:
+        return len(self.queues.get(queue, ()))
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    return FakeSource()
