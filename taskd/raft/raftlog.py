@@ -1,0 +1,115 @@
+"""The in-memory Raft log: entries after the last snapshot, and how far each has got.
+
+Theory of operation: ``entries[i]`` has index ``offset + 1 + i``; ``offset`` is the index of
+the last snapshot (0 before any). Four marks move forward along it::
+
+    offset <= applied <= committed,  applied <= stable <= handed <= last_index
+
+- ``handed``: entries up to here were given to the driver to persist (in a ``Ready``);
+- ``stable``: the driver confirmed they are on disk (``stable_to``);
+- ``committed``: known to be on a majority; only ``committed <= stable`` entries are handed
+  out for applying, so a node never applies what it could lose in a crash;
+- ``applying``/``applied``: handed out for applying / confirmed applied.
+
+Entries recovered from disk start out stable. ``compact`` drops entries a durable snapshot
+covers. Overwriting a conflicting suffix (a follower meeting a new leader) is not needed by a
+one-member cluster and is not implemented yet: ``append`` only ever adds at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from taskd.raft.types import Entry, SnapshotMeta
+
+
+class RaftLog:
+    def __init__(self, snapshot: SnapshotMeta, entries: Sequence[Entry], commit: int) -> None:
+        kept = [entry for entry in entries if entry.index > snapshot.index]
+        for position, entry in enumerate(kept):
+            if entry.index != snapshot.index + 1 + position:
+                raise ValueError(
+                    f"log entries are not contiguous after the snapshot at {snapshot.index}: "
+                    f"found index {entry.index} at position {position}"
+                )
+        self.snapshot = snapshot
+        self.entries: list[Entry] = kept
+        self.stable = self.last_index
+        self.handed = self.stable
+        self.committed = min(max(commit, snapshot.index), self.stable)
+        self.applying = snapshot.index
+        self.applied = snapshot.index
+
+    @property
+    def offset(self) -> int:
+        return self.snapshot.index
+
+    @property
+    def last_index(self) -> int:
+        return self.snapshot.index + len(self.entries)
+
+    @property
+    def last_term(self) -> int:
+        return self.entries[-1].term if self.entries else self.snapshot.term
+
+    def term_at(self, index: int) -> int:
+        """The term of the entry at ``index`` (the snapshot's term at its own index)."""
+        if index == self.snapshot.index:
+            return self.snapshot.term
+        if not self.snapshot.index < index <= self.last_index:
+            raise IndexError(f"no entry {index} in log ({self.snapshot.index}, {self.last_index}]")
+        return self.entries[index - self.snapshot.index - 1].term
+
+    def append(self, term: int, items: Sequence[bytes]) -> int:
+        """Append one entry per item at the end; returns the first new index."""
+        first = self.last_index + 1
+        self.entries.extend(Entry(term, first + i, data) for i, data in enumerate(items))
+        return first
+
+    def slice(self, low: int, high: int) -> list[Entry]:
+        """Entries with ``low <= index <= high``."""
+        base = self.snapshot.index + 1
+        return self.entries[low - base : high - base + 1]
+
+    def take_unstable(self, limit: int | None) -> list[Entry]:
+        """Hand out the entries not yet given to the driver to persist (at most ``limit``)."""
+        high = self.last_index if limit is None else min(self.last_index, self.handed + limit)
+        batch = self.slice(self.handed + 1, high)
+        self.handed = high
+        return batch
+
+    def stable_to(self, index: int) -> None:
+        if not self.stable <= index <= self.handed:
+            raise ValueError(
+                f"persisted({index}) outside handed-out range ({self.stable}, {self.handed}]"
+            )
+        self.stable = index
+
+    def commit_to(self, index: int) -> None:
+        self.committed = max(self.committed, index)
+
+    def take_committed(self) -> list[Entry]:
+        """Hand out the committed, durable entries not yet given out for applying."""
+        high = min(self.committed, self.stable)
+        batch = self.slice(self.applying + 1, high) if high > self.applying else []
+        self.applying = max(self.applying, high)
+        return batch
+
+    def applied_to(self, index: int) -> None:
+        if not self.applied <= index <= self.applying:
+            raise ValueError(f"applied {index} outside ({self.applied}, {self.applying}]")
+        self.applied = index
+
+    def compact(self, snapshot: SnapshotMeta) -> None:
+        """Forget entries up to ``snapshot.index``: a durable snapshot now covers them."""
+        if snapshot.index <= self.snapshot.index:
+            return
+        if snapshot.index > self.applied:
+            raise ValueError(f"compact({snapshot.index}) past applied index {self.applied}")
+        if self.term_at(snapshot.index) != snapshot.term:
+            raise ValueError(
+                f"compact({snapshot.index}, {snapshot.term}): entry has term "
+                f"{self.term_at(snapshot.index)}"
+            )
+        del self.entries[: snapshot.index - self.snapshot.index]
+        self.snapshot = snapshot
