@@ -13,11 +13,10 @@ Times are float seconds since the Unix epoch, taken from ``now`` only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Union
+from enum import StrEnum
 
 
-class State(str, Enum):
+class State(StrEnum):
     PENDING = "pending"  # waiting for run_at or a retry backoff
     BLOCKED = "blocked"  # waiting for dependencies
     QUEUED = "queued"  # runnable
@@ -139,25 +138,25 @@ class ReleaseWorker:
     worker: str
 
 
-Command = Union[
-    Submit,
-    Cancel,
-    Retry,
-    PauseQueue,
-    ResumeQueue,
-    Lease,
-    Heartbeat,
-    Complete,
-    Fail,
-    Tick,
-    ReleaseWorker,
-]
+Command = (
+    Submit
+    | Cancel
+    | Retry
+    | PauseQueue
+    | ResumeQueue
+    | Lease
+    | Heartbeat
+    | Complete
+    | Fail
+    | Tick
+    | ReleaseWorker
+)
 
 
 # ---- outcomes -------------------------------------------------------------------------
 
 
-class RejectCode(str, Enum):
+class RejectCode(StrEnum):
     INVALID = "invalid"  # HTTP 400 / INVALID_ARGUMENT
     NOT_FOUND = "not_found"  # 404 / NOT_FOUND
     CONFLICT = "conflict"  # 409 / FAILED_PRECONDITION: illegal transition, stale lease

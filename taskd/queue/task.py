@@ -40,7 +40,7 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    """Settings every replica must share (they shape state, so they are part of the log's meaning)."""
+    """Settings every replica must share: they shape state, so they are part of the log."""
 
     retention: float = 7 * 24 * 3600.0  # keep terminal tasks this long, then forget them
     backoff_base: float = 1.0  # retry n waits uniform(0, min(cap, base * 2**(n-1)))

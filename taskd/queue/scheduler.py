@@ -1,0 +1,717 @@
+"""The scheduler: the one object that owns every task and applies commands to it.
+
+Theory of operation: ``apply(command, now, entropy)`` is the only mutator. It validates the
+whole command against the current state first (a bad command returns a ``Rejection`` and
+changes nothing), then makes every change through ``_move``, which checks the move against
+the transition table, keeps the per-queue counts, ready heaps, timer hints and worker index in
+step, and records a ``StateChanged`` event. Time comes only from ``now``, randomness only from
+``entropy``, so replicas applying the same log reach the same state (and snapshot bytes).
+
+What lives where: ``submit`` plans batches, ``queues`` keeps per-queue heaps and counts,
+``timers`` decides when a ``Tick`` has work, ``backoff`` draws retry jitter, ``catalog``
+serves list pages, ``snapshot`` encodes state. The dependency graph is two maps here:
+``task.waiting_on`` (unfinished dependencies, on the dependent) and ``_dependents`` (dependent
+ids per dependency, in seq order, so cascades run in a deterministic order).
+
+Invariants (checked by the property tests): each task is in exactly one state and counted in
+exactly one queue bucket; a BLOCKED task waits on at least one unfinished dependency and no
+non-terminal task has a failed or canceled dependency; a RUNNING task holds the epoch of its
+live lease, epochs only grow; a task is leased only when QUEUED, which requires its
+dependencies to have succeeded and its ``run_at`` to have passed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import Callable
+from heapq import heappush
+
+from taskd.queue import snapshot as snapshot_codec
+from taskd.queue.backoff import backoff
+from taskd.queue.catalog import IdIndex
+from taskd.queue.commands import (
+    Cancel,
+    Command,
+    Complete,
+    Fail,
+    Heartbeat,
+    Lease,
+    Leased,
+    Outcome,
+    PauseQueue,
+    RejectCode,
+    Rejection,
+    ReleaseWorker,
+    ResumeQueue,
+    Retry,
+    State,
+    StateChanged,
+    Submit,
+    Tick,
+)
+from taskd.queue.queues import QueueIndex, QueueStats
+from taskd.queue.submit import SubmitPlan, check_queue_name, plan_submit
+from taskd.queue.task import SchedulerConfig, Task
+from taskd.queue.timers import Timers, due_time
+from taskd.queue.transitions import InvariantError, Trigger, allowed, check
+
+__all__ = ["QueueStats", "Scheduler"]
+
+_PENDING, _BLOCKED, _QUEUED, _RUNNING = State.PENDING, State.BLOCKED, State.QUEUED, State.RUNNING
+_SUCCEEDED, _FAILED, _CANCELED = State.SUCCEEDED, State.FAILED, State.CANCELED
+_MAX_LEASE_BATCH = 10_000
+_MAX_WORKER_NAME = 255
+
+
+def _invalid(message: str, field: str) -> Outcome:
+    return Outcome(rejection=Rejection(RejectCode.INVALID, message, field))
+
+
+def _positive_seconds(value: object) -> bool:
+    return type(value) in (float, int) and 0 < value < math.inf  # type: ignore[operator]
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig = SchedulerConfig()) -> None:  # noqa: B008
+        config.validate()
+        self._config = config
+        self._retention = config.retention
+        self._tasks: dict[str, Task] = {}
+        self._queues: dict[str, QueueIndex] = {}
+        self._timers = Timers()
+        self._dependents: dict[str, list[str]] = {}
+        self._idempotency: dict[tuple[str, str], str] = {}
+        self._by_worker: dict[str, dict[str, None]] = {}
+        self._catalog = IdIndex()
+        self._seq = 0
+        self._epoch = 0
+        self._handlers: dict[type, Callable[[object, float, int], Outcome]] = {
+            Submit: self._submit,  # type: ignore[dict-item]
+            Lease: self._lease,  # type: ignore[dict-item]
+            Complete: self._complete,  # type: ignore[dict-item]
+            Heartbeat: self._heartbeat,  # type: ignore[dict-item]
+            Fail: self._fail,  # type: ignore[dict-item]
+            Tick: self._tick,  # type: ignore[dict-item]
+            Cancel: self._cancel,  # type: ignore[dict-item]
+            Retry: self._retry,  # type: ignore[dict-item]
+            PauseQueue: self._pause,  # type: ignore[dict-item]
+            ResumeQueue: self._resume,  # type: ignore[dict-item]
+            ReleaseWorker: self._release_worker,  # type: ignore[dict-item]
+        }
+
+    # ---- the mutator ---------------------------------------------------------------------
+
+    def apply(self, command: Command, now: float, entropy: int) -> Outcome:
+        """Apply one command at leader time ``now`` with leader-drawn ``entropy``."""
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            return _invalid(f"unknown command {type(command).__name__}", "command")
+        if type(now) not in (float, int) or not -math.inf < now < math.inf:
+            return _invalid("now must be a finite time", "now")
+        if type(entropy) is not int:
+            return _invalid("entropy must be an integer", "entropy")
+        return handler(command, now, entropy)
+
+    # ---- the one place a task changes state ----------------------------------------------
+
+    def _move(self, task: Task, new: State, trigger: Trigger, events: list[StateChanged]) -> None:
+        """Move ``task`` to ``new``; its time fields must already be set for the new state."""
+        old = task.state
+        check(old, trigger, new)
+        index = self._queues[task.queue]
+        by_state = index.by_state
+        by_state[old] -= 1
+        by_state[new] += 1
+        task.state = new
+        if old is _QUEUED:
+            index.by_priority[task.priority] -= 1
+        elif old is _RUNNING:
+            del self._by_worker[task.worker][task.id]
+            if not self._by_worker[task.worker]:
+                del self._by_worker[task.worker]
+        if new is _QUEUED:
+            index.by_priority[task.priority] += 1
+            index.push(task.priority, task.seq, task.id)
+        elif new is _RUNNING:
+            self._by_worker.setdefault(task.worker, {})[task.id] = None
+        due = due_time(task, self._retention)
+        if due is not None:
+            self._timers.schedule(due, task.seq, task.id)
+        events.append(StateChanged(task.id, task.queue, old, new, task.epoch))
+
+    def _index_new(self, task: Task) -> None:
+        """Add a task (new, or restored from a snapshot) to every index."""
+        self._tasks[task.id] = task
+        self._catalog.add(task.id)
+        index = self._queues.get(task.queue)
+        if index is None:
+            index = self._queues[task.queue] = QueueIndex(task.queue)
+        index.by_state[task.state] += 1
+        state = task.state
+        if state is _QUEUED:
+            index.by_priority[task.priority] += 1
+            index.push(task.priority, task.seq, task.id)
+        elif state is _RUNNING:
+            self._by_worker.setdefault(task.worker, {})[task.id] = None
+        if task.idempotency_key:
+            self._idempotency[(task.queue, task.idempotency_key)] = task.id
+        for dep in task.depends_on:
+            self._dependents.setdefault(dep, []).append(task.id)
+        due = due_time(task, self._retention)
+        if due is not None:
+            self._timers.schedule(due, task.seq, task.id)
+
+    def _forget(self, task: Task) -> None:
+        check(task.state, Trigger.FORGET, None)
+        task_id = task.id
+        del self._tasks[task_id]
+        self._catalog.remove(self._tasks)
+        self._timers.forget(task_id)
+        key = (task.queue, task.idempotency_key)
+        if task.idempotency_key and self._idempotency.get(key) == task_id:
+            del self._idempotency[key]
+        self._dependents.pop(task_id, None)
+        for dep in task.depends_on:
+            siblings = self._dependents.get(dep)
+            if siblings is not None:
+                siblings.remove(task_id)
+                if not siblings:
+                    del self._dependents[dep]
+        index = self._queues[task.queue]
+        index.by_state[task.state] -= 1
+        if not index.paused and index.total() == 0:
+            del self._queues[task.queue]
+
+    # ---- commands ------------------------------------------------------------------------
+
+    def _submit(self, command: Submit, now: float, entropy: int) -> Outcome:
+        plan = plan_submit(
+            command,
+            now,
+            self._tasks,
+            self._idempotency,
+            self.depth,
+            self._config.max_queue_depth,
+        )
+        if isinstance(plan, Rejection):
+            return Outcome(rejection=plan)
+        return self._create(command, plan, float(now))
+
+    def _create(self, command: Submit, plan: SubmitPlan, now: float) -> Outcome:
+        # The hot path of a submit: _index_new inlined, with per-batch lookups hoisted.
+        events: list[StateChanged] = []
+        append = events.append
+        states, depends_on, waiting_on = plan.state, plan.depends_on, plan.waiting_on
+        ids = command.ids
+        seq = self._seq
+        tasks, queues, timers = self._tasks, self._queues, self._timers
+        catalog = self._catalog
+        catalog_ids = catalog.ids
+        retention = self._retention
+        index: QueueIndex | None = None
+        for i, spec in enumerate(command.specs):
+            state = states[i]
+            if state is None:
+                continue
+            seq += 1
+            task_id = ids[i]
+            queue = spec.queue
+            priority = spec.priority
+            deps = depends_on[i]
+            task = Task(
+                task_id,
+                queue,
+                spec.name,
+                priority,
+                spec.payload,
+                float(spec.timeout),
+                spec.max_retries,
+                float(spec.run_at),
+                deps,
+                spec.idempotency_key,
+                dict(spec.labels) if spec.labels else {},
+                now,
+                seq,
+                state,
+                waiting_on=waiting_on[i],
+            )
+            tasks[task_id] = task
+            if catalog_ids and task_id > catalog_ids[-1]:
+                catalog_ids.append(task_id)
+            else:
+                catalog.add(task_id)
+            if index is None or index.name != queue:
+                index = queues.get(queue)
+                if index is None:
+                    index = queues[queue] = QueueIndex(queue)
+            index.by_state[state] += 1
+            if state is _QUEUED:
+                index.by_priority[priority] += 1
+                index.in_heap.add(task_id)
+                heappush(index.heap, (-priority, seq, task_id))
+            elif state is _PENDING:
+                timers.schedule(task.run_at, seq, task_id)
+            elif state is _CANCELED:
+                task.error = plan.error[i]
+                task.canceled_by = plan.canceled_by[i]
+                task.finished_at = now
+                timers.schedule(now + retention, seq, task_id)
+            if spec.idempotency_key:
+                self._idempotency[(queue, spec.idempotency_key)] = task_id
+            if deps:
+                dependents = self._dependents
+                for dep in deps:
+                    dependents.setdefault(dep, []).append(task_id)
+            append(StateChanged(task_id, queue, None, state, 0))
+        self._seq = seq
+        return Outcome(reply=plan.reply, events=events)
+
+    def _lease(self, command: Lease, now: float, entropy: int) -> Outcome:
+        bad = check_queue_name(command.queue, "queue")
+        if bad is not None:
+            return Outcome(rejection=bad)
+        worker, count, ttl = command.worker, command.max, command.lease_ttl
+        if type(worker) is not str or not 0 < len(worker) <= _MAX_WORKER_NAME:
+            return _invalid(f"worker must be 1..{_MAX_WORKER_NAME} characters", "worker")
+        if type(count) is not int or not 0 < count <= _MAX_LEASE_BATCH:
+            return _invalid(f"max must be an integer 1..{_MAX_LEASE_BATCH}", "max")
+        if not _positive_seconds(ttl):
+            return _invalid("lease_ttl must be a positive number of seconds", "lease_ttl")
+        index = self._queues.get(command.queue)
+        if index is None or index.paused:
+            return Outcome(reply=())
+        tasks = self._tasks
+
+        def live(task_id: str) -> bool:
+            task = tasks.get(task_id)
+            return task is not None and task.state is _QUEUED
+
+        # The hot path of a lease: _move inlined for QUEUED -> RUNNING, counts settled once.
+        check(_QUEUED, Trigger.LEASE, _RUNNING)
+        events: list[StateChanged] = []
+        leased: list[Leased] = []
+        append_event, append_leased = events.append, leased.append
+        deadline = now + ttl
+        by_priority = index.by_priority
+        held = self._by_worker.get(worker)
+        if held is None:
+            held = self._by_worker[worker] = {}
+        schedule = self._timers.schedule
+        queue = command.queue
+        epoch = self._epoch
+        while len(leased) < count:
+            task_id = index.pop(live)
+            if task_id is None:
+                break
+            task = tasks[task_id]
+            epoch += 1
+            task.epoch = epoch
+            task.attempt = attempt = task.attempt + 1
+            task.worker = worker
+            task.started_at = now
+            task.lease_deadline = deadline
+            task.timeout_deadline = timeout_deadline = now + task.timeout
+            task.state = _RUNNING
+            by_priority[task.priority] -= 1
+            held[task_id] = None
+            schedule(
+                deadline if deadline < timeout_deadline else timeout_deadline, task.seq, task_id
+            )
+            append_event(StateChanged(task_id, queue, _QUEUED, _RUNNING, epoch))
+            append_leased(Leased(task_id, epoch, attempt, deadline))
+        self._epoch = epoch
+        if not held:
+            del self._by_worker[worker]
+        if leased:
+            index.by_state[_QUEUED] -= len(leased)
+            index.by_state[_RUNNING] += len(leased)
+        index.compact(live)
+        return Outcome(reply=tuple(leased), events=events)
+
+    def _running(self, task_id: object, epoch: object, trigger: Trigger) -> Task | Outcome:
+        """The RUNNING task a worker's call names, or the rejection to return."""
+        if type(task_id) is not str:
+            return _invalid("id must be a string", "id")
+        if type(epoch) is not int:
+            return _invalid("lease must be an integer epoch", "lease")
+        task = self._tasks.get(task_id)
+        if task is None:
+            return Outcome(rejection=Rejection(RejectCode.NOT_FOUND, "no such task", "id"))
+        if not allowed(task.state, trigger) or task.epoch != epoch:
+            current = f"lease {task.epoch}" if task.state is _RUNNING else "no lease"
+            return Outcome(
+                rejection=Rejection(
+                    RejectCode.CONFLICT,
+                    f"stale lease {epoch}: task is {task.state.value} ({current})",
+                    "lease",
+                )
+            )
+        return task
+
+    def _heartbeat(self, command: Heartbeat, now: float, entropy: int) -> Outcome:
+        if not _positive_seconds(command.lease_ttl):
+            return _invalid("lease_ttl must be a positive number of seconds", "lease_ttl")
+        task = self._running(command.task_id, command.epoch, Trigger.HEARTBEAT)
+        if isinstance(task, Outcome):
+            return task
+        deadline = now + command.lease_ttl
+        if deadline > task.lease_deadline:
+            task.lease_deadline = deadline  # a later due time: the timer hint stays valid
+        return Outcome(reply=task.id)
+
+    def _complete(self, command: Complete, now: float, entropy: int) -> Outcome:
+        if type(command.result) is not bytes:
+            return _invalid("result must be bytes", "result")
+        task = self._running(command.task_id, command.epoch, Trigger.COMPLETE)
+        if isinstance(task, Outcome):
+            return task
+        # The hot path of a completion: _move inlined for RUNNING -> SUCCEEDED.
+        task_id = task.id
+        task.result = command.result
+        task.finished_at = now
+        task.lease_deadline = task.timeout_deadline = 0.0
+        task.state = _SUCCEEDED
+        by_state = self._queues[task.queue].by_state
+        by_state[_RUNNING] -= 1
+        by_state[_SUCCEEDED] += 1
+        held = self._by_worker[task.worker]
+        del held[task_id]
+        if not held:
+            del self._by_worker[task.worker]
+        self._timers.schedule(now + self._retention, task.seq, task_id)
+        events = [StateChanged(task_id, task.queue, _RUNNING, _SUCCEEDED, task.epoch)]
+        dependents = self._dependents.get(task_id)
+        if dependents:
+            tasks = self._tasks
+            for dependent_id in dependents:
+                dependent = tasks[dependent_id]
+                waiting = dependent.waiting_on
+                if dependent.state is _BLOCKED and task.id in waiting:
+                    waiting.discard(task.id)
+                    if not waiting:
+                        new = _PENDING if dependent.run_at > now else _QUEUED
+                        self._move(dependent, new, Trigger.DEPS_MET, events)
+        return Outcome(reply=task.id, events=events)
+
+    def _fail(self, command: Fail, now: float, entropy: int) -> Outcome:
+        if type(command.error) is not str:
+            return _invalid("error must be a string", "error")
+        if type(command.retryable) is not bool:
+            return _invalid("retryable must be a boolean", "retryable")
+        task = self._running(command.task_id, command.epoch, Trigger.FAIL)
+        if isinstance(task, Outcome):
+            return task
+        events: list[StateChanged] = []
+        self._end_attempt(
+            task, command.error, command.retryable, Trigger.FAIL, now, entropy, events
+        )
+        return Outcome(reply=task.id, events=events)
+
+    def _end_attempt(
+        self,
+        task: Task,
+        error: str,
+        retryable: bool,
+        trigger: Trigger,
+        now: float,
+        entropy: int,
+        events: list[StateChanged],
+    ) -> None:
+        """A running attempt failed: back off and retry while retries remain, else fail."""
+        task.error = error
+        task.lease_deadline = task.timeout_deadline = 0.0
+        config = self._config
+        if retryable and task.attempt <= task.max_retries:
+            wait = backoff(config.backoff_base, config.backoff_cap, task.attempt, entropy, task.seq)
+            task.run_at = now + wait
+            self._move(task, _PENDING, trigger, events)
+        else:
+            task.finished_at = now
+            self._move(task, _FAILED, trigger, events)
+            self._cascade(task, now, events)
+
+    def _cascade(self, root: Task, now: float, events: list[StateChanged]) -> None:
+        """Cancel every BLOCKED dependent of ``root``, transitively, naming ``root``."""
+        error = f"dependency {root.id} {root.state.value}"
+        tasks = self._tasks
+        frontier = [root.id]
+        while frontier:
+            next_frontier: list[str] = []
+            for cause in frontier:
+                for dependent_id in self._dependents.get(cause, ()):
+                    dependent = tasks[dependent_id]
+                    if dependent.state is not _BLOCKED:
+                        continue
+                    dependent.error = error
+                    dependent.canceled_by = cause
+                    dependent.finished_at = now
+                    dependent.waiting_on.clear()
+                    self._move(dependent, _CANCELED, Trigger.DEP_ENDED, events)
+                    next_frontier.append(dependent_id)
+            frontier = next_frontier
+
+    def _cancel(self, command: Cancel, now: float, entropy: int) -> Outcome:
+        task = self._lookup(command.task_id)
+        if isinstance(task, Outcome):
+            return task
+        if not allowed(task.state, Trigger.CANCEL):
+            return self._conflict(f"task is already {task.state.value}")
+        events: list[StateChanged] = []
+        task.error = "canceled"
+        task.canceled_by = ""
+        task.finished_at = now
+        task.lease_deadline = task.timeout_deadline = 0.0
+        task.waiting_on.clear()
+        self._move(task, _CANCELED, Trigger.CANCEL, events)
+        self._cascade(task, now, events)
+        return Outcome(reply=task.id, events=events)
+
+    def _retry(self, command: Retry, now: float, entropy: int) -> Outcome:
+        task = self._lookup(command.task_id)
+        if isinstance(task, Outcome):
+            return task
+        if not allowed(task.state, Trigger.RETRY):
+            return self._conflict(
+                f"only failed or canceled tasks retry; task is {task.state.value}"
+            )
+        ended = self._ended_dependency(task)
+        if ended is not None:
+            return self._conflict(f"dependency {ended.id} is {ended.state.value}")
+        events: list[StateChanged] = []
+        waiting = self._reset(task)
+        if waiting:
+            new = _BLOCKED
+        else:
+            new = _PENDING if task.run_at > now else _QUEUED
+        self._move(task, new, Trigger.RETRY, events)
+        self._restore_dependents(task, events)
+        return Outcome(reply=task.id, events=events)
+
+    def _ended_dependency(self, task: Task, skip: str = "") -> Task | None:
+        """The first dependency that ended failed or canceled (forgotten ones had succeeded)."""
+        for dep_id in task.depends_on:
+            dep = self._tasks.get(dep_id)
+            if dep_id != skip and dep is not None and dep.state in (_FAILED, _CANCELED):
+                return dep
+        return None
+
+    def _reset(self, task: Task) -> set[str]:
+        """Clear a terminal task for a fresh set of attempts; returns its ``waiting_on``."""
+        task.attempt = 0
+        task.error = ""
+        task.result = None
+        task.canceled_by = ""
+        task.finished_at = 0.0
+        waiting = task.waiting_on
+        waiting.clear()
+        for dep_id in task.depends_on:
+            dep = self._tasks.get(dep_id)
+            if dep is not None and not dep.state.terminal:
+                waiting.add(dep_id)
+        return waiting
+
+    def _restore_dependents(self, root: Task, events: list[StateChanged]) -> None:
+        """Bring back (as BLOCKED) the dependents canceled because of ``root``, transitively."""
+        tasks = self._tasks
+        frontier = [root.id]
+        while frontier:
+            next_frontier: list[str] = []
+            for cause in frontier:
+                for dependent_id in self._dependents.get(cause, ()):
+                    dependent = tasks[dependent_id]
+                    if dependent.state is not _CANCELED or dependent.canceled_by != cause:
+                        continue
+                    other = self._ended_dependency(dependent, skip=cause)
+                    if other is not None:
+                        # Still doomed by another dependency: blame that one instead, so
+                        # retrying it brings this task back.
+                        dependent.canceled_by = other.id
+                        continue
+                    self._reset(dependent)
+                    self._move(dependent, _BLOCKED, Trigger.DEP_RETRIED, events)
+                    next_frontier.append(dependent_id)
+            frontier = next_frontier
+
+    def _pause(self, command: PauseQueue, now: float, entropy: int) -> Outcome:
+        bad = check_queue_name(command.queue, "queue")
+        if bad is not None:
+            return Outcome(rejection=bad)
+        index = self._queues.get(command.queue)
+        if index is None:
+            index = self._queues[command.queue] = QueueIndex(command.queue)
+        index.paused = True
+        return Outcome()
+
+    def _resume(self, command: ResumeQueue, now: float, entropy: int) -> Outcome:
+        bad = check_queue_name(command.queue, "queue")
+        if bad is not None:
+            return Outcome(rejection=bad)
+        index = self._queues.get(command.queue)
+        if index is not None:
+            index.paused = False
+            if index.total() == 0:
+                del self._queues[command.queue]
+        return Outcome()
+
+    def _release_worker(self, command: ReleaseWorker, now: float, entropy: int) -> Outcome:
+        worker = command.worker
+        if type(worker) is not str or not 0 < len(worker) <= _MAX_WORKER_NAME:
+            return _invalid(f"worker must be 1..{_MAX_WORKER_NAME} characters", "worker")
+        events: list[StateChanged] = []
+        held = self._by_worker.get(worker)
+        if held:
+            for task_id in list(held):  # lease order: epochs ascend
+                task = self._tasks[task_id]
+                self._end_attempt(
+                    task, "worker lost", True, Trigger.WORKER_LOST, now, entropy, events
+                )
+        return Outcome(events=events)
+
+    def _tick(self, command: Tick, now: float, entropy: int) -> Outcome:
+        events: list[StateChanged] = []
+        tasks, retention = self._tasks, self._retention
+
+        def due(task_id: str) -> tuple[float, int] | None:
+            task = tasks.get(task_id)
+            if task is None:
+                return None
+            at = due_time(task, retention)
+            return None if at is None else (at, task.seq)
+
+        while True:
+            fired = self._timers.take_due(now, due)
+            if not fired:
+                break
+            for task_id in fired:
+                task = tasks[task_id]
+                state = task.state
+                if state is _PENDING:
+                    self._move(task, _QUEUED, Trigger.RUN_AT, events)
+                elif state is _RUNNING:
+                    if task.timeout_deadline <= task.lease_deadline:
+                        trigger, error = Trigger.TIMEOUT, "timeout"
+                    else:
+                        trigger, error = Trigger.LEASE_EXPIRED, "lease expired"
+                    self._end_attempt(task, error, True, trigger, now, entropy, events)
+                elif state.terminal:
+                    self._forget(task)
+                else:
+                    raise InvariantError(f"timer fired for {state.value} task {task_id}")
+        return Outcome(events=events)
+
+    def _lookup(self, task_id: object) -> Task | Outcome:
+        if type(task_id) is not str:
+            return _invalid("id must be a string", "id")
+        task = self._tasks.get(task_id)
+        if task is None:
+            return Outcome(rejection=Rejection(RejectCode.NOT_FOUND, "no such task", "id"))
+        return task
+
+    @staticmethod
+    def _conflict(message: str) -> Outcome:
+        return Outcome(rejection=Rejection(RejectCode.CONFLICT, message, "id"))
+
+    # ---- queries (read-only) -------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task | None:
+        return self._tasks.get(task_id)
+
+    def list(
+        self,
+        queue: str | None = None,
+        state: State | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> tuple[list[Task], str | None]:
+        """A page of tasks, newest first, older than cursor ``after``; and the next cursor."""
+        if limit <= 0:
+            return [], None
+        tasks = self._tasks
+
+        def match(task_id: str) -> bool:
+            task = tasks.get(task_id)
+            return (
+                task is not None
+                and (queue is None or task.queue == queue)
+                and (state is None or task.state is state)
+            )
+
+        ids, cursor = self._catalog.page(after, limit, match)
+        return [tasks[task_id] for task_id in ids], cursor
+
+    def queue_names(self) -> builtins.list[str]:
+        return sorted(self._queues)
+
+    def queue_stats(self, queue: str) -> QueueStats:
+        index = self._queues.get(queue)
+        return (index if index is not None else QueueIndex(queue)).stats()
+
+    def runnable(self, queue: str) -> int:
+        index = self._queues.get(queue)
+        return 0 if index is None else index.runnable()
+
+    def depth(self, queue: str) -> int:
+        index = self._queues.get(queue)
+        return 0 if index is None else index.depth()
+
+    def next_deadline(self) -> float | None:
+        """The earliest ``now`` at which a ``Tick`` changes something, or None."""
+        tasks, retention = self._tasks, self._retention
+
+        def due(task_id: str) -> tuple[float, int] | None:
+            task = tasks.get(task_id)
+            if task is None:
+                return None
+            at = due_time(task, retention)
+            return None if at is None else (at, task.seq)
+
+        return self._timers.peek(due)
+
+    def running_for(self, worker: str) -> builtins.list[Task]:
+        return [self._tasks[task_id] for task_id in self._by_worker.get(worker, ())]
+
+    def dependency_results(self, task_id: str) -> dict[str, bytes]:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return {}
+        results: dict[str, bytes] = {}
+        for dep_id in task.depends_on:
+            dep = self._tasks.get(dep_id)
+            if dep is not None and dep.state is _SUCCEEDED and dep.result is not None:
+                results[dep_id] = dep.result
+        return results
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    # ---- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        paused = [name for name, index in self._queues.items() if index.paused]
+        state = snapshot_codec.SnapshotState(
+            self._seq, self._epoch, paused, list(self._tasks.values())
+        )
+        return snapshot_codec.encode(state)
+
+    @classmethod
+    def restore(cls, data: bytes, config: SchedulerConfig = SchedulerConfig()) -> Scheduler:  # noqa: B008
+        state = snapshot_codec.decode(data)
+        scheduler = cls(config)
+        scheduler._seq = state.seq
+        scheduler._epoch = state.epoch
+        running: builtins.list[Task] = []
+        for task in sorted(state.tasks, key=lambda t: t.seq):
+            if task.state is _RUNNING:
+                running.append(task)
+            scheduler._index_new(task)
+        # The worker index is in lease order (epoch order); rebuild it that way.
+        scheduler._by_worker.clear()
+        for task in sorted(running, key=lambda t: t.epoch):
+            scheduler._by_worker.setdefault(task.worker, {})[task.id] = None
+        for name in state.paused:
+            index = scheduler._queues.get(name)
+            if index is None:
+                index = scheduler._queues[name] = QueueIndex(name)
+            index.paused = True
+        return scheduler

@@ -1,0 +1,294 @@
+"""Property tests: random command sequences against the scheduler's invariants.
+
+A ``RuleBasedStateMachine`` drives random submits (with delays, dependencies, refs and
+idempotency keys), leases, heartbeats, completions (some with stale epochs), failures,
+cancels, retries, pauses, lost workers and ticks while time advances. After every step it
+checks the invariants of design.md §2 and §5, that the event stream accounts for every state
+change, that a rejected command changed nothing, and that a scheduler restored from a
+snapshot taken mid-run stays identical to the original.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from taskd.queue.commands import (
+    Cancel,
+    Command,
+    Complete,
+    Fail,
+    Heartbeat,
+    Lease,
+    Leased,
+    Outcome,
+    PauseQueue,
+    ReleaseWorker,
+    ResumeQueue,
+    Retry,
+    State,
+    Submit,
+    TaskSpec,
+    Tick,
+)
+from taskd.queue.scheduler import Scheduler
+from taskd.queue.task import SchedulerConfig
+
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
+QUEUES = ("a", "b")
+WORKERS = ("w1", "w2")
+CONFIG = SchedulerConfig(retention=50.0, backoff_base=1.0, backoff_cap=8.0, max_queue_depth=12)
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = Scheduler(CONFIG)
+        self.shadow: Scheduler | None = None  # restored from a snapshot, fed the same commands
+        self.now = 1000.0
+        self.ids = 0
+        self.known: list[str] = []  # every id ever created (some may be forgotten)
+        self.leases: list[Leased] = []  # every lease ever handed out (most go stale)
+        self.model: dict[str, State] = {}  # state per task, as told by the events
+        self.succeeded: set[str] = set()
+        self.max_epoch = 0
+
+    # ---- applying ------------------------------------------------------------------------
+
+    def apply(self, command: Command, entropy: int = 7) -> Outcome:
+        before = self.s.snapshot()
+        out = self.s.apply(command, self.now, entropy)
+        if self.shadow is not None:
+            twin = self.shadow.apply(command, self.now, entropy)
+            assert (twin.rejection, twin.reply, twin.events) == (
+                out.rejection,
+                out.reply,
+                out.events,
+            )
+            assert self.shadow.snapshot() == self.s.snapshot()
+        if not out.ok:
+            assert out.events == []
+            assert self.s.snapshot() == before, f"rejected {command} changed state"
+            return out
+        for event in out.events:
+            assert self.model.get(event.task_id) == event.previous, event
+            if event.previous is State.RUNNING:
+                assert event.epoch > 0
+            self.model[event.task_id] = event.current
+            if event.current is State.SUCCEEDED:
+                assert event.task_id not in self.succeeded, "second terminal success"
+                self.succeeded.add(event.task_id)
+        return out
+
+    # ---- rules ---------------------------------------------------------------------------
+
+    @rule(
+        data=st.data(),
+        n=st.integers(1, 4),
+    )
+    def submit(self, data: st.DataObject, n: int) -> None:
+        specs = []
+        for i in range(n):
+            deps: list[str] = []
+            pick_existing: bool = data.draw(st.booleans())
+            if self.known and pick_existing:
+                deps.append(data.draw(st.sampled_from(self.known[-8:])))
+            if i and data.draw(st.booleans()):
+                deps.append(f"r{data.draw(st.integers(0, i - 1))}")
+            specs.append(
+                TaskSpec(
+                    queue=data.draw(st.sampled_from(QUEUES)),
+                    priority=data.draw(st.integers(0, 9)),
+                    timeout=data.draw(st.sampled_from([3.0, 10.0, 100.0])),
+                    max_retries=data.draw(st.integers(0, 2)),
+                    run_at=self.now + data.draw(st.sampled_from([0.0, 0.0, 4.0, 15.0])),
+                    depends_on=tuple(deps),
+                    idempotency_key=data.draw(st.sampled_from(["", "", "", "k1", "k2"])),
+                    ref=f"r{i}",
+                )
+            )
+        ids = []
+        for _ in specs:
+            self.ids += 1
+            ids.append(f"T{self.ids:06d}")
+        out = self.apply(Submit(tuple(specs), tuple(ids)))
+        if out.ok:
+            self.known.extend(i for i in ids if self.s.get(i) is not None)
+
+    @rule(
+        queue=st.sampled_from(QUEUES),
+        worker=st.sampled_from(WORKERS),
+        n=st.integers(1, 3),
+        ttl=st.sampled_from([2.0, 20.0]),
+    )
+    def lease(self, queue: str, worker: str, n: int, ttl: float) -> None:
+        queued_before = {
+            t.id: (t.priority, t.seq)
+            for t in self.s.list(queue=queue, state=State.QUEUED, limit=10_000)[0]
+        }
+        out = self.apply(Lease(queue, worker, n, ttl))
+        assert out.ok
+        leased: tuple[Leased, ...] = out.reply  # type: ignore[assignment]
+        if self.s.queue_stats(queue).paused:
+            assert leased == ()
+            return
+        # Priority order: exactly the best `len(leased)` of what was queued, in order.
+        best = sorted(queued_before, key=lambda i: (-queued_before[i][0], queued_before[i][1]))
+        assert [x.task_id for x in leased] == best[: len(leased)]
+        assert len(leased) == min(n, len(best))
+        for x in leased:
+            task = self.s.get(x.task_id)
+            assert task is not None
+            assert task.run_at <= self.now, "leased before run_at"
+            for dep in task.depends_on:
+                dep_task = self.s.get(dep)
+                assert dep_task is None or dep_task.state is State.SUCCEEDED, "deps unfinished"
+            assert x.epoch > self.max_epoch
+            self.max_epoch = x.epoch
+        self.leases.extend(leased)
+
+    def live(self, x: Leased) -> bool:
+        task = self.s.get(x.task_id)
+        return task is not None and task.state is State.RUNNING and task.epoch == x.epoch
+
+    def fenced(self, x: Leased, command: Command, entropy: int = 7) -> None:
+        """Exactly the live lease's calls are accepted; stale epochs are rejected."""
+        live = self.live(x)
+        out = self.apply(command, entropy)
+        assert out.ok == live, (command, out.rejection)
+
+    @precondition(lambda self: self.leases)
+    @rule(data=st.data(), result=st.binary(max_size=4))
+    def complete(self, data: st.DataObject, result: bytes) -> None:
+        x = data.draw(st.sampled_from(self.leases[-6:]))
+        self.fenced(x, Complete(x.task_id, x.epoch, result))
+
+    @precondition(lambda self: self.leases)
+    @rule(data=st.data(), retryable=st.booleans(), entropy=st.integers(0, 2**64 - 1))
+    def fail(self, data: st.DataObject, retryable: bool, entropy: int) -> None:
+        x = data.draw(st.sampled_from(self.leases[-6:]))
+        self.fenced(x, Fail(x.task_id, x.epoch, "boom", retryable), entropy)
+
+    @precondition(lambda self: self.leases)
+    @rule(data=st.data(), ttl=st.sampled_from([1.0, 30.0]))
+    def heartbeat(self, data: st.DataObject, ttl: float) -> None:
+        x = data.draw(st.sampled_from(self.leases[-6:]))
+        self.fenced(x, Heartbeat(x.task_id, x.epoch, ttl))
+
+    def superseded(self) -> list[Leased]:
+        """Old leases of tasks that are running again under a newer epoch."""
+        return [x for x in self.leases if not self.live(x) and self.s.get(x.task_id) is not None
+                and self.s.get(x.task_id).state is State.RUNNING]  # type: ignore[union-attr]  # fmt: skip
+
+    @precondition(lambda self: self.superseded())
+    @rule(data=st.data(), kind=st.sampled_from(["complete", "fail", "heartbeat"]))
+    def stale_call_while_running_again(self, data: st.DataObject, kind: str) -> None:
+        x = data.draw(st.sampled_from(self.superseded()))
+        commands: dict[str, Command] = {
+            "complete": Complete(x.task_id, x.epoch, b"stale"),
+            "fail": Fail(x.task_id, x.epoch, "stale"),
+            "heartbeat": Heartbeat(x.task_id, x.epoch, 5.0),
+        }
+        command = commands[kind]
+        self.fenced(x, command)
+
+    @precondition(lambda self: self.known)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        self.apply(Cancel(data.draw(st.sampled_from(self.known[-10:]))))
+
+    @precondition(lambda self: self.known)
+    @rule(data=st.data())
+    def retry(self, data: st.DataObject) -> None:
+        self.apply(Retry(data.draw(st.sampled_from(self.known[-10:]))))
+
+    @rule(queue=st.sampled_from(QUEUES), pause=st.booleans())
+    def pause_or_resume(self, queue: str, pause: bool) -> None:
+        assert self.apply(PauseQueue(queue) if pause else ResumeQueue(queue)).ok
+
+    @rule(worker=st.sampled_from(WORKERS))
+    def release_worker(self, worker: str) -> None:
+        self.apply(ReleaseWorker(worker))
+
+    @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 3.0, 10.0, 30.0]), entropy=st.integers(0, 2**64 - 1))
+    def tick(self, dt: float, entropy: int) -> None:
+        deadline = self.s.next_deadline()
+        before = self.s.snapshot()
+        self.now += dt
+        out = self.apply(Tick(), entropy)
+        if deadline is None or deadline > self.now:
+            assert out.events == [] and self.s.snapshot() == before, "tick before its deadline"
+        else:
+            later = self.s.next_deadline()
+            assert later is None or later > self.now, "a due timer survived the tick"
+
+    @rule(spec=st.sampled_from([TaskSpec(priority=11), TaskSpec(timeout=-1.0), TaskSpec(queue="")]))
+    def invalid_submit(self, spec: TaskSpec) -> None:
+        self.ids += 1
+        assert not self.apply(Submit((TaskSpec(), spec), (f"X{self.ids}", f"Y{self.ids}"))).ok
+
+    @rule()
+    def restore_shadow(self) -> None:
+        self.shadow = Scheduler.restore(self.s.snapshot(), CONFIG)
+
+    # ---- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def task_invariants(self) -> None:
+        s = self.s
+        tasks, _ = s.list(limit=100_000)
+        assert len(tasks) == len(s)
+        counts: dict[tuple[str, State], int] = {}
+        running_epochs: set[int] = set()
+        for task in tasks:
+            counts[(task.queue, task.state)] = counts.get((task.queue, task.state), 0) + 1
+            assert self.model[task.id] is task.state, "event stream disagrees with state"
+            assert 0 <= task.attempt <= task.max_retries + 1
+            deps = [s.get(d) for d in task.depends_on]
+            if task.state is State.BLOCKED:
+                assert task.waiting_on
+                for dep_id in task.waiting_on:
+                    dep = s.get(dep_id)
+                    assert dep is not None and not dep.state.terminal
+            else:
+                assert not task.waiting_on
+            if task.state in (State.PENDING, State.QUEUED, State.RUNNING, State.SUCCEEDED):
+                assert all(d is None or d.state is State.SUCCEEDED for d in deps), task
+            if not task.state.terminal:
+                assert all(d is None or d.state not in (State.FAILED, State.CANCELED) for d in deps)
+            if task.state is State.RUNNING:
+                assert 0 < task.epoch <= self.max_epoch
+                assert task.epoch not in running_epochs
+                running_epochs.add(task.epoch)
+                assert task in s.running_for(task.worker)
+            if task.state is State.SUCCEEDED:
+                assert task.id in self.succeeded
+            if task.canceled_by:
+                # Canceled because of a dependency that is still failed or canceled: a retry
+                # of that dependency would have brought this task back.
+                assert task.state is State.CANCELED
+                cause = s.get(task.canceled_by)
+                assert cause is None or cause.state in (State.FAILED, State.CANCELED), task
+        for name in s.queue_names():
+            stats = s.queue_stats(name)
+            for state in State:
+                assert stats.by_state[state] == counts.get((name, state), 0)
+            queued = [t for t in tasks if t.queue == name and t.state is State.QUEUED]
+            for p in range(10):
+                assert stats.by_priority[p] == sum(1 for t in queued if t.priority == p)
+        assert sum(counts.values()) == len(s)
+        # Forgotten tasks were terminal; drop them from the model.
+        for task_id in [i for i in self.model if s.get(i) is None]:
+            assert self.model.pop(task_id).terminal
+
+
+TestScheduler = SchedulerMachine.TestCase
+TestScheduler.settings = settings(
+    max_examples=1000 if THOROUGH else 120,
+    stateful_step_count=80 if THOROUGH else 40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
