@@ -127,8 +127,8 @@ class Attempt:
 
     async def _feed(self, child: Child) -> None:
         try:
-            if self.item.payload:
-                await child.stdin.send_all(self.item.payload)
+            # The contract is "the payload as JSON on stdin": no payload is JSON null.
+            await child.stdin.send_all(self.item.payload or b"null")
             await child.stdin.aclose()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the command does not read its stdin: that is its business

@@ -36,6 +36,7 @@ __all__ = (
     "TaskSpec",
     "TaskState",
     "WatchRequest",
+    "WorkItem",
     "WorkerCredit",
     "WorkerHeartbeat",
     "WorkerHello",
@@ -125,12 +126,7 @@ class TaskState(betterproto2.Enum):
 
 @dataclass(eq=False, repr=False)
 class Assignment(betterproto2.Message):
-    tasks: "list[Task]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
-    """
-    each carries its lease epoch and dependency_results
-    """
+    items: "list[WorkItem]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
     lease_seconds: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
     """
@@ -167,9 +163,7 @@ class ClusterStatus(betterproto2.Message):
 
     commit_index: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
 
-    members: "list[Member]" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    members: "list[Member]" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("taskd.v1", "ClusterStatus", ClusterStatus)
@@ -184,9 +178,7 @@ class ClusterStatusRequest(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "taskd.v1", "ClusterStatusRequest", ClusterStatusRequest
-)
+default_message_pool.register_message("taskd.v1", "ClusterStatusRequest", ClusterStatusRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -202,21 +194,15 @@ class ListQueuesRequest(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "taskd.v1", "ListQueuesRequest", ListQueuesRequest
-)
+default_message_pool.register_message("taskd.v1", "ListQueuesRequest", ListQueuesRequest)
 
 
 @dataclass(eq=False, repr=False)
 class ListQueuesResponse(betterproto2.Message):
-    queues: "list[QueueStats]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    queues: "list[QueueStats]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "taskd.v1", "ListQueuesResponse", ListQueuesResponse
-)
+default_message_pool.register_message("taskd.v1", "ListQueuesResponse", ListQueuesResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -243,9 +229,7 @@ default_message_pool.register_message("taskd.v1", "ListRequest", ListRequest)
 
 @dataclass(eq=False, repr=False)
 class ListResponse(betterproto2.Message):
-    tasks: "list[Task]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    tasks: "list[Task]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
     next: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
@@ -261,21 +245,15 @@ class ListWorkersRequest(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "taskd.v1", "ListWorkersRequest", ListWorkersRequest
-)
+default_message_pool.register_message("taskd.v1", "ListWorkersRequest", ListWorkersRequest)
 
 
 @dataclass(eq=False, repr=False)
 class ListWorkersResponse(betterproto2.Message):
-    workers: "list[WorkerInfo]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    workers: "list[WorkerInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "taskd.v1", "ListWorkersResponse", ListWorkersResponse
-)
+default_message_pool.register_message("taskd.v1", "ListWorkersResponse", ListWorkersResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -334,9 +312,7 @@ class QueueStats(betterproto2.Message):
     by_state: "dict[str, int]" = betterproto2.field(
         3,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_INT64
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_INT64),
     )
     """
     state name -> count
@@ -345,9 +321,7 @@ class QueueStats(betterproto2.Message):
     by_priority: "dict[int, int]" = betterproto2.field(
         4,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_INT32, betterproto2.TYPE_INT64
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_INT32, betterproto2.TYPE_INT64),
     )
     """
     queued tasks per priority
@@ -403,37 +377,33 @@ default_message_pool.register_message("taskd.v1", "Revocation", Revocation)
 
 @dataclass(eq=False, repr=False)
 class SubmitBatchRequest(betterproto2.Message):
-    tasks: "list[TaskSpec]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    tasks: "list[TaskSpec]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "taskd.v1", "SubmitBatchRequest", SubmitBatchRequest
-)
+default_message_pool.register_message("taskd.v1", "SubmitBatchRequest", SubmitBatchRequest)
 
 
 @dataclass(eq=False, repr=False)
 class SubmitBatchResponse(betterproto2.Message):
-    tasks: "list[Task]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    """
+    Ids only, in request order: a batch answer stays small and fast; Get or
+    Watch give the full tasks.
+    """
 
-    duplicate: "list[bool]" = betterproto2.field(
-        2, betterproto2.TYPE_BOOL, repeated=True
-    )
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+    duplicate: "list[bool]" = betterproto2.field(2, betterproto2.TYPE_BOOL, repeated=True)
+    """
+    parallel to ids
+    """
 
 
-default_message_pool.register_message(
-    "taskd.v1", "SubmitBatchResponse", SubmitBatchResponse
-)
+default_message_pool.register_message("taskd.v1", "SubmitBatchResponse", SubmitBatchResponse)
 
 
 @dataclass(eq=False, repr=False)
 class SubmitRequest(betterproto2.Message):
-    task: "TaskSpec | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    task: "TaskSpec | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("taskd.v1", "SubmitRequest", SubmitRequest)
@@ -441,9 +411,7 @@ default_message_pool.register_message("taskd.v1", "SubmitRequest", SubmitRequest
 
 @dataclass(eq=False, repr=False)
 class SubmitResponse(betterproto2.Message):
-    task: "Task | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    task: "Task | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
     duplicate: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
     """
@@ -472,18 +440,14 @@ class Task(betterproto2.Message):
 
     run_at_ms: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
 
-    depends_on: "list[str]" = betterproto2.field(
-        9, betterproto2.TYPE_STRING, repeated=True
-    )
+    depends_on: "list[str]" = betterproto2.field(9, betterproto2.TYPE_STRING, repeated=True)
 
     idempotency_key: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
 
     labels: "dict[str, str]" = betterproto2.field(
         11,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
     state: "TaskState" = betterproto2.field(
@@ -507,9 +471,7 @@ class Task(betterproto2.Message):
     dependency_results: "dict[str, bytes]" = betterproto2.field(
         20,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_BYTES
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_BYTES),
     )
     """
     filled when a task is handed to a worker
@@ -526,9 +488,7 @@ default_message_pool.register_message("taskd.v1", "Task", Task)
 
 @dataclass(eq=False, repr=False)
 class TaskEvent(betterproto2.Message):
-    task: "Task | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    task: "Task | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
     previous: "TaskState" = betterproto2.field(
         2, betterproto2.TYPE_ENUM, default_factory=lambda: TaskState(0)
@@ -579,9 +539,7 @@ class TaskSpec(betterproto2.Message):
     handler name inside an SDK worker
     """
 
-    priority: "int | None" = betterproto2.field(
-        3, betterproto2.TYPE_INT32, optional=True
-    )
+    priority: "int | None" = betterproto2.field(3, betterproto2.TYPE_INT32, optional=True)
     """
     0..9, default 5
     """
@@ -591,16 +549,12 @@ class TaskSpec(betterproto2.Message):
     <= 1 MiB by default
     """
 
-    timeout_seconds: "float | None" = betterproto2.field(
-        5, betterproto2.TYPE_DOUBLE, optional=True
-    )
+    timeout_seconds: "float | None" = betterproto2.field(5, betterproto2.TYPE_DOUBLE, optional=True)
     """
     default 1800
     """
 
-    max_retries: "int | None" = betterproto2.field(
-        6, betterproto2.TYPE_INT32, optional=True
-    )
+    max_retries: "int | None" = betterproto2.field(6, betterproto2.TYPE_INT32, optional=True)
     """
     0..100, default 3
     """
@@ -615,9 +569,7 @@ class TaskSpec(betterproto2.Message):
     or not runnable before this time
     """
 
-    depends_on: "list[str]" = betterproto2.field(
-        9, betterproto2.TYPE_STRING, repeated=True
-    )
+    depends_on: "list[str]" = betterproto2.field(9, betterproto2.TYPE_STRING, repeated=True)
     """
     task ids, or refs inside one batch
     """
@@ -630,9 +582,7 @@ class TaskSpec(betterproto2.Message):
     labels: "dict[str, str]" = betterproto2.field(
         11,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(
-            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
-        ),
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
     ref: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
@@ -711,9 +661,7 @@ class WorkerInfo(betterproto2.Message):
 
     capacity: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
 
-    running: "list[str]" = betterproto2.field(
-        4, betterproto2.TYPE_STRING, repeated=True
-    )
+    running: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
 
     kind: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
     """
@@ -751,6 +699,42 @@ class WorkerMessage(betterproto2.Message):
 
 
 default_message_pool.register_message("taskd.v1", "WorkerMessage", WorkerMessage)
+
+
+@dataclass(eq=False, repr=False)
+class WorkItem(betterproto2.Message):
+    """
+    One leased attempt: only what a worker needs to run it.
+    """
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    queue: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    name: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    payload: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
+
+    attempt: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """
+    1 for the first run
+    """
+
+    lease: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)
+    """
+    fencing epoch: send it back with the result
+    """
+
+    timeout_seconds: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
+
+    dependency_results: "dict[str, bytes]" = betterproto2.field(
+        8,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_BYTES),
+    )
+
+
+default_message_pool.register_message("taskd.v1", "WorkItem", WorkItem)
 
 
 class ClusterServiceStub(betterproto2_grpclib.ServiceStub):
@@ -1022,9 +1006,7 @@ class ClusterServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def list_workers(
-        self, message: "ListWorkersRequest"
-    ) -> "ListWorkersResponse":
+    async def list_workers(self, message: "ListWorkersRequest") -> "ListWorkersResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -1108,9 +1090,7 @@ class TaskServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def submit_batch(
-        self, message: "SubmitBatchRequest"
-    ) -> "SubmitBatchResponse":
+    async def submit_batch(self, message: "SubmitBatchRequest") -> "SubmitBatchResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -1151,41 +1131,31 @@ class TaskServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.submit_batch(request)
         await stream.send_message(response)
 
-    async def __rpc_get(
-        self, stream: "grpclib.server.Stream[GetRequest, Task]"
-    ) -> None:
+    async def __rpc_get(self, stream: "grpclib.server.Stream[GetRequest, Task]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.get(request)
         await stream.send_message(response)
 
-    async def __rpc_list(
-        self, stream: "grpclib.server.Stream[ListRequest, ListResponse]"
-    ) -> None:
+    async def __rpc_list(self, stream: "grpclib.server.Stream[ListRequest, ListResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.list(request)
         await stream.send_message(response)
 
-    async def __rpc_cancel(
-        self, stream: "grpclib.server.Stream[CancelRequest, Task]"
-    ) -> None:
+    async def __rpc_cancel(self, stream: "grpclib.server.Stream[CancelRequest, Task]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.cancel(request)
         await stream.send_message(response)
 
-    async def __rpc_retry(
-        self, stream: "grpclib.server.Stream[RetryRequest, Task]"
-    ) -> None:
+    async def __rpc_retry(self, stream: "grpclib.server.Stream[RetryRequest, Task]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.retry(request)
         await stream.send_message(response)
 
-    async def __rpc_watch(
-        self, stream: "grpclib.server.Stream[WatchRequest, TaskEvent]"
-    ) -> None:
+    async def __rpc_watch(self, stream: "grpclib.server.Stream[WatchRequest, TaskEvent]") -> None:
         request = await stream.recv_message()
         assert request is not None
         await self._call_rpc_handler_server_stream(
@@ -1242,16 +1212,12 @@ class TaskServiceBase(betterproto2_grpclib.ServiceBase):
 
 
 class WorkerServiceBase(betterproto2_grpclib.ServiceBase):
-    async def work(
-        self, messages: "AsyncIterator[WorkerMessage]"
-    ) -> "AsyncIterator[NodeMessage]":
+    async def work(self, messages: "AsyncIterator[WorkerMessage]") -> "AsyncIterator[NodeMessage]":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield NodeMessage()
 
-    async def __rpc_work(
-        self, stream: "grpclib.server.Stream[WorkerMessage, NodeMessage]"
-    ) -> None:
+    async def __rpc_work(self, stream: "grpclib.server.Stream[WorkerMessage, NodeMessage]") -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
             self.work,
