@@ -102,7 +102,11 @@ class Node:
         _warn_if_exposed(config)
         async with trio_asyncio.open_loop(), trio.open_nursery() as root:
             await root.start(self.store.serve)
+            # This node's local attempts died with its previous process: retry them now.
+            # Remote workers lost contact while no leader ran: give them a full lease period
+            # to reconnect and report (a new leader extends leases, never shortens them).
             await self.service.release_worker(self.service.config.local_worker)
+            await self.service.renew_leases(config.worker_lease)
             root.start_soon(self.service.run_timers)
 
             source = ServiceSource(self.service, lease_ttl=LOCAL_LEASE)

@@ -39,6 +39,7 @@ from taskd.queue.commands import (
     Outcome,
     PauseQueue,
     ReleaseWorker,
+    RenewLeases,
     ResumeQueue,
     Retry,
     State,
@@ -156,6 +157,9 @@ class NodeService:
 
     async def release_worker(self, worker: str) -> None:
         await self._propose(ReleaseWorker(worker))
+
+    async def renew_leases(self, ttl: float) -> None:
+        await self._propose(RenewLeases(ttl))
 
     # ---- reads -------------------------------------------------------------------------
 

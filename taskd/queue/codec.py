@@ -26,6 +26,7 @@ from taskd.queue.commands import (
     Lease,
     PauseQueue,
     ReleaseWorker,
+    RenewLeases,
     ResumeQueue,
     Retry,
     Submit,
@@ -84,6 +85,7 @@ _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     Fail: (8, lambda c: [c.task_id, c.epoch, c.error, c.retryable]),
     Tick: (9, lambda c: []),
     ReleaseWorker: (10, lambda c: [c.worker]),
+    RenewLeases: (11, lambda c: [c.lease_ttl]),
 }
 _DECODERS: dict[int, Callable[..., Command]] = {
     _SUBMIT: lambda ids, specs: Submit(tuple(_spec(s) for s in specs), ids),
@@ -97,6 +99,7 @@ _DECODERS: dict[int, Callable[..., Command]] = {
     8: Fail,
     9: Tick,
     10: ReleaseWorker,
+    11: RenewLeases,
 }
 
 

@@ -138,6 +138,17 @@ class ReleaseWorker:
     worker: str
 
 
+@dataclass(frozen=True, slots=True)
+class RenewLeases:
+    """A new leader took over: give every running lease at least ``lease_ttl`` more seconds.
+
+    Workers lost contact while there was no leader; a new leader may extend a lease, never
+    shorten it (design.md §1 "Time").
+    """
+
+    lease_ttl: float
+
+
 Command = (
     Submit
     | Cancel
@@ -150,6 +161,7 @@ Command = (
     | Fail
     | Tick
     | ReleaseWorker
+    | RenewLeases
 )
 
 

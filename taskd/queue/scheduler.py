@@ -43,6 +43,7 @@ from taskd.queue.commands import (
     RejectCode,
     Rejection,
     ReleaseWorker,
+    RenewLeases,
     ResumeQueue,
     Retry,
     State,
@@ -98,6 +99,7 @@ class Scheduler:
             PauseQueue: self._pause,  # type: ignore[dict-item]
             ResumeQueue: self._resume,  # type: ignore[dict-item]
             ReleaseWorker: self._release_worker,  # type: ignore[dict-item]
+            RenewLeases: self._renew_leases,  # type: ignore[dict-item]
         }
 
     # ---- the mutator ---------------------------------------------------------------------
@@ -567,6 +569,17 @@ class Scheduler:
                     task, "worker lost", True, Trigger.WORKER_LOST, now, entropy, events
                 )
         return Outcome(events=events)
+
+    def _renew_leases(self, command: RenewLeases, now: float, entropy: int) -> Outcome:
+        if not _positive_seconds(command.lease_ttl):
+            return _invalid("lease_ttl must be a positive number of seconds", "lease_ttl")
+        deadline = now + command.lease_ttl
+        for held in self._by_worker.values():
+            for task_id in held:
+                task = self._tasks[task_id]
+                if deadline > task.lease_deadline:
+                    task.lease_deadline = deadline  # later only: the timer hint stays valid
+        return Outcome()
 
     def _tick(self, command: Tick, now: float, entropy: int) -> Outcome:
         events: list[StateChanged] = []

@@ -17,6 +17,7 @@ from taskd.queue.commands import (
     Lease,
     PauseQueue,
     ReleaseWorker,
+    RenewLeases,
     ResumeQueue,
     Retry,
     Submit,
@@ -61,6 +62,7 @@ EVERY_COMMAND: list[Command] = [
     Fail("id1", 3, "boom", False),
     Tick(),
     ReleaseWorker("w"),
+    RenewLeases(30.0),
 ]
 
 

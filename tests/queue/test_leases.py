@@ -14,6 +14,7 @@ from taskd.queue.commands import (
     PauseQueue,
     RejectCode,
     ReleaseWorker,
+    RenewLeases,
     ResumeQueue,
     State,
     StateChanged,
@@ -254,3 +255,19 @@ def test_release_worker_fails_each_of_its_attempts_with_worker_lost() -> None:
     assert h.state(c) is State.RUNNING
     assert h.s.running_for("w1") == []
     assert h.ok(ReleaseWorker("unknown")).events == []
+
+
+def test_renew_leases_extends_every_running_lease_never_shortens() -> None:
+    # Given two running tasks, one with a long lease and one about to expire
+    h = Harness()
+    a, b = h.submit(), h.submit()
+    h.lease(worker="w1", ttl=5.0)
+    h.lease(worker="w2", ttl=500.0)
+    long_deadline = h.task(b).lease_deadline
+    # When a new leader renews every lease by 60 s
+    out = h.ok(RenewLeases(60.0))
+    # Expect the short lease pushed out to now + 60 and the long one untouched
+    assert out.events == []
+    assert h.task(a).lease_deadline == h.now + 60.0
+    assert h.task(b).lease_deadline == long_deadline
+    h.rejected(RenewLeases(0.0), RejectCode.INVALID, "lease_ttl")

@@ -27,6 +27,7 @@ from taskd.queue.commands import (
     Outcome,
     PauseQueue,
     ReleaseWorker,
+    RenewLeases,
     ResumeQueue,
     Retry,
     State,
@@ -212,6 +213,10 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(worker=st.sampled_from(WORKERS))
     def release_worker(self, worker: str) -> None:
         self.apply(ReleaseWorker(worker))
+
+    @rule(ttl=st.sampled_from([1.0, 30.0]))
+    def renew_leases(self, ttl: float) -> None:
+        assert self.apply(RenewLeases(ttl)).ok
 
     @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 3.0, 10.0, 30.0]), entropy=st.integers(0, 2**64 - 1))
     def tick(self, dt: float, entropy: int) -> None:
