@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import grpclib
@@ -54,7 +54,7 @@ def grpc_error(exc: Exception) -> grpclib.GRPCError:
     raise exc
 
 
-def on_trio(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def on_trio(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Run a handler body as trio code, translating taskd errors into gRPC statuses."""
 
     async def body(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -73,7 +73,7 @@ def on_trio(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-class StrictCodec(ProtoCodec):  # type: ignore[misc]  # grpclib ships no type hints
+class StrictCodec(ProtoCodec):
     """Decode errors (invalid UTF-8, truncated messages) and unknown fields → INVALID_ARGUMENT."""
 
     def decode(self, data: bytes, message_type: Any) -> Any:
@@ -216,7 +216,8 @@ class ClusterService(pb.ClusterServiceBase):
 
     @on_trio
     async def list_queues(self, message: pb.ListQueuesRequest) -> pb.ListQueuesResponse:
-        return pb.ListQueuesResponse(queues=[stats_to_proto(s) for s in self.service.queues()])
+        stats = self.service.queues()
+        return pb.ListQueuesResponse(queues=[stats_to_proto(s) for s in stats])
 
     @on_trio
     async def pause_queue(self, message: pb.QueueRequest) -> pb.QueueStats:

@@ -23,13 +23,15 @@ CLIENT_COMMANDS = frozenset(
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in CLIENT_COMMANDS:
-        from taskd.node.cli import run_client  # noqa: PLC0415  # keeps a node's start-up lean
+        from taskd.node.cli import run_client  # a node never loads client code
 
-        return run_client(args)
+        status: int = run_client(args)
+        return status
     if args and args[0] == "bench":
-        from taskd.bench.main import run_bench  # noqa: PLC0415  # bench pulls in rich and clients
+        from taskd.bench.main import run_bench  # bench pulls in rich, httpx, clients
 
-        return run_bench(args[1:])
+        status = run_bench(args[1:])
+        return status
     return run_node(args)
 
 
@@ -40,7 +42,7 @@ def run_node(args: list[str]) -> int:
         print(f"taskd: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
-    from taskd.node.runner import Node  # noqa: PLC0415  # after logging is configured
+    from taskd.node.runner import Node  # after logging is configured
 
     try:
         trio.run(Node(config).run)

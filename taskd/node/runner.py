@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from typing import Any
+from typing import Any, cast
 
 import trio
 import trio_asyncio
@@ -69,7 +69,7 @@ class Node:
             "commit_index": s.commit_index,
             "members": [
                 {
-                    "address": m.address,
+                    "address": m.id,
                     "role": m.role,
                     "match_index": m.match_index,
                     "reachable": m.reachable,
@@ -168,7 +168,7 @@ class Node:
         return server
 
     async def _serve_http(
-        self, stop: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, stop: Any, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         app = create_app(
             self.service,
@@ -188,7 +188,7 @@ class Node:
         hconfig.errorlog = logging.getLogger("hypercorn.error")
         hconfig.graceful_timeout = 5.0
         try:
-            await hypercorn_serve(app, hconfig, shutdown_trigger=stop, task_status=task_status)
+            await hypercorn_serve(cast(Any, app), hconfig, shutdown_trigger=stop, task_status=task_status)
         except OSError as exc:
             raise SystemExit(
                 f"taskd: cannot listen for HTTP on {self.config.http}: {exc.strerror}; "

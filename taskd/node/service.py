@@ -13,6 +13,7 @@ that feeds watchers and revokes attempts the scheduler took away.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random
 import time
@@ -79,7 +80,7 @@ class NodeService:
         self.clock = clock
         self.ids = IdGenerator(clock)
         self.events = EventHub()
-        self.revoke: Callable[[str, int, str], None] = lambda task_id, epoch, reason: None
+        self.revoke: Callable[[str, int, str], object] = lambda task_id, epoch, reason: None
         self._random = random.Random()
         self._work_arrived: dict[str, trio.Event] = {}
         self._deadline_moved = trio.Event()
@@ -174,10 +175,10 @@ class NodeService:
 
     def list(
         self, queue: str | None, state: State | None, limit: int, after: str | None
-    ) -> tuple[list[Task], str | None]:
+    ) -> tuple[builtins.list[Task], str | None]:
         return self.scheduler.list(queue, state, limit, after)
 
-    def queues(self) -> list[QueueStats]:
+    def queues(self) -> builtins.list[QueueStats]:
         return [self.scheduler.queue_stats(name) for name in self.scheduler.queue_names()]
 
     def _work_item(self, grant: Leased) -> WorkItem:

@@ -1,0 +1,101 @@
+# taskd developer commands. `make run` and `make test` work on a fresh machine with Python 3.11.
+# Every target that needs the virtualenv depends on `venv`, which is re-done only when
+# pyproject.toml changes (stamp file .venv/.stamp).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+
+# Generated protobuf code (committed): taskd/api/{__init__,message_pool}.py and
+# taskd/api/taskd/**/__init__.py come from these sources.
+PROTO_ROOT := taskd/api
+PROTOS := $(wildcard $(PROTO_ROOT)/taskd/v1/*.proto)
+PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I $(PROTO_ROOT) \
+	--python_betterproto2_opt=client_generation=async,server_generation=async
+
+# `make bench`: the node it starts listens here (not the defaults, so a `make run` node can stay up).
+BENCH_HTTP ?= 127.0.0.1:18080
+BENCH_GRPC ?= 127.0.0.1:15051
+BENCH_ARGS ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test build smoke proto proto-check lint bench clean distclean
+
+help:
+	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
+	@echo "make test         run the whole test suite (slow tests included)"
+	@echo "make lint         ruff check + ruff format --check + mypy + lint-imports + proto-check"
+	@echo "make build        one-file binary dist/taskd (PyInstaller, build/taskd.spec)"
+	@echo "make smoke        test the built dist/taskd (tests/build)"
+	@echo "make proto        regenerate taskd/api from the .proto files; proto-check: is it current?"
+	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
+	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q -e '.[dev]'
+	@touch $@
+
+run: venv
+	$(BIN)/taskd $(ARGS)
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+build: venv
+	build/build.sh
+
+smoke: venv
+	TASKD_SMOKE_REQUIRED=1 $(BIN)/pytest tests/build -v $(PYTEST_ARGS)
+
+proto: venv
+	$(PROTOC) --python_betterproto2_out=$(PROTO_ROOT) $(PROTOS)
+
+# Generate into a temp dir and compare with what is committed, file by file.
+proto-check: venv
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PROTOC) --python_betterproto2_out="$$tmp" $(PROTOS) || exit 1; \
+	status=0; \
+	for f in $$(cd "$$tmp" && find . -type f -name '*.py' | sort); do \
+		diff -u "$(PROTO_ROOT)/$$f" "$$tmp/$$f" || status=1; \
+	done; \
+	if [ $$status -ne 0 ]; then echo "proto-check: generated code is stale; run 'make proto'" >&2; \
+	else echo "proto-check: generated code is current"; fi; \
+	exit $$status
+
+# Runs every check even when an earlier one fails, then fails if any did.
+lint: venv
+	@status=0; \
+	echo "== ruff check"; $(BIN)/ruff check . || status=1; \
+	echo "== ruff format --check"; $(BIN)/ruff format --check . || status=1; \
+	echo "== mypy"; $(BIN)/mypy || status=1; \
+	echo "== lint-imports"; $(BIN)/lint-imports || status=1; \
+	echo "== proto-check"; $(MAKE) --no-print-directory proto-check || status=1; \
+	exit $$status
+
+bench: venv
+	@tmp=$$(mktemp -d); \
+	$(BIN)/taskd --grpc $(BENCH_GRPC) --http $(BENCH_HTTP) --data-dir "$$tmp/data" \
+		>"$$tmp/node.log" 2>&1 & node=$$!; \
+	trap 'kill -TERM $$node 2>/dev/null; wait $$node 2>/dev/null; rm -rf "$$tmp"' EXIT; \
+	for i in $$(seq 300); do \
+		kill -0 $$node 2>/dev/null || break; \
+		curl -sf -o /dev/null "http://$(BENCH_HTTP)/readyz" && break; sleep 0.1; \
+	done; \
+	curl -sf -o /dev/null "http://$(BENCH_HTTP)/readyz" \
+		|| { echo "bench: node not ready after 30 s" >&2; cat "$$tmp/node.log" >&2; exit 1; }; \
+	$(BIN)/taskd bench --server-http "http://$(BENCH_HTTP)" --server-grpc $(BENCH_GRPC) $(BENCH_ARGS)
+
+clean:
+	rm -rf dist build/work .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
