@@ -94,7 +94,9 @@ def parse_exec(text: str) -> ExecSpec:
     queue, sep, command = text.partition("=")
     queue = queue.strip()
     if not sep or not command.strip():
-        raise ConfigError(f"--exec must be QUEUE=COMMAND (e.g. thumbnails='python3 resize.py'), got {text!r}")
+        raise ConfigError(
+            f"--exec must be QUEUE=COMMAND (e.g. thumbnails='python3 resize.py'), got {text!r}"
+        )
     if not _QUEUE_NAME.match(queue):
         raise ConfigError(f"--exec queue name {queue!r} must be 1-128 of A-Z a-z 0-9 _ . : -")
     try:
@@ -120,21 +122,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"taskd {__version__}")
     p.add_argument("--peers", help="gRPC addresses host[:port] of every member, this one included")
     p.add_argument("--grpc", help=f"gRPC listen address (default {DEFAULT_GRPC})")
-    p.add_argument("--http", help=f"HTTP listen address for REST and the monitor (default {DEFAULT_HTTP})")
+    p.add_argument(
+        "--http", help=f"HTTP listen address for REST and the monitor (default {DEFAULT_HTTP})"
+    )
     p.add_argument("--data-dir", help="where the log and snapshots live (default ./taskd-data)")
     p.add_argument("--store", help="raft (default, embedded)")
-    p.add_argument("--exec", action="append", metavar="QUEUE=COMMAND",
-                   help="run tasks of QUEUE as COMMAND (payload on stdin); repeatable")
-    p.add_argument("--concurrency", help="local executor slots per queue: N or MIN-MAX (default 1-8)")
+    p.add_argument(
+        "--exec",
+        action="append",
+        metavar="QUEUE=COMMAND",
+        help="run tasks of QUEUE as COMMAND (payload on stdin); repeatable",
+    )
+    p.add_argument(
+        "--concurrency", help="local executor slots per queue: N or MIN-MAX (default 1-8)"
+    )
     p.add_argument("--max-payload", type=int, help="largest payload in bytes (default 1 MiB)")
-    p.add_argument("--max-queue-depth", type=int,
-                   help="unfinished tasks a queue may hold before submits get 429 (default 1,000,000)")
-    p.add_argument("--retention", type=_duration, help="seconds to keep finished tasks (default 7 days)")
-    p.add_argument("--shutdown-grace", type=_duration,
-                   help="seconds running tasks get to finish on SIGTERM (default 30)")
-    p.add_argument("--worker-lease", type=_duration,
-                   help="seconds a remote worker's lease lasts between heartbeats (default 30)")
-    p.add_argument("--snapshot-every", type=int, help="log entries between snapshots (default 100,000)")
+    p.add_argument(
+        "--max-queue-depth",
+        type=int,
+        help="unfinished tasks a queue may hold before submits get 429 (default 1,000,000)",
+    )
+    p.add_argument(
+        "--retention", type=_duration, help="seconds to keep finished tasks (default 7 days)"
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=_duration,
+        help="seconds running tasks get to finish on SIGTERM (default 30)",
+    )
+    p.add_argument(
+        "--worker-lease",
+        type=_duration,
+        help="seconds a remote worker's lease lasts between heartbeats (default 30)",
+    )
+    p.add_argument(
+        "--snapshot-every", type=int, help="log entries between snapshots (default 100,000)"
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "text"])
     return p
@@ -180,7 +203,9 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
             try:
                 values[name.replace("-", "_")] = convert(raw)
             except ValueError:
-                raise ConfigError(f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}") from None
+                raise ConfigError(
+                    f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}"
+                ) from None
     raw = pick("concurrency")
     if raw is not None:
         try:

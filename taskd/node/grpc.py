@@ -114,7 +114,10 @@ class TaskService(pb.TaskServiceBase):
         if message.task is None:
             raise CallerError("invalid", "a task is required", "task")
         spec = spec_from_proto(
-            message.task, now=self.service.clock(), max_payload=self.max_payload, field_prefix="task."
+            message.task,
+            now=self.service.clock(),
+            max_payload=self.max_payload,
+            field_prefix="task.",
         )
         [(task, duplicate)] = await self.service.submit([spec])
         return pb.SubmitResponse(task=task_to_proto(task), duplicate=duplicate)
@@ -149,7 +152,9 @@ class TaskService(pb.TaskServiceBase):
             state = PB_TO_STATE.get(message.state)
             if state is None:
                 raise CallerError("invalid", "unknown state", "state")
-        tasks, cursor = self.service.list(message.queue or None, state, limit, message.after or None)
+        tasks, cursor = self.service.list(
+            message.queue or None, state, limit, message.after or None
+        )
         return pb.ListResponse(tasks=[task_to_proto(t) for t in tasks], next=cursor or "")
 
     @on_trio
@@ -207,8 +212,10 @@ class ClusterService(pb.ClusterServiceBase):
             commit_index=s["commit_index"],
             members=[
                 pb.Member(
-                    address=m["address"], role=m["role"],
-                    match_index=m["match_index"], reachable=m["reachable"],
+                    address=m["address"],
+                    role=m["role"],
+                    match_index=m["match_index"],
+                    reachable=m["reachable"],
                 )
                 for m in s["members"]
             ],
@@ -232,8 +239,11 @@ class ClusterService(pb.ClusterServiceBase):
         return pb.ListWorkersResponse(
             workers=[
                 pb.WorkerInfo(
-                    worker=w["worker"], queues=w["queues"], capacity=w["capacity"],
-                    running=w["running"], kind=w["kind"],
+                    worker=w["worker"],
+                    queues=w["queues"],
+                    capacity=w["capacity"],
+                    running=w["running"],
+                    kind=w["kind"],
                 )
                 for w in self._workers()
             ]

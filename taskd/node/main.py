@@ -15,20 +15,32 @@ from taskd.node import config as node_config
 from taskd.node import logs
 
 CLIENT_COMMANDS = frozenset(
-    {"submit", "get", "list", "cancel", "retry", "queues", "pause", "resume", "workers",
-     "cluster", "watch", "help"}
+    {
+        "submit",
+        "get",
+        "list",
+        "cancel",
+        "retry",
+        "queues",
+        "pause",
+        "resume",
+        "workers",
+        "cluster",
+        "watch",
+        "help",
+    }
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in CLIENT_COMMANDS:
-        from taskd.node.cli import run_client  # a node never loads client code
+        from taskd.node.cli import run_client  # noqa: PLC0415  # a node never loads client code
 
         status: int = run_client(args)
         return status
     if args and args[0] == "bench":
-        from taskd.bench.main import run_bench  # bench pulls in rich, httpx, clients
+        from taskd.bench.main import run_bench  # noqa: PLC0415  # only `taskd bench` needs it
 
         status = run_bench(args[1:])
         return status
@@ -42,7 +54,7 @@ def run_node(args: list[str]) -> int:
         print(f"taskd: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
-    from taskd.node.runner import Node  # after logging is configured
+    from taskd.node.runner import Node  # noqa: PLC0415  # clients never load the server stack
 
     try:
         trio.run(Node(config).run)

@@ -23,14 +23,20 @@ class _QueueCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         scheduler = self._scheduler()
-        depth = GaugeMetricFamily("taskd_queue_tasks", "Tasks per queue and state", labels=["queue", "state"])
-        paused = GaugeMetricFamily("taskd_queue_paused", "1 when the queue is paused", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "taskd_queue_tasks", "Tasks per queue and state", labels=["queue", "state"]
+        )
+        paused = GaugeMetricFamily(
+            "taskd_queue_paused", "1 when the queue is paused", labels=["queue"]
+        )
         for name in scheduler.queue_names():
             stats = scheduler.queue_stats(name)
             for state, count in stats.by_state.items():
                 depth.add_metric([name, state.value], count)
             paused.add_metric([name], 1 if stats.paused else 0)
-        tasks = GaugeMetricFamily("taskd_tasks_held", "Tasks held in memory, terminal ones included")
+        tasks = GaugeMetricFamily(
+            "taskd_tasks_held", "Tasks held in memory, terminal ones included"
+        )
         tasks.add_metric([], len(scheduler))
         yield depth
         yield paused
@@ -41,15 +47,20 @@ class NodeMetrics:
     def __init__(self, scheduler: Callable[[], Scheduler]) -> None:
         self.registry = CollectorRegistry()
         self.commands = Counter(
-            "taskd_commands_total", "Commands applied, by kind and result",
-            ["kind", "result"], registry=self.registry,
+            "taskd_commands_total",
+            "Commands applied, by kind and result",
+            ["kind", "result"],
+            registry=self.registry,
         )
         self.transitions = Counter(
-            "taskd_task_transitions_total", "Task state changes, by queue and new state",
-            ["queue", "state"], registry=self.registry,
+            "taskd_task_transitions_total",
+            "Task state changes, by queue and new state",
+            ["queue", "state"],
+            registry=self.registry,
         )
         self.propose_seconds = Histogram(
-            "taskd_propose_seconds", "Time from proposing a command to its durable application",
+            "taskd_propose_seconds",
+            "Time from proposing a command to its durable application",
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
         )

@@ -45,7 +45,10 @@ class Node:
             SchedulerConfig(retention=config.retention, max_queue_depth=config.max_queue_depth)
         )
         self.store = RaftStore(
-            config.data_dir, self.machine, node_id=config.node_id, snapshot_every=config.snapshot_every
+            config.data_dir,
+            self.machine,
+            node_id=config.node_id,
+            snapshot_every=config.snapshot_every,
         )
         self.service = NodeService(
             self.machine, self.store, ServiceConfig(local_worker=f"local@{config.node_id}")
@@ -96,8 +99,14 @@ class Node:
         config = self.config
         log.info(
             "taskd starting",
-            extra={"fields": {"version": __version__, "grpc": config.grpc, "http": config.http,
-                              "data_dir": str(config.data_dir)}},
+            extra={
+                "fields": {
+                    "version": __version__,
+                    "grpc": config.grpc,
+                    "http": config.http,
+                    "data_dir": str(config.data_dir),
+                }
+            },
         )
         _warn_if_exposed(config)
         async with trio_asyncio.open_loop(), trio.open_nursery() as root:
@@ -130,14 +139,22 @@ class Node:
             self.ready = True
             log.info(
                 "taskd ready",
-                extra={"fields": {"grpc": config.grpc, "http": f"http://{config.http}",
-                                  "tasks": len(self.machine.scheduler),
-                                  "startup_seconds": round(time.time() - self.started_at, 3)}},
+                extra={
+                    "fields": {
+                        "grpc": config.grpc,
+                        "http": f"http://{config.http}",
+                        "tasks": len(self.machine.scheduler),
+                        "startup_seconds": round(time.time() - self.started_at, 3),
+                    }
+                },
             )
             task_status.started()
 
             await _wait_for_stop_signal()
-            log.info("shutting down: no new work is taken; running tasks get %.0fs", config.shutdown_grace)
+            log.info(
+                "shutting down: no new work is taken; running tasks get %.0fs",
+                config.shutdown_grace,
+            )
             self.ready = False
             async with trio.open_nursery() as drain:
                 for executor in executors:
@@ -154,7 +171,9 @@ class Node:
             [
                 grpc_api.TaskService(self.service, max_payload=self.config.max_payload),
                 grpc_api.ClusterService(self.service, self.cluster_status, self.workers),
-                WorkerStreamService(self.service, self.registry, lease_ttl=self.config.worker_lease),
+                WorkerStreamService(
+                    self.service, self.registry, lease_ttl=self.config.worker_lease
+                ),
             ],
             codec=grpc_api.StrictCodec(),
         )
@@ -188,7 +207,9 @@ class Node:
         hconfig.errorlog = logging.getLogger("hypercorn.error")
         hconfig.graceful_timeout = 5.0
         try:
-            await hypercorn_serve(cast(Any, app), hconfig, shutdown_trigger=stop, task_status=task_status)
+            await hypercorn_serve(
+                cast(Any, app), hconfig, shutdown_trigger=stop, task_status=task_status
+            )
         except OSError as exc:
             raise SystemExit(
                 f"taskd: cannot listen for HTTP on {self.config.http}: {exc.strerror}; "
@@ -209,5 +230,6 @@ def _warn_if_exposed(config: NodeConfig) -> None:
             log.warning(
                 "%s listens on %s with no API token configured: anyone who can reach it can "
                 "submit and cancel tasks. Bind to 127.0.0.1 or put it behind a firewall.",
-                flag, address,
+                flag,
+                address,
             )

@@ -77,7 +77,8 @@ class WorkerStreamService(pb.WorkerServiceBase):
         first = await receive()
         if first is None or first.hello is None:
             raise grpclib.GRPCError(
-                Status.INVALID_ARGUMENT, "hello: the first message on a Work stream must be a WorkerHello"
+                Status.INVALID_ARGUMENT,
+                "hello: the first message on a Work stream must be a WorkerHello",
             )
         session = StreamSession(self.source, self.registry, lease_ttl=self.lease_ttl)
         try:

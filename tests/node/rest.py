@@ -10,8 +10,15 @@ from typing import Any
 import orjson
 
 
-def call(method: str, url: str, body: Any = None, *, raw: bytes | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+def call(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
     data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
@@ -38,7 +45,9 @@ def get(url: str, **kw: Any) -> tuple[int, Any]:
     return call("GET", url, **kw)
 
 
-def wait_for_task(base: str, task_id: str, states: set[str], deadline: float = 20.0) -> dict[str, Any]:
+def wait_for_task(
+    base: str, task_id: str, states: set[str], deadline: float = 20.0
+) -> dict[str, Any]:
     """Poll until the task reaches one of ``states``; fail with its last view otherwise."""
     end = time.monotonic() + deadline
     task: dict[str, Any] = {}

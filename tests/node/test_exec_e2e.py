@@ -6,7 +6,6 @@ and checks what the commands saw and what the node recorded.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -42,13 +41,20 @@ def test_payload_on_stdin_result_from_stdout_and_dependencies_run_in_order(
     # Given a node running queue "rec" with a command that logs each run and echoes its payload
     log = tmp_path / "runs.log"
     monkeypatch.setenv("LOG", str(log))
-    node = node_factory("--exec", f"rec={_script(tmp_path, 'rec.py', RECORDER)}", "--concurrency", "4")
+    node = node_factory(
+        "--exec", f"rec={_script(tmp_path, 'rec.py', RECORDER)}", "--concurrency", "4"
+    )
     # When a batch submits A, and B depending on A, and C depending on B
-    status, body = post(f"{node.http_url}/api/v1/tasks/batch", {"tasks": [
-        {"ref": "c", "queue": "rec", "payload": {"n": 3}, "depends_on": ["b"]},
-        {"ref": "b", "queue": "rec", "payload": {"n": 2}, "depends_on": ["a"]},
-        {"ref": "a", "queue": "rec", "payload": {"n": 1}},
-    ]})
+    status, body = post(
+        f"{node.http_url}/api/v1/tasks/batch",
+        {
+            "tasks": [
+                {"ref": "c", "queue": "rec", "payload": {"n": 3}, "depends_on": ["b"]},
+                {"ref": "b", "queue": "rec", "payload": {"n": 2}, "depends_on": ["a"]},
+                {"ref": "a", "queue": "rec", "payload": {"n": 1}},
+            ]
+        },
+    )
     assert status == 201, body
     c, b, a = (t["id"] for t in body["tasks"])
     # Expect all three to succeed, each after the one it depends on finished
@@ -68,8 +74,9 @@ def test_timeout_kills_the_command_and_retries_then_fails(node_factory, tmp_path
     node = node_factory("--exec", f"slow={cmd}")
     # When a task with a 0.5 s timeout and one retry is submitted
     started = time.monotonic()
-    status, task = post(f"{node.http_url}/api/v1/tasks",
-                        {"queue": "slow", "timeout": "500ms", "max_retries": 1})
+    status, task = post(
+        f"{node.http_url}/api/v1/tasks", {"queue": "slow", "timeout": "500ms", "max_retries": 1}
+    )
     assert status == 201, task
     # Expect two attempts, each killed at its timeout, then failed with error "timeout"
     task = wait_for_task(node.http_url, task["id"], {"failed"}, deadline=30)
@@ -77,7 +84,10 @@ def test_timeout_kills_the_command_and_retries_then_fails(node_factory, tmp_path
     assert task["error"] == "timeout"
     assert time.monotonic() - started < 20
     for pid in pids.read_text().split():
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
 
 
 def test_failure_is_retried_with_backoff_and_succeeds(node_factory, tmp_path):
@@ -114,11 +124,16 @@ def test_dead_after_last_retry_with_stderr_tail(node_factory, tmp_path):
 
 def test_a_failed_dependency_cancels_its_dependents(node_factory, tmp_path):
     node = node_factory("--exec", "nope=false")
-    status, body = post(f"{node.http_url}/api/v1/tasks/batch", {"tasks": [
-        {"ref": "a", "queue": "nope", "max_retries": 0},
-        {"ref": "b", "queue": "nope", "depends_on": ["a"]},
-        {"ref": "c", "queue": "nope", "depends_on": ["b"]},
-    ]})
+    status, body = post(
+        f"{node.http_url}/api/v1/tasks/batch",
+        {
+            "tasks": [
+                {"ref": "a", "queue": "nope", "max_retries": 0},
+                {"ref": "b", "queue": "nope", "depends_on": ["a"]},
+                {"ref": "c", "queue": "nope", "depends_on": ["b"]},
+            ]
+        },
+    )
     assert status == 201, body
     a, b, c = (t["id"] for t in body["tasks"])
     assert wait_for_task(node.http_url, a, {"failed"})["state"] == "failed"
@@ -145,18 +160,25 @@ def test_cancel_kills_a_running_command(node_factory, tmp_path):
         if "zombie" in Path(f"/proc/{pid}/status").read_text().lower():
             break
         time.sleep(0.02)
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    )
 
 
 def test_priority_order_with_fifo_ties(node_factory, tmp_path, monkeypatch):
     # Given a paused queue with one slot, holding tasks of mixed priorities
     log = tmp_path / "runs.log"
     monkeypatch.setenv("LOG", str(log))
-    node = node_factory("--exec", f"prio={_script(tmp_path, 'rec.py', RECORDER)}", "--concurrency", "1")
+    node = node_factory(
+        "--exec", f"prio={_script(tmp_path, 'rec.py', RECORDER)}", "--concurrency", "1"
+    )
     assert post(f"{node.http_url}/api/v1/queues/prio/pause")[0] == 200
     submitted = []
     for priority in ["low", 9, "normal", "high", 9, 0]:
-        status, task = post(f"{node.http_url}/api/v1/tasks", {"queue": "prio", "priority": priority})
+        status, task = post(
+            f"{node.http_url}/api/v1/tasks", {"queue": "prio", "priority": priority}
+        )
         assert status == 201
         submitted.append((task["priority"], task["id"]))
     # When the queue resumes

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from taskd.api.taskd import v1 as pb
@@ -47,12 +47,25 @@ def test_submit_get_list_cancel_over_grpc(node_factory):
 
     async def body(channel: Channel) -> tuple[Any, ...]:
         stub = pb.TaskServiceStub(channel)
-        submitted = await stub.submit(pb.SubmitRequest(task=pb.TaskSpec(
-            queue="grpc", priority=8, payload=b'{"x": 1}', labels={"team": "a"}, timeout_seconds=60)))
-        batch = await stub.submit_batch(pb.SubmitBatchRequest(tasks=[
-            pb.TaskSpec(queue="grpc", ref="first"),
-            pb.TaskSpec(queue="grpc", depends_on=["first"]),
-        ]))
+        submitted = await stub.submit(
+            pb.SubmitRequest(
+                task=pb.TaskSpec(
+                    queue="grpc",
+                    priority=8,
+                    payload=b'{"x": 1}',
+                    labels={"team": "a"},
+                    timeout_seconds=60,
+                )
+            )
+        )
+        batch = await stub.submit_batch(
+            pb.SubmitBatchRequest(
+                tasks=[
+                    pb.TaskSpec(queue="grpc", ref="first"),
+                    pb.TaskSpec(queue="grpc", depends_on=["first"]),
+                ]
+            )
+        )
         got = await stub.get(pb.GetRequest(id=submitted.task.id))
         page = await stub.list(pb.ListRequest(queue="grpc", limit=10))
         canceled = await stub.cancel(pb.CancelRequest(id=batch.ids[0]))
@@ -88,7 +101,8 @@ def test_submit_get_list_cancel_over_grpc(node_factory):
 def test_bad_task_specs_are_invalid_argument_naming_the_field(node_factory_shared, spec, field):
     node = node_factory_shared
     message = expect_error(
-        node, lambda ch: pb.TaskServiceStub(ch).submit(pb.SubmitRequest(task=spec)),
+        node,
+        lambda ch: pb.TaskServiceStub(ch).submit(pb.SubmitRequest(task=spec)),
         Status.INVALID_ARGUMENT,
     )
     assert field in message
@@ -99,9 +113,14 @@ def test_a_bad_task_in_a_batch_rejects_the_whole_batch(node_factory_shared):
     before = get(f"{node.http_url}/api/v1/tasks?queue=atomic")[1]["tasks"]
     message = expect_error(
         node,
-        lambda ch: pb.TaskServiceStub(ch).submit_batch(pb.SubmitBatchRequest(tasks=[
-            pb.TaskSpec(queue="atomic"), pb.TaskSpec(queue="atomic", priority=99),
-        ])),
+        lambda ch: pb.TaskServiceStub(ch).submit_batch(
+            pb.SubmitBatchRequest(
+                tasks=[
+                    pb.TaskSpec(queue="atomic"),
+                    pb.TaskSpec(queue="atomic", priority=99),
+                ]
+            )
+        ),
         Status.INVALID_ARGUMENT,
     )
     assert "tasks[1].priority" in message
@@ -111,9 +130,14 @@ def test_a_bad_task_in_a_batch_rejects_the_whole_batch(node_factory_shared):
 def test_cycles_in_a_batch_are_invalid(node_factory_shared):
     message = expect_error(
         node_factory_shared,
-        lambda ch: pb.TaskServiceStub(ch).submit_batch(pb.SubmitBatchRequest(tasks=[
-            pb.TaskSpec(ref="a", depends_on=["b"]), pb.TaskSpec(ref="b", depends_on=["a"]),
-        ])),
+        lambda ch: pb.TaskServiceStub(ch).submit_batch(
+            pb.SubmitBatchRequest(
+                tasks=[
+                    pb.TaskSpec(ref="a", depends_on=["b"]),
+                    pb.TaskSpec(ref="b", depends_on=["a"]),
+                ]
+            )
+        ),
         Status.INVALID_ARGUMENT,
     )
     assert "depends_on" in message
@@ -132,8 +156,11 @@ def test_illegal_transitions_are_failed_precondition(node_factory_shared):
     node = node_factory_shared
     status, task = post(f"{node.http_url}/api/v1/tasks", {"queue": "trans"})
     assert status == 201
-    expect_error(node, lambda ch: pb.TaskServiceStub(ch).retry(pb.RetryRequest(id=task["id"])),
-                 Status.FAILED_PRECONDITION)
+    expect_error(
+        node,
+        lambda ch: pb.TaskServiceStub(ch).retry(pb.RetryRequest(id=task["id"])),
+        Status.FAILED_PRECONDITION,
+    )
 
 
 def test_invalid_utf8_and_unknown_fields_are_invalid_argument(node_factory_shared):
@@ -144,9 +171,12 @@ def test_invalid_utf8_and_unknown_fields_are_invalid_argument(node_factory_share
     unknown_field = bytes([0x0A, 0x01, 0x61, 0x48, 0x01])
 
     for raw in (bad_utf8, unknown_field):
+
         async def body(channel: Channel, raw: bytes = raw) -> Any:
             async with channel.request(
-                "/taskd.v1.TaskService/Get", cardinality=_unary(), request_type=_Raw,
+                "/taskd.v1.TaskService/Get",
+                cardinality=_unary(),
+                request_type=_Raw,
                 reply_type=_Raw,
             ) as stream:
                 await stream.send_message(_Raw(raw), end=True)
@@ -163,7 +193,9 @@ def test_stale_lease_epochs_are_rejected_over_the_worker_stream(node_factory_sha
     async def body(channel: Channel) -> list[Any]:
         stub = pb.WorkerServiceStub(channel)
         out: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
-        await out.put(pb.WorkerMessage(hello=pb.WorkerHello(worker="w-stale", queues=["stale"], capacity=1)))
+        await out.put(
+            pb.WorkerMessage(hello=pb.WorkerHello(worker="w-stale", queues=["stale"], capacity=1))
+        )
 
         async def outgoing():  # type: ignore[no-untyped-def]
             while (msg := await out.get()) is not None:
@@ -174,10 +206,20 @@ def test_stale_lease_epochs_are_rejected_over_the_worker_stream(node_factory_sha
             seen.append(reply)
             if reply.assignment is not None and reply.assignment.items:
                 item = reply.assignment.items[0]
-                await out.put(pb.WorkerMessage(result=pb.TaskResult(
-                    id=item.id, lease=item.lease + 1000, success=True, result=b"1")))
-                await out.put(pb.WorkerMessage(result=pb.TaskResult(
-                    id=item.id, lease=item.lease, success=True, result=b"2")))
+                await out.put(
+                    pb.WorkerMessage(
+                        result=pb.TaskResult(
+                            id=item.id, lease=item.lease + 1000, success=True, result=b"1"
+                        )
+                    )
+                )
+                await out.put(
+                    pb.WorkerMessage(
+                        result=pb.TaskResult(
+                            id=item.id, lease=item.lease, success=True, result=b"2"
+                        )
+                    )
+                )
             acks = [m.ack for m in seen if m.ack is not None]
             if len(acks) == 2:
                 await out.put(None)
@@ -205,11 +247,11 @@ class _Raw:
     def __init__(self, data: bytes = b"") -> None:
         self.data = data
 
-    def SerializeToString(self) -> bytes:  # noqa: N802  # grpclib's codec protocol
+    def SerializeToString(self) -> bytes:  # grpclib's codec protocol
         return self.data
 
     @classmethod
-    def FromString(cls, data: bytes) -> _Raw:  # noqa: N802
+    def FromString(cls, data: bytes) -> _Raw:
         return cls(data)
 
     def __bytes__(self) -> bytes:
@@ -217,6 +259,4 @@ class _Raw:
 
 
 def _unary() -> Any:
-    from grpclib.const import Cardinality
-
     return Cardinality.UNARY_UNARY

@@ -31,13 +31,23 @@ def test_every_acknowledged_submit_survives_sigkill(node_factory):
             i += 1
             try:
                 if i % 2:
-                    status, body = post(f"{node.http_url}/api/v1/tasks",
-                                        {"queue": f"q{n % 3}", "payload": {"c": n, "i": i}}, timeout=5)
+                    status, body = post(
+                        f"{node.http_url}/api/v1/tasks",
+                        {"queue": f"q{n % 3}", "payload": {"c": n, "i": i}},
+                        timeout=5,
+                    )
                     ids = [body["id"]] if status == 201 else []
                 else:
-                    status, body = post(f"{node.http_url}/api/v1/tasks/batch", {"tasks": [
-                        {"queue": f"q{n % 3}", "payload": {"c": n, "i": i, "j": j}} for j in range(10)
-                    ]}, timeout=5)
+                    status, body = post(
+                        f"{node.http_url}/api/v1/tasks/batch",
+                        {
+                            "tasks": [
+                                {"queue": f"q{n % 3}", "payload": {"c": n, "i": i, "j": j}}
+                                for j in range(10)
+                            ]
+                        },
+                        timeout=5,
+                    )
                     ids = [t["id"] for t in body["tasks"]] if status == 201 else []
             except OSError:
                 return  # the node is gone: this submit was never acknowledged
@@ -65,7 +75,9 @@ def test_every_acknowledged_submit_survives_sigkill(node_factory):
             missing.append(task_id)
         else:
             assert task["state"] == "queued", task
-    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged tasks lost: {missing[:5]}"
+    assert not missing, (
+        f"{len(missing)} of {len(acknowledged)} acknowledged tasks lost: {missing[:5]}"
+    )
     # and the node keeps working after recovery
     status, task = post(f"{node.http_url}/api/v1/tasks", {"payload": "after restart"})
     assert status == 201
@@ -82,7 +94,10 @@ def test_restart_keeps_state_transitions(node_factory):
     status, leased = post(f"{base}/api/v1/queues/w/lease", {"worker": "w1", "max": 1, "wait": 0})
     assert status == 200 and leased["tasks"][0]["id"] == a["id"]
     lease = leased["tasks"][0]["lease"]
-    assert post(f"{base}/api/v1/tasks/{a['id']}/complete", {"lease": lease, "result": {"ok": 1}})[0] == 200
+    assert (
+        post(f"{base}/api/v1/tasks/{a['id']}/complete", {"lease": lease, "result": {"ok": 1}})[0]
+        == 200
+    )
     # When the node is SIGKILLed and restarted
     node.kill()
     start = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 
 import trio
+import trio.lowlevel
 import trio_asyncio
 from grpclib.client import Channel
 from grpclib.server import Server
@@ -46,7 +47,7 @@ async def test_grpclib_server_and_trio_code_share_one_trio_run() -> None:
         nonlocal ticks
         while True:
             ticks += 1
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     port = _free_port()
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
