@@ -41,6 +41,7 @@ _STATUS = {
     "queue_full": Status.RESOURCE_EXHAUSTED,
 }
 
+MAX_BATCH = 1000  # the same limit as REST's batch endpoint
 STATE_TO_PB = {state: pb.TaskState[state.name] for state in State}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 
@@ -126,8 +127,8 @@ class TaskService(pb.TaskServiceBase):
     async def submit_batch(self, message: pb.SubmitBatchRequest) -> pb.SubmitBatchResponse:
         if not message.tasks:
             raise CallerError("invalid", "a batch needs at least one task", "tasks")
-        if len(message.tasks) > 10_000:
-            raise CallerError("invalid", "at most 10000 tasks per batch", "tasks")
+        if len(message.tasks) > MAX_BATCH:
+            raise CallerError("invalid", f"at most {MAX_BATCH} tasks per batch", "tasks")
         now = self.service.clock()
         specs = [
             spec_from_proto(m, now=now, max_payload=self.max_payload, field_prefix=f"tasks[{i}].")

@@ -15,7 +15,7 @@ from taskd.errors import CallerError
 from taskd.exec.work import WorkItem
 from taskd.node.service import NodeService
 
-LOCAL_LEASE = 7 * 24 * 3600.0  # longer than the longest allowed timeout
+LOCAL_LEASE = 8 * 24 * 3600.0  # longer than the longest allowed timeout (7 days)
 
 
 class ServiceSource:

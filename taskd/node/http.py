@@ -1,0 +1,465 @@
+"""The REST API of design.md §3 as a Starlette app, served by hypercorn inside the node's trio loop.
+
+Theory of operation: each handler is thin — read and check the request (``validate``), call
+``NodeService``, shape the answer (``present``). Everything that can go wrong becomes one JSON
+error shape, ``{"error": {"code", "message", "field"}}``, in one place (``_endpoint``):
+
+    invalid 400 · not_found 404 · method_not_allowed 405 · conflict 409 · too_large 413 ·
+    queue_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
+
+Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
+non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
+that is absent or lies, as soon as the streamed bytes pass the limit — a body is never
+buffered beyond ``max_body``. An unexpected exception is logged with its traceback and answered
+with a 500 JSON error.
+
+Things outside the service (cluster status, worker registry, readiness, metrics) arrive as
+plain callables in ``HttpExtras``, so this module depends on nothing but the service.
+``/api/v1/events`` (WebSocket) is not served yet.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from taskd.errors import CallerError, ClusterError, NotLeader
+from taskd.node import validate
+from taskd.node.present import stats_to_json, task_to_json, work_item_to_json
+from taskd.node.service import NodeService
+from taskd.queue.commands import State
+
+log = logging.getLogger("taskd.http")
+
+_STATUS = {
+    "invalid": 400,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "too_large": 413,
+    "queue_full": 429,
+}
+_RETRY_AFTER = "1"
+_MAX_WORKER_NAME = 255
+_MAX_LEASE_BATCH = 1000
+_MAX_WAIT = 60.0
+_MAX_ERROR = 64 << 10
+_MAX_CURSOR = 255
+_LIST_PARAMS = frozenset({"queue", "state", "limit", "after"})
+_STATES = ", ".join(state.value for state in State)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpExtras:
+    """What the node supplies besides the service."""
+
+    cluster_status: Callable[[], dict[str, Any]]
+    workers: Callable[[], list[dict[str, Any]]]
+    ready: Callable[[], bool]
+    metrics: Callable[[], bytes]  # Prometheus text exposition
+    max_payload: int = 1 << 20  # bytes of one payload or result as compact JSON
+    max_body: int = (2 << 20) + (64 << 10)  # bytes of one request body
+    http_lease_ttl: float = 30.0  # seconds an HTTP worker's lease lasts between heartbeats
+
+
+# ---- responses and errors ------------------------------------------------------------------
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(
+    code: str, message: str, field: str = "", status: int | None = None, **headers: str
+) -> Response:
+    body = {"error": {"code": code, "message": message, "field": field or None}}
+    return json_response(body, status or _STATUS.get(code, 400), headers or None)
+
+
+def _error_for(exc: Exception, request: Request) -> Response:
+    if isinstance(exc, CallerError):
+        return error_response(exc.code, exc.message, exc.field)
+    if isinstance(exc, ClusterError):
+        code = "not_leader" if isinstance(exc, NotLeader) else "unavailable"
+        message = f"{exc}; retry shortly" if str(exc) else "the cluster cannot take writes now"
+        return error_response(code, message, status=503, **{"Retry-After": _RETRY_AFTER})
+    if isinstance(exc, ClientDisconnect):
+        return error_response("invalid", "the client went away mid-request", status=400)
+    log.exception("unexpected error in %s %s", request.method, request.url.path)
+    return error_response("internal", "internal error; the node logged the details", status=500)
+
+
+def _endpoint(fn: Handler) -> Handler:
+    """Map every exception a handler raises to the JSON error shape."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Exception as exc:
+            return _error_for(exc, request)
+
+    return wrapper
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (unknown path, wrong method) in the same shape as every other error."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        return error_response(
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.url.path}; use {allow}",
+            status=405,
+            Allow=allow,
+        )
+    if exc.status_code == 404:
+        return error_response("not_found", f"no such route: {request.url.path}", status=404)
+    return error_response("invalid", exc.detail, status=exc.status_code)
+
+
+# ---- reading requests ----------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise CallerError("invalid", "Content-Length must be a number of bytes", "")
+        if int(declared) > limit:
+            raise CallerError(
+                "too_large", f"the body is {declared} bytes; the limit is {limit}", "body"
+            )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise CallerError("too_large", f"the body exceeds the limit of {limit} bytes", "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object (Content-Type, size, UTF-8 and syntax checked)."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        mime, _, params = content_type.partition(";")
+        mime = mime.strip().lower()
+        if mime != "application/json" and not mime.endswith("+json"):
+            raise CallerError(
+                "invalid", f"send Content-Type: application/json, not {mime or 'nothing'}", ""
+            )
+        charset = params.strip().lower().removeprefix("charset=").strip('"')
+        if params.strip() and charset not in ("utf-8", "utf8"):
+            raise CallerError("invalid", "JSON bodies must be UTF-8", "")
+    data = await read_body(request, limit)
+    if not data.strip():
+        raise CallerError("invalid", "a JSON object body is required", "body")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CallerError("invalid", "the body is not valid UTF-8", "body") from None
+        raise CallerError(
+            "invalid",
+            f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            "body",
+        ) from None
+    if not isinstance(obj, dict):
+        raise CallerError("invalid", "the body must be a JSON object", "body")
+    return obj
+
+
+def check_fields(obj: dict[str, Any], allowed: frozenset[str], required: frozenset[str]) -> None:
+    for key in obj:
+        if key not in allowed:
+            raise validate.invalid(f"unknown field {key!r}", key)
+    for key in sorted(required):
+        if obj.get(key) is None:
+            raise validate.invalid(f"{key} is required", key)
+
+
+def _epoch(obj: dict[str, Any]) -> int:
+    value = obj.get("lease")
+    if not validate.is_int(value) or value < 0:
+        raise validate.invalid("lease must be the integer epoch the lease response gave", "lease")
+    return value
+
+
+def _single_field(exc: CallerError) -> CallerError:
+    """The scheduler names fields of a one-task submit ``tasks[0].x``; REST calls it ``x``."""
+    if exc.field.startswith("tasks[0]."):
+        return CallerError(exc.code, exc.message, exc.field.removeprefix("tasks[0]."))
+    return exc
+
+
+# ---- the app -------------------------------------------------------------------------------
+
+
+class _Api:
+    def __init__(self, service: NodeService, extras: HttpExtras) -> None:
+        self.service = service
+        self.extras = extras
+
+    # tasks
+
+    async def submit(self, request: Request) -> Response:
+        obj = await read_object(request, self.extras.max_body)
+        spec = validate.spec_from_json(
+            obj, now=self.service.clock(), max_payload=self.extras.max_payload
+        )
+        try:
+            [(task, duplicate)] = await self.service.submit([spec])
+        except CallerError as exc:
+            raise _single_field(exc) from None
+        if duplicate:
+            return json_response(task_to_json(task, duplicate=True), 200)
+        return json_response(task_to_json(task), 201)
+
+    async def submit_batch(self, request: Request) -> Response:
+        obj = await read_object(request, self.extras.max_body)
+        specs = validate.batch_from_json(
+            obj, now=self.service.clock(), max_payload=self.extras.max_payload
+        )
+        submitted = await self.service.submit(specs)
+        tasks = [task_to_json(task, duplicate=True if dup else None) for task, dup in submitted]
+        return json_response({"tasks": tasks}, 201)
+
+    async def get_task(self, request: Request) -> Response:
+        return json_response(task_to_json(self.service.get(request.path_params["id"])))
+
+    async def list_tasks(self, request: Request) -> Response:
+        params = request.query_params
+        for key in params:
+            if key not in _LIST_PARAMS:
+                raise validate.invalid(
+                    f"unknown query parameter {key!r}; use queue, state, limit, after", key
+                )
+            if len(params.getlist(key)) > 1:
+                raise validate.invalid(f"give {key} at most once", key)
+        queue = params.get("queue")
+        if queue is not None:
+            validate.check_queue(queue, "queue")
+        state = None
+        if (text := params.get("state")) is not None:
+            try:
+                state = State(text)
+            except ValueError:
+                raise validate.invalid(f"state must be one of {_STATES}", "state") from None
+        max_limit = self.service.config.max_list_limit
+        limit = 100
+        if (text := params.get("limit")) is not None:
+            if not text.isdigit() or not 1 <= int(text) <= max_limit:
+                raise validate.invalid(f"limit must be an integer 1-{max_limit}", "limit")
+            limit = int(text)
+        after = params.get("after")
+        if after is not None and not 0 < len(after) <= _MAX_CURSOR:
+            raise validate.invalid("after must be the cursor a previous page returned", "after")
+        tasks, cursor = self.service.list(queue, state, limit, after)
+        return json_response({"tasks": [task_to_json(t) for t in tasks], "next": cursor})
+
+    async def cancel(self, request: Request) -> Response:
+        return json_response(task_to_json(await self.service.cancel(request.path_params["id"])))
+
+    async def retry(self, request: Request) -> Response:
+        return json_response(task_to_json(await self.service.retry(request.path_params["id"])))
+
+    # queues
+
+    async def queues(self, request: Request) -> Response:
+        stats = self.service.queues()
+        return json_response({"queues": [stats_to_json(s) for s in stats]})
+
+    async def pause(self, request: Request) -> Response:
+        name = validate.check_queue(request.path_params["name"], "name")
+        return json_response(stats_to_json(await self.service.pause(name)))
+
+    async def resume(self, request: Request) -> Response:
+        name = validate.check_queue(request.path_params["name"], "name")
+        return json_response(stats_to_json(await self.service.resume(name)))
+
+    # HTTP workers
+
+    async def lease(self, request: Request) -> Response:
+        queue = validate.check_queue(request.path_params["name"], "name")
+        obj = await read_object(request, self.extras.max_body)
+        check_fields(obj, frozenset({"worker", "max", "wait"}), frozenset({"worker"}))
+        worker = obj["worker"]
+        if not isinstance(worker, str) or not 0 < len(worker) <= _MAX_WORKER_NAME:
+            raise validate.invalid(
+                f"worker must be a name of 1-{_MAX_WORKER_NAME} characters", "worker"
+            )
+        count = obj.get("max", 1)
+        if not validate.is_int(count) or not 1 <= count <= _MAX_LEASE_BATCH:
+            raise validate.invalid(f"max must be an integer 1-{_MAX_LEASE_BATCH}", "max")
+        wait = obj.get("wait", 0)
+        if not validate.is_number(wait) or not 0 <= wait <= _MAX_WAIT:
+            raise validate.invalid(f"wait must be a number of seconds 0-{_MAX_WAIT:.0f}", "wait")
+        ttl = self.extras.http_lease_ttl
+        # Only the waiting is cancellable: a lease cut short could be committed yet unanswered.
+        items = await self.service.lease(queue, worker, count, ttl)
+        deadline = trio.current_time() + wait
+        while not items and wait > 0:
+            alive = False
+            with trio.move_on_at(deadline):
+                alive = await self._work_or_disconnect(request, queue)
+            if not alive:  # time is up or the client hung up
+                break
+            items = await self.service.lease(queue, worker, count, ttl)
+        return json_response(
+            {"tasks": [work_item_to_json(item) for item in items], "lease_seconds": ttl}
+        )
+
+    async def _work_or_disconnect(self, request: Request, queue: str) -> bool:
+        """Wait until ``queue`` may have work (True) or the client hung up (False)."""
+        gone = False
+
+        async def watch_client(scope: trio.CancelScope) -> None:
+            nonlocal gone
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_client, nursery.cancel_scope)
+            await self.service.wait_for_work([queue])
+            nursery.cancel_scope.cancel()
+        return not gone
+
+    async def heartbeat(self, request: Request) -> Response:
+        obj = await read_object(request, self.extras.max_body)
+        check_fields(obj, frozenset({"lease"}), frozenset({"lease"}))
+        task = await self.service.heartbeat(
+            request.path_params["id"], _epoch(obj), self.extras.http_lease_ttl
+        )
+        return json_response(task_to_json(task))
+
+    async def complete(self, request: Request) -> Response:
+        obj = await read_object(request, self.extras.max_body)
+        check_fields(obj, frozenset({"lease", "result"}), frozenset({"lease"}))
+        epoch = _epoch(obj)
+        result = validate.json_bytes(obj.get("result"), "result", self.extras.max_payload)
+        task = await self.service.complete(request.path_params["id"], epoch, result)
+        return json_response(task_to_json(task))
+
+    async def fail(self, request: Request) -> Response:
+        obj = await read_object(request, self.extras.max_body)
+        check_fields(obj, frozenset({"lease", "error", "retryable"}), frozenset({"lease", "error"}))
+        epoch = _epoch(obj)
+        error = obj["error"]
+        if not isinstance(error, str) or not 0 < len(error) <= _MAX_ERROR:
+            raise validate.invalid(f"error must be a string of 1-{_MAX_ERROR} characters", "error")
+        retryable = obj.get("retryable", True)
+        if not isinstance(retryable, bool):
+            raise validate.invalid("retryable must be true or false", "retryable")
+        task = await self.service.fail(request.path_params["id"], epoch, error, retryable=retryable)
+        return json_response(task_to_json(task))
+
+    # node
+
+    async def workers(self, request: Request) -> Response:
+        return json_response({"workers": self.extras.workers()})
+
+    async def cluster(self, request: Request) -> Response:
+        return json_response(self.extras.cluster_status())
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.extras.ready():
+            return json_response({"ready": True})
+        return error_response(
+            "unavailable",
+            "not ready: starting, shutting down or without a leader",
+            status=503,
+            **{"Retry-After": _RETRY_AFTER},
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(
+            self.extras.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def index(self, request: Request) -> Response:
+        return HTMLResponse(_INDEX_HTML)
+
+
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    """One endpoint per path, so a 405 lists every method the path allows."""
+    if len(handlers) == 1:
+        [handler] = handlers.values()
+        return handler
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return dispatch
+
+
+def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
+    """The REST app of one node."""
+    api = _Api(service, extras)
+
+    table: dict[str, dict[str, Handler]] = {
+        "/api/v1/tasks": {"POST": api.submit, "GET": api.list_tasks},
+        "/api/v1/tasks/batch": {"POST": api.submit_batch},
+        "/api/v1/tasks/{id}": {"GET": api.get_task},
+        "/api/v1/tasks/{id}/cancel": {"POST": api.cancel},
+        "/api/v1/tasks/{id}/retry": {"POST": api.retry},
+        "/api/v1/tasks/{id}/heartbeat": {"POST": api.heartbeat},
+        "/api/v1/tasks/{id}/complete": {"POST": api.complete},
+        "/api/v1/tasks/{id}/fail": {"POST": api.fail},
+        "/api/v1/queues": {"GET": api.queues},
+        "/api/v1/queues/{name}/pause": {"POST": api.pause},
+        "/api/v1/queues/{name}/resume": {"POST": api.resume},
+        "/api/v1/queues/{name}/lease": {"POST": api.lease},
+        "/api/v1/workers": {"GET": api.workers},
+        "/api/v1/cluster": {"GET": api.cluster},
+        "/healthz": {"GET": api.healthz},
+        "/readyz": {"GET": api.readyz},
+        "/metrics": {"GET": api.metrics},
+        "/": {"GET": api.index},
+    }
+    routes = [
+        Route(path, _endpoint(_by_method(methods)), methods=list(methods))
+        for path, methods in table.items()
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+_INDEX_HTML = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>taskd</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;line-height:1.5}
+code{background:#f3f3f3;padding:0 .2em}</style></head>
+<body>
+<h1>taskd</h1>
+<p>This node is running. The live monitor arrives in a later version.</p>
+<p>Meanwhile, the REST API is at <a href="/api/v1/tasks"><code>/api/v1/</code></a>:
+<a href="/api/v1/tasks">tasks</a>, <a href="/api/v1/queues">queues</a>,
+<a href="/api/v1/workers">workers</a>, <a href="/api/v1/cluster">cluster</a>,
+<a href="/metrics">metrics</a>. The <code>taskd</code> command is its client:
+try <code>taskd list</code>.</p>
+</body>
+</html>
+"""
