@@ -1,0 +1,323 @@
+"""The workloads of design.md §4, each driven from the parent over forked client fleets.
+
+- W1 submit (a: unary Submit, b: SubmitBatch of ``batch``, c: REST POST): closed loop,
+  ``clients`` calls in flight; tasks/s and per-call latency. ``w1a@RATE``: unary Submit offered
+  open loop at ``rate``/s for ``duration`` s; latency from each call's scheduled time.
+- W2 end-to-end: stream workers connect first, then ``tasks`` no-op tasks are submitted in
+  batches; tasks/s from the first submit to the last accepted result.
+- W3 pickup: stream workers, then unary submits open loop at ``rate``/s for ``duration`` s;
+  latency from the submit (a timestamp in the payload) to the worker receiving the task.
+
+Every workload has its own queue (``<run queue>-<workload>``), so afterwards the node's queue
+stats tell whether every acknowledged task is there ("lost" counts those that are not; for W2
+those that did not end ``succeeded``; for W3 those no worker received in time).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from taskd.bench import admin
+from taskd.bench.fleet import Fleet, Role, fork_context
+from taskd.bench.report import ProgressLine
+from taskd.bench.stats import ChildReport, WorkloadResult, merge
+from taskd.bench.submit import Producer, closed_loop, open_loop
+from taskd.bench.worker import WorkerPlan, run_workers
+
+READY_TIMEOUT = 30.0
+TICK = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    target: admin.Target
+    queue: str
+    tasks: int
+    clients: int
+    procs: int
+    duration: float
+    rate: float
+    batch: int = 100
+    workers: int = 4
+    capacity: int = 256
+    drain_timeout: float = 30.0  # W2/W3: give up when no result arrived for this long
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` spread over ``parts`` as evenly as integers allow."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+class Run:
+    """One workload's fleets, its shared go/stop events and its progress line."""
+
+    def __init__(self, settings: Settings, console: Console, name: str) -> None:
+        self.settings = settings
+        self.console = console
+        self.name = name
+        self.queue = f"{settings.queue}-{name.replace('@', '-at-')}"
+        self.ctx = fork_context()
+        self.go = self.ctx.Event()
+        self.stop = self.ctx.Event()
+        self.fleets: list[Fleet] = []
+
+    def fleet(self, count: int, role_for: Callable[[int], Role]) -> Fleet:
+        fleet = Fleet(role_for, count, go=self.go, stop=self.stop, ctx=self.ctx)
+        self.fleets.append(fleet)
+        fleet.start()
+        return fleet
+
+    @property
+    def processes(self) -> int:
+        return sum(f.count for f in self.fleets)
+
+    def wait_ready(self, *fleets: Fleet) -> None:
+        end = time.monotonic() + READY_TIMEOUT
+        while not all(f.ready for f in fleets) and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def producers(self, api: str, *, stamped: bool = False) -> list[Producer]:
+        s = self.settings
+        procs = max(1, min(s.procs, s.clients))
+        return [
+            Producer(s.target, self.queue, api, clients, batch=s.batch, stamped=stamped, seed=i)
+            for i, clients in enumerate(split(s.clients, procs))
+        ]
+
+    def close(self) -> list[list[ChildReport]]:
+        self.stop.set()
+        return [fleet.collect(timeout=10.0) for fleet in self.fleets]
+
+    def kill(self) -> None:
+        self.stop.set()
+        for fleet in self.fleets:
+            fleet.kill()
+
+    def lost(self, acknowledged: int, notes: dict[str, object]) -> int:
+        """Acknowledged tasks the node's queue stats do not hold."""
+        try:
+            counts = admin.queue_counts(self.settings.target, self.queue)
+        except admin.Unreachable as exc:
+            notes["verify"] = f"could not read queue stats: {exc}"
+            return 0
+        notes["states"] = counts
+        return max(0, acknowledged - sum(counts.values()))
+
+
+def w1(
+    settings: Settings, console: Console, name: str, api: str, description: str
+) -> WorkloadResult:
+    run = Run(settings, console, name)
+    plans = run.producers(api)
+    shares = split(settings.tasks, len(plans))
+    try:
+        fleet = run.fleet(len(plans), lambda i: functools.partial(closed_loop, plans[i], shares[i]))
+        run.wait_ready(fleet)
+        with ProgressLine(console, name, settings.tasks, run.processes) as line:
+            start = time.monotonic()
+            run.go.set()
+            while not fleet.poll():
+                line.update(fleet.progress, fleet.errors, time.monotonic() - start)
+                time.sleep(TICK)
+            line.update(fleet.progress, fleet.errors, time.monotonic() - start)
+        [reports] = run.close()
+    finally:
+        run.kill()
+    total = merge(reports)
+    notes: dict[str, object] = {"clients": settings.clients, "queue": run.queue}
+    return WorkloadResult(
+        name,
+        description,
+        total.done,
+        _span(total),
+        list(total.latencies_ms),
+        run.processes,
+        dict(total.errors),
+        run.lost(total.done, notes),
+        notes,
+    )
+
+
+def w1_open(settings: Settings, console: Console) -> WorkloadResult:
+    name = f"w1a@{settings.rate:g}"
+    run = Run(settings, console, name)
+    plans = run.producers("unary")
+    rates = [settings.rate * p.clients / settings.clients for p in plans]
+    expected = sum(int(r * settings.duration) for r in rates)
+    try:
+        fleet = run.fleet(
+            len(plans),
+            lambda i: functools.partial(open_loop, plans[i], rates[i], settings.duration),
+        )
+        run.wait_ready(fleet)
+        with ProgressLine(console, name, expected, run.processes) as line:
+            start = time.monotonic()
+            run.go.set()
+            while not fleet.poll():
+                line.update(fleet.progress, fleet.errors, time.monotonic() - start, "offered")
+                time.sleep(TICK)
+            line.update(fleet.progress, fleet.errors, time.monotonic() - start, "offered")
+        [reports] = run.close()
+    finally:
+        run.kill()
+    total = merge(reports)
+    notes: dict[str, object] = {"offered_per_second": settings.rate, "queue": run.queue}
+    description = (
+        f"unary Submit offered open loop at {settings.rate:g}/s for {settings.duration:g} s"
+    )
+    return WorkloadResult(
+        name,
+        description,
+        total.done,
+        _span(total),
+        list(total.latencies_ms),
+        run.processes,
+        dict(total.errors),
+        run.lost(total.done, notes),
+        notes,
+    )
+
+
+def _span(total: ChildReport) -> float:
+    return max(0.0, total.last - total.first) if total.done else 0.0
+
+
+def _start_workers(run: Run, *, stamped: bool) -> Fleet:
+    s = run.settings
+    procs = max(1, min(s.procs, s.workers))
+    plans = [
+        WorkerPlan(s.target, run.queue, n, s.capacity, stamped, "received" if stamped else "acked")
+        for n in split(s.workers, procs)
+    ]
+    workers = run.fleet(procs, lambda i: functools.partial(run_workers, plans[i]))
+    run.wait_ready(workers)
+    # the node has them registered before the first task goes out
+    end = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < end:
+        try:
+            if admin.stream_workers(s.target, run.queue) >= s.workers:
+                break
+        except admin.Unreachable:
+            pass
+        time.sleep(0.05)
+    return workers
+
+
+def _drain(run: Run, line: ProgressLine, producers: Fleet, workers: Fleet, start: float) -> None:
+    """Until the producers are done and the workers have every acknowledged task (or stall)."""
+    last_progress, last_change = -1, time.monotonic()
+    while True:
+        done = workers.progress
+        now = time.monotonic()
+        if done != last_progress:
+            last_progress, last_change = done, now
+        finished = producers.poll()
+        note = f"submitted {producers.progress:,}"
+        line.update(done, producers.errors + workers.errors, now - start, note)
+        if finished and done >= producers.progress:
+            return
+        if finished and now - last_change > run.settings.drain_timeout:
+            return
+        time.sleep(TICK)
+
+
+def w2(settings: Settings, console: Console) -> WorkloadResult:
+    run = Run(settings, console, "w2")
+    plans = run.producers("batch")
+    shares = split(settings.tasks, len(plans))
+    try:
+        workers = _start_workers(run, stamped=False)
+        producers = run.fleet(
+            len(plans), lambda i: functools.partial(closed_loop, plans[i], shares[i])
+        )
+        run.wait_ready(producers)
+        with ProgressLine(console, "w2", settings.tasks, run.processes) as line:
+            start = time.monotonic()
+            run.go.set()
+            _drain(run, line, producers, workers, start)
+        worker_reports, producer_reports = run.close()
+    finally:
+        run.kill()
+    done, submitted = merge(worker_reports), merge(producer_reports)
+    notes: dict[str, object] = {
+        "submitted": submitted.done,
+        "workers": settings.workers,
+        "capacity": settings.capacity,
+        "queue": run.queue,
+        **done.extra,
+    }
+    lost = _not_succeeded(run, submitted.done, notes)
+    seconds = max(0.0, done.last - submitted.first) if done.done else 0.0
+    errors = dict(submitted.errors + done.errors)
+    description = (
+        f"{submitted.done:,} no-op tasks in SubmitBatch of {settings.batch}, drained by "
+        f"{settings.workers} stream workers; first submit to last accepted result"
+    )
+    return WorkloadResult(
+        "w2", description, done.done, seconds, [], run.processes, errors, lost, notes
+    )
+
+
+def _not_succeeded(run: Run, submitted: int, notes: dict[str, object]) -> int:
+    try:
+        counts = admin.queue_counts(run.settings.target, run.queue)
+    except admin.Unreachable as exc:
+        notes["verify"] = f"could not read queue stats: {exc}"
+        return 0
+    notes["states"] = counts
+    return max(0, submitted - counts.get("succeeded", 0))
+
+
+def w3(settings: Settings, console: Console) -> WorkloadResult:
+    run = Run(settings, console, "w3")
+    plans = run.producers("unary", stamped=True)
+    rates = [settings.rate * p.clients / settings.clients for p in plans]
+    try:
+        workers = _start_workers(run, stamped=True)
+        producers = run.fleet(
+            len(plans),
+            lambda i: functools.partial(open_loop, plans[i], rates[i], settings.duration),
+        )
+        run.wait_ready(producers)
+        expected = sum(int(r * settings.duration) for r in rates)
+        with ProgressLine(console, "w3", expected, run.processes) as line:
+            start = time.monotonic()
+            run.go.set()
+            _drain(run, line, producers, workers, start)
+        worker_reports, producer_reports = run.close()
+    finally:
+        run.kill()
+    picked, submitted = merge(worker_reports), merge(producer_reports)
+    received = len(picked.pickups)  # distinct tasks: a redelivery elsewhere is not a pickup
+    latencies = sorted(ms for ms in picked.pickups.values() if not math.isnan(ms))
+    notes: dict[str, object] = {
+        "submitted": submitted.done,
+        "offered_per_second": settings.rate,
+        "queue": run.queue,
+        **picked.extra,
+        "received": received,
+    }
+    description = (
+        f"unary Submit open loop at {settings.rate:g}/s for {settings.duration:g} s; "
+        "latency = submit to a stream worker receiving the task"
+    )
+    return WorkloadResult(
+        "w3",
+        description,
+        received,
+        _span(submitted),
+        latencies,
+        run.processes,
+        dict(submitted.errors + picked.errors),
+        max(0, submitted.done - received),
+        notes,
+    )
+
+
+WORKLOADS: tuple[str, ...] = ("w1a", "w1b", "w1c", "w2", "w3")
