@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import grpclib
 import trio
@@ -21,17 +21,27 @@ import trio_asyncio
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 
+from taskd.api import speedups
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError
+from taskd.node.bridge import TrioBridge
 from taskd.node.present import stats_to_proto, task_to_proto
 from taskd.node.service import NodeService
 from taskd.node.validate import spec_from_proto
 from taskd.queue.commands import State
 
 log = logging.getLogger("taskd.grpc")
+speedups.install()
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _HasBridge(Protocol):
+    bridge: TrioBridge
+
+
+S = TypeVar("S", bound=_HasBridge)
 
 _STATUS = {
     "invalid": Status.INVALID_ARGUMENT,
@@ -55,20 +65,21 @@ def grpc_error(exc: Exception) -> grpclib.GRPCError:
     raise exc
 
 
-def on_trio(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run a handler body as trio code, translating taskd errors into gRPC statuses."""
+def on_trio(
+    fn: Callable[Concatenate[S, P], Awaitable[R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """Run a handler's body as trio code (via the service's bridge), translating taskd errors
+    into gRPC statuses."""
 
-    async def body(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def body(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await fn(*args, **kwargs)
+            return await fn(self, *args, **kwargs)
         except (CallerError, ClusterError) as exc:
             raise grpc_error(exc) from None
 
-    hop = trio_asyncio.trio_as_aio(body)
-
     @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = await hop(*args, **kwargs)
+    async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = await self.bridge.call(body, self, *args, **kwargs)
         return result
 
     return wrapper
@@ -106,8 +117,9 @@ def _reject_unknown(message: Any, path: str) -> None:
 
 
 class TaskService(pb.TaskServiceBase):
-    def __init__(self, service: NodeService, *, max_payload: int) -> None:
+    def __init__(self, service: NodeService, bridge: TrioBridge, *, max_payload: int) -> None:
         self.service = service
+        self.bridge = bridge
         self.max_payload = max_payload
 
     @on_trio
@@ -195,10 +207,12 @@ class ClusterService(pb.ClusterServiceBase):
     def __init__(
         self,
         service: NodeService,
+        bridge: TrioBridge,
         status: Callable[[], dict[str, Any]],
         workers: Callable[[], list[dict[str, Any]]],
     ) -> None:
         self.service = service
+        self.bridge = bridge
         self._status = status
         self._workers = workers
 

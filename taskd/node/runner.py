@@ -25,6 +25,7 @@ from taskd import __version__
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
 from taskd.node import grpc as grpc_api
+from taskd.node.bridge import TrioBridge
 from taskd.node.config import NodeConfig, split_host_port
 from taskd.node.http import HttpExtras, create_app
 from taskd.node.machine import SchedulerMachine
@@ -57,6 +58,7 @@ class Node:
         self.machine.listeners.append(self.metrics.on_applied)
         self.registry = WorkerRegistry()
         self.service.revoke = self.registry.revoke
+        self.bridge = TrioBridge()
         self.ready = False
         self.started_at = time.time()
 
@@ -133,6 +135,7 @@ class Node:
             for executor in executors:
                 await root.start(executor.serve)
 
+            await root.start(self.bridge.serve)
             grpc_server = await self._start_grpc()
             http_stop = trio.Event()
             await root.start(self._serve_http, http_stop.wait)
@@ -169,8 +172,10 @@ class Node:
         host, port = split_host_port(self.config.grpc, "--grpc")
         server = Server(
             [
-                grpc_api.TaskService(self.service, max_payload=self.config.max_payload),
-                grpc_api.ClusterService(self.service, self.cluster_status, self.workers),
+                grpc_api.TaskService(self.service, self.bridge, max_payload=self.config.max_payload),
+                grpc_api.ClusterService(
+                    self.service, self.bridge, self.cluster_status, self.workers
+                ),
                 WorkerStreamService(
                     self.service, self.registry, lease_ttl=self.config.worker_lease
                 ),

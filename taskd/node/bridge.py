@@ -1,0 +1,57 @@
+"""Calls from asyncio code (grpclib's handlers) into trio code, cheaply.
+
+trio-asyncio runs asyncio callbacks inside a trio task of the same thread, so asyncio code may
+call trio's synchronous functions directly. A call here is an asyncio ``Future`` plus a
+``send_nowait`` into a trio memory channel; one trio task drains the channel and runs each call
+in the bridge's nursery, then resolves the future. This costs about half of what
+``trio_asyncio.trio_as_aio`` does per call (measured: ~60-80 µs against ~160 µs of node CPU),
+which matters at thousands of unary gRPC calls per second.
+
+Cancellation: if the asyncio side stops waiting (the client went away), the trio call still
+runs to completion: a write that reached the store must finish its durability round anyway,
+and its result is simply dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+_Call = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+class TrioBridge:
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[_Call](math.inf)
+        self._nursery: trio.Nursery | None = None
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> asyncio.Future[T]:
+        """From asyncio code: run ``fn(*args)`` as trio code; await the returned future."""
+        future: asyncio.Future[T] = asyncio.get_event_loop().create_future()
+        self._send.send_nowait((fn, args, future))
+        return future
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for fn, args, future in self._receive:
+                nursery.start_soon(_run, fn, args, future)
+
+
+async def _run(
+    fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], future: asyncio.Future[Any]
+) -> None:
+    try:
+        result = await fn(*args)
+    except Exception as exc:  # handed to the asyncio side, which raises it there
+        if not future.done():
+            future.set_exception(exc)
+        return
+    if not future.done():
+        future.set_result(result)
