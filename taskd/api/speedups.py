@@ -16,11 +16,11 @@ from typing import Any
 import betterproto2
 
 
-ORIGINAL = betterproto2.Message._get_field_default
+ORIGINAL = betterproto2.Message.__dict__["_get_field_default"]
 
 
-def _field_default(self: betterproto2.Message, field_name: str) -> Any:
-    return self._betterproto.default_gen[field_name]()
+def _field_default(self: Any, field_name: str) -> Any:
+    return self._betterproto.default_gen[field_name]()  # the library's table of default makers
 
 
 def install() -> None:

@@ -10,7 +10,6 @@ or store down → UNAVAILABLE.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -71,17 +70,18 @@ def on_trio(
     """Run a handler's body as trio code (via the service's bridge), translating taskd errors
     into gRPC statuses."""
 
-    async def body(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def body(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(self, *args, **kwargs)
         except (CallerError, ClusterError) as exc:
             raise grpc_error(exc) from None
 
-    @functools.wraps(fn)
-    async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = await self.bridge.call(body, self, *args, **kwargs)
         return result
 
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 

@@ -172,12 +172,14 @@ class Node:
         host, port = split_host_port(self.config.grpc, "--grpc")
         server = Server(
             [
-                grpc_api.TaskService(self.service, self.bridge, max_payload=self.config.max_payload),
+                grpc_api.TaskService(
+                    self.service, self.bridge, max_payload=self.config.max_payload
+                ),
                 grpc_api.ClusterService(
                     self.service, self.bridge, self.cluster_status, self.workers
                 ),
                 WorkerStreamService(
-                    self.service, self.registry, lease_ttl=self.config.worker_lease
+                    self.service, self.registry, self.bridge, lease_ttl=self.config.worker_lease
                 ),
             ],
             codec=grpc_api.StrictCodec(),

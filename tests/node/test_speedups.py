@@ -15,8 +15,17 @@ PROTO = Path(__file__).parents[2] / "taskd" / "api" / "taskd" / "v1" / "tasks.pr
 
 def _messages() -> list[betterproto2.Message]:
     return [
-        pb.Task(id="01J", queue="q", priority=7, payload=b"{}", labels={"a": "b"}, attempt=2,
-                state=pb.TaskState.RUNNING, dependency_results={"x": b"1"}, lease=9),
+        pb.Task(
+            id="01J",
+            queue="q",
+            priority=7,
+            payload=b"{}",
+            labels={"a": "b"},
+            attempt=2,
+            state=pb.TaskState.RUNNING,
+            dependency_results={"x": b"1"},
+            lease=9,
+        ),
         pb.Task(),
         pb.SubmitRequest(task=pb.TaskSpec(priority=0, max_retries=0, timeout_seconds=0.0)),
         pb.NodeMessage(assignment=pb.Assignment(items=[pb.WorkItem(id="a", lease=1)])),
