@@ -15,7 +15,6 @@ from typing import Any
 
 import betterproto2
 
-
 ORIGINAL = betterproto2.Message.__dict__["_get_field_default"]
 
 

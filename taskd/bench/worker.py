@@ -82,12 +82,17 @@ class StreamWorker:
             async for message in pb.WorkerServiceStub(channel).work(messages()):
                 kind, value = betterproto2.which_one_of(message, "kind")
                 if isinstance(value, pb.Assignment):
+                    results = []
                     for item in value.items:
                         self._take(item)
-                        result = pb.TaskResult(id=item.id, lease=item.lease, success=True)
-                        outbox.put_nowait(pb.WorkerMessage(result=result))
+                        results.append(pb.TaskResult(id=item.id, lease=item.lease, success=True))
+                    # one message for the whole assignment, as a busy SDK worker would send
+                    outbox.put_nowait(pb.WorkerMessage(results=pb.TaskResults(results=results)))
                 elif isinstance(value, pb.ResultAck):
                     self._acked(value)
+                elif isinstance(value, pb.ResultAcks):
+                    for ack in value.acks:
+                        self._acked(ack)
                 elif kind == "revocation":
                     self.report.extra["revoked"] += 1
         finally:

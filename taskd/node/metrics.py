@@ -8,12 +8,13 @@ between scrapes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from taskd.queue.commands import Command, Outcome
+from taskd.queue.commands import Command, Outcome, State
 from taskd.queue.scheduler import Scheduler
 
 
@@ -65,12 +66,25 @@ class NodeMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
         )
         self.registry.register(_QueueCollector(scheduler))
+        self._command_children: dict[tuple[type, str], Any] = {}
+        self._transition_children: dict[tuple[str, State], Any] = {}
 
     def on_applied(self, command: Command, outcome: Outcome) -> None:
+        # Children are cached: ``labels()`` costs microseconds, and this runs per command.
         result = "ok" if outcome.rejection is None else outcome.rejection.code.value
-        self.commands.labels(type(command).__name__.lower(), result).inc()
+        key = (type(command), result)
+        counter = self._command_children.get(key)
+        if counter is None:
+            counter = self.commands.labels(type(command).__name__.lower(), result)
+            self._command_children[key] = counter
+        counter.inc()
+        children = self._transition_children
         for event in outcome.events:
-            self.transitions.labels(event.queue, event.current.value).inc()
+            tkey = (event.queue, event.current)
+            child = children.get(tkey)
+            if child is None:
+                child = children[tkey] = self.transitions.labels(event.queue, event.current.value)
+            child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -136,6 +136,9 @@ class WorkerStreamService(pb.WorkerServiceBase):
         if message.result is not None:
             r = message.result
             await session.on_result(r.id, r.lease, r.success, r.result, r.error)
+        elif message.results is not None:
+            for r in message.results.results:
+                await session.on_result(r.id, r.lease, r.success, r.result, r.error)
         elif message.heartbeat is not None:
             await session.on_heartbeat(list(message.heartbeat.ids), list(message.heartbeat.leases))
         elif message.credit is not None:
@@ -147,5 +150,26 @@ class WorkerStreamService(pb.WorkerServiceBase):
 
 
 async def _send_all(stream: Any, outbox: asyncio.Queue[pb.NodeMessage | None]) -> None:
-    while (message := await outbox.get()) is not None:
-        await stream.send_message(message)
+    """Send in order until the ``None`` sentinel; acks waiting together go out as one message."""
+    while True:
+        batch = [await outbox.get()]
+        while not outbox.empty():
+            batch.append(outbox.get_nowait())
+        acks: list[pb.ResultAck] = []
+        for message in batch:
+            if message is not None and message.ack is not None:
+                acks.append(message.ack)
+                continue
+            await _send_acks(stream, acks)
+            acks = []
+            if message is None:
+                return
+            await stream.send_message(message)
+        await _send_acks(stream, acks)
+
+
+async def _send_acks(stream: Any, acks: list[pb.ResultAck]) -> None:
+    if len(acks) == 1:
+        await stream.send_message(pb.NodeMessage(ack=acks[0]))
+    elif acks:
+        await stream.send_message(pb.NodeMessage(acks=pb.ResultAcks(acks=acks)))

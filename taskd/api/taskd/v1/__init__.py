@@ -22,6 +22,7 @@ __all__ = (
     "QueueRequest",
     "QueueStats",
     "ResultAck",
+    "ResultAcks",
     "RetryRequest",
     "Revocation",
     "SubmitBatchRequest",
@@ -31,6 +32,7 @@ __all__ = (
     "Task",
     "TaskEvent",
     "TaskResult",
+    "TaskResults",
     "TaskServiceBase",
     "TaskServiceStub",
     "TaskSpec",
@@ -291,6 +293,10 @@ class NodeMessage(betterproto2.Message):
         3, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
     )
 
+    acks: "ResultAcks | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
 
 default_message_pool.register_message("taskd.v1", "NodeMessage", NodeMessage)
 
@@ -350,6 +356,19 @@ class ResultAck(betterproto2.Message):
 
 
 default_message_pool.register_message("taskd.v1", "ResultAck", ResultAck)
+
+
+@dataclass(eq=False, repr=False)
+class ResultAcks(betterproto2.Message):
+    """
+    Acks of several results at once; the node sends this instead of single acks whenever more
+    than one is ready to go, so workers must accept both forms.
+    """
+
+    acks: "list[ResultAck]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("taskd.v1", "ResultAcks", ResultAcks)
 
 
 @dataclass(eq=False, repr=False)
@@ -524,6 +543,18 @@ default_message_pool.register_message("taskd.v1", "TaskResult", TaskResult)
 
 
 @dataclass(eq=False, repr=False)
+class TaskResults(betterproto2.Message):
+    """
+    Several results in one message: what a busy worker should send (one frame, one parse).
+    """
+
+    results: "list[TaskResult]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("taskd.v1", "TaskResults", TaskResults)
+
+
+@dataclass(eq=False, repr=False)
 class TaskSpec(betterproto2.Message):
     """
     What a client asks for. Unset optional fields take the defaults of design.md §2.
@@ -695,6 +726,10 @@ class WorkerMessage(betterproto2.Message):
 
     credit: "WorkerCredit | None" = betterproto2.field(
         4, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+    results: "TaskResults | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
     )
 
 
