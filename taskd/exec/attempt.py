@@ -151,7 +151,7 @@ class Attempt:
         if self._killed_because is not None:
             return AttemptResult(False, error=self._killed_because)
         if returncode == 0:
-            return AttemptResult(True, result=bytes(self._stdout))
+            return AttemptResult(True, result=_without_final_newline(bytes(self._stdout)))
         tail = stderr_tail(bytes(self._stderr))
         if returncode is not None and returncode < 0:
             try:
@@ -170,3 +170,10 @@ def stderr_tail(data: bytes) -> str:
     if clipped and "\n" in text:
         text = text.partition("\n")[2]  # drop the partial first line
     return text.strip()
+
+
+def _without_final_newline(output: bytes) -> bytes:
+    """``print("done")`` means the result ``done``: drop the one line break that ends output."""
+    if output.endswith(b"\r\n"):
+        return output[:-2]
+    return output[:-1] if output.endswith(b"\n") else output
