@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from taskd.errors import CallerError, ClusterError, NotLeader
 from taskd.node import validate
+from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.present import stats_to_json, task_to_json, work_item_to_json
 from taskd.node.service import NodeService
 from taskd.queue.commands import State
@@ -73,6 +74,7 @@ class HttpExtras:
     max_payload: int = 1 << 20  # bytes of one payload or result as compact JSON
     max_body: int = (2 << 20) + (64 << 10)  # bytes of one request body
     http_lease_ttl: float = 30.0  # seconds an HTTP worker's lease lasts between heartbeats
+    http_workers: HttpWorkerTracker | None = None  # lists HTTP workers in GET /api/v1/workers
 
 
 # ---- responses and errors ------------------------------------------------------------------
@@ -323,6 +325,8 @@ class _Api:
             if not alive:  # time is up or the client hung up
                 break
             items = await self.service.lease(queue, worker, count, ttl)
+        if self.extras.http_workers is not None:
+            self.extras.http_workers.leased(worker, queue, count, items)
         return json_response(
             {"tasks": [work_item_to_json(item) for item in items], "lease_seconds": ttl}
         )
@@ -358,6 +362,8 @@ class _Api:
         epoch = _epoch(obj)
         result = validate.json_bytes(obj.get("result"), "result", self.extras.max_payload)
         task = await self.service.complete(request.path_params["id"], epoch, result)
+        if self.extras.http_workers is not None:
+            self.extras.http_workers.reported(task.id)
         return json_response(task_to_json(task))
 
     async def fail(self, request: Request) -> Response:
@@ -371,11 +377,15 @@ class _Api:
         if not isinstance(retryable, bool):
             raise validate.invalid("retryable must be true or false", "retryable")
         task = await self.service.fail(request.path_params["id"], epoch, error, retryable=retryable)
+        if self.extras.http_workers is not None:
+            self.extras.http_workers.reported(task.id)
         return json_response(task_to_json(task))
 
     # node
 
     async def workers(self, request: Request) -> Response:
+        if self.extras.http_workers is not None:
+            self.extras.http_workers.prune()
         return json_response({"workers": self.extras.workers()})
 
     async def cluster(self, request: Request) -> Response:

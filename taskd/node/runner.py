@@ -29,6 +29,7 @@ from taskd.node import grpc as grpc_api
 from taskd.node.bridge import TrioBridge
 from taskd.node.config import NodeConfig, split_host_port
 from taskd.node.http import HttpExtras, create_app
+from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.machine import SchedulerMachine
 from taskd.node.metrics import NodeMetrics
 from taskd.node.raftstore import RaftStore
@@ -213,6 +214,7 @@ class Node:
                 max_payload=self.config.max_payload,
                 max_body=self.config.max_payload * 2 + (64 << 10),
                 http_lease_ttl=self.config.worker_lease,
+                http_workers=HttpWorkerTracker(self.registry, self.config.worker_lease),
             ),
         )
         hconfig = HypercornConfig()

@@ -110,3 +110,18 @@ def test_health_readiness_and_metrics(node_factory_shared):
     assert "taskd_commands_total" in text
     status, cluster = get(f"{base}/api/v1/cluster")
     assert status == 200 and cluster["role"] == "leader" and cluster["commit_index"] > 0
+
+
+def test_http_workers_are_listed_with_their_running_tasks(node_factory_shared):
+    base = node_factory_shared.http_url
+    _, task = post(f"{base}/api/v1/tasks", {"queue": "listed"})
+    status, leased = post(f"{base}/api/v1/queues/listed/lease", {"worker": "hw-1", "max": 2})
+    assert status == 200 and leased["tasks"][0]["id"] == task["id"]
+    workers = {w["worker"]: w for w in get(f"{base}/api/v1/workers")[1]["workers"]}
+    assert workers["hw-1"]["kind"] == "http"
+    assert workers["hw-1"]["queues"] == ["listed"]
+    assert workers["hw-1"]["running"] == [task["id"]]
+    lease = leased["tasks"][0]["lease"]
+    assert post(f"{base}/api/v1/tasks/{task['id']}/complete", {"lease": lease})[0] == 200
+    workers = {w["worker"]: w for w in get(f"{base}/api/v1/workers")[1]["workers"]}
+    assert workers["hw-1"]["running"] == []
