@@ -131,17 +131,7 @@ def w1(
         run.kill()
     total = merge(reports)
     notes: dict[str, object] = {"clients": settings.clients, "queue": run.queue}
-    return WorkloadResult(
-        name,
-        description,
-        total.done,
-        _span(total),
-        list(total.latencies_ms),
-        run.processes,
-        dict(total.errors),
-        run.lost(total.done, notes),
-        notes,
-    )
+    return _result(run, name, description, total, notes)
 
 
 def w1_open(settings: Settings, console: Console) -> WorkloadResult:
@@ -171,6 +161,13 @@ def w1_open(settings: Settings, console: Console) -> WorkloadResult:
     description = (
         f"unary Submit offered open loop at {settings.rate:g}/s for {settings.duration:g} s"
     )
+    return _result(run, name, description, total, notes)
+
+
+def _result(
+    run: Run, name: str, description: str, total: ChildReport, notes: dict[str, object]
+) -> WorkloadResult:
+    """A producer workload's result: its tasks, span, latencies, errors and losses."""
     return WorkloadResult(
         name,
         description,

@@ -581,19 +581,19 @@ class Scheduler:
                     task.lease_deadline = deadline  # later only: the timer hint stays valid
         return Outcome()
 
+    def _due(self, task_id: str) -> tuple[float, int] | None:
+        """When the timer of ``task_id`` fires, with its FIFO tie-breaker; None if it has none."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        at = due_time(task, self._retention)
+        return None if at is None else (at, task.seq)
+
     def _tick(self, command: Tick, now: float, entropy: int) -> Outcome:
         events: list[StateChanged] = []
-        tasks, retention = self._tasks, self._retention
-
-        def due(task_id: str) -> tuple[float, int] | None:
-            task = tasks.get(task_id)
-            if task is None:
-                return None
-            at = due_time(task, retention)
-            return None if at is None else (at, task.seq)
-
+        tasks = self._tasks
         while True:
-            fired = self._timers.take_due(now, due)
+            fired = self._timers.take_due(now, self._due)
             if not fired:
                 break
             for task_id in fired:
@@ -670,16 +670,7 @@ class Scheduler:
 
     def next_deadline(self) -> float | None:
         """The earliest ``now`` at which a ``Tick`` changes something, or None."""
-        tasks, retention = self._tasks, self._retention
-
-        def due(task_id: str) -> tuple[float, int] | None:
-            task = tasks.get(task_id)
-            if task is None:
-                return None
-            at = due_time(task, retention)
-            return None if at is None else (at, task.seq)
-
-        return self._timers.peek(due)
+        return self._timers.peek(self._due)
 
     def running_for(self, worker: str) -> builtins.list[Task]:
         return [self._tasks[task_id] for task_id in self._by_worker.get(worker, ())]
