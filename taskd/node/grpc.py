@@ -195,8 +195,12 @@ class TaskService(pb.TaskServiceBase):
                 task = self.service.scheduler.get(event.task_id)
                 if task is None:
                     continue
+                view = task_to_proto(task)
+                # The task as it is now, but the state this event moved it to: a watcher
+                # sees every transition in order even when it reads them late.
+                view.state = STATE_TO_PB[event.current]
                 yield pb.TaskEvent(
-                    task=task_to_proto(task),
+                    task=view,
                     previous=STATE_TO_PB[event.previous] if event.previous else pb.TaskState(0),
                 )
         finally:

@@ -7,6 +7,7 @@ stale leases as FAILED_PRECONDITION; never a crash, a hang or a half-applied bat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -260,3 +261,40 @@ class _Raw:
 
 def _unary() -> Any:
     return Cardinality.UNARY_UNARY
+
+
+def test_watch_streams_state_changes_of_a_queue(node_factory_shared):
+    node = node_factory_shared
+
+    async def body(channel: Channel) -> list[Any]:
+        stub = pb.TaskServiceStub(channel)
+        seen: list[Any] = []
+        got_one = asyncio.Event()
+
+        async def watch() -> None:
+            async for event in stub.watch(pb.WatchRequest(queue="watched")):
+                seen.append(event)
+                got_one.set()
+
+        watcher = asyncio.ensure_future(watch())
+        # The watch is live once it reports a marker task; until then, submit markers.
+        while not got_one.is_set():
+            await stub.submit(pb.SubmitRequest(task=pb.TaskSpec(queue="watched", name="marker")))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(got_one.wait(), 0.2)
+        seen.clear()
+        submitted = await stub.submit(pb.SubmitRequest(task=pb.TaskSpec(queue="watched")))
+        await stub.submit(pb.SubmitRequest(task=pb.TaskSpec(queue="elsewhere")))
+        await stub.cancel(pb.CancelRequest(id=submitted.task.id))
+        async with asyncio.timeout(10):
+            while sum(e.task.id == submitted.task.id for e in seen) < 2:
+                got_one.clear()
+                await got_one.wait()
+        watcher.cancel()
+        return [e for e in seen if e.task.id == submitted.task.id]
+
+    seen = asyncio.run(_with_channel(node, body))
+    assert [(e.previous, e.task.state) for e in seen] == [
+        (pb.TaskState.UNSPECIFIED, pb.TaskState.QUEUED),
+        (pb.TaskState.QUEUED, pb.TaskState.CANCELED),
+    ]
