@@ -291,6 +291,8 @@ def test_watch_streams_state_changes_of_a_queue(node_factory_shared):
                 got_one.clear()
                 await got_one.wait()
         watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         return [e for e in seen if e.task.id == submitted.task.id]
 
     seen = asyncio.run(_with_channel(node, body))
