@@ -37,3 +37,7 @@ class CallerError(TaskdError):
         self.message = message
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class StartupError(TaskdError):
+    """The node cannot start (a port is taken, the data dir is locked); the message says why."""

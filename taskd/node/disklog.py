@@ -131,7 +131,10 @@ class DiskLog:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise LogInUse(f"the Raft log in {self.dir} is in use by another process") from None
+            raise LogInUse(
+                f"the Raft log in {self.dir} is in use by another process: is another node "
+                "running on this --data-dir? Stop it, or give this node its own --data-dir"
+            ) from None
         self._lock_fd = fd
 
     def _read_snapshot(self) -> tuple[SnapshotMeta | None, bytes | None]:

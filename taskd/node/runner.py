@@ -23,6 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from taskd import __version__
+from taskd.errors import StartupError
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
 from taskd.node import grpc as grpc_api
@@ -195,8 +196,8 @@ class Node:
         try:
             await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_address=True)
         except OSError as exc:
-            raise SystemExit(
-                f"taskd: cannot listen for gRPC on {self.config.grpc}: {exc.strerror}; "
+            raise StartupError(
+                f"cannot listen for gRPC on {self.config.grpc}: {exc.strerror}; "
                 "is another node running? pick another port with --grpc"
             ) from None
         return server
@@ -226,11 +227,26 @@ class Node:
             await hypercorn_serve(
                 cast(Any, app), hconfig, shutdown_trigger=stop, task_status=task_status
             )
-        except OSError as exc:
-            raise SystemExit(
-                f"taskd: cannot listen for HTTP on {self.config.http}: {exc.strerror}; "
+        except (OSError, BaseExceptionGroup) as exc:
+            # hypercorn binds inside its own nursery: the OSError arrives wrapped in a group
+            bind_error = _first_oserror(exc)
+            if bind_error is None:
+                raise
+            raise StartupError(
+                f"cannot listen for HTTP on {self.config.http}: {bind_error.strerror}; "
                 "is another node running? pick another port with --http"
             ) from None
+
+
+def _first_oserror(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_oserror(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _wait_for_stop_signal() -> None:
