@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import trio
 
 from taskd.errors import CallerError, TaskdError
-from taskd.exec.work import WorkerHandle, WorkerRegistry, WorkItem, WorkSource
+from taskd.exec.work import Report, WorkerHandle, WorkerRegistry, WorkItem, WorkSource
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,18 @@ class StreamSession:
         self, id: str, lease: int, success: bool, result: bytes, error: str
     ) -> None:
         """Take one result; it is reported (and acked) concurrently with later messages."""
-        if self._held.get(id) == lease:
-            self._release(id)
+        await self.on_results([Report(id, lease, success, result, error)])
+
+    async def on_results(self, reports: Sequence[Report]) -> None:
+        """Take results that arrived together: one durability round reports them all."""
+        for report in reports:
+            if self._held.get(report.task_id) == report.epoch:
+                self._release(report.task_id)
         await self._report_slots.acquire()  # backpressure on a flood of results
         if self._reports is None:
-            await self._report(id, lease, success, result, error)
+            await self._report(reports)
         else:
-            self._reports.start_soon(self._report, id, lease, success, result, error)
+            self._reports.start_soon(self._report, reports)
 
     async def on_heartbeat(self, ids: Sequence[str], leases: Sequence[int]) -> None:
         if len(ids) != len(leases):
@@ -206,17 +211,18 @@ class StreamSession:
             self._handle.started(item.id, item.epoch)
         self._queue(Assignment(tuple(items), self.lease_ttl))
 
-    async def _report(self, id: str, lease: int, success: bool, result: bytes, error: str) -> None:
+    async def _report(self, reports: Sequence[Report]) -> None:
         try:
             # a report already under way is finished even if the stream breaks meanwhile
             with trio.CancelScope(shield=True, deadline=trio.current_time() + self.lease_ttl):
-                if success:
-                    accepted = await self._source.complete(id, lease, result)
-                else:
-                    accepted = await self._source.fail(id, lease, error)
-            self._queue(ResultAck(id, lease, accepted, "" if accepted else "stale lease"))
+                accepted = await self._source.report_many(reports)
+            for report, ok in zip(reports, accepted, strict=True):
+                self._queue(
+                    ResultAck(report.task_id, report.epoch, ok, "" if ok else "stale lease")
+                )
         except TaskdError as exc:
-            self._queue(ResultAck(id, lease, False, str(exc)))
+            for report in reports:
+                self._queue(ResultAck(report.task_id, report.epoch, False, str(exc)))
         finally:
             self._report_slots.release()
 

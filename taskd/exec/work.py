@@ -36,6 +36,17 @@ class WorkItem:
     dependency_results: Mapping[str, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Report:
+    """How one attempt ended, as its holder tells it."""
+
+    task_id: str
+    epoch: int
+    success: bool
+    result: bytes = b""  # when success
+    error: str = ""  # when not
+
+
 class WorkSource(Protocol):
     """What the node offers executors. Every async call returns once its command is durable."""
 
@@ -49,6 +60,10 @@ class WorkSource(Protocol):
 
     async def fail(self, task_id: str, epoch: int, error: str) -> bool:
         """Report failure; ``False`` when the lease is stale."""
+        ...
+
+    async def report_many(self, reports: Sequence[Report]) -> list[bool]:
+        """``complete``/``fail`` for several attempts, made durable together, in order."""
         ...
 
     async def heartbeat(self, task_id: str, epoch: int) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from taskd.errors import CallerError
-from taskd.exec.work import WorkItem
+from taskd.exec.work import Report, WorkItem
 from taskd.node.events import EventHub
 from taskd.node.ids import IdGenerator
 from taskd.node.machine import SchedulerMachine
@@ -155,6 +155,26 @@ class NodeService:
     async def fail(self, task_id: str, epoch: int, error: str, *, retryable: bool = True) -> Task:
         await self._propose(Fail(task_id, epoch, error, retryable))
         return self._task(task_id)
+
+    async def report_many(self, reports: Sequence[Report]) -> builtins.list[bool]:
+        """Complete or fail several attempts in one durability round; False where stale."""
+        now, commands = self.clock(), []
+        for r in reports:
+            command: Command = (
+                Complete(r.task_id, r.epoch, r.result)
+                if r.success
+                else Fail(r.task_id, r.epoch, r.error, True)
+            )
+            commands.append(codec.encode(command, now, self._random.getrandbits(64)))
+        outcomes = await self.store.propose_many(commands)
+        accepted = []
+        for outcome in outcomes:
+            assert isinstance(outcome, Outcome), outcome
+            rejection = outcome.rejection
+            if rejection is not None and rejection.code.value not in ("conflict", "not_found"):
+                raise CallerError(rejection.code.value, rejection.message, rejection.field)
+            accepted.append(rejection is None)
+        return accepted
 
     async def release_worker(self, worker: str) -> None:
         await self._propose(ReleaseWorker(worker))

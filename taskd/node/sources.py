@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 
 from taskd.errors import CallerError
-from taskd.exec.work import WorkItem
+from taskd.exec.work import Report, WorkItem
 from taskd.node.service import NodeService
 
 LOCAL_LEASE = 8 * 24 * 3600.0  # longer than the longest allowed timeout (7 days)
@@ -31,6 +31,9 @@ class ServiceSource:
 
     async def fail(self, task_id: str, epoch: int, error: str) -> bool:
         return await _settled(self.service.fail(task_id, epoch, error))
+
+    async def report_many(self, reports: Sequence[Report]) -> list[bool]:
+        return await self.service.report_many(reports)
 
     async def heartbeat(self, task_id: str, epoch: int) -> bool:
         return await _settled(self.service.heartbeat(task_id, epoch, self.lease_ttl))

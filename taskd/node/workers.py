@@ -18,7 +18,7 @@ from grpclib.const import Cardinality, Handler, Status
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError
 from taskd.exec.remote import Assignment, Outbound, ResultAck, Revocation, StreamSession
-from taskd.exec.work import WorkerRegistry
+from taskd.exec.work import Report, WorkerRegistry
 from taskd.node.bridge import TrioBridge
 from taskd.node.grpc import grpc_error
 from taskd.node.service import NodeService
@@ -137,8 +137,12 @@ class WorkerStreamService(pb.WorkerServiceBase):
             r = message.result
             await session.on_result(r.id, r.lease, r.success, r.result, r.error)
         elif message.results is not None:
-            for r in message.results.results:
-                await session.on_result(r.id, r.lease, r.success, r.result, r.error)
+            await session.on_results(
+                [
+                    Report(r.id, r.lease, r.success, r.result, r.error)
+                    for r in message.results.results
+                ]
+            )
         elif message.heartbeat is not None:
             await session.on_heartbeat(list(message.heartbeat.ids), list(message.heartbeat.leases))
         elif message.credit is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from taskd.exec.work import WorkItem
+from taskd.exec.work import Report, WorkItem
 from taskd.queue.commands import State
 
 
@@ -128,6 +128,16 @@ class FakeSource:
         self.reports.append(("fail", task_id, epoch, ok))
         self._notify()
         return ok
+
+    async def report_many(self, reports: Sequence[Report]) -> list[bool]:
+        return [
+            await (
+                self.complete(r.task_id, r.epoch, r.result)
+                if r.success
+                else self.fail(r.task_id, r.epoch, r.error)
+            )
+            for r in reports
+        ]
 
     async def heartbeat(self, task_id: str, epoch: int) -> bool:
         await trio.lowlevel.checkpoint()
