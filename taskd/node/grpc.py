@@ -17,6 +17,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 import grpclib
 import trio
 import trio_asyncio
+from betterproto2 import TYPE_MESSAGE
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 
@@ -100,20 +101,45 @@ class StrictCodec(ProtoCodec):
 
 
 def _reject_unknown(message: Any, path: str) -> None:
-    unknown = getattr(message, "_unknown_fields", b"")
-    if unknown:
+    where = _unknown_field_path(message)
+    if where is not None:
         raise grpclib.GRPCError(
             Status.INVALID_ARGUMENT,
-            f"{path}: unknown field(s) in the message; check the client uses taskd.v1's .proto",
+            f"{path}{where}: unknown field(s) in the message; "
+            "check the client uses taskd.v1's .proto",
         )
-    for name in getattr(message, "__dataclass_fields__", {}):
-        value = getattr(message, name, None)
+
+
+def _unknown_field_path(message: Any) -> str | None:
+    """Where (``""``, ``.tasks[3]``, ...) the first unknown field sits, or None. Hot path:
+    a SubmitBatch walks 1,000 specs, so only message-typed fields are visited."""
+    if message._unknown_fields:
+        return ""
+    for name in _message_fields(type(message)):
+        value = getattr(message, name)
         if isinstance(value, list):
             for i, item in enumerate(value):
-                if hasattr(item, "_unknown_fields"):
-                    _reject_unknown(item, f"{path}.{name}[{i}]")
-        elif hasattr(value, "_unknown_fields"):
-            _reject_unknown(value, f"{path}.{name}")
+                inner = _unknown_field_path(item)
+                if inner is not None:
+                    return f".{name}[{i}]{inner}"
+        elif value is not None:
+            inner = _unknown_field_path(value)
+            if inner is not None:
+                return f".{name}{inner}"
+    return None
+
+
+_MESSAGE_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _message_fields(message_type: type) -> tuple[str, ...]:
+    """The names of a message type's message-typed fields (cached per type)."""
+    names = _MESSAGE_FIELDS.get(message_type)
+    if names is None:
+        metas = message_type._betterproto.meta_by_field_name  # type: ignore[attr-defined]
+        names = tuple(name for name, meta in metas.items() if meta.proto_type == TYPE_MESSAGE)
+        _MESSAGE_FIELDS[message_type] = names
+    return names
 
 
 class TaskService(pb.TaskServiceBase):
