@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from taskd.queue.commands import (
@@ -112,4 +111,4 @@ class Harness:
 
 
 def spec(**fields: Any) -> TaskSpec:
-    return replace(TaskSpec(), **fields)
+    return TaskSpec()._replace(**fields)
