@@ -12,9 +12,9 @@ Start-up (``serve``): open and repair the log in a thread, restore the latest sn
 state machine, let the core elect itself in a new term (appending its no-op), and run rounds
 until everything up to that no-op is applied — the replay — then report ``started``.
 
-Every ``snapshot_every`` applied entries, ``state_machine.snapshot()`` runs on the loop (it must
-be consistent with the applied index), and writing it plus deleting the segments it covers
-run in a thread beside the rounds; only then is the in-memory log compacted.
+Every ``snapshot_every`` applied entries, a forked child serializes the state as of the applied
+index and writes it (``snapshotter``), so the loop never stops for it; deleting the segments it
+covers runs in a thread beside the rounds; only then is the in-memory log compacted.
 
 Failure: an ``OSError`` from the disk fails every waiting proposal with ``Unavailable`` naming
 the data directory and the error, and the store takes no more writes: after a failed fsync the
@@ -37,6 +37,7 @@ import trio
 
 from taskd.errors import Unavailable
 from taskd.node.disklog import DiskLog
+from taskd.node.snapshotter import start_child, wait_child
 from taskd.raft.core import RaftCore, RaftStatus, Ready
 from taskd.raft.statemachine import StateMachine
 from taskd.raft.types import SnapshotMeta
@@ -80,6 +81,7 @@ class RaftStore:
         self.snapshot_every = snapshot_every
         self.max_batch = max_batch
         self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
+        self.snapshots_written = 0
         self._core: RaftCore | None = None
         self._disk: DiskLog | None = None
         self._serving = False
@@ -236,28 +238,42 @@ class RaftStore:
         if self._snapshot_in_flight or applied - self._snapshot_index < self.snapshot_every:
             return
         meta = SnapshotMeta(applied, core.term_at(applied))
-        data = self.state_machine.snapshot()  # on the loop: consistent with ``applied``
-        self._snapshot_in_flight = True
-        nursery.start_soon(self._write_snapshot, core, disk, meta, data)
 
-    async def _write_snapshot(
-        self, core: RaftCore, disk: DiskLog, meta: SnapshotMeta, data: bytes
-    ) -> None:
-        def write() -> None:
-            disk.save_snapshot(meta, data)
-            disk.compact(meta.index)
+        def serialize_and_write() -> None:  # in a forked child: the state as of ``meta``
+            disk.save_snapshot(meta, self.state_machine.snapshot())
 
         try:
-            await trio.to_thread.run_sync(write)
+            child = start_child(serialize_and_write)  # forks now, while state == ``applied``
         except OSError as exc:
-            self._fail(exc)
+            log.error("cannot start a snapshot at index %d: %s; will retry", meta.index, exc)
+            self._snapshot_index = meta.index
+            return
+        self._snapshot_in_flight = True
+        nursery.start_soon(self._finish_snapshot, core, disk, meta, child)
+
+    async def _finish_snapshot(
+        self, core: RaftCore, disk: DiskLog, meta: SnapshotMeta, child: int | None
+    ) -> None:
+        started = time.monotonic()
+        try:
+            await wait_child(child)
+            await trio.to_thread.run_sync(disk.compact, meta.index)
+        except OSError as exc:
+            # A failed snapshot loses nothing (the log still holds every entry): log it and
+            # try again at the next interval; a failing disk will fail the next fsync anyway.
+            log.error("snapshot at index %d failed: %s; the log is kept", meta.index, exc)
+            self._snapshot_index = meta.index
             return
         finally:
             self._snapshot_in_flight = False
         core.compact(meta.index, meta.term)
         self._snapshot_index = meta.index
+        self.snapshots_written += 1
         log.info(
-            "snapshot at index %d (term %d) written, %d bytes", meta.index, meta.term, len(data)
+            "snapshot at index %d (term %d) written in %.2fs",
+            meta.index,
+            meta.term,
+            time.monotonic() - started,
         )
 
     # -- helpers --------------------------------------------------------------------------
