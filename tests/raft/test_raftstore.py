@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -161,3 +162,36 @@ async def test_state_machine_receives_noops_with_empty_data(tmp_path: Path) -> N
     async with running(store):
         await store.propose(b"x")
     assert seen == [(1, b""), (2, b"x")]
+
+
+class _SlowSnapshots(AppendLog):
+    """Serializing takes a long time, as it does for millions of tasks."""
+
+    def snapshot(self) -> bytes:
+        time.sleep(1.5)  # runs in the forked snapshot child, never on the node's loop
+        return super().snapshot()
+
+
+@pytest.mark.slow
+async def test_a_slow_snapshot_does_not_stall_proposals(tmp_path: Path) -> None:
+    # Given a store whose snapshots take 1.5 s to serialize
+    machine = _SlowSnapshots()
+    store = RaftStore(tmp_path, machine, snapshot_every=20)
+    async with running(store):
+        # When a snapshot starts
+        for n in range(25):
+            await store.propose(f"{n}".encode())
+        assert store._snapshot_in_flight
+        # Expect proposals to go on being fsynced and applied meanwhile, in well under 1.5 s
+        started = time.monotonic()
+        for n in range(50):
+            await store.propose(f"more-{n}".encode())
+        assert time.monotonic() - started < 1.0
+        assert store._snapshot_in_flight
+        with trio.fail_after(10):
+            while store.snapshots_written == 0:
+                await trio.sleep(0.01)
+    # and the snapshot holds the state as of its index, so a restart gives the same state
+    store2 = RaftStore(tmp_path, AppendLog(), snapshot_every=10**6)
+    async with running(store2):
+        assert store2.state_machine.items == machine.items  # type: ignore[attr-defined]
