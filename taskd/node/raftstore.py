@@ -82,6 +82,7 @@ class RaftStore:
         self.max_batch = max_batch
         self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
         self.snapshots_written = 0
+        self._snapshot_done = trio.Event()
         self._core: RaftCore | None = None
         self._disk: DiskLog | None = None
         self._serving = False
@@ -118,6 +119,11 @@ class RaftStore:
         if waiter.error is not None:
             raise waiter.error
         return waiter.results
+
+    async def wait_for_snapshot(self, count: int = 1) -> None:
+        """Return once at least ``count`` snapshots were written since start."""
+        while self.snapshots_written < count:
+            await self._snapshot_done.wait()
 
     def status(self) -> RaftStatus:
         if self._core is None:
@@ -269,6 +275,8 @@ class RaftStore:
         core.compact(meta.index, meta.term)
         self._snapshot_index = meta.index
         self.snapshots_written += 1
+        self._snapshot_done.set()
+        self._snapshot_done = trio.Event()
         log.info(
             "snapshot at index %d (term %d) written in %.2fs",
             meta.index,

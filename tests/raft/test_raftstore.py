@@ -109,8 +109,7 @@ async def test_snapshots_compact_the_log_and_restart_gives_the_same_state(
         assert store.status().applied_index == 201
         # a forked child writes each snapshot; wait for the first one to land
         with trio.fail_after(10):
-            while store.snapshots_written == 0:
-                await trio.sleep(0.01)
+            await store.wait_for_snapshot()
     # (leaving ``running`` kills a snapshot child still in flight; finished ones stay)
     snapshots = list((tmp_path / "raft").glob("snapshot-*"))
     assert len(snapshots) == 1
@@ -189,8 +188,7 @@ async def test_a_slow_snapshot_does_not_stall_proposals(tmp_path: Path) -> None:
         assert time.monotonic() - started < 1.0
         assert store._snapshot_in_flight
         with trio.fail_after(10):
-            while store.snapshots_written == 0:
-                await trio.sleep(0.01)
+            await store.wait_for_snapshot()
     # and the snapshot holds the state as of its index, so a restart gives the same state
     store2 = RaftStore(tmp_path, AppendLog(), snapshot_every=10**6)
     async with running(store2):
