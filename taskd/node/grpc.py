@@ -268,16 +268,18 @@ class ClusterService(pb.ClusterServiceBase):
 
     @on_trio
     async def list_queues(self, message: pb.ListQueuesRequest) -> pb.ListQueuesResponse:
-        stats = self.service.queues()
-        return pb.ListQueuesResponse(queues=[stats_to_proto(s) for s in stats])
+        stats, rates = self.service.queues(), self.service.rates.of
+        return pb.ListQueuesResponse(queues=[stats_to_proto(s, rates(s.name)) for s in stats])
 
     @on_trio
     async def pause_queue(self, message: pb.QueueRequest) -> pb.QueueStats:
-        return stats_to_proto(await self.service.pause(_queue_name(message.name)))
+        name = _queue_name(message.name)
+        return stats_to_proto(await self.service.pause(name), self.service.rates.of(name))
 
     @on_trio
     async def resume_queue(self, message: pb.QueueRequest) -> pb.QueueStats:
-        return stats_to_proto(await self.service.resume(_queue_name(message.name)))
+        name = _queue_name(message.name)
+        return stats_to_proto(await self.service.resume(name), self.service.rates.of(name))
 
     @on_trio
     async def list_workers(self, message: pb.ListWorkersRequest) -> pb.ListWorkersResponse:

@@ -287,15 +287,20 @@ class _Api:
 
     async def queues(self, request: Request) -> Response:
         stats = self.service.queues()
-        return json_response({"queues": [stats_to_json(s) for s in stats]})
+        rates = self.service.rates.of
+        return json_response({"queues": [stats_to_json(s, rates(s.name)) for s in stats]})
 
     async def pause(self, request: Request) -> Response:
         name = validate.check_queue(request.path_params["name"], "name")
-        return json_response(stats_to_json(await self.service.pause(name)))
+        return json_response(
+            stats_to_json(await self.service.pause(name), self.service.rates.of(name))
+        )
 
     async def resume(self, request: Request) -> Response:
         name = validate.check_queue(request.path_params["name"], "name")
-        return json_response(stats_to_json(await self.service.resume(name)))
+        return json_response(
+            stats_to_json(await self.service.resume(name), self.service.rates.of(name))
+        )
 
     # HTTP workers
 

@@ -117,8 +117,9 @@ def work_item_to_json(item: WorkItem) -> dict[str, Any]:
     return view
 
 
-def stats_to_json(stats: QueueStats) -> dict[str, Any]:
-    """Per-queue counts: ``by_state`` for every state, ``by_priority`` of QUEUED tasks."""
+def stats_to_json(stats: QueueStats, rates: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
+    """Per-queue counts: ``by_state`` for every state, ``by_priority`` of QUEUED tasks, and
+    the last minute's rates (tasks submitted and finished per second)."""
     by_state = {state.value: stats.by_state.get(state, 0) for state in State}
     return {
         "name": stats.name,
@@ -126,6 +127,10 @@ def stats_to_json(stats: QueueStats) -> dict[str, Any]:
         "depth": sum(n for state, n in stats.by_state.items() if not state.terminal),
         "by_state": by_state,
         "by_priority": {str(p): n for p, n in sorted(stats.by_priority.items())},
+        "rates": {
+            "submitted_per_second": round(rates[0], 3),
+            "finished_per_second": round(rates[1], 3),
+        },
     }
 
 
@@ -154,10 +159,12 @@ def task_to_proto(task: Task) -> pb.Task:
     )
 
 
-def stats_to_proto(stats: QueueStats) -> pb.QueueStats:
+def stats_to_proto(stats: QueueStats, rates: tuple[float, float] = (0.0, 0.0)) -> pb.QueueStats:
     return pb.QueueStats(
         name=stats.name,
         paused=stats.paused,
         by_state={state.value: stats.by_state.get(state, 0) for state in State},
         by_priority=dict(stats.by_priority),
+        submitted_per_second=rates[0],
+        completed_per_second=rates[1],
     )

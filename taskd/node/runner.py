@@ -122,6 +122,7 @@ class Node:
         async with trio_asyncio.open_loop(), trio.open_nursery() as root:
             await root.start(self.store.serve)
             gc.freeze()  # everything recovery built is long-lived
+            self.service.rates.start()  # replayed history is not current throughput
             # This node's local attempts died with its previous process: retry them now.
             # Remote workers lost contact while no leader ran: give them a full lease period
             # to reconnect and report (a new leader extends leases, never shortens them).

@@ -27,6 +27,7 @@ from taskd.exec.work import Report, WorkItem
 from taskd.node.events import EventHub
 from taskd.node.ids import IdGenerator
 from taskd.node.machine import SchedulerMachine
+from taskd.node.rates import QueueRates
 from taskd.node.store import Store
 from taskd.queue import codec
 from taskd.queue.commands import (
@@ -85,7 +86,9 @@ class NodeService:
         self._work_arrived: dict[str, trio.Event] = {}
         self._deadline_moved = trio.Event()
         self._sleeping_until: float | None = None
+        self.rates = QueueRates()
         machine.listeners.append(self._on_applied)
+        machine.listeners.append(self.rates.on_applied)
 
     @property
     def scheduler(self) -> Scheduler:

@@ -108,6 +108,9 @@ def test_health_readiness_and_metrics(node_factory_shared):
     assert status == 200
     assert 'taskd_queue_tasks{queue="metered",state="queued"}' in text
     assert "taskd_commands_total" in text
+    status, queues = get(f"{base}/api/v1/queues")
+    [metered] = [q for q in queues["queues"] if q["name"] == "metered"]
+    assert metered["by_state"]["queued"] == 1 and metered["rates"]["submitted_per_second"] > 0
     status, cluster = get(f"{base}/api/v1/cluster")
     assert status == 200 and cluster["role"] == "leader" and cluster["commit_index"] > 0
 
