@@ -324,10 +324,15 @@ def _queues(rest: Rest, args: argparse.Namespace, as_json: bool, out: Console) -
     if as_json:
         _print_json(queues)
         return 0
-    table = Table("queue", "paused", *STATES)
+    table = Table("queue", "paused", *STATES, "in/s", "done/s")
     for q in queues["queues"]:
+        rates = q.get("rates", {})
         table.add_row(
-            q["name"], "yes" if q["paused"] else "", *(str(q["by_state"].get(s, 0)) for s in STATES)
+            q["name"],
+            "yes" if q["paused"] else "",
+            *(str(q["by_state"].get(s, 0)) for s in STATES),
+            f"{rates.get('submitted_per_second', 0):g}",
+            f"{rates.get('finished_per_second', 0):g}",
         )
     out.print(table)
     return 0
