@@ -27,11 +27,14 @@ class SchedulerMachine:
         self.scheduler = Scheduler(config)
         self.listeners: list[Listener] = []
         self.applied = 0  # commands applied since start (replay included)
+        self.latest_time = 0.0  # the newest leader time stamped into an applied command
 
     def apply(self, index: int, data: bytes) -> object:
         if not data:  # Raft's own entries (a new term's no-op) carry no command
             return None
         command, now, entropy = codec.decode(data)
+        if now > self.latest_time:
+            self.latest_time = now
         outcome = self.scheduler.apply(command, now, entropy)
         self.applied += 1
         for listener in self.listeners:

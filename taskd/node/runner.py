@@ -31,6 +31,7 @@ from taskd.node.bridge import TrioBridge
 from taskd.node.config import NodeConfig, split_host_port
 from taskd.node.http import HttpExtras, create_app
 from taskd.node.httpworkers import HttpWorkerTracker
+from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
 from taskd.node.metrics import NodeMetrics
 from taskd.node.raftstore import RaftStore
@@ -54,8 +55,12 @@ class Node:
             node_id=config.node_id,
             snapshot_every=config.snapshot_every,
         )
+        self.clock = LeaderClock()
         self.service = NodeService(
-            self.machine, self.store, ServiceConfig(local_worker=f"local@{config.node_id}")
+            self.machine,
+            self.store,
+            ServiceConfig(local_worker=f"local@{config.node_id}"),
+            clock=self.clock,
         )
         self.metrics = NodeMetrics(lambda: self.machine.scheduler)
         self.machine.listeners.append(self.metrics.on_applied)
@@ -121,6 +126,7 @@ class Node:
         gc.set_threshold(20_000, 50, 50)
         async with trio_asyncio.open_loop(), trio.open_nursery() as root:
             await root.start(self.store.serve)
+            self.clock.not_before(self.machine.latest_time)
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
             # This node's local attempts died with its previous process: retry them now.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import builtins
 import logging
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from taskd.errors import CallerError
 from taskd.exec.work import Report, WorkItem
 from taskd.node.events import EventHub
 from taskd.node.ids import IdGenerator
+from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
 from taskd.node.rates import QueueRates
 from taskd.node.store import Store
@@ -73,13 +73,13 @@ class NodeService:
         store: Store,
         config: ServiceConfig = ServiceConfig(),
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.machine = machine
         self.store = store
         self.config = config
-        self.clock = clock
-        self.ids = IdGenerator(clock)
+        self.clock = clock or LeaderClock()
+        self.ids = IdGenerator(self.clock)
         self.events = EventHub()
         self.revoke: Callable[[str, int, str], object] = lambda task_id, epoch, reason: None
         self._random = random.Random()
