@@ -51,6 +51,7 @@ from taskd.queue.commands import (
     Submit,
     Tick,
 )
+from taskd.queue.dependencies import DependencyRules
 from taskd.queue.queues import QueueIndex, QueueStats
 from taskd.queue.submit import SubmitPlan, check_queue_name, plan_submit
 from taskd.queue.task import SchedulerConfig, Task
@@ -73,7 +74,7 @@ def _positive_seconds(value: object) -> bool:
     return type(value) in (float, int) and 0 < value < math.inf  # type: ignore[operator]
 
 
-class Scheduler:
+class Scheduler(DependencyRules):
     def __init__(self, config: SchedulerConfig = SchedulerConfig()) -> None:  # noqa: B008
         config.validate()
         self._config = config
@@ -433,26 +434,6 @@ class Scheduler:
             self._move(task, _FAILED, trigger, events)
             self._cascade(task, now, events)
 
-    def _cascade(self, root: Task, now: float, events: list[StateChanged]) -> None:
-        """Cancel every BLOCKED dependent of ``root``, transitively, naming ``root``."""
-        error = f"dependency {root.id} {root.state.value}"
-        tasks = self._tasks
-        frontier = [root.id]
-        while frontier:
-            next_frontier: list[str] = []
-            for cause in frontier:
-                for dependent_id in self._dependents.get(cause, ()):
-                    dependent = tasks[dependent_id]
-                    if dependent.state is not _BLOCKED:
-                        continue
-                    dependent.error = error
-                    dependent.canceled_by = cause
-                    dependent.finished_at = now
-                    dependent.waiting_on.clear()
-                    self._move(dependent, _CANCELED, Trigger.DEP_ENDED, events)
-                    next_frontier.append(dependent_id)
-            frontier = next_frontier
-
     def _cancel(self, command: Cancel, now: float, entropy: int) -> Outcome:
         task = self._lookup(command.task_id)
         if isinstance(task, Outcome):
@@ -489,51 +470,6 @@ class Scheduler:
         self._move(task, new, Trigger.RETRY, events)
         self._restore_dependents(task, events)
         return Outcome(reply=task.id, events=events)
-
-    def _ended_dependency(self, task: Task, skip: str = "") -> Task | None:
-        """The first dependency that ended failed or canceled (forgotten ones had succeeded)."""
-        for dep_id in task.depends_on:
-            dep = self._tasks.get(dep_id)
-            if dep_id != skip and dep is not None and dep.state in (_FAILED, _CANCELED):
-                return dep
-        return None
-
-    def _reset(self, task: Task) -> set[str]:
-        """Clear a terminal task for a fresh set of attempts; returns its ``waiting_on``."""
-        task.attempt = 0
-        task.error = ""
-        task.result = None
-        task.canceled_by = ""
-        task.finished_at = 0.0
-        waiting = task.waiting_on
-        waiting.clear()
-        for dep_id in task.depends_on:
-            dep = self._tasks.get(dep_id)
-            if dep is not None and not dep.state.terminal:
-                waiting.add(dep_id)
-        return waiting
-
-    def _restore_dependents(self, root: Task, events: list[StateChanged]) -> None:
-        """Bring back (as BLOCKED) the dependents canceled because of ``root``, transitively."""
-        tasks = self._tasks
-        frontier = [root.id]
-        while frontier:
-            next_frontier: list[str] = []
-            for cause in frontier:
-                for dependent_id in self._dependents.get(cause, ()):
-                    dependent = tasks[dependent_id]
-                    if dependent.state is not _CANCELED or dependent.canceled_by != cause:
-                        continue
-                    other = self._ended_dependency(dependent, skip=cause)
-                    if other is not None:
-                        # Still doomed by another dependency: blame that one instead, so
-                        # retrying it brings this task back.
-                        dependent.canceled_by = other.id
-                        continue
-                    self._reset(dependent)
-                    self._move(dependent, _BLOCKED, Trigger.DEP_RETRIED, events)
-                    next_frontier.append(dependent_id)
-            frontier = next_frontier
 
     def _pause(self, command: PauseQueue, now: float, entropy: int) -> Outcome:
         bad = check_queue_name(command.queue, "queue")
