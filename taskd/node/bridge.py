@@ -29,7 +29,8 @@ _Call = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], "asyncio.Future[An
 class TrioBridge:
     def __init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[_Call](math.inf)
-        self._nursery: trio.Nursery | None = None
+        self._running = 0
+        self._idle = trio.Event()
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> asyncio.Future[T]:
         """From asyncio code: run ``fn(*args)`` as trio code; await the returned future."""
@@ -41,17 +42,30 @@ class TrioBridge:
         async with trio.open_nursery() as nursery:
             task_status.started()
             async for fn, args, future in self._receive:
-                nursery.start_soon(_run, fn, args, future)
+                self._running += 1
+                nursery.start_soon(self._run, fn, args, future)
 
+    async def drain(self) -> None:
+        """Wait until no call is running (e.g. worker streams releasing their leases)."""
+        while self._running:
+            await self._idle.wait()
 
-async def _run(
-    fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], future: asyncio.Future[Any]
-) -> None:
-    try:
-        result = await fn(*args)
-    except Exception as exc:  # handed to the asyncio side, which raises it there
+    async def _run(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        future: asyncio.Future[Any],
+    ) -> None:
+        try:
+            result = await fn(*args)
+        except Exception as exc:  # handed to the asyncio side, which raises it there
+            if not future.done():
+                future.set_exception(exc)
+            return
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+                self._idle = trio.Event()
         if not future.done():
-            future.set_exception(exc)
-        return
-    if not future.done():
-        future.set_result(result)
+            future.set_result(result)

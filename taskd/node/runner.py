@@ -180,6 +180,10 @@ class Node:
                     drain.start_soon(executor.drain, config.shutdown_grace)
             grpc_server.close()
             await trio_asyncio.aio_as_trio(grpc_server.wait_closed)()
+            # Closed worker streams release their leases ("worker lost") through the store,
+            # which must still run for that: give them a moment before everything stops.
+            with trio.move_on_after(5):
+                await self.bridge.drain()
             http_stop.set()
             root.cancel_scope.cancel()
         log.info("taskd stopped")
