@@ -238,8 +238,9 @@ async def test_concurrency_grows_with_the_backlog_then_shrinks_when_idle(source)
         # Expect three at a time, leased three in one call
         assert source.max_running == 3
         assert source.lease_calls[0] == ("q", 3, 3)
+        # (the registry's capacity may already be shrinking: idle_shrink_after is short)
         [info] = registry.workers()
-        assert (info.kind, info.capacity) == ("local", 3)
+        assert info.kind == "local" and 1 <= info.capacity <= 3
         # and back to one slot once idle
         await eventually(lambda: registry.workers()[0].capacity == 1, within=3)
     assert all(source.tasks[t].state is State.SUCCEEDED for t in tasks)
