@@ -7,6 +7,10 @@ Third-party errors are translated into these where they enter taskd.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class TaskdError(Exception):
     """Root of every error taskd raises on purpose."""
@@ -41,3 +45,19 @@ class CallerError(TaskdError):
 
 class StartupError(TaskdError):
     """The node cannot start (a port is taken, the data dir is locked); the message says why."""
+
+
+def first_of(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` if it is a ``kind``, else the first ``kind`` inside (nested) exception groups.
+
+    trio nurseries wrap what their tasks raise in groups; start-up code uses this to find the
+    error worth one line to the user (a taken port, a locked data dir) among them.
+    """
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_of(inner, kind)
+            if found is not None:
+                return found
+    return None

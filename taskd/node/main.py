@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import trio
 
-from taskd.errors import TaskdError
+from taskd.errors import TaskdError, first_of
 from taskd.node import config as node_config
 from taskd.node import logs
 
@@ -62,24 +62,12 @@ def run_node(args: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:
-        fatal = _taskd_error(exc)
+        fatal = first_of(exc, TaskdError)
         if fatal is None:
             raise
         print(f"taskd: {fatal}", file=sys.stderr)
         return 1
     return 0
-
-
-def _taskd_error(exc: BaseException) -> TaskdError | None:
-    """The error taskd raised on purpose, found inside nursery exception groups, if any."""
-    if isinstance(exc, TaskdError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _taskd_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from taskd import __version__
-from taskd.errors import StartupError
+from taskd.errors import StartupError, first_of
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
 from taskd.node import grpc as grpc_api
@@ -240,24 +240,13 @@ class Node:
             )
         except (OSError, BaseExceptionGroup) as exc:
             # hypercorn binds inside its own nursery: the OSError arrives wrapped in a group
-            bind_error = _first_oserror(exc)
+            bind_error = first_of(exc, OSError)
             if bind_error is None:
                 raise
             raise StartupError(
                 f"cannot listen for HTTP on {self.config.http}: {bind_error.strerror}; "
                 "is another node running? pick another port with --http"
             ) from None
-
-
-def _first_oserror(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_oserror(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def _wait_for_stop_signal() -> None:
