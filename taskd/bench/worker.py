@@ -82,16 +82,21 @@ class StreamWorker:
             async for message in pb.WorkerServiceStub(channel).work(messages()):
                 kind, value = betterproto2.which_one_of(message, "kind")
                 if isinstance(value, pb.Assignment):
-                    results = []
                     for item in value.items:
                         self._take(item)
-                        results.append(pb.TaskResult(id=item.id, lease=item.lease, success=True))
                     # one message for the whole assignment, as a busy SDK worker would send
-                    outbox.put_nowait(pb.WorkerMessage(results=pb.TaskResults(results=results)))
+                    results = pb.TaskResults(
+                        ids=[item.id for item in value.items],
+                        leases=[item.lease for item in value.items],
+                        success=[True] * len(value.items),
+                    )
+                    outbox.put_nowait(pb.WorkerMessage(results=results))
                 elif isinstance(value, pb.ResultAck):
                     self._acked(value)
                 elif isinstance(value, pb.ResultAcks):
-                    for ack in value.acks:
+                    for task_id, lease in zip(value.ids, value.leases, strict=True):
+                        self._acked(pb.ResultAck(id=task_id, lease=lease, accepted=True))
+                    for ack in value.rejected:
                         self._acked(ack)
                 elif kind == "revocation":
                     self.report.extra["revoked"] += 1

@@ -16,7 +16,7 @@ import trio
 from grpclib.const import Cardinality, Handler, Status
 
 from taskd.api.taskd import v1 as pb
-from taskd.errors import CallerError, ClusterError
+from taskd.errors import CallerError, ClusterError, first_of
 from taskd.exec.remote import Assignment, Outbound, ResultAck, Revocation, StreamSession
 from taskd.exec.work import Report, WorkerRegistry
 from taskd.node.bridge import TrioBridge
@@ -103,8 +103,12 @@ class WorkerStreamService(pb.WorkerServiceBase):
             inbox_send.close()
             await session_done
             await sender
-        except (CallerError, ClusterError) as exc:
-            raise grpc_error(exc) from None
+        except (CallerError, ClusterError, BaseExceptionGroup) as exc:
+            # the session runs in a nursery: its errors may arrive wrapped in a group
+            fault = first_of(exc, CallerError) or first_of(exc, ClusterError)
+            if fault is None:
+                raise
+            raise grpc_error(fault) from None
         finally:
             inbox_send.close()  # a broken stream: the session releases what it holds
             sender.cancel()
@@ -137,12 +141,7 @@ class WorkerStreamService(pb.WorkerServiceBase):
             r = message.result
             await session.on_result(r.id, r.lease, r.success, r.result, r.error)
         elif message.results is not None:
-            await session.on_results(
-                [
-                    Report(r.id, r.lease, r.success, r.result, r.error)
-                    for r in message.results.results
-                ]
-            )
+            await session.on_results(_reports(message.results))
         elif message.heartbeat is not None:
             await session.on_heartbeat(list(message.heartbeat.ids), list(message.heartbeat.leases))
         elif message.credit is not None:
@@ -176,4 +175,34 @@ async def _send_acks(stream: Any, acks: list[pb.ResultAck]) -> None:
     if len(acks) == 1:
         await stream.send_message(pb.NodeMessage(ack=acks[0]))
     elif acks:
-        await stream.send_message(pb.NodeMessage(acks=pb.ResultAcks(acks=acks)))
+        accepted = [ack for ack in acks if ack.accepted]
+        batch = pb.ResultAcks(
+            ids=[ack.id for ack in accepted],
+            leases=[ack.lease for ack in accepted],
+            rejected=[ack for ack in acks if not ack.accepted],
+        )
+        await stream.send_message(pb.NodeMessage(acks=batch))
+
+
+def _reports(batch: pb.TaskResults) -> list[Report]:
+    """The parallel lists of a ``TaskResults``, checked to be of one length."""
+    count = len(batch.ids)
+    for name, may_be_empty in (
+        ("leases", False),
+        ("success", False),
+        ("results", True),
+        ("errors", True),
+    ):
+        size = len(getattr(batch, name))
+        if size != count and not (may_be_empty and size == 0):
+            raise CallerError(
+                "invalid", f"{name} must have one entry per id ({count})", f"results.{name}"
+            )
+    results = batch.results or [b""] * count
+    errors = batch.errors or [""] * count
+    return [
+        Report(task_id, lease, success, result, error)
+        for task_id, lease, success, result, error in zip(
+            batch.ids, batch.leases, batch.success, results, errors, strict=True
+        )
+    ]

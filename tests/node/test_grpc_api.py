@@ -221,16 +221,15 @@ def test_stale_lease_epochs_are_rejected_over_the_worker_stream(node_factory_sha
                         )
                     )
                 )
-            acks = [m.ack for m in seen if m.ack is not None]
-            if len(acks) == 2:
+            if len(_acks(seen)) == 2:
                 await out.put(None)
                 break
         return seen
 
     seen = asyncio.run(asyncio.wait_for(_with_channel(node, body), 20))
-    acks = [m.ack for m in seen if m.ack is not None]
-    assert [a.accepted for a in acks] == [False, True]
-    assert "lease" in acks[0].error
+    acks = _acks(seen)
+    assert sorted(a.accepted for a in acks) == [False, True]
+    assert "lease" in next(a for a in acks if not a.accepted).error
     assert get(f"{node.http_url}/api/v1/tasks/{task['id']}")[1]["result"] == 2
 
 
@@ -300,3 +299,95 @@ def test_watch_streams_state_changes_of_a_queue(node_factory_shared):
         (pb.TaskState.UNSPECIFIED, pb.TaskState.QUEUED),
         (pb.TaskState.QUEUED, pb.TaskState.CANCELED),
     ]
+
+
+def _acks(messages: list[Any]) -> list[Any]:
+    """Every ack in node messages, whether sent alone or in a ``ResultAcks`` batch."""
+    acks = []
+    for m in messages:
+        if m.ack is not None:
+            acks.append(m.ack)
+        elif m.acks is not None:
+            acks.extend(
+                pb.ResultAck(id=i, lease=lease, accepted=True)
+                for i, lease in zip(m.acks.ids, m.acks.leases, strict=True)
+            )
+            acks.extend(m.acks.rejected)
+    return acks
+
+
+def test_batched_results_are_acked_per_task_and_checked(node_factory_shared):
+    # Given three tasks leased to one stream worker
+    node = node_factory_shared
+    ids = [post(f"{node.http_url}/api/v1/tasks", {"queue": "batched"})[1]["id"] for _ in range(3)]
+
+    async def body(channel: Channel) -> list[Any]:
+        stub = pb.WorkerServiceStub(channel)
+        out: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
+        await out.put(
+            pb.WorkerMessage(hello=pb.WorkerHello(worker="w-batch", queues=["batched"], capacity=3))
+        )
+
+        async def outgoing():  # type: ignore[no-untyped-def]
+            while (msg := await out.get()) is not None:
+                yield msg
+
+        seen: list[Any] = []
+        items: list[Any] = []
+        async for reply in stub.work(outgoing()):
+            seen.append(reply)
+            if reply.assignment is not None:
+                items.extend(reply.assignment.items)
+                if len(items) == 3:
+                    # When it reports all three in one message, one of them with a stale lease
+                    leases = [it.lease for it in items]
+                    leases[2] += 1000
+                    await out.put(
+                        pb.WorkerMessage(
+                            results=pb.TaskResults(
+                                ids=[it.id for it in items],
+                                leases=leases,
+                                success=[True, False, True],
+                                results=[b"1", b"", b"3"],
+                                errors=["", "boom", ""],
+                            )
+                        )
+                    )
+            if len(_acks(seen)) == 3:
+                await out.put(None)
+                break
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(_with_channel(node, body), 20))
+    # Expect one ack per task: two accepted, the stale one rejected
+    acks = {a.id: a for a in _acks(seen)}
+    assert set(acks) == set(ids)
+    states = {i: get(f"{node.http_url}/api/v1/tasks/{i}")[1] for i in ids}
+    accepted = [i for i in ids if acks[i].accepted]
+    assert len(accepted) == 2
+    assert sorted(states[i]["state"] for i in accepted) == ["pending", "succeeded"]
+    [stale] = [i for i in ids if not acks[i].accepted]
+    assert "lease" in acks[stale].error
+    # the worker then closed its stream still holding that lease: it was released as lost
+    assert states[stale]["state"] == "pending" and states[stale]["error"] == "worker lost"
+
+
+def test_batched_results_with_lists_of_different_lengths_are_invalid(node_factory_shared):
+    node = node_factory_shared
+
+    async def body(channel: Channel) -> None:
+        stub = pb.WorkerServiceStub(channel)
+
+        async def outgoing():  # type: ignore[no-untyped-def]
+            yield pb.WorkerMessage(
+                hello=pb.WorkerHello(worker="w-bad", queues=["nope"], capacity=1)
+            )
+            yield pb.WorkerMessage(
+                results=pb.TaskResults(ids=["a", "b"], leases=[1], success=[True, True])
+            )
+
+        async for _ in stub.work(outgoing()):
+            pass
+
+    message = expect_error(node, body, Status.INVALID_ARGUMENT)
+    assert "results.leases" in message

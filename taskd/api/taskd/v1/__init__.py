@@ -362,10 +362,15 @@ default_message_pool.register_message("taskd.v1", "ResultAck", ResultAck)
 class ResultAcks(betterproto2.Message):
     """
     Acks of several results at once; the node sends this instead of single acks whenever more
-    than one is ready to go, so workers must accept both forms.
+    than one is ready to go, so workers must accept both forms. Accepted results are listed as
+    parallel ids/leases (cheap to encode); any result not accepted comes in `rejected`.
     """
 
-    acks: "list[ResultAck]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+    leases: "list[int]" = betterproto2.field(2, betterproto2.TYPE_UINT64, repeated=True)
+
+    rejected: "list[ResultAck]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("taskd.v1", "ResultAcks", ResultAcks)
@@ -545,10 +550,20 @@ default_message_pool.register_message("taskd.v1", "TaskResult", TaskResult)
 @dataclass(eq=False, repr=False)
 class TaskResults(betterproto2.Message):
     """
-    Several results in one message: what a busy worker should send (one frame, one parse).
+    Several results in one message: what a busy worker should send. Parallel lists, all of the
+    length of ids (results[i]/errors[i] may be empty), because lists of scalars cost a fraction
+    of lists of messages to encode and decode.
     """
 
-    results: "list[TaskResult]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+    leases: "list[int]" = betterproto2.field(2, betterproto2.TYPE_UINT64, repeated=True)
+
+    success: "list[bool]" = betterproto2.field(3, betterproto2.TYPE_BOOL, repeated=True)
+
+    results: "list[bytes]" = betterproto2.field(4, betterproto2.TYPE_BYTES, repeated=True)
+
+    errors: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
 
 
 default_message_pool.register_message("taskd.v1", "TaskResults", TaskResults)
