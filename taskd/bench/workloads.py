@@ -228,19 +228,14 @@ def w2(settings: Settings, console: Console) -> WorkloadResult:
     run = Run(settings, console, "w2")
     plans = run.producers("batch")
     shares = split(settings.tasks, len(plans))
-    try:
-        workers = _start_workers(run, stamped=False)
-        producers = run.fleet(
-            len(plans), lambda i: functools.partial(closed_loop, plans[i], shares[i])
-        )
-        run.wait_ready(producers)
-        with ProgressLine(console, "w2", settings.tasks, run.processes) as line:
-            start = time.monotonic()
-            run.go.set()
-            _drain(run, line, producers, workers, start)
-        worker_reports, producer_reports = run.close()
-    finally:
-        run.kill()
+    worker_reports, producer_reports = _with_workers(
+        run,
+        console,
+        settings.tasks,
+        len(plans),
+        lambda i: functools.partial(closed_loop, plans[i], shares[i]),
+        stamped=False,
+    )
     done, submitted = merge(worker_reports), merge(producer_reports)
     notes: dict[str, object] = {
         "submitted": submitted.done,
@@ -261,6 +256,30 @@ def w2(settings: Settings, console: Console) -> WorkloadResult:
     )
 
 
+def _with_workers(
+    run: Run,
+    console: Console,
+    expected: int,
+    producer_count: int,
+    role_for: Callable[[int], Role],
+    *,
+    stamped: bool,
+) -> tuple[list[ChildReport], list[ChildReport]]:
+    """Start stream workers, then producers; show progress until drained; both reports."""
+    try:
+        workers = _start_workers(run, stamped=stamped)
+        producers = run.fleet(producer_count, role_for)
+        run.wait_ready(producers)
+        with ProgressLine(console, run.name, expected, run.processes) as line:
+            start = time.monotonic()
+            run.go.set()
+            _drain(run, line, producers, workers, start)
+        worker_reports, producer_reports = run.close()
+    finally:
+        run.kill()
+    return worker_reports, producer_reports
+
+
 def _not_succeeded(run: Run, submitted: int, notes: dict[str, object]) -> int:
     try:
         counts = admin.queue_counts(run.settings.target, run.queue)
@@ -275,21 +294,14 @@ def w3(settings: Settings, console: Console) -> WorkloadResult:
     run = Run(settings, console, "w3")
     plans = run.producers("unary", stamped=True)
     rates = [settings.rate * p.clients / settings.clients for p in plans]
-    try:
-        workers = _start_workers(run, stamped=True)
-        producers = run.fleet(
-            len(plans),
-            lambda i: functools.partial(open_loop, plans[i], rates[i], settings.duration),
-        )
-        run.wait_ready(producers)
-        expected = sum(int(r * settings.duration) for r in rates)
-        with ProgressLine(console, "w3", expected, run.processes) as line:
-            start = time.monotonic()
-            run.go.set()
-            _drain(run, line, producers, workers, start)
-        worker_reports, producer_reports = run.close()
-    finally:
-        run.kill()
+    worker_reports, producer_reports = _with_workers(
+        run,
+        console,
+        sum(int(r * settings.duration) for r in rates),
+        len(plans),
+        lambda i: functools.partial(open_loop, plans[i], rates[i], settings.duration),
+        stamped=True,
+    )
     picked, submitted = merge(worker_reports), merge(producer_reports)
     received = len(picked.pickups)  # distinct tasks: a redelivery elsewhere is not a pickup
     latencies = sorted(ms for ms in picked.pickups.values() if not math.isnan(ms))
