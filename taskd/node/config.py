@@ -17,10 +17,11 @@ from pathlib import Path
 
 from taskd import __version__
 from taskd.exec.concurrency import Concurrency
+from taskd.node import limits
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_QUEUE_NAME = limits.QUEUE_NAME_RE  # the one queue-name rule of both APIs
 
 
 class ConfigError(ValueError):
@@ -97,7 +98,7 @@ def parse_exec(text: str) -> ExecSpec:
         raise ConfigError(
             f"--exec must be QUEUE=COMMAND (e.g. thumbnails='python3 resize.py'), got {text!r}"
         )
-    if not _QUEUE_NAME.match(queue):
+    if not _QUEUE_NAME.fullmatch(queue):
         raise ConfigError(f"--exec queue name {queue!r} must be 1-128 of A-Z a-z 0-9 _ . : -")
     try:
         argv = tuple(shlex.split(command))

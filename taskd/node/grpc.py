@@ -17,13 +17,13 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 import grpclib
 import trio
 import trio_asyncio
-from betterproto2 import TYPE_MESSAGE
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 
 from taskd.api import speedups
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError
+from taskd.node import limits, validate, wire
 from taskd.node.bridge import TrioBridge
 from taskd.node.present import stats_to_proto, task_to_proto
 from taskd.node.service import NodeService
@@ -51,7 +51,8 @@ _STATUS = {
     "queue_full": Status.RESOURCE_EXHAUSTED,
 }
 
-MAX_BATCH = 1000  # the same limit as REST's batch endpoint
+MAX_BATCH = limits.MAX_BATCH  # the same limit as REST's batch endpoint
+_CHECK_EVERY = 100  # specs validated between two trio checkpoints in a large batch
 STATE_TO_PB = {state: pb.TaskState[state.name] for state in State}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 
@@ -59,6 +60,8 @@ PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 def grpc_error(exc: Exception) -> grpclib.GRPCError:
     if isinstance(exc, CallerError):
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        # the message travels in a header: never as long as what a client may have sent
+        message = validate.clip(message, limits.MAX_MESSAGE)
         return grpclib.GRPCError(_STATUS.get(exc.code, Status.INVALID_ARGUMENT), message)
     if isinstance(exc, ClusterError):
         return grpclib.GRPCError(Status.UNAVAILABLE, f"{exc}; retry shortly")
@@ -87,59 +90,39 @@ def on_trio(
 
 
 class StrictCodec(ProtoCodec):
-    """Decode errors (invalid UTF-8, truncated messages) and unknown fields → INVALID_ARGUMENT."""
+    """Decoding that refuses anything but a well-formed message within the limits.
+
+    ``wire.check`` walks the bytes first (malformed or truncated data, groups, unknown or
+    repeated fields, over-long strings and lists, per-request totals → INVALID_ARGUMENT
+    naming the field); only then does betterproto2 build the message. ``max_payload`` bounds
+    every bytes field (payloads, results).
+    """
+
+    def __init__(self, max_payload: int = limits.DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self.totals = {
+            "TaskSpec.depends_on": limits.MAX_BATCH_EDGES,
+            "TaskSpec.labels": limits.MAX_BATCH_LABELS,
+            "TaskSpec.payload": validate.batch_bytes(max_payload),
+        }
 
     def decode(self, data: bytes, message_type: Any) -> Any:
+        name = message_type.__name__
         try:
-            message = message_type.FromString(data)
-        except Exception as exc:
+            wire.check(data, message_type, max_bytes=self.max_payload, totals=self.totals)
+        except wire.WireError as exc:
+            where = f"{name}.{exc.field}" if exc.field else name
             raise grpclib.GRPCError(
-                Status.INVALID_ARGUMENT, f"cannot decode {message_type.__name__}: {exc}"
+                Status.INVALID_ARGUMENT,
+                validate.clip(f"{where}: {exc.message}", limits.MAX_MESSAGE),
             ) from None
-        _reject_unknown(message, message_type.__name__)
-        return message
-
-
-def _reject_unknown(message: Any, path: str) -> None:
-    where = _unknown_field_path(message)
-    if where is not None:
-        raise grpclib.GRPCError(
-            Status.INVALID_ARGUMENT,
-            f"{path}{where}: unknown field(s) in the message; "
-            "check the client uses taskd.v1's .proto",
-        )
-
-
-def _unknown_field_path(message: Any) -> str | None:
-    """Where (``""``, ``.tasks[3]``, ...) the first unknown field sits, or None. Hot path:
-    a SubmitBatch walks 1,000 specs, so only message-typed fields are visited."""
-    if message._unknown_fields:
-        return ""
-    for name in _message_fields(type(message)):
-        value = getattr(message, name)
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                inner = _unknown_field_path(item)
-                if inner is not None:
-                    return f".{name}[{i}]{inner}"
-        elif value is not None:
-            inner = _unknown_field_path(value)
-            if inner is not None:
-                return f".{name}{inner}"
-    return None
-
-
-_MESSAGE_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _message_fields(message_type: type) -> tuple[str, ...]:
-    """The names of a message type's message-typed fields (cached per type)."""
-    names = _MESSAGE_FIELDS.get(message_type)
-    if names is None:
-        metas = message_type._betterproto.meta_by_field_name  # type: ignore[attr-defined]
-        names = tuple(name for name, meta in metas.items() if meta.proto_type == TYPE_MESSAGE)
-        _MESSAGE_FIELDS[message_type] = names
-    return names
+        try:
+            return message_type.FromString(data)
+        except Exception as exc:  # the check should have caught it; never UNKNOWN
+            raise grpclib.GRPCError(
+                Status.INVALID_ARGUMENT,
+                validate.clip(f"cannot decode {name}: {exc}", limits.MAX_MESSAGE),
+            ) from None
 
 
 class TaskService(pb.TaskServiceBase):
@@ -168,10 +151,16 @@ class TaskService(pb.TaskServiceBase):
         if len(message.tasks) > MAX_BATCH:
             raise CallerError("invalid", f"at most {MAX_BATCH} tasks per batch", "tasks")
         now = self.service.clock()
-        specs = [
-            spec_from_proto(m, now=now, max_payload=self.max_payload, field_prefix=f"tasks[{i}].")
-            for i, m in enumerate(message.tasks)
-        ]
+        specs = []
+        for i, m in enumerate(message.tasks):
+            if i and i % _CHECK_EVERY == 0:
+                await trio.lowlevel.checkpoint()  # other requests run while a batch is checked
+            specs.append(
+                spec_from_proto(
+                    m, now=now, max_payload=self.max_payload, field_prefix=f"tasks[{i}]."
+                )
+            )
+        validate.check_batch(specs, max_payload=self.max_payload)
         reply = await self.service.submit_ids(specs)
         return pb.SubmitBatchResponse(
             ids=[task_id for task_id, _ in reply], duplicate=[dup for _, dup in reply]
@@ -179,33 +168,41 @@ class TaskService(pb.TaskServiceBase):
 
     @on_trio
     async def get(self, message: pb.GetRequest) -> pb.Task:
-        return task_to_proto(self.service.get(message.id))
+        return task_to_proto(self.service.get(validate.check_id(message.id, "id")))
 
     @on_trio
     async def list(self, message: pb.ListRequest) -> pb.ListResponse:
-        limit = message.limit or 100
-        if not 1 <= limit <= 1000:
-            raise CallerError("invalid", "limit must be 1-1000", "limit")
+        max_limit = self.service.config.max_list_limit
+        limit = validate.check_list_limit(
+            message.limit or limits.DEFAULT_LIST_LIMIT, "limit", max_limit
+        )
         state = None
         if message.state:
             state = PB_TO_STATE.get(message.state)
             if state is None:
-                raise CallerError("invalid", "unknown state", "state")
-        tasks, cursor = self.service.list(
-            message.queue or None, state, limit, message.after or None
-        )
+                raise CallerError("invalid", "state must be one of taskd.v1.TaskState", "state")
+        queue = validate.check_queue(message.queue, "queue") if message.queue else None
+        after = validate.check_cursor(message.after, "after") if message.after else None
+        tasks, cursor = self.service.list(queue, state, limit, after)
         return pb.ListResponse(tasks=[task_to_proto(t) for t in tasks], next=cursor or "")
 
     @on_trio
     async def cancel(self, message: pb.CancelRequest) -> pb.Task:
-        return task_to_proto(await self.service.cancel(message.id))
+        return task_to_proto(await self.service.cancel(validate.check_id(message.id, "id")))
 
     @on_trio
     async def retry(self, message: pb.RetryRequest) -> pb.Task:
-        return task_to_proto(await self.service.retry(message.id))
+        return task_to_proto(await self.service.retry(validate.check_id(message.id, "id")))
 
     async def watch(self, message: pb.WatchRequest) -> AsyncIterator[pb.TaskEvent]:
-        sub = self.service.events.subscribe(message.queue or None, message.ids)
+        try:
+            queue = validate.check_queue(message.queue, "queue") if message.queue else None
+            if len(message.ids) > limits.MAX_WATCH_IDS:
+                raise validate.invalid(f"watch at most {limits.MAX_WATCH_IDS} ids", "ids")
+            ids = [validate.check_id(i, f"ids[{n}]") for n, i in enumerate(message.ids)]
+        except CallerError as exc:
+            raise grpc_error(exc) from None
+        sub = self.service.events.subscribe(queue, ids)
         receive = trio_asyncio.trio_as_aio(sub.receive.receive)
         try:
             while True:
@@ -300,4 +297,4 @@ class ClusterService(pb.ClusterServiceBase):
 def _queue_name(name: str) -> str:
     if not name:
         raise CallerError("invalid", "a queue name is required", "name")
-    return name
+    return validate.check_queue(name, "name")

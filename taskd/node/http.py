@@ -10,8 +10,11 @@ error shape, ``{"error": {"code", "message", "field"}}``, in one place (``_endpo
 Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
 non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
 that is absent or lies, as soon as the streamed bytes pass the limit — a body is never
-buffered beyond ``max_body``. An unexpected exception is logged with its traceback and answered
-with a 500 JSON error.
+buffered beyond ``max_body``. A JSON number the node could not store exactly (beyond 64-bit
+integers, underflowing, more digits than a double) is a 400 naming where it is
+(``jsonnum``). Path and query parameters go through the same ``validate`` checks as gRPC's
+fields. Error messages quote at most a short prefix of what the client sent. An unexpected
+exception is logged with its traceback and answered with a 500 JSON error.
 
 Things outside the service (cluster status, worker registry, readiness, metrics) arrive as
 plain callables in ``HttpExtras``, so this module depends on nothing but the service.
@@ -35,9 +38,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from taskd.errors import CallerError, ClusterError, NotLeader
-from taskd.node import validate
+from taskd.node import jsonnum, limits, validate
 from taskd.node.httpworkers import HttpWorkerTracker
-from taskd.node.present import stats_to_json, task_to_json, work_item_to_json
+from taskd.node.present import printable_json, stats_to_json, task_to_json, work_item_to_json
 from taskd.node.service import NodeService
 from taskd.queue.commands import State
 
@@ -52,11 +55,9 @@ _STATUS = {
     "queue_full": 429,
 }
 _RETRY_AFTER = "1"
-_MAX_WORKER_NAME = 255
-_MAX_LEASE_BATCH = 1000
-_MAX_WAIT = 60.0
-_MAX_ERROR = 64 << 10
-_MAX_CURSOR = 255
+_MAX_LEASE_BATCH = limits.MAX_LEASE_BATCH
+_MAX_WAIT = limits.MAX_LEASE_WAIT
+_MAX_ERROR = limits.MAX_ERROR
 _LIST_PARAMS = frozenset({"queue", "state", "limit", "after"})
 _STATES = ", ".join(state.value for state in State)
 
@@ -81,12 +82,18 @@ class HttpExtras:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    try:
+        data = orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError):  # a stored value JSON cannot carry as it is
+        data = orjson.dumps(printable_json(body))
+    return Response(data, status, headers, media_type="application/json")
 
 
 def error_response(
     code: str, message: str, field: str = "", status: int | None = None, **headers: str
 ) -> Response:
+    message = validate.clip(message, limits.MAX_MESSAGE)
+    field = validate.clip(field, limits.MAX_MESSAGE // 4)
     body = {"error": {"code": code, "message": message, "field": field or None}}
     return json_response(body, status or _STATUS.get(code, 400), headers or None)
 
@@ -186,13 +193,25 @@ async def read_object(request: Request, limit: int) -> dict[str, Any]:
         ) from None
     if not isinstance(obj, dict):
         raise CallerError("invalid", "the body must be a JSON object", "body")
+    try:
+        inexact = jsonnum.inexact_number(data)
+    except jsonnum.TooDeep as exc:
+        raise CallerError("invalid", f"{exc}; send a flatter body", "body") from None
+    if inexact is not None:
+        where, literal = inexact
+        raise CallerError(
+            "invalid",
+            f"{validate.clip(where) or 'the body'} holds the number {validate.clip(literal)}, "
+            "which cannot be stored exactly; send it as a string",
+            where,
+        )
     return obj
 
 
 def check_fields(obj: dict[str, Any], allowed: frozenset[str], required: frozenset[str]) -> None:
     for key in obj:
         if key not in allowed:
-            raise validate.invalid(f"unknown field {key!r}", key)
+            raise validate.invalid(f"unknown field {validate.echo(key)}", validate.clip(key))
     for key in sorted(required):
         if obj.get(key) is None:
             raise validate.invalid(f"{key} is required", key)
@@ -203,6 +222,11 @@ def _epoch(obj: dict[str, Any]) -> int:
     if not validate.is_int(value) or value < 0:
         raise validate.invalid("lease must be the integer epoch the lease response gave", "lease")
     return value
+
+
+def _task_id(request: Request) -> str:
+    """The ``{id}`` of a task route, by the rule gRPC applies to ids."""
+    return validate.check_id(request.path_params["id"], "id")
 
 
 def _single_field(exc: CallerError) -> CallerError:
@@ -245,14 +269,15 @@ class _Api:
         return json_response({"tasks": tasks}, 201)
 
     async def get_task(self, request: Request) -> Response:
-        return json_response(task_to_json(self.service.get(request.path_params["id"])))
+        return json_response(task_to_json(self.service.get(_task_id(request))))
 
     async def list_tasks(self, request: Request) -> Response:
         params = request.query_params
         for key in params:
             if key not in _LIST_PARAMS:
                 raise validate.invalid(
-                    f"unknown query parameter {key!r}; use queue, state, limit, after", key
+                    f"unknown query parameter {validate.echo(key)}; use queue, state, limit, after",
+                    validate.clip(key),
                 )
             if len(params.getlist(key)) > 1:
                 raise validate.invalid(f"give {key} at most once", key)
@@ -266,22 +291,22 @@ class _Api:
             except ValueError:
                 raise validate.invalid(f"state must be one of {_STATES}", "state") from None
         max_limit = self.service.config.max_list_limit
-        limit = 100
+        limit = limits.DEFAULT_LIST_LIMIT
         if (text := params.get("limit")) is not None:
-            if not text.isdigit() or not 1 <= int(text) <= max_limit:
-                raise validate.invalid(f"limit must be an integer 1-{max_limit}", "limit")
-            limit = int(text)
+            # isascii: str.isdigit() also takes digits like "²" that int() refuses
+            number = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0
+            limit = validate.check_list_limit(number, "limit", max_limit)
         after = params.get("after")
-        if after is not None and not 0 < len(after) <= _MAX_CURSOR:
-            raise validate.invalid("after must be the cursor a previous page returned", "after")
+        if after is not None:
+            validate.check_cursor(after, "after")
         tasks, cursor = self.service.list(queue, state, limit, after)
         return json_response({"tasks": [task_to_json(t) for t in tasks], "next": cursor})
 
     async def cancel(self, request: Request) -> Response:
-        return json_response(task_to_json(await self.service.cancel(request.path_params["id"])))
+        return json_response(task_to_json(await self.service.cancel(_task_id(request))))
 
     async def retry(self, request: Request) -> Response:
-        return json_response(task_to_json(await self.service.retry(request.path_params["id"])))
+        return json_response(task_to_json(await self.service.retry(_task_id(request))))
 
     # queues
 
@@ -308,11 +333,7 @@ class _Api:
         queue = validate.check_queue(request.path_params["name"], "name")
         obj = await read_object(request, self.extras.max_body)
         check_fields(obj, frozenset({"worker", "max", "wait"}), frozenset({"worker"}))
-        worker = obj["worker"]
-        if not isinstance(worker, str) or not 0 < len(worker) <= _MAX_WORKER_NAME:
-            raise validate.invalid(
-                f"worker must be a name of 1-{_MAX_WORKER_NAME} characters", "worker"
-            )
+        worker = validate.check_worker(obj["worker"], "worker")
         count = obj.get("max", 1)
         if not validate.is_int(count) or not 1 <= count <= _MAX_LEASE_BATCH:
             raise validate.invalid(f"max must be an integer 1-{_MAX_LEASE_BATCH}", "max")
@@ -357,7 +378,7 @@ class _Api:
         obj = await read_object(request, self.extras.max_body)
         check_fields(obj, frozenset({"lease"}), frozenset({"lease"}))
         task = await self.service.heartbeat(
-            request.path_params["id"], _epoch(obj), self.extras.http_lease_ttl
+            _task_id(request), _epoch(obj), self.extras.http_lease_ttl
         )
         return json_response(task_to_json(task))
 
@@ -366,7 +387,7 @@ class _Api:
         check_fields(obj, frozenset({"lease", "result"}), frozenset({"lease"}))
         epoch = _epoch(obj)
         result = validate.json_bytes(obj.get("result"), "result", self.extras.max_payload)
-        task = await self.service.complete(request.path_params["id"], epoch, result)
+        task = await self.service.complete(_task_id(request), epoch, result)
         if self.extras.http_workers is not None:
             self.extras.http_workers.reported(task.id)
         return json_response(task_to_json(task))
@@ -381,7 +402,7 @@ class _Api:
         retryable = obj.get("retryable", True)
         if not isinstance(retryable, bool):
             raise validate.invalid("retryable must be true or false", "retryable")
-        task = await self.service.fail(request.path_params["id"], epoch, error, retryable=retryable)
+        task = await self.service.fail(_task_id(request), epoch, error, retryable=retryable)
         if self.extras.http_workers is not None:
             self.extras.http_workers.reported(task.id)
         return json_response(task_to_json(task))

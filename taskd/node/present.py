@@ -9,12 +9,20 @@ them as the JSON value when the bytes parse as JSON (empty bytes → ``null``); 
 string: the UTF-8 text, or, when the bytes are not UTF-8, their base64 encoding together with
 a marker field ``"<field>_encoding": "base64"`` (``payload_encoding``, ``result_encoding``;
 for dependency results ``dependency_results_encoding: {id: "base64"}``). The marker is
-absent in every other case, so a client that never sends binary never sees it.
+absent in every other case, so a client that never sends binary never sees it. Bytes holding
+a JSON number JSON readers would change (``jsonnum``) are shown as their text instead.
+
+The presenters are total: no stored value can make a read fail, whatever an older version
+or a bug let in. Times outside what RFC 3339 and int64 milliseconds can show are clamped to
+the nearest end of the range (0001..9999, ±2^63-1 ms), integers to their protobuf type's
+range, and a JSON view that orjson cannot encode (e.g. a lone surrogate) is re-encoded with
+the offending text replaced (``printable_json``) rather than answered with a 500.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +30,7 @@ import orjson
 
 from taskd.api.taskd import v1 as pb
 from taskd.exec.work import WorkItem
+from taskd.node import jsonnum, limits
 from taskd.queue.commands import State
 from taskd.queue.queues import QueueStats
 from taskd.queue.task import Task
@@ -29,12 +38,22 @@ from taskd.queue.task import Task
 STATE_TO_PB = {state: pb.TaskState[state.name] for state in State}
 
 
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_UINT64 = (0, (1 << 64) - 1)
+_MIN_EPOCH = -62135596800.0  # 0001-01-01T00:00:00Z
+
+
 def rfc3339(seconds: float) -> str | None:
-    """Epoch seconds → ``"2030-01-02T15:04:05.123Z"``; 0 (unset) → None."""
-    if not seconds:
+    """Epoch seconds → ``"2030-01-02T15:04:05.123Z"``; 0 (unset) or NaN → None; clamped to
+    years 1-9999."""
+    if not seconds or math.isnan(seconds):
         return None
+    seconds = min(max(seconds, _MIN_EPOCH), limits.MAX_EPOCH_SECONDS)
     when = datetime.fromtimestamp(seconds, UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    # %Y does not zero-pad years before 1000 on every platform: spell it out
+    head = f"{when.year:04d}-{when.month:02d}-{when.day:02d}T"
+    return head + when.strftime("%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def decode_bytes(data: bytes | None) -> tuple[Any, bool]:
@@ -42,8 +61,10 @@ def decode_bytes(data: bytes | None) -> tuple[Any, bool]:
     if not data:
         return None, False
     try:
-        return orjson.loads(data), False
-    except orjson.JSONDecodeError:
+        value = orjson.loads(data)
+        if jsonnum.inexact_number(data) is None:
+            return value, False
+    except (orjson.JSONDecodeError, jsonnum.TooDeep):
         pass
     try:
         return data.decode("utf-8"), False
@@ -52,7 +73,34 @@ def decode_bytes(data: bytes | None) -> tuple[Any, bool]:
 
 
 def _ms(seconds: float) -> int:
-    return round(seconds * 1000) if seconds else 0
+    """Epoch seconds → int64 milliseconds (0 stays unset; NaN → 0; clamped to int64)."""
+    if not seconds or math.isnan(seconds):
+        return 0
+    millis = seconds * 1000
+    if not -9.2e18 < millis < 9.2e18:  # inf, or beyond what int64 holds
+        return _INT64[0] if millis < 0 else _INT64[1]
+    return round(millis)
+
+
+def _clamp(value: int, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    return low if value < low else high if value > high else value
+
+
+def printable_json(value: Any) -> Any:
+    """``value`` with every string orjson cannot encode (lone surrogates) repaired, and every
+    float JSON cannot carry (inf, NaN) as None: the slow path of a failed encode."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {printable_json(str(k)): printable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_json(v) for v in value]
+    if value is None or isinstance(value, bool | int):
+        return value
+    return printable_json(str(value))
 
 
 def task_to_json(task: Task, *, duplicate: bool | None = None) -> dict[str, Any]:
@@ -139,23 +187,23 @@ def task_to_proto(task: Task) -> pb.Task:
         id=task.id,
         queue=task.queue,
         name=task.name,
-        priority=task.priority,
+        priority=_clamp(task.priority, _INT32),
         payload=task.payload,
         timeout_seconds=task.timeout,
-        max_retries=task.max_retries,
+        max_retries=_clamp(task.max_retries, _INT32),
         run_at_ms=_ms(task.run_at),
         depends_on=list(task.depends_on),
         idempotency_key=task.idempotency_key,
         labels=dict(task.labels),
         state=STATE_TO_PB[task.state],
-        attempt=task.attempt,
+        attempt=_clamp(task.attempt, _INT32),
         result=task.result or b"",
         error=task.error,
         worker=task.worker,
         created_at_ms=_ms(task.created_at),
         started_at_ms=_ms(task.started_at),
         finished_at_ms=_ms(task.finished_at),
-        lease=task.epoch if task.state is State.RUNNING else 0,
+        lease=_clamp(task.epoch, _UINT64) if task.state is State.RUNNING else 0,
     )
 
 

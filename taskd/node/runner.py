@@ -199,10 +199,14 @@ class Node:
                     self.service, self.bridge, self.cluster_status, self.workers
                 ),
                 WorkerStreamService(
-                    self.service, self.registry, self.bridge, lease_ttl=self.config.worker_lease
+                    self.service,
+                    self.registry,
+                    self.bridge,
+                    lease_ttl=self.config.worker_lease,
+                    max_payload=self.config.max_payload,
                 ),
             ],
-            codec=grpc_api.StrictCodec(),
+            codec=grpc_api.StrictCodec(max_payload=self.config.max_payload),
         )
         try:
             await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_address=True)

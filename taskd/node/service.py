@@ -23,6 +23,7 @@ import trio
 
 from taskd.errors import CallerError
 from taskd.exec.work import Report, WorkItem
+from taskd.node import limits
 from taskd.node.events import EventHub
 from taskd.node.ids import IdGenerator
 from taskd.node.leaderclock import LeaderClock
@@ -63,7 +64,7 @@ _REVOKING = (Cancel, Tick, ReleaseWorker)
 class ServiceConfig:
     local_worker: str = "local@node"  # worker name of this node's local executors
     local_lease_margin: float = 30.0  # local leases last timeout + this
-    max_list_limit: int = 1000
+    max_list_limit: int = limits.MAX_LIST_LIMIT
 
 
 class NodeService:

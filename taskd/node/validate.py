@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeGuard
 
 import orjson
 
 from taskd.errors import CallerError
+from taskd.node import limits
 from taskd.queue.commands import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
@@ -34,22 +35,22 @@ from taskd.queue.commands import (
 )
 
 PRIORITY_NAMES = {"low": 2, "normal": 5, "high": 7, "critical": 9}
-MAX_PRIORITY = 9
-MAX_RETRIES = 100
-MAX_TIMEOUT = 7 * 24 * 3600.0
-MAX_DELAY = 366 * 24 * 3600.0
-MAX_NAME = 255
-MAX_QUEUE = 128
-MAX_KEY = 255
-MAX_REF = 255
-MAX_DEPENDENCIES = 1000
-MAX_DEPENDENCY_ID = 255
-MAX_LABELS = 64
-MAX_LABEL_KEY = 128
-MAX_LABEL_VALUE = 1024
-MAX_BATCH = 1000
+# The limits live in taskd.node.limits; these names are kept for existing importers.
+MAX_PRIORITY = limits.MAX_PRIORITY
+MAX_RETRIES = limits.MAX_RETRIES
+MAX_TIMEOUT = limits.MAX_TIMEOUT
+MAX_DELAY = limits.MAX_DELAY
+MAX_NAME = limits.MAX_NAME
+MAX_QUEUE = limits.MAX_QUEUE
+MAX_KEY = limits.MAX_KEY
+MAX_REF = limits.MAX_REF
+MAX_DEPENDENCIES = limits.MAX_DEPENDENCIES
+MAX_DEPENDENCY_ID = limits.MAX_ID
+MAX_LABELS = limits.MAX_LABELS
+MAX_LABEL_KEY = limits.MAX_LABEL_KEY
+MAX_LABEL_VALUE = limits.MAX_LABEL_VALUE
+MAX_BATCH = limits.MAX_BATCH
 
-_QUEUE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _RFC3339_RE = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 _DURATION_RE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -75,7 +76,20 @@ _PRIORITY_HINT = "priority must be an integer 0-9 or one of low, normal, high, c
 
 
 def invalid(message: str, field: str) -> CallerError:
-    return CallerError("invalid", message, field)
+    return CallerError("invalid", message, clip(field, limits.MAX_MESSAGE // 4))
+
+
+def clip(text: str, limit: int = limits.ECHO) -> str:
+    """``text`` cut to ``limit`` characters (marked with "…"): what a message may quote."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def echo(value: object) -> str:
+    """A client's value as an error message may quote it: repr'd, at most ~64 characters."""
+    if isinstance(value, str | bytes) and len(value) > limits.ECHO:
+        value = value[: limits.ECHO]
+        return f"{value!r}…"
+    return clip(repr(value))
 
 
 # ---- JSON ---------------------------------------------------------------------------------
@@ -98,7 +112,7 @@ def spec_from_json(
         if key not in allowed:
             if key == "ref":
                 raise invalid("ref is only allowed inside a batch", f"{at}ref")
-            raise invalid(f"unknown field {key!r}", f"{at}{key}")
+            raise invalid(f"unknown field {echo(key)}", f"{at}{clip(key)}")
 
     def get(key: str) -> Any:
         return obj.get(key)
@@ -111,7 +125,7 @@ def spec_from_json(
         seconds = check_delay(delay, f"{at}delay")
         run_at = now + seconds if seconds > 0 else 0.0
     elif run_at_text is not None:
-        run_at = parse_rfc3339(run_at_text, f"{at}run_at")
+        run_at = check_run_at(parse_rfc3339(run_at_text, f"{at}run_at"), f"{at}run_at")
 
     return TaskSpec(
         queue=check_queue(get("queue"), f"{at}queue", default=DEFAULT_QUEUE),
@@ -138,18 +152,66 @@ def batch_from_json(
         raise invalid('the body must be a JSON object like {"tasks": [...]}', "body")
     for key in obj:
         if key != "tasks":
-            raise invalid(f"unknown field {key!r}", key)
+            raise invalid(f"unknown field {echo(key)}", clip(key))
     tasks = obj.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise invalid("tasks must be a non-empty list of task objects", "tasks")
     if len(tasks) > max_batch:
         raise invalid(f"a batch holds at most {max_batch} tasks, got {len(tasks)}", "tasks")
-    return [
+    # Count the batch's total work before checking each entry: a batch of many entries
+    # each within its own limit is refused without walking all of them.
+    _batch_totals(
+        (len(t["depends_on"]) for t in tasks if isinstance(t, dict) and _sized(t, "depends_on")),
+        (len(t["labels"]) for t in tasks if isinstance(t, dict) and _sized(t, "labels")),
+    )
+    specs = [
         spec_from_json(
             item, now=now, field_prefix=f"tasks[{i}].", max_payload=max_payload, allow_ref=True
         )
         for i, item in enumerate(tasks)
     ]
+    check_batch(specs, max_payload=max_payload)
+    return specs
+
+
+def _sized(obj: dict[str, Any], key: str) -> bool:
+    return isinstance(obj.get(key), list | dict)
+
+
+def check_batch(specs: Sequence[TaskSpec], *, max_payload: int) -> None:
+    """The limits on a whole batch (both APIs): tasks, dependency edges, labels, bytes."""
+    if len(specs) > limits.MAX_BATCH:
+        raise invalid(f"a batch holds at most {limits.MAX_BATCH} tasks, got {len(specs)}", "tasks")
+    _batch_totals((len(s.depends_on) for s in specs), (len(s.labels) for s in specs))
+    total = sum(len(s.payload) for s in specs)
+    budget = batch_bytes(max_payload)
+    if total > budget:
+        raise CallerError(
+            "too_large",
+            f"the payloads of this batch add up to {total} bytes; a batch may carry at most "
+            f"{budget}; split it into smaller batches",
+            "tasks",
+        )
+
+
+def batch_bytes(max_payload: int) -> int:
+    """Payload bytes one batch may carry: as much as REST's body limit lets through."""
+    return max(limits.MAX_BATCH_BYTES, 2 * max_payload)
+
+
+def _batch_totals(edges: Iterable[int], labels: Iterable[int]) -> None:
+    if (n := sum(edges)) > limits.MAX_BATCH_EDGES:
+        raise invalid(
+            f"the batch holds {n} depends_on entries in total; the limit is "
+            f"{limits.MAX_BATCH_EDGES} per batch; split it into smaller batches",
+            "tasks",
+        )
+    if (n := sum(labels)) > limits.MAX_BATCH_LABELS:
+        raise invalid(
+            f"the batch holds {n} labels in total; the limit is {limits.MAX_BATCH_LABELS} "
+            "per batch; split it into smaller batches",
+            "tasks",
+        )
 
 
 # ---- protobuf -----------------------------------------------------------------------------
@@ -176,7 +238,7 @@ def spec_from_proto(
     elif msg.run_at_ms:
         if msg.run_at_ms < 0:
             raise invalid("run_at_ms must be milliseconds since the Unix epoch", f"{at}run_at_ms")
-        run_at = msg.run_at_ms / 1000.0
+        run_at = check_run_at(msg.run_at_ms / 1000.0, f"{at}run_at_ms")
     timeout = msg.timeout_seconds
     labels: Mapping[str, str] = msg.labels or {}
     return TaskSpec(
@@ -208,14 +270,81 @@ def is_number(value: object) -> TypeGuard[int | float]:
 
 
 def check_queue(value: object, field: str, *, default: str | None = None) -> str:
+    """A queue name, wherever one appears (submit, filters, pause/resume, lease, Watch,
+    WorkerHello): the one rule of ``limits.QUEUE_NAME_RE``."""
     if value is None and default is not None:
         return default
-    if not isinstance(value, str) or not _QUEUE_RE.fullmatch(value):
+    if not isinstance(value, str) or not limits.QUEUE_NAME_RE.fullmatch(value):
+        got = f", got {echo(value)}" if isinstance(value, str) else ""
         raise invalid(
-            f"{_last(field)} must be 1-{MAX_QUEUE} characters of letters, digits, _ . : -",
+            f"{_last(field)} must be 1-{MAX_QUEUE} characters of {limits.QUEUE_CHARS}{got}",
             field,
         )
     return value
+
+
+def check_id(value: object, field: str) -> str:
+    """A task id as a client names it: 1-255 characters; an unknown id is the service's
+    not_found, not a shape error."""
+    if not isinstance(value, str) or not 0 < len(value) <= limits.MAX_ID:
+        raise invalid(f"{_last(field)} must be a task id of 1-{limits.MAX_ID} characters", field)
+    return value
+
+
+def check_cursor(value: object, field: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limits.MAX_CURSOR:
+        raise invalid(f"{_last(field)} must be the cursor a previous page returned", field)
+    return value
+
+
+def check_list_limit(value: object, field: str, max_limit: int = limits.MAX_LIST_LIMIT) -> int:
+    if is_int(value) and 1 <= value <= max_limit:
+        return value
+    raise invalid(f"{_last(field)} must be an integer 1-{max_limit}", field)
+
+
+def check_worker(value: object, field: str) -> str:
+    """A worker name: shown in /workers and logs, so printable and bounded."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= limits.MAX_WORKER_NAME
+        or not value.isprintable()
+    ):
+        raise invalid(
+            f"{_last(field)} must be a name of 1-{limits.MAX_WORKER_NAME} printable characters",
+            field,
+        )
+    return value
+
+
+def check_worker_queues(values: Sequence[object], field: str) -> list[str]:
+    if not values or len(values) > limits.MAX_WORKER_QUEUES:
+        raise invalid(f"name 1-{limits.MAX_WORKER_QUEUES} queues to take work from", field)
+    return [check_queue(q, f"{field}[{i}]") for i, q in enumerate(values)]
+
+
+def check_error_text(value: object, field: str) -> str:
+    """A failure's error text (a worker's report)."""
+    if not isinstance(value, str) or len(value) > limits.MAX_ERROR:
+        raise invalid(
+            f"{_last(field)} must be a string of at most {limits.MAX_ERROR} characters", field
+        )
+    return value
+
+
+def check_result(value: bytes, field: str, max_payload: int) -> bytes:
+    if len(value) > max_payload:
+        raise CallerError(
+            "too_large", f"{_last(field)} is {len(value)} bytes; the limit is {max_payload}", field
+        )
+    return value
+
+
+def check_run_at(seconds: float, field: str) -> float:
+    """An absolute start time: from 1970 to the end of year 9999 (what RFC 3339 can show)."""
+    if not 0 <= seconds <= limits.MAX_EPOCH_SECONDS:
+        raise invalid(f"{_last(field)} must be a time from 1970 to 9999-12-31T23:59:59Z", field)
+    return seconds
 
 
 def check_priority(value: object, field: str) -> int:
@@ -266,7 +395,7 @@ def check_max_retries(value: object, field: str) -> int:
 
 
 def check_delay(value: object, field: str) -> float:
-    if is_number(value) and 0 <= value <= MAX_DELAY:
+    if is_number(value) and 0 <= value <= limits.MAX_DELAY:
         return float(value)
     raise invalid(f"{_last(field)} must be a number of seconds 0-{MAX_DELAY:.0f}", field)
 
@@ -338,11 +467,13 @@ def _labels(value: object, field: str) -> tuple[tuple[str, str], ...]:
         raise invalid(f"at most {MAX_LABELS} labels are allowed", field)
     for key, item in value.items():
         if not isinstance(key, str) or not 0 < len(key) <= MAX_LABEL_KEY:
-            raise invalid(f"a label name must be 1-{MAX_LABEL_KEY} characters", f"{field}.{key}")
+            raise invalid(
+                f"a label name must be 1-{MAX_LABEL_KEY} characters", f"{field}.{clip(key)}"
+            )
         if not isinstance(item, str) or len(item) > MAX_LABEL_VALUE:
             raise invalid(
                 f"a label value must be a string of at most {MAX_LABEL_VALUE} characters",
-                f"{field}.{key}",
+                f"{field}.{clip(key)}",
             )
     return tuple(sorted(value.items()))
 

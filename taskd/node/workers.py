@@ -2,7 +2,10 @@
 
 The stream's logic (capacity, leases, acks, releasing on disconnect) lives transport-free in
 ``taskd.exec.remote.StreamSession``; this module only moves messages between grpclib (asyncio,
-via trio-asyncio) and the session (trio). The first message must be a ``WorkerHello``.
+via trio-asyncio) and the session (trio). The first message must be a ``WorkerHello``. Every
+message's fields are checked with the rules REST uses (``taskd.node.validate``: worker names,
+queue names, ids, error texts, result sizes) before the session sees them; the wire-level
+bounds were already enforced while decoding (``StrictCodec``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError, first_of
 from taskd.exec.remote import Assignment, Outbound, ResultAck, Revocation, StreamSession
 from taskd.exec.work import Report, WorkerRegistry
+from taskd.node import limits, validate
 from taskd.node.bridge import TrioBridge
 from taskd.node.grpc import grpc_error
 from taskd.node.service import NodeService
@@ -73,11 +77,13 @@ class WorkerStreamService(pb.WorkerServiceBase):
         bridge: TrioBridge,
         *,
         lease_ttl: float,
+        max_payload: int = limits.DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self.source = ServiceSource(service, lease_ttl=lease_ttl)
         self.registry = registry
         self.bridge = bridge
         self.lease_ttl = lease_ttl
+        self.max_payload = max_payload
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -93,6 +99,10 @@ class WorkerStreamService(pb.WorkerServiceBase):
                 Status.INVALID_ARGUMENT,
                 "hello: the first message on a Work stream must be a WorkerHello",
             )
+        try:
+            _check_hello(first.hello)
+        except CallerError as exc:
+            raise grpc_error(exc) from None
         inbox_send, inbox = trio.open_memory_channel[pb.WorkerMessage](math.inf)
         outbox: asyncio.Queue[pb.NodeMessage | None] = asyncio.Queue()
         session_done = self.bridge.call(self._session, first.hello, inbox, outbox)
@@ -130,20 +140,26 @@ class WorkerStreamService(pb.WorkerServiceBase):
             async with trio.open_nursery() as nursery:
                 await nursery.start(session.run, send)
                 async for message in inbox:
-                    await self._dispatch(session, message)
+                    await self._dispatch(session, message, self.max_payload)
                 session.close()
         finally:
             outbox.put_nowait(None)
 
     @staticmethod
-    async def _dispatch(session: StreamSession, message: pb.WorkerMessage) -> None:
+    async def _dispatch(
+        session: StreamSession, message: pb.WorkerMessage, max_payload: int
+    ) -> None:
         if message.result is not None:
             r = message.result
+            _check_report(r.id, r.result, r.error, "result", max_payload)
             await session.on_result(r.id, r.lease, r.success, r.result, r.error)
         elif message.results is not None:
-            await session.on_results(_reports(message.results))
+            await session.on_results(_reports(message.results, max_payload))
         elif message.heartbeat is not None:
-            await session.on_heartbeat(list(message.heartbeat.ids), list(message.heartbeat.leases))
+            ids = list(message.heartbeat.ids)
+            for i, task_id in enumerate(ids):
+                validate.check_id(task_id, f"heartbeat.ids[{i}]")
+            await session.on_heartbeat(ids, list(message.heartbeat.leases))
         elif message.credit is not None:
             session.on_credit(message.credit.capacity)
         elif message.hello is not None:
@@ -184,7 +200,19 @@ async def _send_acks(stream: Any, acks: list[pb.ResultAck]) -> None:
         await stream.send_message(pb.NodeMessage(acks=batch))
 
 
-def _reports(batch: pb.TaskResults) -> list[Report]:
+def _check_hello(hello: pb.WorkerHello) -> None:
+    """The hello's names by the rules REST applies to the same names."""
+    validate.check_worker(hello.worker, "hello.worker")
+    validate.check_worker_queues(list(hello.queues), "hello.queues")
+
+
+def _check_report(task_id: str, result: bytes, error: str, at: str, max_payload: int) -> None:
+    validate.check_id(task_id, f"{at}.id")
+    validate.check_result(result, f"{at}.result", max_payload)
+    validate.check_error_text(error, f"{at}.error")
+
+
+def _reports(batch: pb.TaskResults, max_payload: int) -> list[Report]:
     """The parallel lists of a ``TaskResults``, checked to be of one length."""
     count = len(batch.ids)
     for name, may_be_empty in (
@@ -200,6 +228,10 @@ def _reports(batch: pb.TaskResults) -> list[Report]:
             )
     results = batch.results or [b""] * count
     errors = batch.errors or [""] * count
+    for i, (task_id, result, error) in enumerate(zip(batch.ids, results, errors, strict=True)):
+        validate.check_id(task_id, f"results.ids[{i}]")
+        validate.check_result(result, f"results.results[{i}]", max_payload)
+        validate.check_error_text(error, f"results.errors[{i}]")
     return [
         Report(task_id, lease, success, result, error)
         for task_id, lease, success, result, error in zip(
