@@ -5,8 +5,8 @@ Theory of operation: orjson (kept for speed) reads an integer beyond 64 bits as 
 a literal with more digits than a double holds as the nearest double — all silently. A JSON
 number can only be at risk when its text has an exponent or at least 16 digits (a double
 holds every decimal of 15 significant digits exactly, and orjson keeps every integer of
--2^63..2^64-1), so ``RISKY`` scans the raw bytes for those shapes — a C-speed regex that
-matches nothing in ordinary bodies. Only when it matches (possibly inside a string: harmless,
+-2^63..2^64-1), so ``RISKY`` scans the raw bytes for values of those shapes — a C-speed
+regex that matches nothing in ordinary bodies. Only when it matches (possibly inside a string: harmless,
 just a slower path) is the text parsed again with the standard library, whose hooks see every
 number literal as written; a literal whose value differs from what orjson keeps is marked,
 and its JSON path is reported.
@@ -22,7 +22,8 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 
-RISKY = re.compile(rb"[0-9.]{16,}|[0-9][eE]")
+# A number starts a value: after [ : , or the start (whitespace allowed), then an optional -.
+RISKY = re.compile(rb"(?:^|[\[:,])\s*-?(?:[0-9.]{16,}|[0-9.]+[eE])")
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 
 

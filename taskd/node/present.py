@@ -45,15 +45,16 @@ _MIN_EPOCH = -62135596800.0  # 0001-01-01T00:00:00Z
 
 
 def rfc3339(seconds: float) -> str | None:
-    """Epoch seconds → ``"2030-01-02T15:04:05.123Z"``; 0 (unset) or NaN → None; clamped to
-    years 1-9999."""
+    """Epoch seconds → ``"2030-01-02T15:04:05.123Z"`` (rounded to the millisecond, as gRPC's
+    ``*_ms`` fields are); 0 (unset) or NaN → None; clamped to years 1-9999."""
     if not seconds or math.isnan(seconds):
         return None
-    seconds = min(max(seconds, _MIN_EPOCH), limits.MAX_EPOCH_SECONDS)
-    when = datetime.fromtimestamp(seconds, UTC)
+    millis = round(min(max(seconds, _MIN_EPOCH), limits.MAX_EPOCH_SECONDS) * 1000)
+    whole, fraction = divmod(millis, 1000)
+    when = datetime.fromtimestamp(whole, UTC)
     # %Y does not zero-pad years before 1000 on every platform: spell it out
     head = f"{when.year:04d}-{when.month:02d}-{when.day:02d}T"
-    return head + when.strftime("%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return head + when.strftime("%H:%M:%S.") + f"{fraction:03d}Z"
 
 
 def decode_bytes(data: bytes | None) -> tuple[Any, bool]:
@@ -88,8 +89,9 @@ def _clamp(value: int, bounds: tuple[int, int]) -> int:
 
 
 def printable_json(value: Any) -> Any:
-    """``value`` with every string orjson cannot encode (lone surrogates) repaired, and every
-    float JSON cannot carry (inf, NaN) as None: the slow path of a failed encode."""
+    """``value`` with every string orjson cannot encode (lone surrogates) repaired, every
+    float JSON cannot carry (inf, NaN) as None and every integer beyond 64 bits as its text:
+    the slow path of a failed encode."""
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, float):
@@ -98,8 +100,10 @@ def printable_json(value: Any) -> Any:
         return {printable_json(str(k)): printable_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [printable_json(v) for v in value]
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _UINT64[1] else str(value)
     return printable_json(str(value))
 
 

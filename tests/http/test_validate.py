@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
+import orjson
 import pytest
 
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError
-from taskd.node import validate
-from taskd.node.present import decode_bytes, rfc3339, task_to_json, task_to_proto
+from taskd.node import jsonnum, limits, validate
+from taskd.node.present import (
+    decode_bytes,
+    printable_json,
+    rfc3339,
+    task_to_json,
+    task_to_proto,
+)
 from taskd.queue.commands import State, TaskSpec
 from taskd.queue.task import Task
 
 NOW = 1_700_000_000.0
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 @pytest.mark.parametrize(
@@ -266,3 +276,216 @@ def test_a_running_task_shows_its_lease_epoch() -> None:
     proto = task_to_proto(_task(state=State.RUNNING, epoch=7, started_at=NOW))
     assert proto.lease == 7 and proto.state == pb.TaskState.RUNNING
     assert proto.started_at_ms == int(NOW * 1000) and proto.run_at_ms == 0
+
+
+# ---- the shared field checks (both APIs call these) -----------------------------------------
+
+
+QUEUE_NAMES_REFUSED = ["", "é\x00", "a b/../\n", "a b", "q/", "q\x00", "é", "x" * 129, "q\n"]
+
+
+@pytest.mark.parametrize("name", QUEUE_NAMES_REFUSED)
+def test_one_queue_rule_everywhere(name: str) -> None:
+    with pytest.raises(CallerError) as info:
+        validate.check_queue(name, "name")
+    assert info.value.field == "name" and "letters, digits" in info.value.message
+    # the same rule for a worker's queues and a spec's queue
+    with pytest.raises(CallerError):
+        validate.check_worker_queues(["ok", name], "hello.queues")
+    with pytest.raises(CallerError):
+        validate.spec_from_proto(pb.TaskSpec(queue=name or "\x00"), now=NOW)
+    assert validate.check_queue("a-Z_0.9:x" * 14, "q") == "a-Z_0.9:x" * 14  # 126 characters
+
+
+@pytest.mark.parametrize(
+    ("check", "good", "bad"),
+    [
+        (validate.check_id, "x" * 255, ["", "x" * 256, 5, None]),
+        (validate.check_cursor, "x" * 255, ["", "x" * 256, 5]),
+        (validate.check_worker, "w-1@host", ["", "w" * 256, "a\x00b", "a\nb", "\u202e", 1]),
+        (validate.check_error_text, "", ["e" * ((64 << 10) + 1), b"bytes"]),
+    ],
+)
+def test_field_checks_bound_every_string(check: Any, good: str, bad: list[Any]) -> None:
+    assert check(good, "f") == good
+    for value in bad:
+        with pytest.raises(CallerError) as info:
+            check(value, "f")
+        assert info.value.field == "f" and len(info.value.message) < 200
+
+
+@pytest.mark.parametrize("value", ["x" * 300_000, b"y" * 300_000, ["z"] * 100_000])
+def test_error_messages_never_echo_more_than_a_short_prefix(value: Any) -> None:
+    assert len(validate.echo(value)) <= limits.ECHO + 8
+    with pytest.raises(CallerError) as info:
+        validate.check_queue(value if isinstance(value, str) else "a b", "queue")
+    assert len(info.value.message) < 300
+    with pytest.raises(CallerError) as info:
+        validate.spec_from_json({"x" * 300_000: 1}, now=NOW)
+    assert len(info.value.message) < 300 and len(info.value.field) < 300
+    with pytest.raises(CallerError) as info:
+        validate.spec_from_json({"labels": {"k" * 300_000: "v"}}, now=NOW)
+    assert len(info.value.field) < 300
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        pb.TaskSpec(run_at_ms=(1 << 63) - 1),
+        pb.TaskSpec(run_at_ms=253402300800_000),  # 10000-01-01
+        pb.TaskSpec(run_at_ms=-1),
+        pb.TaskSpec(delay_seconds=float("inf")),
+        pb.TaskSpec(delay_seconds=float("nan")),
+        pb.TaskSpec(delay_seconds=1e300),
+        pb.TaskSpec(timeout_seconds=float("nan")),
+        pb.TaskSpec(timeout_seconds=float("inf")),
+        pb.TaskSpec(timeout_seconds=1e12),
+    ],
+)
+def test_times_are_bounded_on_grpc(msg: Any) -> None:
+    with pytest.raises(CallerError) as info:
+        validate.spec_from_proto(msg, now=NOW)
+    assert info.value.field in ("run_at_ms", "delay_seconds", "timeout")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"run_at": "10000-01-01T00:00:00Z"},
+        {"delay": 1e300},
+        {"delay": 366 * 86400 + 1},
+        {"timeout": "999999999999h"},
+        {"timeout": 1e12},
+        {"timeout": "1" * 400 + "s"},
+    ],
+)
+def test_times_are_bounded_on_rest(spec: dict[str, Any]) -> None:
+    with pytest.raises(CallerError):
+        validate.spec_from_json(spec, now=NOW)
+
+
+def test_the_latest_run_at_accepted_is_still_shown() -> None:
+    spec = validate.spec_from_proto(pb.TaskSpec(run_at_ms=253402300799_000), now=NOW)
+    assert rfc3339(spec.run_at) == "9999-12-31T23:59:59.000Z"
+    spec = validate.spec_from_json({"run_at": "9999-12-31T23:59:59.999Z"}, now=NOW)
+    assert rfc3339(spec.run_at) == "9999-12-31T23:59:59.999Z"
+
+
+def test_batch_totals_refuse_a_costly_batch_before_walking_it() -> None:
+    deps = [f"{j:026d}" for j in range(1000)]
+    batch = {"tasks": [{"depends_on": deps} for _ in range(1000)]}
+    started = time.perf_counter()
+    with pytest.raises(CallerError) as info:
+        validate.batch_from_json(batch, now=NOW)
+    assert time.perf_counter() - started < 1.0
+    assert info.value.field == "tasks" and "1000000 depends_on" in info.value.message
+    assert "10000 per batch" in info.value.message
+    labels = {f"k{i}": "v" for i in range(64)}
+    with pytest.raises(CallerError) as info:
+        validate.batch_from_json({"tasks": [{"labels": labels}] * 200}, now=NOW)
+    assert "labels in total" in info.value.message
+    # the same totals for specs however they arrived (gRPC calls check_batch)
+    specs = [TaskSpec(depends_on=tuple(deps))] * 11
+    with pytest.raises(CallerError):
+        validate.check_batch(specs, max_payload=1 << 20)
+    big = [TaskSpec(payload=b"x" * (1 << 20))] * 9
+    with pytest.raises(CallerError) as info:
+        validate.check_batch(big, max_payload=1 << 20)
+    assert info.value.code == "too_large"
+    validate.check_batch([TaskSpec(depends_on=tuple(deps))] * 10, max_payload=1 << 20)
+
+
+# ---- JSON numbers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1" * 5000,
+        "0.1e-400",
+        "1e-400",
+        "0.30000000000000000444",
+        "12345678.123456789",
+        "123456789012345678901234567890.5",
+        "2.5e-324",
+    ],
+)
+def test_json_numbers_that_would_change_are_found_with_their_path(literal: str) -> None:
+    body = f'{{"payload": {{"a": [1, {literal}]}}, "x": "y"}}'.encode()
+    assert jsonnum.inexact_number(body) == ("payload.a[1]", literal)
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "18446744073709551615",
+        "-9223372036854775808",
+        "0.1",
+        "1e2",
+        "1.5E+300",
+        "-0.0",
+        "0.30000000000000004",
+        "5e-324",
+        "123456789012345",
+        "1.7976931348623157e308",
+    ],
+)
+def test_json_numbers_kept_exactly_pass(literal: str) -> None:
+    body = f'{{"payload": [{literal}], "s": "12345678901234567890e5"}}'.encode()
+    assert jsonnum.inexact_number(body) is None
+    assert orjson.loads(orjson.dumps(orjson.loads(body))) == orjson.loads(body)
+
+
+def test_ordinary_bodies_skip_the_slow_path() -> None:
+    assert jsonnum.RISKY.search(b'{"queue": "q1e", "payload": {"n": 123456789, "f": 2.5}}') is None
+
+
+# ---- total presenters ---------------------------------------------------------------------------
+
+
+HOSTILE_TIMES = [
+    (1 << 63) - 1,
+    float((1 << 63) - 1) / 1000,
+    1e300,
+    -1e300,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    -1.0,
+    253402300800.0,
+]
+
+
+@pytest.mark.parametrize("seconds", HOSTILE_TIMES)
+def test_no_stored_time_makes_a_read_fail(seconds: float) -> None:
+    task = _task(run_at=seconds, created_at=seconds, started_at=seconds, finished_at=seconds)
+    view = task_to_json(task)
+    orjson.dumps(view)
+    for key in ("run_at", "created_at"):
+        assert view[key] is None or RFC3339.fullmatch(view[key]), view[key]
+    proto = task_to_proto(task)
+    assert pb.Task.FromString(bytes(proto)) == proto
+
+
+def test_no_stored_number_or_text_makes_a_read_fail() -> None:
+    task = _task(
+        priority=1 << 40,
+        max_retries=-(1 << 40),
+        attempt=1 << 70,
+        epoch=1 << 70,
+        state=State.RUNNING,
+        timeout=float("inf"),
+        payload=b"18446744073709551616",
+        name="\ud800",
+    )
+    bytes(task_to_proto(_task(priority=1 << 40, attempt=1 << 70, epoch=-5, state=State.RUNNING)))
+    view = task_to_json(task)
+    assert view["payload"] == "18446744073709551616"  # shown as its text, not as 1.8e19
+    orjson.dumps(printable_json(view))
+
+
+def test_decode_bytes_shows_numbers_it_cannot_keep_as_text() -> None:
+    assert decode_bytes(b"[1e-400]") == ("[1e-400]", False)
+    assert decode_bytes(b"[1e2]") == ([100.0], False)
