@@ -6,9 +6,9 @@ a literal with more digits than a double holds as the nearest double — all sil
 number can only be at risk when its text has an exponent or at least 16 digits (a double
 holds every decimal of 15 significant digits exactly, and orjson keeps every integer of
 -2^63..2^64-1), so ``RISKY`` scans the raw bytes for values of those shapes — a C-speed
-regex that matches nothing in ordinary bodies. Only when it matches (possibly inside a string: harmless,
-just a slower path) is the text parsed again with the standard library, whose hooks see every
-number literal as written; a literal whose value differs from what orjson keeps is marked,
+regex that matches nothing in ordinary bodies. Only when it matches (possibly inside a
+string: harmless, just a slower path) is the text parsed again with the standard library,
+whose hooks see every number literal as written; a literal whose value differs from what orjson keeps is marked,
 and its JSON path is reported.
 
 A literal is exact when it is an integer within -2^63..2^64-1, or a decimal whose value

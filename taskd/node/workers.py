@@ -109,6 +109,7 @@ class WorkerStreamService(pb.WorkerServiceBase):
         sender = asyncio.ensure_future(_send_all(stream, outbox))
         try:
             while (message := await stream.recv_message()) is not None:
+                _check_message(message, self.max_payload)  # refused here, the call ends now
                 inbox_send.send_nowait(message)
             inbox_send.close()
             await session_done
@@ -140,26 +141,20 @@ class WorkerStreamService(pb.WorkerServiceBase):
             async with trio.open_nursery() as nursery:
                 await nursery.start(session.run, send)
                 async for message in inbox:
-                    await self._dispatch(session, message, self.max_payload)
+                    await self._dispatch(session, message)
                 session.close()
         finally:
             outbox.put_nowait(None)
 
     @staticmethod
-    async def _dispatch(
-        session: StreamSession, message: pb.WorkerMessage, max_payload: int
-    ) -> None:
+    async def _dispatch(session: StreamSession, message: pb.WorkerMessage) -> None:
         if message.result is not None:
             r = message.result
-            _check_report(r.id, r.result, r.error, "result", max_payload)
             await session.on_result(r.id, r.lease, r.success, r.result, r.error)
         elif message.results is not None:
-            await session.on_results(_reports(message.results, max_payload))
+            await session.on_results(_reports(message.results))
         elif message.heartbeat is not None:
-            ids = list(message.heartbeat.ids)
-            for i, task_id in enumerate(ids):
-                validate.check_id(task_id, f"heartbeat.ids[{i}]")
-            await session.on_heartbeat(ids, list(message.heartbeat.leases))
+            await session.on_heartbeat(list(message.heartbeat.ids), list(message.heartbeat.leases))
         elif message.credit is not None:
             session.on_credit(message.credit.capacity)
         elif message.hello is not None:
@@ -206,13 +201,27 @@ def _check_hello(hello: pb.WorkerHello) -> None:
     validate.check_worker_queues(list(hello.queues), "hello.queues")
 
 
-def _check_report(task_id: str, result: bytes, error: str, at: str, max_payload: int) -> None:
-    validate.check_id(task_id, f"{at}.id")
-    validate.check_result(result, f"{at}.result", max_payload)
-    validate.check_error_text(error, f"{at}.error")
+def _check_message(message: pb.WorkerMessage, max_payload: int) -> None:
+    """A message after the hello, by the rules REST applies to the same values; raises
+    CallerError (the wire bounds were enforced while decoding)."""
+    if message.result is not None:
+        r = message.result
+        validate.check_id(r.id, "result.id")
+        validate.check_result(r.result, "result.result", max_payload)
+        validate.check_error_text(r.error, "result.error")
+    elif message.results is not None:
+        batch = message.results
+        reports = _reports(batch)  # parallel lists of one length
+        for i, report in enumerate(reports):
+            validate.check_id(report.task_id, f"results.ids[{i}]")
+            validate.check_result(report.result, f"results.results[{i}]", max_payload)
+            validate.check_error_text(report.error, f"results.errors[{i}]")
+    elif message.heartbeat is not None:
+        for i, task_id in enumerate(message.heartbeat.ids):
+            validate.check_id(task_id, f"heartbeat.ids[{i}]")
 
 
-def _reports(batch: pb.TaskResults, max_payload: int) -> list[Report]:
+def _reports(batch: pb.TaskResults) -> list[Report]:
     """The parallel lists of a ``TaskResults``, checked to be of one length."""
     count = len(batch.ids)
     for name, may_be_empty in (
@@ -228,10 +237,6 @@ def _reports(batch: pb.TaskResults, max_payload: int) -> list[Report]:
             )
     results = batch.results or [b""] * count
     errors = batch.errors or [""] * count
-    for i, (task_id, result, error) in enumerate(zip(batch.ids, results, errors, strict=True)):
-        validate.check_id(task_id, f"results.ids[{i}]")
-        validate.check_result(result, f"results.results[{i}]", max_payload)
-        validate.check_error_text(error, f"results.errors[{i}]")
     return [
         Report(task_id, lease, success, result, error)
         for task_id, lease, success, result, error in zip(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -17,7 +19,9 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from taskd.api.taskd import v1 as pb
-from tests.node.rest import get, post
+from tests.conftest import NodeFactory
+from tests.node import wireclient
+from tests.node.rest import get, post, wait_for_task
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -369,6 +373,8 @@ def test_batched_results_are_acked_per_task_and_checked(node_factory_shared):
     [stale] = [i for i in ids if not acks[i].accepted]
     assert "lease" in acks[stale].error
     # the worker then closed its stream still holding that lease: it was released as lost
+    # (the node notices the closed stream asynchronously: wait for it, do not race it)
+    states[stale] = wait_for_task(node.http_url, stale, {"pending", "queued", "failed"})
     assert states[stale]["state"] == "pending" and states[stale]["error"] == "worker lost"
 
 
@@ -391,3 +397,277 @@ def test_batched_results_with_lists_of_different_lengths_are_invalid(node_factor
 
     message = expect_error(node, body, Status.INVALID_ARGUMENT)
     assert "results.leases" in message
+
+
+# ---- every input checked, bounded work per request (issue 5) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def quiet_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A node of its own for the tests below: nothing in it changes by itself (no retries
+    backing off, no leases running out), so "nothing changed" can be compared exactly."""
+    factory = NodeFactory(tmp_path_factory.mktemp("quiet-node"))
+    try:
+        yield factory()
+    finally:
+        factory.cleanup()
+
+
+def _ld(number: int, data: bytes) -> bytes:
+    return bytes([number << 3 | 2]) + _varint(len(data)) + data
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+MALFORMED = [
+    bytes.fromhex("0a7f0a01"),  # a length past the end (it once created a task)
+    bytes.fromhex("ffffffffff"),  # a truncated varint (it once decoded as empty)
+    bytes.fromhex("0b0c"),  # a group
+    bytes.fromhex("0a00") + bytes([9 << 3 | 3, 9 << 3 | 4]),  # an unknown group after a field
+    bytes([0x00, 0x01]),  # field number 0
+    bytes([0x0F]),  # wire type 7
+    bytes([0x0E]),  # wire type 6
+    bytes([0x08, 0x01]),  # field 1 as a varint: wrong wire type for every method's field 1
+    _ld(1, b"\xff\xfe"),  # field 1 not UTF-8 / a nested message that is garbage
+    _ld(1, _ld(1, b"\xff")),  # nested: a TaskSpec whose queue is not UTF-8
+    _ld(1, b"a") + _ld(1, b"b"),  # a singular field twice
+    b"\xff" * 11,
+]
+
+
+@pytest.mark.parametrize("method", [*wireclient.UNARY_METHODS, wireclient.WATCH])
+def test_malformed_protobuf_is_invalid_argument_and_changes_nothing(
+    quiet_node: Any, method: str
+) -> None:
+    node = quiet_node
+    before = wireclient.snapshot(node)
+    for data in MALFORMED:
+        answer = wireclient.call(node.grpc_port, method, data)
+        assert answer.status == Status.INVALID_ARGUMENT, (method, data.hex(), answer)
+        assert len(answer.message) < 400
+    assert wireclient.snapshot(node) == before
+
+
+def test_malformed_worker_messages_end_the_stream_with_invalid_argument(
+    quiet_node: Any,
+) -> None:
+    node = quiet_node
+    hello = bytes(
+        pb.WorkerMessage(hello=pb.WorkerHello(worker="w-raw", queues=["raw"], capacity=1))
+    )
+    before = wireclient.snapshot(node)
+    for data in MALFORMED:
+        for messages in ([data], [hello, data]):
+            answer = wireclient.call(node.grpc_port, wireclient.WORK, messages)
+            assert answer.status == Status.INVALID_ARGUMENT, (data.hex(), answer)
+    assert wireclient.snapshot(node) == before
+    # and a well-formed hello is still served (the stream stays open: OK until we leave)
+    assert wireclient.call(node.grpc_port, wireclient.WORK, [hello]).status == Status.OK
+
+
+@pytest.mark.parametrize("size", [300_000, 10 << 20])
+def test_a_huge_id_is_refused_at_once_without_echo_while_health_stays_fast(
+    quiet_node: Any, size: int
+) -> None:
+    node = quiet_node
+    probe = wireclient.HealthProbe(node.http_url)
+    with probe.running():
+        for method in ("Get", "Cancel", "Retry"):
+            started = time.perf_counter()
+            answer = wireclient.call(
+                node.grpc_port, f"/taskd.v1.TaskService/{method}", _ld(1, b"x" * size)
+            )
+            assert time.perf_counter() - started < 5.0  # 8.75 s (300 KB) before the fix
+            assert answer.status == Status.INVALID_ARGUMENT and len(answer.message) < 400
+            assert "limit is 255" in answer.message
+    assert probe.worst < 1.0 and not probe.failures
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pb.TaskSpec(run_at_ms=(1 << 63) - 1),
+        pb.TaskSpec(run_at_ms=253402300800_000),
+        pb.TaskSpec(delay_seconds=float("nan")),
+        pb.TaskSpec(delay_seconds=1e300),
+        pb.TaskSpec(timeout_seconds=float("inf")),
+    ],
+)
+def test_times_out_of_range_are_refused_and_reads_keep_working(quiet_node: Any, spec: Any) -> None:
+    node = quiet_node
+    before = wireclient.snapshot(node)
+    expect_error(
+        node,
+        lambda ch: pb.TaskServiceStub(ch).submit(pb.SubmitRequest(task=spec)),
+        Status.INVALID_ARGUMENT,
+    )
+    expect_error(
+        node,
+        lambda ch: pb.TaskServiceStub(ch).submit_batch(
+            pb.SubmitBatchRequest(tasks=[pb.TaskSpec(), spec])
+        ),
+        Status.INVALID_ARGUMENT,
+    )
+    assert wireclient.snapshot(node) == before
+    for query in ("", "?state=pending", "?queue=default"):
+        assert get(f"{node.http_url}/api/v1/tasks{query}")[0] == 200
+
+
+def test_the_latest_run_at_is_accepted_and_shown_by_both_apis(quiet_node: Any) -> None:
+    node = quiet_node
+    spec = pb.TaskSpec(queue="far", run_at_ms=253402300799_000)
+    reply = run(node, lambda ch: pb.TaskServiceStub(ch).submit(pb.SubmitRequest(task=spec)))
+    assert reply.task.run_at_ms == 253402300799_000
+    status, task = get(f"{node.http_url}/api/v1/tasks/{reply.task.id}")
+    assert status == 200 and task["run_at"] == "9999-12-31T23:59:59.000Z"
+    for query in ("?state=pending", "?queue=far"):
+        assert get(f"{node.http_url}/api/v1/tasks{query}")[0] == 200
+
+
+BAD_QUEUES = ["é\x00", "a b/../\n", "a b", "x" * 129, "q\x00", "é"]
+
+
+@pytest.mark.parametrize("name", BAD_QUEUES)
+def test_grpc_refuses_every_queue_name_rest_refuses(quiet_node: Any, name: str) -> None:
+    node = quiet_node
+    before = wireclient.snapshot(node)
+    calls: list[Callable[[Channel], Awaitable[Any]]] = [
+        lambda ch: pb.ClusterServiceStub(ch).pause_queue(pb.QueueRequest(name=name)),
+        lambda ch: pb.ClusterServiceStub(ch).resume_queue(pb.QueueRequest(name=name)),
+        lambda ch: pb.TaskServiceStub(ch).list(pb.ListRequest(queue=name)),
+        lambda ch: pb.TaskServiceStub(ch).submit(pb.SubmitRequest(task=pb.TaskSpec(queue=name))),
+    ]
+    for body in calls:
+        message = expect_error(node, body, Status.INVALID_ARGUMENT)
+        assert "letters, digits" in message or "limit is 128" in message
+    watch = bytes(pb.WatchRequest(queue=name))
+    assert (
+        wireclient.call(node.grpc_port, wireclient.WATCH, watch).status == Status.INVALID_ARGUMENT
+    )
+    hello = bytes(pb.WorkerMessage(hello=pb.WorkerHello(worker="w", queues=["ok", name])))
+    answer = wireclient.call(node.grpc_port, wireclient.WORK, [hello])
+    assert answer.status == Status.INVALID_ARGUMENT and "hello.queues" in answer.message
+    # REST says the same about the name
+    status, _ = post(f"{node.http_url}/api/v1/queues/{urllib.parse.quote(name)}/pause")
+    assert status in (400, 404)
+    after = wireclient.snapshot(node)
+    assert after == before
+    assert all("\x00" not in q[0] for q in after["queues"])
+
+
+@pytest.mark.parametrize(
+    ("worker", "where"),
+    [
+        ("w" * 100_000, "limit is 255"),
+        ("w" * 256, "limit is 255"),
+        ("a\x00b", "printable"),
+        ("line\nbreak", "printable"),
+        ("", "printable"),
+    ],
+)
+def test_worker_names_are_checked_like_rest(quiet_node: Any, worker: str, where: str) -> None:
+    node = quiet_node
+    hello = bytes(pb.WorkerMessage(hello=pb.WorkerHello(worker=worker, queues=["q"], capacity=1)))
+    answer = wireclient.call(node.grpc_port, wireclient.WORK, [hello])
+    assert answer.status == Status.INVALID_ARGUMENT and where in answer.message
+    assert len(answer.message) < 400
+    status, workers = get(f"{node.http_url}/api/v1/workers")
+    assert status == 200 and all(len(w["worker"]) <= 255 for w in workers["workers"])
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.ListRequest(limit=1001), "limit"),
+        (pb.ListRequest(limit=-1), "limit"),
+        (pb.ListRequest(after="a" * 256), "after"),
+        (pb.ListRequest(state=pb.TaskState(0), queue="q q"), "queue"),
+    ],
+)
+def test_list_parameters_are_checked_like_rest(quiet_node: Any, request_: Any, field: str) -> None:
+    node = quiet_node
+    message = expect_error(
+        node, lambda ch: pb.TaskServiceStub(ch).list(request_), Status.INVALID_ARGUMENT
+    )
+    assert field in message
+
+
+def test_a_costly_batch_is_refused_quickly_while_health_stays_fast(
+    quiet_node: Any,
+) -> None:
+    # 1,000 tasks each depending on 1,000 ids (28 MB, every field within its own limit): it
+    # took 8.6 s and stalled /healthz for 5.8 s. A size limit may refuse it first
+    # (RESOURCE_EXHAUSTED); the same shape with one-letter ids (1.5 MB) must meet the
+    # per-batch totals (INVALID_ARGUMENT).
+    node = quiet_node
+    spec = bytes(pb.TaskSpec(depends_on=[f"{j:026d}" for j in range(1000)]))
+    huge = _ld(1, spec) * 1000
+    small = _ld(1, bytes(pb.TaskSpec(depends_on=["a"] * 500))) * 1000
+    before = wireclient.snapshot(node)
+    probe = wireclient.HealthProbe(node.http_url)
+    with probe.running():
+        for data, allowed in (
+            (huge, {Status.INVALID_ARGUMENT, Status.RESOURCE_EXHAUSTED}),
+            (small, {Status.INVALID_ARGUMENT}),
+        ):
+            started = time.perf_counter()
+            answer = wireclient.call(node.grpc_port, "/taskd.v1.TaskService/SubmitBatch", data)
+            assert time.perf_counter() - started < 10.0
+            assert answer.status in allowed, answer
+            if answer.status == Status.INVALID_ARGUMENT:
+                assert "in total" in answer.message and "tasks[" in answer.message
+    assert probe.worst < 1.0 and not probe.failures, probe.worst
+    assert wireclient.snapshot(node) == before
+
+
+def test_a_large_valid_batch_applies_while_health_stays_fast(quiet_node: Any) -> None:
+    # 1,000 tasks with 10 dependencies each: within every total, so it must be applied
+    node = quiet_node
+    first = run(
+        node,
+        lambda ch: pb.TaskServiceStub(ch).submit(pb.SubmitRequest(task=pb.TaskSpec(queue="dep"))),
+    )
+    deps = [first.task.id] * 10
+    batch = pb.SubmitBatchRequest(
+        tasks=[
+            pb.TaskSpec(queue="bulk", depends_on=deps, labels={"i": str(i)}) for i in range(1000)
+        ]
+    )
+    probe = wireclient.HealthProbe(node.http_url)
+    with probe.running():
+        reply = run(node, lambda ch: pb.TaskServiceStub(ch).submit_batch(batch))
+    assert len(reply.ids) == 1000
+    assert probe.worst < 1.0 and not probe.failures, probe.worst
+
+
+def test_worker_reports_are_checked_like_rest(quiet_node: Any) -> None:
+    node = quiet_node
+    hello = bytes(
+        pb.WorkerMessage(hello=pb.WorkerHello(worker="w-rep", queues=["rep"], capacity=1))
+    )
+    for bad, where in (
+        (pb.WorkerMessage(result=pb.TaskResult(id="", lease=1)), "result.id"),
+        (pb.WorkerMessage(result=pb.TaskResult(id="x" * 256, lease=1)), "result.id"),
+        (pb.WorkerMessage(result=pb.TaskResult(id="a", error="e" * 70_000)), "result.error"),
+        (pb.WorkerMessage(heartbeat=pb.WorkerHeartbeat(ids=[""], leases=[1])), "heartbeat.ids"),
+        (
+            pb.WorkerMessage(
+                results=pb.TaskResults(ids=["a", ""], leases=[1, 1], success=[True, True])
+            ),
+            "results.ids[1]",
+        ),
+        (
+            pb.WorkerMessage(result=pb.TaskResult(id="a", result=b"x" * ((1 << 20) + 1))),
+            "result.result",
+        ),
+    ):
+        answer = wireclient.call(node.grpc_port, wireclient.WORK, [hello, bytes(bad)])
+        assert answer.status == Status.INVALID_ARGUMENT, (bad, answer)
+        assert where in answer.message, answer.message
