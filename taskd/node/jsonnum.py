@@ -8,8 +8,8 @@ holds every decimal of 15 significant digits exactly, and orjson keeps every int
 -2^63..2^64-1), so ``RISKY`` scans the raw bytes for values of those shapes — a C-speed
 regex that matches nothing in ordinary bodies. Only when it matches (possibly inside a
 string: harmless, just a slower path) is the text parsed again with the standard library,
-whose hooks see every number literal as written; a literal whose value differs from what orjson keeps is marked,
-and its JSON path is reported.
+whose hooks see every number literal as written; a literal whose value differs from what
+orjson keeps is marked, and its JSON path is reported.
 
 A literal is exact when it is an integer within -2^63..2^64-1, or a decimal whose value
 equals the shortest repr of the double it parses to (so ``0.1`` and ``1e2`` pass, while
