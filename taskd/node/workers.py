@@ -107,10 +107,30 @@ class WorkerStreamService(pb.WorkerServiceBase):
         outbox: asyncio.Queue[pb.NodeMessage | None] = asyncio.Queue()
         session_done = self.bridge.call(self._session, first.hello, inbox, outbox)
         sender = asyncio.ensure_future(_send_all(stream, outbox))
+        # Whatever ends first, nothing is left with an exception nobody reads: trio-asyncio
+        # turns an asyncio "exception was never retrieved" into a crash of the whole node.
+        # A session that fails while the client is still sending ends the call at once.
+        work = asyncio.current_task()
+        receiving = [True]
+
+        def session_ended(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None and receiving[0]:
+                assert work is not None
+                work.cancel()
+
+        session_done.add_done_callback(session_ended)
+        sender.add_done_callback(_retrieve)
         try:
-            while (message := await stream.recv_message()) is not None:
-                _check_message(message, self.max_payload)  # refused here, the call ends now
-                inbox_send.send_nowait(message)
+            try:
+                while (message := await stream.recv_message()) is not None:
+                    _check_message(message, self.max_payload)  # refused here: the call ends
+                    inbox_send.send_nowait(message)
+            except asyncio.CancelledError:
+                if not (session_done.done() and not session_done.cancelled()):
+                    raise  # the client or the server went away
+                # the session failed: its error below is the call's answer
+            finally:
+                receiving[0] = False
             inbox_send.close()
             await session_done
             await sender
@@ -195,6 +215,12 @@ async def _send_acks(stream: Any, acks: list[pb.ResultAck]) -> None:
         await stream.send_message(pb.NodeMessage(acks=batch))
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen (see ``_work``)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _check_hello(hello: pb.WorkerHello) -> None:
     """The hello's names by the rules REST applies to the same names."""
     validate.check_worker(hello.worker, "hello.worker")
@@ -219,6 +245,10 @@ def _check_message(message: pb.WorkerMessage, max_payload: int) -> None:
     elif message.heartbeat is not None:
         for i, task_id in enumerate(message.heartbeat.ids):
             validate.check_id(task_id, f"heartbeat.ids[{i}]")
+    elif message.hello is not None:
+        raise CallerError("invalid", "hello was already sent on this stream", "hello")
+    elif message.credit is None:
+        raise CallerError("invalid", "empty WorkerMessage: set one of its fields", "kind")
 
 
 def _reports(batch: pb.TaskResults) -> list[Report]:

@@ -671,3 +671,28 @@ def test_worker_reports_are_checked_like_rest(quiet_node: Any) -> None:
         answer = wireclient.call(node.grpc_port, wireclient.WORK, [hello, bytes(bad)])
         assert answer.status == Status.INVALID_ARGUMENT, (bad, answer)
         assert where in answer.message, answer.message
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        b"",  # an empty WorkerMessage
+        bytes(pb.WorkerMessage(hello=pb.WorkerHello(worker="again", queues=["q"]))),
+        bytes(pb.WorkerMessage(credit=pb.WorkerCredit(capacity=-1))),  # refused by the session
+        bytes(pb.WorkerMessage(credit=pb.WorkerCredit(capacity=10_001))),
+    ],
+)
+def test_a_refused_worker_message_ends_the_stream_and_never_the_node(
+    quiet_node: Any, second: bytes
+) -> None:
+    # It once crashed the node: the session's error sat in a future nobody awaited once the
+    # client hung up, and trio-asyncio raises such errors in the node's main loop.
+    node = quiet_node
+    hello = bytes(pb.WorkerMessage(hello=pb.WorkerHello(worker="w-end", queues=["q"], capacity=1)))
+    answer = wireclient.call(node.grpc_port, wireclient.WORK, [hello, second], wait=10)
+    assert answer.status == Status.INVALID_ARGUMENT, answer
+    for wait in (0.0, 0.01, 0.05):  # hang up before, while and after the node refuses
+        wireclient.call(node.grpc_port, wireclient.WORK, [hello, second], wait=wait)
+    time.sleep(0.2)
+    assert get(f"{node.http_url}/healthz")[0] == 200
+    assert node.proc.poll() is None, node.stderr_text()[-2000:]
