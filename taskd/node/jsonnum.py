@@ -65,6 +65,8 @@ def inexact_number(data: bytes | str) -> tuple[str, str] | None:
         return _find(obj, "")
     except RecursionError:  # orjson allows deeper nesting than Python's stack
         raise TooDeep("the JSON nests too deeply to check its numbers") from None
+    except ValueError:  # text orjson read and the standard library does not: nothing to add
+        return None
 
 
 def _find(value: object, path: str) -> tuple[str, str] | None:

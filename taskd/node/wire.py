@@ -21,8 +21,11 @@ a well-formed taskd.v1 message cannot contain:
 The limits come from ``taskd.node.limits`` by field name (``STRING_LIMITS``,
 ``COUNT_LIMITS``; a ``"Message.field"`` key overrides a plain ``"field"`` one). Because every
 list and string is bounded while scanning, the work of one check is bounded by the limits,
-not by the size of what was sent. The walk costs about a third of betterproto2's own decode
-(see ``tests/node/test_fuzz.py`` and the report in the commit history for measurements).
+not by the size of what was sent. It replaced a walk over the decoded message looking for
+unknown fields, which cost about as much. Measured on a 1,000-task SubmitBatch (90 KB, labels
+and idempotency keys set; CPython 3.11, the 2-core dev box, medians of 15): check 15 ms,
+check + decode 50 ms, against 46 ms for the old decode + walk; with 10 dependencies a task
+(370 KB) 76 ms against 103 ms.
 """
 
 from __future__ import annotations
