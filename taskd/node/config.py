@@ -43,7 +43,7 @@ class NodeConfig:
     store: str = "raft"
     execs: tuple[ExecSpec, ...] = ()
     concurrency: Concurrency = field(default_factory=lambda: Concurrency.parse("1-8"))
-    max_payload: int = 1 << 20
+    max_payload: int = limits.DEFAULT_MAX_PAYLOAD
     max_queue_depth: int = 1_000_000
     retention: float = 7 * 24 * 3600.0
     shutdown_grace: float = 30.0

@@ -48,7 +48,7 @@ MAX_WATCH_IDS = 1000  # ids one Watch may follow
 # ---- workers -------------------------------------------------------------------------------
 MAX_WORKER_NAME = 255
 MAX_WORKER_QUEUES = 64  # queues one worker may serve
-MAX_CAPACITY = 10_000
+# A worker's capacity (0-10,000) is checked by taskd.exec.remote, below node in the layers.
 MAX_LEASE_BATCH = 1000  # tasks one HTTP lease may take
 MAX_LEASE_WAIT = 60.0  # seconds an HTTP lease may wait for work
 MAX_ERROR = 64 << 10  # characters of a failure's error text

@@ -100,7 +100,7 @@ def spec_from_json(
     *,
     now: float,
     field_prefix: str = "",
-    max_payload: int = 1 << 20,
+    max_payload: int = limits.DEFAULT_MAX_PAYLOAD,
     allow_ref: bool = False,
 ) -> TaskSpec:
     """One task spec from a decoded JSON object; ``field_prefix`` is e.g. ``"tasks[3]."``."""
@@ -145,7 +145,11 @@ def spec_from_json(
 
 
 def batch_from_json(
-    obj: object, *, now: float, max_payload: int = 1 << 20, max_batch: int = MAX_BATCH
+    obj: object,
+    *,
+    now: float,
+    max_payload: int = limits.DEFAULT_MAX_PAYLOAD,
+    max_batch: int = MAX_BATCH,
 ) -> list[TaskSpec]:
     """``{"tasks": [spec, ...]}`` → specs, fields named ``tasks[i].<field>``."""
     if not isinstance(obj, dict):
@@ -218,7 +222,7 @@ def _batch_totals(edges: Iterable[int], labels: Iterable[int]) -> None:
 
 
 def spec_from_proto(
-    msg: Any, *, now: float, max_payload: int = 1 << 20, field_prefix: str = ""
+    msg: Any, *, now: float, max_payload: int = limits.DEFAULT_MAX_PAYLOAD, field_prefix: str = ""
 ) -> TaskSpec:
     """One ``taskd.v1.TaskSpec`` message → ``TaskSpec``; unset optionals take the defaults."""
     at = field_prefix
