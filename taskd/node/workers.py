@@ -114,7 +114,7 @@ class WorkerStreamService(pb.WorkerServiceBase):
         receiving = [True]
 
         def session_ended(future: asyncio.Future[None]) -> None:
-            if not future.cancelled() and future.exception() is not None and receiving[0]:
+            if _failed(future) and receiving[0]:
                 assert work is not None
                 work.cancel()
 
@@ -126,9 +126,9 @@ class WorkerStreamService(pb.WorkerServiceBase):
                     _check_message(message, self.max_payload)  # refused here: the call ends
                     inbox_send.send_nowait(message)
             except asyncio.CancelledError:
-                if not (session_done.done() and not session_done.cancelled()):
+                if not _failed(session_done):
                     raise  # the client or the server went away
-                # the session failed: its error below is the call's answer
+                # the session failed and cancelled us: its error below is the call's answer
             finally:
                 receiving[0] = False
             inbox_send.close()
@@ -213,6 +213,11 @@ async def _send_acks(stream: Any, acks: list[pb.ResultAck]) -> None:
             rejected=[ack for ack in acks if not ack.accepted],
         )
         await stream.send_message(pb.NodeMessage(acks=batch))
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    """Whether ``future`` ended with an exception (which this reads, so it counts as seen)."""
+    return future.done() and not future.cancelled() and future.exception() is not None
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
