@@ -11,7 +11,7 @@ import pytest
 
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError
-from taskd.node import jsonnum, limits, validate
+from taskd.node import jsonnum, limits, validate, wire
 from taskd.node.present import (
     decode_bytes,
     printable_json,
@@ -489,3 +489,61 @@ def test_no_stored_number_or_text_makes_a_read_fail() -> None:
 def test_decode_bytes_shows_numbers_it_cannot_keep_as_text() -> None:
     assert decode_bytes(b"[1e-400]") == ("[1e-400]", False)
     assert decode_bytes(b"[1e2]") == ([100.0], False)
+
+
+# ---- one rule per field on both APIs ------------------------------------------------------------
+
+_PARITY: list[tuple[str, str, list[Any]]] = [
+    ("queue", "queue", ["q", "a:b.c-d_e", "x" * 128, "x" * 129, "a b", "é", "q\x00"]),
+    ("name", "name", ["n", "x" * 255, "x" * 256, "é\x00"]),
+    ("idempotency_key", "idempotency_key", ["k", "x" * 255, "x" * 256]),
+    ("ref", "ref", ["r", "x" * 255, "x" * 256]),
+    ("priority", "priority", [0, 9, 10, -1]),
+    ("max_retries", "max_retries", [0, 100, 101, -1]),
+    ("timeout", "timeout_seconds", [0.001, 7 * 86400, 7 * 86400 + 1, 0, -1]),
+    ("delay", "delay_seconds", [0.5, 366 * 86400, 366 * 86400 + 1, -1]),
+]
+
+
+@pytest.mark.parametrize(("json_name", "proto_name", "values"), _PARITY)
+def test_rest_and_grpc_accept_and_refuse_the_same_values(
+    json_name: str, proto_name: str, values: list[Any]
+) -> None:
+    for value in values:
+        outcomes = []
+        for make in (
+            lambda v: validate.spec_from_json({json_name: v}, now=NOW, allow_ref=True),
+            lambda v: validate.spec_from_proto(pb.TaskSpec(**{proto_name: v}), now=NOW),
+        ):
+            try:
+                make(value)
+                outcomes.append("ok")
+            except CallerError:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1], (json_name, value, outcomes)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"k": "v"}, {"": "v"}, {"k" * 128: ""}, {"k" * 129: "v"}, {"k": "v" * 1025}],
+)
+def test_labels_follow_one_rule_on_both_apis(labels: dict[str, str]) -> None:
+    outcomes = []
+    for make in (
+        lambda: validate.spec_from_json({"labels": labels}, now=NOW),
+        lambda: validate.spec_from_proto(pb.TaskSpec(labels=labels), now=NOW),
+    ):
+        try:
+            make()
+            outcomes.append("ok")
+        except CallerError:
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_wire_limits_are_the_validation_limits() -> None:
+    assert wire.STRING_LIMITS["queue"] == limits.MAX_QUEUE == validate.MAX_QUEUE
+    assert wire.STRING_LIMITS["TaskSpec.name"] == limits.MAX_NAME
+    assert wire.STRING_LIMITS["worker"] == limits.MAX_WORKER_NAME
+    assert wire.COUNT_LIMITS["tasks"] == limits.MAX_BATCH
+    assert wire.COUNT_LIMITS["depends_on"] == limits.MAX_DEPENDENCIES
