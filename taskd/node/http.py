@@ -58,6 +58,7 @@ _RETRY_AFTER = "1"
 _MAX_LEASE_BATCH = limits.MAX_LEASE_BATCH
 _MAX_WAIT = limits.MAX_LEASE_WAIT
 _MAX_ERROR = limits.MAX_ERROR
+_CHECK_IN_THREAD = 256 << 10  # bytes of body above which JSON numbers are checked in a thread
 _LIST_PARAMS = frozenset({"queue", "state", "limit", "after"})
 _STATES = ", ".join(state.value for state in State)
 
@@ -194,7 +195,10 @@ async def read_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CallerError("invalid", "the body must be a JSON object", "body")
     try:
-        inexact = jsonnum.inexact_number(data)
+        if len(data) > _CHECK_IN_THREAD:  # the exact re-check of a big body: off the loop
+            inexact = await trio.to_thread.run_sync(jsonnum.inexact_number, data)
+        else:
+            inexact = jsonnum.inexact_number(data)
     except jsonnum.TooDeep as exc:
         raise CallerError("invalid", f"{exc}; send a flatter body", "body") from None
     if inexact is not None:

@@ -3,8 +3,9 @@
 Theory of operation: orjson (kept for speed) reads an integer beyond 64 bits as a float
 (18446744073709551616 → 1.8446744073709552e19), an underflowing literal as 0.0 (0.1e-400) and
 a literal with more digits than a double holds as the nearest double — all silently. A JSON
-number can only be at risk when its text has an exponent or at least 16 digits (a double
-holds every decimal of 15 significant digits exactly, and orjson keeps every integer of
+number can only be at risk when its text has at least 16 digits or an exponent below -99 (a
+double holds every decimal of 15 significant digits exactly from 1e-307 up, a larger exponent
+overflows to infinity, which orjson refuses, and orjson keeps every integer of
 -2^63..2^64-1), so ``RISKY`` scans the raw bytes for values of those shapes — a C-speed
 regex that matches nothing in ordinary bodies. Only when it matches (possibly inside a
 string: harmless, just a slower path) is the text parsed again with the standard library,
@@ -22,8 +23,9 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 
-# A number starts a value: after [ : , or the start (whitespace allowed), then an optional -.
-RISKY = re.compile(rb"(?:^|[\[:,])\s*-?(?:[0-9.]{16,}|[0-9.]+[eE])")
+# A number starts a value: after [ : , or the start (whitespace allowed), then an optional -;
+# it is at risk with 16 or more digits, or a negative exponent of three digits or more.
+RISKY = re.compile(rb"(?:^|[\[:,])\s*-?(?:[0-9.]{16,}|[0-9.]+[eE]-[0-9]{3,})")
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 
 
@@ -47,6 +49,8 @@ def _int_hook(literal: str) -> object:
 
 def _float_hook(literal: str) -> object:
     value = float(literal)
+    if repr(value) == literal:  # the common case, e.g. what orjson itself wrote: exact
+        return value
     try:
         exact = Decimal(repr(value)) == Decimal(literal)
     except InvalidOperation:  # inf / nan: orjson refuses those before we get here

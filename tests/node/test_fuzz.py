@@ -369,3 +369,22 @@ def test_raw_bytes_into_the_worker_stream(node: Any, first: bytes, rest: list[by
     assert len(answer.message) < 1200
     assert state(node) == before  # a worker stream never adds, removes or pauses anything
     assert_alive(node)
+
+
+# ---- costly but valid ---------------------------------------------------------------------------
+
+
+def test_a_body_full_of_numbers_to_recheck_keeps_health_fast(node: Any) -> None:
+    # ~1.9 MB of exponent literals: each one needs the exact re-check, off the event loop
+    numbers = ",".join(["1.5e-120"] * 110_000)
+    first = f'{{"queue": "nums", "payload": [{numbers}]}}'
+    second = f'{{"queue": "nums", "payload": [{numbers}, 18446744073709551616]}}'
+    body = f'{{"tasks": [{first}, {second}]}}'
+    probe = wireclient.HealthProbe(node.http_url)
+    with probe.running():
+        status, reply = http_request(
+            node, "POST", "/api/v1/tasks/batch", body.encode(), "application/json"
+        )
+    assert status == 400, reply[:300]
+    assert json.loads(reply)["error"]["field"] == "tasks[1].payload[110000]"
+    assert probe.worst < 1.0 and not probe.failures, probe.worst
