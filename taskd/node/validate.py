@@ -199,8 +199,9 @@ def check_batch(specs: Sequence[TaskSpec], *, max_payload: int) -> None:
 
 
 def batch_bytes(max_payload: int) -> int:
-    """Payload bytes one batch may carry: as much as REST's body limit lets through."""
-    return max(limits.MAX_BATCH_BYTES, 2 * max_payload)
+    """Payload bytes one batch may carry on either API: what REST's body limit (twice the
+    payload limit, plus room for the other fields) lets through."""
+    return limits.BATCH_PAYLOADS * max_payload
 
 
 def _batch_totals(edges: Iterable[int], labels: Iterable[int]) -> None:

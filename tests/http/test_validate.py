@@ -388,7 +388,7 @@ def test_batch_totals_refuse_a_costly_batch_before_walking_it() -> None:
     specs = [TaskSpec(depends_on=tuple(deps))] * 11
     with pytest.raises(CallerError):
         validate.check_batch(specs, max_payload=1 << 20)
-    big = [TaskSpec(payload=b"x" * (1 << 20))] * 9
+    big = [TaskSpec(payload=b"x" * (1 << 20))] * 3
     with pytest.raises(CallerError) as info:
         validate.check_batch(big, max_payload=1 << 20)
     assert info.value.code == "too_large"

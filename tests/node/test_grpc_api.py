@@ -696,3 +696,22 @@ def test_a_refused_worker_message_ends_the_stream_and_never_the_node(
     time.sleep(0.2)
     assert get(f"{node.http_url}/healthz")[0] == 200
     assert node.proc.poll() is None, node.stderr_text()[-2000:]
+
+
+def test_a_batch_carries_no_more_payload_than_rest_lets_through(quiet_node: Any) -> None:
+    # three payloads at the 1 MiB limit: each fine alone, together more than REST's body limit
+    node = quiet_node
+    before = wireclient.snapshot(node)
+    payload = _ld(4, b"x" * (1 << 20))
+    answer = wireclient.call(
+        node.grpc_port, "/taskd.v1.TaskService/SubmitBatch", _ld(1, payload) * 3
+    )
+    assert answer.status in (Status.INVALID_ARGUMENT, Status.RESOURCE_EXHAUSTED), answer
+    if answer.status == Status.INVALID_ARGUMENT:
+        assert "bytes of payload in total" in answer.message
+    assert wireclient.snapshot(node) == before
+    # two of them are fine, as they would be over REST
+    answer = wireclient.call(
+        node.grpc_port, "/taskd.v1.TaskService/SubmitBatch", _ld(1, _ld(4, b"x" * 1000)) * 2
+    )
+    assert answer.status == Status.OK
