@@ -710,7 +710,7 @@ def test_a_batch_carries_no_more_payload_than_rest_lets_through(quiet_node: Any)
     if answer.status == Status.INVALID_ARGUMENT:
         assert "bytes of payload in total" in answer.message
     assert wireclient.snapshot(node) == before
-    # two of them are fine, as they would be over REST
+    # a batch within the total is applied
     answer = wireclient.call(
         node.grpc_port, "/taskd.v1.TaskService/SubmitBatch", _ld(1, _ld(4, b"x" * 1000)) * 2
     )
