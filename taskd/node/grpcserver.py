@@ -180,12 +180,15 @@ class GuardedServer(Server):
         """Accept on ``listener`` until ``close()``; each connection becomes an asyncio
         transport driving a ``GuardedProtocol``."""
         connect = trio_asyncio.aio_as_trio(self._loop.connect_accepted_socket)
-        async with trio.open_nursery() as nursery:
-            self._accepting = nursery.cancel_scope
 
-            def handle(conn: socket.socket) -> None:
-                nursery.start_soon(_connect, connect, self._protocol_factory, conn)
+        async def handle(conn: socket.socket) -> None:
+            # returns once the protocol's connection_made has registered it in the table
+            try:
+                await connect(self._protocol_factory, conn)
+            except OSError:
+                conn.close()  # the client left before its transport was set up
 
+        with trio.CancelScope() as self._accepting:
             task_status.started()
             try:
                 await accept_loop(listener, self.table, handle, on_exhausted=on_exhausted)
@@ -203,12 +206,3 @@ class GuardedServer(Server):
         """(asyncio) Wait until every cancelled call has finished."""
         if self._handlers:
             await asyncio.wait({self._loop.create_task(h.wait_closed()) for h in self._handlers})
-
-
-async def _connect(
-    connect: Callable[..., Any], factory: Callable[[], H2Protocol], conn: socket.socket
-) -> None:
-    try:
-        await connect(factory, conn)
-    except OSError:
-        conn.close()  # the client left before its transport was set up

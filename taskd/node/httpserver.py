@@ -5,10 +5,12 @@ no connection cap and logs every retry at the descriptor limit, and it offers no
 another listener. So this module is hypercorn's ``worker_serve`` (pinned hypercorn 0.18.0)
 minus what a node does not use (TLS, QUIC, worker processes, max-requests), with
 ``transport.accept_loop`` in place of ``serve_listeners``. Each connection is wrapped in a
-``TrackedStream``, which records when a byte last moved: that is what "idle" means for HTTP
-(the sweep closes a connection silent for ``--idle-timeout``, whether it is between requests,
-half-way through sending one (slowloris) or not reading its response). hypercorn's own
-keep-alive and read timeouts are set to the same value.
+``TrackedStream``, which records when the node last sent it something: that is what "idle"
+means for HTTP. The sweep closes a connection the node has sent nothing for ``--idle-timeout``
+seconds, whichever way the client holds it: between requests, sending a request slowly or only
+half of it (slowloris, including one that trickles a byte at a time), or not reading its
+response. So a request must arrive within that time, and a response is read at least 64 KiB
+per timeout. hypercorn's own keep-alive and read timeouts are set to the same value.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ SEND_CHUNK = 64 << 10  # a slow reader that still reads is not idle: progress pe
 
 
 class TrackedStream(trio.abc.HalfCloseableStream):
-    """A socket stream that remembers when data last moved in either direction.
+    """A socket stream that remembers when it last sent data (or was opened).
 
     hypercorn tells plain from TLS streams by the absence of ``do_handshake`` and reads the
     peer's address from ``.socket``; both hold here."""
@@ -54,9 +56,7 @@ class TrackedStream(trio.abc.HalfCloseableStream):
         await self._inner.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._inner.receive_some(max_bytes)
-        self.last_active = time.monotonic()
-        return data
+        return await self._inner.receive_some(max_bytes)
 
     async def send_eof(self) -> None:
         await self._inner.send_eof()
@@ -112,7 +112,7 @@ async def serve_http(
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as connections:
 
-            def handle(conn: socket.socket) -> None:
+            async def handle(conn: socket.socket) -> None:
                 stream = TrackedStream(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
                 table.add(stream)
                 connections.start_soon(run_connection, stream)

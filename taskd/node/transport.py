@@ -10,13 +10,14 @@ every retry. Here:
   connection idle the longest is closed to make room, and if none is idle the new one is
   refused (closed at once), so busy clients are never cut for newcomers;
 - when ``accept()`` fails for lack of descriptors or memory, idle connections of every listener
-  are shed, accepting backs off (10 ms doubling to 1 s) and the condition is logged once per
+  are shed, accepting backs off (10 ms doubling to 250 ms) and the condition is logged once per
   interval; the connections already open keep being served, and accepting resumes as soon as
   a descriptor returns;
 - ``sweep`` closes connections that stayed idle longer than ``--idle-timeout``.
 
 What "idle" means belongs to each connection kind (``Tracked``): a gRPC connection with no open
-call, an HTTP connection that moved no byte. The table never touches sockets itself.
+call, an HTTP connection to which the node sent nothing for a while. The table never touches
+sockets itself.
 
 At start-up ``raise_open_files_limit`` lifts the soft RLIMIT_NOFILE to the hard limit, and the
 default cap per listener is derived from it, keeping descriptors in reserve for the log,
@@ -31,7 +32,7 @@ import math
 import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -44,8 +45,8 @@ RESERVED_FDS = 128  # log segments, snapshots, executors' pipes, the listeners t
 MAX_DERIVED_CONNECTIONS = 10_000  # each costs memory too (HTTP/2 state, buffers)
 MIN_CONNECTIONS = 16
 BACKOFF_FIRST = 0.01
-BACKOFF_MAX = 1.0
-SHED_QUIET = 0.5  # under descriptor pressure, a connection silent this long counts as idle
+BACKOFF_MAX = 0.25  # a failing accept() costs nothing; retrying often keeps /healthz quick
+SHED_QUIET = 0.2  # under descriptor pressure, a connection idle this long may be closed
 LOG_INTERVAL = 10.0
 
 
@@ -193,13 +194,14 @@ def bind_listener(host: str, port: int, backlog: int = 1024) -> socket.socket:
 async def accept_loop(
     listener: socket.socket,
     table: ConnectionTable,
-    handle: Callable[[socket.socket], object],
+    handle: Callable[[socket.socket], Awaitable[object]],
     *,
     on_exhausted: Callable[[], int],
 ) -> None:
     """Accept forever; hand each admitted connection (a non-blocking stdlib socket) to
-    ``handle``. ``on_exhausted`` sheds idle connections when descriptors run out and returns
-    how many it closed."""
+    ``handle``, which must have registered it in ``table`` when it returns (so the cap counts
+    every descriptor accepted). ``on_exhausted`` sheds idle connections when descriptors run
+    out and returns how many it closed."""
     backoff = BACKOFF_FIRST
     exhausted = LogEvery(LOG_INTERVAL)
     while True:
@@ -228,7 +230,7 @@ async def accept_loop(
         if not table.admit():
             conn.close()
             continue
-        handle(conn)
+        await handle(conn)
 
 
 async def sweep(tables: list[ConnectionTable], idle_timeout: float) -> None:
