@@ -33,6 +33,7 @@ from hypercorn.utils import wrap_app
 from taskd.node.transport import ConnectionTable, accept_loop
 
 SEND_CHUNK = 64 << 10  # a slow reader that still reads is not idle: progress per chunk
+EOF_GRACE = 1.0  # seconds a connection may live on after its client closed its side
 
 
 class TrackedStream(trio.abc.HalfCloseableStream):
@@ -45,6 +46,7 @@ class TrackedStream(trio.abc.HalfCloseableStream):
         self._inner = inner
         self.socket = inner.socket
         self.last_active = time.monotonic()
+        self.scope = trio.CancelScope()  # the connection's; run_connection enters it
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -56,7 +58,13 @@ class TrackedStream(trio.abc.HalfCloseableStream):
         await self._inner.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._inner.receive_some(max_bytes)
+        data = await self._inner.receive_some(max_bytes)
+        if not data:
+            # hypercorn stops reading at EOF but keeps the connection (and its descriptor)
+            # until its keep-alive timer ends: a connect-and-close flood would pin one
+            # descriptor per connection for --idle-timeout. Nothing is left to serve.
+            self.scope.deadline = min(self.scope.deadline, trio.current_time() + EOF_GRACE)
+        return data
 
     async def send_eof(self) -> None:
         await self._inner.send_eof()
@@ -102,10 +110,12 @@ async def serve_http(
 
     async def run_connection(stream: TrackedStream) -> None:
         try:
-            state = ConnectionState(lifespan_state.copy())
-            await TCPServer(wrapped, config, context, state, cast(Any, stream)).run()
+            with stream.scope:
+                state = ConnectionState(lifespan_state.copy())
+                await TCPServer(wrapped, config, context, state, cast(Any, stream)).run()
         finally:
             table.discard(stream)
+            stream.socket.close()  # when cancelled, hypercorn did not get to close it
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

@@ -46,7 +46,7 @@ MAX_DERIVED_CONNECTIONS = 10_000  # each costs memory too (HTTP/2 state, buffers
 MIN_CONNECTIONS = 16
 BACKOFF_FIRST = 0.01
 BACKOFF_MAX = 0.25  # a failing accept() costs nothing; retrying often keeps /healthz quick
-SHED_QUIET = 0.2  # under descriptor pressure, a connection idle this long may be closed
+SHED_QUIET = 0.05  # out of descriptors, a connection idle this long may be closed
 LOG_INTERVAL = 10.0
 
 
@@ -173,9 +173,13 @@ class LogEvery:
         logger.warning(message, *args)
 
 
-def bind_listener(host: str, port: int, backlog: int = 1024) -> socket.socket:
+def bind_listener(host: str, port: int, backlog: int = 4096) -> socket.socket:
     """A listening, non-blocking TCP socket on ``host:port`` (the first address it resolves
-    to). Raises OSError as ``bind`` does."""
+    to). Raises OSError as ``bind`` does.
+
+    The backlog is long (the kernel caps it at net.core.somaxconn): when it is full the kernel
+    drops new SYNs and a client retries only after a second, so a flood queued ahead of a
+    /healthz probe would make the probe wait that second; queued, it waits its turn."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]

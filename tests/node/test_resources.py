@@ -254,9 +254,11 @@ class H2Call:
         return sent
 
     def pump(self) -> None:
-        """Read once and handle what arrived."""
+        """Read once and handle what arrived (a socket timeout propagates)."""
         try:
             data = self.sock.recv(1 << 16)
+        except TimeoutError:
+            raise
         except OSError:
             data = b""
         if not data:
