@@ -558,7 +558,7 @@ def test_active_streams_with_traffic_are_not_idle(node_factory):
     node = node_factory("--idle-timeout", "1", "--grpc-keepalive", "1")
     # When a Watch call stays open (and answers pings) for several timeouts
     watch = H2Call(node.grpc_port, "/taskd.v1.TaskService/Watch")
-    watch.send(frame(bytes(pb.WatchRequest(queue="alive"))), end=True)
+    watch.send(frame(bytes(pb.WatchRequest(queue="after"))), end=True)
     watch.sock.settimeout(0.2)
     end = time.monotonic() + 4
     try:
@@ -567,11 +567,12 @@ def test_active_streams_with_traffic_are_not_idle(node_factory):
                 watch.pump()
             # Expect: it is never closed
             assert not watch.done, watch.headers
-        # and it still delivers events
+        # and it still delivers events (grpc_works submits to queue "after")
         grpc_works(node)
-        watch.sock.settimeout(5)
-        while b"after" not in watch.data and not watch.done:
-            watch.pump()
+        end = time.monotonic() + 10
+        while b"after" not in watch.data and not watch.done and time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                watch.pump()
         assert b"after" in watch.data
     finally:
         watch.close()
