@@ -199,7 +199,10 @@ def frame(message: bytes) -> bytes:
 class H2Call:
     """One gRPC call on a raw HTTP/2 connection, every byte under the test's control."""
 
-    def __init__(self, port: int, path: str, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self, port: int, path: str, *, timeout: float = 15.0, consume: bool = True
+    ) -> None:
+        self.consume = consume  # False: never grant the node flow-control window back
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
@@ -269,7 +272,10 @@ class H2Call:
                 self.headers.update(dict(event.headers))
             elif isinstance(event, h2.events.DataReceived):
                 self.data += event.data
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if self.consume:
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
             elif isinstance(
                 event,
                 h2.events.StreamEnded | h2.events.StreamReset | h2.events.ConnectionTerminated,
@@ -320,9 +326,7 @@ def test_connection_flags_are_validated(node_factory):
 # ---- floods ------------------------------------------------------------------------------
 
 
-def test_flood_of_idle_tcp_and_http2_connections_at_a_low_descriptor_limit(
-    node_factory, limited
-):
+def test_flood_of_idle_tcp_and_http2_connections_at_a_low_descriptor_limit(node_factory, limited):
     # Given a node with 256 descriptors (so 64 connections per listener) and a 2 s idle timeout
     limited(256, 256)
     node = node_factory("--idle-timeout", "2")
@@ -453,9 +457,7 @@ def test_slowloris_http_clients_are_closed_after_the_idle_timeout(node_factory):
             for sock in clients:
                 sock.setblocking(False)
             # Expect: every one of them closed by the node within a few timeouts
-            wait_until(
-                lambda: all(closed_by_peer(s) for s in clients), 10, "slow clients closed"
-            )
+            wait_until(lambda: all(closed_by_peer(s) for s in clients), 10, "slow clients closed")
             wait_until(lambda: node_sockets(node) <= baseline, 10, "node released them")
         probe.check()
     finally:
@@ -514,8 +516,8 @@ def test_grpc_stream_that_never_reads_is_closed_by_keepalive(node_factory, kind)
         call.send(frame(bytes(pb.WorkerMessage(hello=hello))))
         wait_until(
             lambda: any(
-                w["worker"] == "deaf-worker" for w in get(f"{node.http_url}/api/v1/workers")[1]
-                ["workers"]
+                w["worker"] == "deaf-worker"
+                for w in get(f"{node.http_url}/api/v1/workers")[1]["workers"]
             ),
             10,
             "the worker registered",
@@ -667,3 +669,31 @@ def test_real_clients_get_resource_exhausted_and_the_limit_follows_max_payload(n
     finally:
         channel.close()
     rest_works(node)
+
+
+def test_worker_that_sends_but_never_reads_is_ended_not_buffered(node_factory):
+    # Given a worker stream whose client sends results and never reads the node's acks
+    node = node_factory()
+    call = H2Call(node.grpc_port, "/taskd.v1.WorkerService/Work", consume=False)
+    hello = pb.WorkerHello(worker="chatty", queues=["c"], capacity=1)
+    result = frame(bytes(pb.WorkerMessage(result=pb.TaskResult(id="nope", lease=1, success=True))))
+    try:
+        call.send(frame(bytes(pb.WorkerMessage(hello=hello))))
+        rss_before = rss_bytes(node)
+        # When it sends 30,000 results (each answered by an ack the node must hold)
+        with HealthProbe(node) as probe:
+            for _ in range(30):
+                if call.send(result * 1000) == 0:
+                    break
+            # Expect: the node ends the stream with RESOURCE_EXHAUSTED instead of piling up
+            status, message = call.finish()
+        probe.check()
+        assert status == "8", (status, message)
+        assert "unread" in message, message
+        assert rss_bytes(node) - rss_before < 32 * MIB
+    finally:
+        call.close()
+    wait_until(
+        lambda: not get(f"{node.http_url}/api/v1/workers")[1]["workers"], 10, "worker released"
+    )
+    grpc_works(node)
