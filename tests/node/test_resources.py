@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import socket
 import stat
 import struct
@@ -64,8 +65,6 @@ def limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[int, i
 @pytest.fixture(autouse=True)
 def _many_client_sockets() -> None:
     """The test process opens thousands of sockets: lift its own soft limit."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
