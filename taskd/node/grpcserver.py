@@ -17,6 +17,9 @@ handlers); three of its parts are replaced:
   (closed by the sweep after ``--idle-timeout``, first to go when the node needs room), and
   HTTP/2 pings every ``--grpc-keepalive`` seconds on connections with open calls close the
   half-open ones, and clients that stopped reading altogether, when a ping goes unanswered.
+  A call with a single request must receive it within ``--idle-timeout`` (else
+  DEADLINE_EXCEEDED), so a call held open by a request that never comes cannot pin its
+  connection; streaming requests (the worker stream) are bounded by keepalive instead.
 
 Private grpclib attributes used here (``Stream.buffer``, ``Connection._connection``,
 ``Server._handlers`` and friends) are those of the pinned grpclib 0.4.9.
@@ -54,6 +57,7 @@ class LimitedBuffer(Buffer):
         super().__init__(ack_callback)
         self.limit = limit
         self.method = method
+        self.reads = 0  # completed: the 5-byte prefix, then the message (2 once a request is in)
 
     async def read(self, size: int) -> bytes:
         if size > self.limit:
@@ -63,15 +67,18 @@ class LimitedBuffer(Buffer):
                 f"{self.limit} bytes (2 x --max-payload + 64 KiB); send smaller batches or "
                 "raise --max-payload",
             )
-        return await super().read(size)
+        data = await super().read(size)
+        self.reads += 1
+        return data
 
 
 class LimitedHandler(Handler):
     """grpclib's per-connection handler, counting open calls and limiting message sizes."""
 
-    def __init__(self, *args: Any, max_message: int) -> None:
+    def __init__(self, *args: Any, max_message: int, request_timeout: float) -> None:
         super().__init__(*args)
         self.max_message = max_message
+        self.request_timeout = request_timeout
         self.open_calls = 0
         self.idle_from: float | None = time.monotonic()
 
@@ -81,19 +88,42 @@ class LimitedHandler(Handler):
         method = next((value for name, value in headers if name == ":path"), "?")
         # No DATA frame of this stream has been processed yet: swapping the buffer is safe.
         assert stream.id is not None
-        stream.buffer = LimitedBuffer(
+        buffer = stream.buffer = LimitedBuffer(
             partial(stream.connection.ack, stream.id), self.max_message, method
         )
         self.open_calls += 1
         self.idle_from = None
+        # An open call keeps its connection busy (never idle-closed): a call whose single
+        # request does not arrive in time would hold it forever (gRPC's slowloris).
+        timer: asyncio.TimerHandle | None = None
+        spec = self.mapping.get(method)
+        if spec is not None and not spec.cardinality.client_streaming:
+            timer = self.loop.call_later(
+                self.request_timeout, _request_overdue, stream, buffer, self.request_timeout
+            )
 
         def release() -> None:
+            if timer is not None:
+                timer.cancel()
             self.open_calls -= 1
             if not self.open_calls:
                 self.idle_from = time.monotonic()
             release_stream()
 
         super().accept(stream, headers, release)
+
+
+def _request_overdue(stream: H2Stream, buffer: LimitedBuffer, timeout: float) -> None:
+    if buffer.reads < 2 and stream.wrapper is not None:
+        # grpclib's own way to end a call from outside: the handler ends with this error,
+        # which becomes the call's status
+        stream.wrapper.cancel(
+            grpclib.GRPCError(
+                Status.DEADLINE_EXCEEDED,
+                f"{buffer.method}: the request did not arrive within {timeout:g} s "
+                "(--idle-timeout); send the whole request at once",
+            )
+        )
 
 
 class GuardedProtocol(H2Protocol):
@@ -142,6 +172,7 @@ class GuardedServer(Server):
         table: ConnectionTable,
         max_message: int,
         keepalive: float,
+        request_timeout: float,
     ) -> None:
         window = min(max(max_message, _H2_MIN_WINDOW), _H2_MAX_WINDOW)
         config = Configuration(
@@ -156,6 +187,7 @@ class GuardedServer(Server):
         super().__init__(handlers, codec=codec, config=config)
         self.table = table
         self.max_message = max_message
+        self.request_timeout = request_timeout
         self._accepting: trio.CancelScope | None = None
 
     def _protocol_factory(self) -> H2Protocol:
@@ -166,6 +198,7 @@ class GuardedServer(Server):
             self._status_details_codec,
             self.__dispatch__,
             max_message=self.max_message,
+            request_timeout=self.request_timeout,
         )
         self._handlers.add(handler)
         return GuardedProtocol(handler, self._config, self._h2_config, self.table)

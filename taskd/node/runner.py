@@ -237,6 +237,7 @@ class Node:
             table=self.grpc_connections,
             max_message=self.config.max_body,
             keepalive=self.config.grpc_keepalive,
+            request_timeout=self.config.idle_timeout,
         )
         listener = _listen(self.config.grpc, "--grpc")
         await root.start(partial(server.serve, listener, on_exhausted=self._shed_idle))

@@ -696,3 +696,32 @@ def test_worker_that_sends_but_never_reads_is_ended_not_buffered(node_factory):
         lambda: not get(f"{node.http_url}/api/v1/workers")[1]["workers"], 10, "worker released"
     )
     grpc_works(node)
+
+
+def test_grpc_call_whose_request_never_arrives_ends_after_the_idle_timeout(node_factory):
+    # Given a node with a 1 s idle timeout
+    node = node_factory("--idle-timeout", "1")
+    partial_requests = {
+        "headers only": b"",
+        "half a prefix": b"\x00\x00\x00",
+        "half a message": b"\x00" + struct.pack(">I", 100) + b"x" * 10,
+    }
+    calls = {}
+    for what, sent in partial_requests.items():
+        for path in ("/taskd.v1.TaskService/Submit", "/taskd.v1.TaskService/Watch"):
+            # When a unary-request call sends only part of its request and stalls
+            call = H2Call(node.grpc_port, path)
+            call.send(sent)
+            calls[what, path] = call
+    try:
+        with HealthProbe(node) as probe:
+            for (what, path), call in calls.items():
+                # Expect: DEADLINE_EXCEEDED naming the method and the flag, within a few s
+                status, message = call.finish()
+                assert status == "4", (what, path, status, message)
+                assert path in message and "--idle-timeout" in message, message
+        probe.check()
+    finally:
+        for call in calls.values():
+            call.close()
+    grpc_works(node)
