@@ -175,14 +175,16 @@ class LogEvery:
 
 def bind_listener(host: str, port: int, backlog: int = 4096) -> socket.socket:
     """A listening, non-blocking TCP socket on ``host:port`` (the first address it resolves
-    to). Raises OSError as ``bind`` does.
+    to, IPv4 first). Raises OSError as ``bind`` does (and ``getaddrinfo``, for an unknown
+    host).
 
     The backlog is long (the kernel caps it at net.core.somaxconn): when it is full the kernel
     drops new SYNs and a client retries only after a second, so a flood queued ahead of a
     /healthz probe would make the probe wait that second; queued, it waits its turn."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    candidates = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    # a name such as "localhost" binds its IPv4 address, as the listeners always have
+    candidates.sort(key=lambda c: c[0] != socket.AF_INET)
+    family, kind, proto, _, address = candidates[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
