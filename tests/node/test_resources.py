@@ -557,26 +557,37 @@ def test_grpc_stream_that_never_reads_is_closed_by_keepalive(node_factory, kind)
 def test_active_streams_with_traffic_are_not_idle(node_factory):
     # Given a 1 s idle timeout and 1 s keepalive
     node = node_factory("--idle-timeout", "1", "--grpc-keepalive", "1")
-    # When a Watch call stays open (and answers pings) for several timeouts
+    # When a Watch call and a worker stream (heartbeating) stay open for several timeouts,
+    # answering pings
     watch = H2Call(node.grpc_port, "/taskd.v1.TaskService/Watch")
     watch.send(frame(bytes(pb.WatchRequest(queue="after"))), end=True)
-    watch.sock.settimeout(0.2)
+    worker = H2Call(node.grpc_port, "/taskd.v1.WorkerService/Work")
+    hello = pb.WorkerHello(worker="steady", queues=["after"], capacity=1)
+    worker.send(frame(bytes(pb.WorkerMessage(hello=hello))))
+    heartbeat = frame(bytes(pb.WorkerMessage(heartbeat=pb.WorkerHeartbeat())))
+    for call in (watch, worker):
+        call.sock.settimeout(0.2)
     end = time.monotonic() + 4
     try:
         while time.monotonic() < end:
-            with contextlib.suppress(TimeoutError):
-                watch.pump()
-            # Expect: it is never closed
-            assert not watch.done, watch.headers
-        # and it still delivers events (grpc_works submits to queue "after")
-        grpc_works(node)
+            worker.send(heartbeat)
+            for call in (watch, worker):
+                with contextlib.suppress(TimeoutError):
+                    call.pump()
+                # Expect: neither is ever closed
+                assert not call.done, call.headers
+        # and both still work: the watch sees the task, the worker is handed it
+        grpc_works(node)  # submits to queue "after"
         end = time.monotonic() + 10
-        while b"after" not in watch.data and not watch.done and time.monotonic() < end:
-            with contextlib.suppress(TimeoutError):
-                watch.pump()
+        while time.monotonic() < end and not (b"after" in watch.data and worker.data):
+            for call in (watch, worker):
+                with contextlib.suppress(TimeoutError):
+                    call.pump()
         assert b"after" in watch.data
+        assert b"after" in worker.data  # the assignment names its queue
     finally:
         watch.close()
+        worker.close()
 
 
 # ---- oversized gRPC messages ------------------------------------------------------------
