@@ -149,7 +149,7 @@ class Node:
         async with trio_asyncio.open_loop() as loop, trio.open_nursery() as root:
             # trio-asyncio re-raises whatever asyncio reports to its exception handler into
             # its nursery, which ends the node: asyncio code reports there what it survives.
-            loop.set_exception_handler(_AsyncioErrors().report)
+            loop.set_exception_handler(AsyncioErrorLog().report)
             await root.start(self.store.serve)
             self.clock.not_before(self.machine.latest_time)
             gc.freeze()  # everything recovery built is long-lived
@@ -283,16 +283,24 @@ def _listen(address: str, flag: str) -> socket.socket:
         ) from None
 
 
-class _AsyncioErrors:
-    """An asyncio exception handler that logs (at most once per 10 s) instead of raising."""
+class AsyncioErrorLog:
+    """An asyncio exception handler that logs instead of raising: each kind of report (its
+    message) at most once per 10 s, with the traceback."""
 
     def __init__(self) -> None:
-        self._every = LogEvery(10.0)
+        self._every: dict[str, LogEvery] = {}
 
     def report(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "unhandled error"))
+        if len(self._every) > 100:  # messages are asyncio's few fixed texts; stay bounded
+            self._every.clear()
+        every = self._every.setdefault(message, LogEvery(10.0))
         exc = context.get("exception")
-        self._every.warning(
-            log, "asyncio: %s%s", context.get("message", "error"), f": {exc!r}" if exc else ""
+        every.warning(
+            log,
+            "asyncio: %s",
+            message,
+            exc_info=exc if isinstance(exc, BaseException) else None,
         )
 
 

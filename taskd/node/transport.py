@@ -162,7 +162,13 @@ class LogEvery:
         self._last = -math.inf
         self._held = 0
 
-    def warning(self, logger: logging.Logger, message: str, *args: object) -> None:
+    def warning(
+        self,
+        logger: logging.Logger,
+        message: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> None:
         now = self.clock()
         if now - self._last < self.interval:
             self._held += 1
@@ -170,7 +176,7 @@ class LogEvery:
         if self._held:
             message += f" ({self._held} more since the last report)"
         self._last, self._held = now, 0
-        logger.warning(message, *args)
+        logger.warning(message, *args, exc_info=exc_info)
 
 
 def bind_listener(host: str, port: int, backlog: int = 4096) -> socket.socket:

@@ -7,8 +7,11 @@ import logging
 import resource
 
 import pytest
+import trio
+import trio_asyncio
 
 from taskd.node import config as node_config
+from taskd.node.runner import AsyncioErrorLog
 from taskd.node.transport import (
     MAX_DERIVED_CONNECTIONS,
     MIN_CONNECTIONS,
@@ -158,3 +161,21 @@ def test_transport_flags_and_variables():
 def test_bad_transport_flags_name_the_flag(argv, message):
     with pytest.raises(node_config.ConfigError, match=message):
         node_config.load(argv, {})
+
+
+async def test_asyncio_reports_are_logged_not_raised_into_the_node(caplog):
+    # trio-asyncio's default handler re-raises what asyncio reports (its accept loop reports
+    # EMFILE this way), which ended the node's root nursery: the node's handler logs it.
+    async with trio_asyncio.open_loop() as loop:
+        loop.set_exception_handler(AsyncioErrorLog().report)
+        for _ in range(3):
+            loop.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(24, "Too many open files"),
+                }
+            )
+        await trio.sleep(0.01)
+    reports = [r for r in caplog.records if "out of system resource" in r.getMessage()]
+    assert len(reports) == 1  # repeats held back
+    assert reports[0].exc_info is not None
