@@ -85,7 +85,9 @@ class LimitedHandler(Handler):
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
     ) -> None:
-        method = next((value for name, value in headers if name == ":path"), "?")
+        path = next((value for name, value in headers if name == ":path"), "")
+        spec = self.mapping.get(path)
+        method = path if spec is not None else "?"  # never echo a client's unknown path
         # No DATA frame of this stream has been processed yet: swapping the buffer is safe.
         assert stream.id is not None
         buffer = stream.buffer = LimitedBuffer(
@@ -96,7 +98,6 @@ class LimitedHandler(Handler):
         # An open call keeps its connection busy (never idle-closed): a call whose single
         # request does not arrive in time would hold it forever (gRPC's slowloris).
         timer: asyncio.TimerHandle | None = None
-        spec = self.mapping.get(method)
         if spec is not None and not spec.cardinality.client_streaming:
             timer = self.loop.call_later(
                 self.request_timeout, _request_overdue, stream, buffer, self.request_timeout

@@ -4,24 +4,27 @@ Theory of operation. ``hypercorn.trio.serve`` accepts with ``trio.serve_listener
 no connection cap and logs every retry at the descriptor limit, and it offers no way to pass
 another listener. So this module is hypercorn's ``worker_serve`` (pinned hypercorn 0.18.0)
 minus what a node does not use (TLS, QUIC, worker processes, max-requests), with
-``transport.accept_loop`` in place of ``serve_listeners``. Each connection is wrapped in a
-``TrackedStream``, which records when the node last sent it something: that is what "idle"
-means for HTTP. The sweep closes a connection the node has sent nothing for ``--idle-timeout``
-seconds, whichever way the client holds it: between requests, sending a request slowly or only
-half of it (slowloris, including one that trickles a byte at a time), or not reading its
-response. So a request must arrive within that time, and a response is read at least 64 KiB
-per timeout. hypercorn's own keep-alive and read timeouts are set to the same value.
+``transport.accept_loop`` in place of ``serve_listeners``.
+
+Each connection is wrapped in a ``TrackedStream``, which records when the node last sent it
+something. A connection is idle when the node has sent it nothing for a while, unless a whole
+HTTP/1.1 request is in and its answer has not started (the app is working: a lease long-poll
+may wait 60 s). So the sweep closes, ``--idle-timeout`` after the last byte the node sent,
+connections between requests, half-sent requests (slowloris, including one that trickles a
+byte at a time, and a body that never comes) and responses nobody reads (at least 64 KiB per
+timeout must be). hypercorn's keep-alive timeout is the same; its read timeout stays off, as
+it would cut long-polls. (HTTP/2 connections are judged by what was sent alone.)
 """
 
 from __future__ import annotations
 
-import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, cast
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.lifespan import Lifespan
@@ -47,6 +50,7 @@ class TrackedStream(trio.abc.HalfCloseableStream):
         self.socket = inner.socket
         self.last_active = time.monotonic()
         self.scope = trio.CancelScope()  # the connection's; run_connection enters it
+        self.server: TCPServer | None = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -74,6 +78,8 @@ class TrackedStream(trio.abc.HalfCloseableStream):
 
     # -- transport.Tracked -----------------------------------------------------------------
     def idle_since(self) -> float | None:
+        if self.server is not None and _app_working(self.server):
+            return None
         return self.last_active
 
     def shed(self) -> None:
@@ -82,12 +88,22 @@ class TrackedStream(trio.abc.HalfCloseableStream):
         self.socket.close()
 
 
+def _app_working(server: TCPServer) -> bool:
+    """A whole HTTP/1.1 request is in and its response has not started."""
+    protocol = getattr(server, "protocol", None)  # set once the connection is set up
+    connection = getattr(getattr(protocol, "protocol", None), "connection", None)
+    return (
+        isinstance(connection, h11.Connection)
+        and connection.their_state in (h11.DONE, h11.MUST_CLOSE)  # MUST_CLOSE: "close" asked
+        and connection.our_state is h11.SEND_RESPONSE
+    )
+
+
 def hypercorn_config(idle_timeout: float) -> HypercornConfig:
     config = HypercornConfig()
     config.accesslog = None
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = idle_timeout
-    config.read_timeout = math.ceil(idle_timeout)
     return config
 
 
@@ -112,7 +128,8 @@ async def serve_http(
         try:
             with stream.scope:
                 state = ConnectionState(lifespan_state.copy())
-                await TCPServer(wrapped, config, context, state, cast(Any, stream)).run()
+                stream.server = TCPServer(wrapped, config, context, state, cast(Any, stream))
+                await stream.server.run()
         finally:
             table.discard(stream)
             stream.socket.close()  # when cancelled, hypercorn did not get to close it

@@ -35,7 +35,7 @@ import pytest
 from grpclib.client import Channel
 
 from taskd.api.taskd import v1 as pb
-from tests.node.rest import get
+from tests.node.rest import get, post
 
 pytestmark = pytest.mark.slow
 
@@ -464,6 +464,20 @@ def test_slowloris_http_clients_are_closed_after_the_idle_timeout(node_factory):
         thread.join()
         for sock in clients:
             sock.close()
+    rest_works(node)
+
+
+def test_a_long_poll_is_not_idle(node_factory):
+    # Given a node that closes idle connections after 1 s
+    node = node_factory("--idle-timeout", "1")
+    # When a lease long-polls 3 s for work that never comes
+    start = time.monotonic()
+    status, body = post(
+        f"{node.http_url}/api/v1/queues/poll/lease", {"worker": "poller", "wait": 3}, timeout=15
+    )
+    # Expect: it is answered (empty) when its wait ends, not cut at the idle timeout
+    assert status == 200, body
+    assert time.monotonic() - start >= 2.5
     rest_works(node)
 
 
