@@ -331,12 +331,13 @@ def test_flood_of_idle_tcp_and_http2_connections_at_a_low_descriptor_limit(node_
     node = node_factory("--idle-timeout", "2")
     baseline = settle_sockets(node)
     with HealthProbe(node) as probe:
-        # When 2,000 TCP connections hit each listener, and 300 more complete the HTTP/2
-        # handshake on the gRPC one
+        # When 2,000 TCP connections hit each listener, and 1,000 more per listener complete
+        # an HTTP/2 handshake (gRPC, and REST's h2c with prior knowledge)
         with closing_all(open_idle(node.grpc_port, 2000) + open_idle(node.http_port, 2000)) as tcp:
             h2_clients = []
-            for _ in range(300):
-                sock = socket.create_connection(("127.0.0.1", node.grpc_port), timeout=10)
+            for i in range(2000):
+                port = node.grpc_port if i % 2 else node.http_port
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
                 conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
                 conn.initiate_connection()
                 sock.sendall(conn.data_to_send())
