@@ -346,7 +346,7 @@ def test_flood_of_idle_tcp_and_http2_connections_at_a_low_descriptor_limit(node_
                 # Expect: the node lives, holds no more than its caps, and sheds every idle
                 # connection within the timeout, while we still hold ours open
                 assert node.proc is not None and node.proc.poll() is None
-                assert node_sockets(node) <= baseline + 2 * 64 + 4
+                assert node_sockets(node) <= baseline + 2 * 64 + 16  # caps, closes under way
                 wait_until(
                     lambda: node_sockets(node) <= baseline + 2,
                     10,
