@@ -51,10 +51,20 @@ class NodeConfig:
     snapshot_every: int = 100_000
     log_level: str = "info"
     log_format: str = "json"
+    # transport limits (taskd/node/transport.py); 0 connections = derived from RLIMIT_NOFILE
+    max_connections: int = 0
+    idle_timeout: float = 60.0
+    grpc_keepalive: float = 60.0
 
     @property
     def node_id(self) -> str:
         return self.grpc
+
+    @property
+    def max_body(self) -> int:
+        """The largest REST body and the largest gRPC message: a batch of payloads with room
+        for the fields around them."""
+        return self.max_payload * 2 + (64 << 10)
 
     def validate(self) -> None:
         for name in ("grpc", "http"):
@@ -77,6 +87,12 @@ class NodeConfig:
             raise ConfigError("--shutdown-grace must be >= 0 seconds")
         if self.worker_lease <= 0:
             raise ConfigError("--worker-lease must be > 0 seconds")
+        if self.max_connections < 0:
+            raise ConfigError("--max-connections must be >= 0 (0 derives it from ulimit -n)")
+        if self.idle_timeout <= 0:
+            raise ConfigError("--idle-timeout must be > 0 seconds")
+        if self.grpc_keepalive <= 0:
+            raise ConfigError("--grpc-keepalive must be > 0 seconds")
         seen: set[str] = set()
         for spec in self.execs:
             if spec.queue in seen:
@@ -159,6 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snapshot-every", type=int, help="log entries between snapshots (default 100,000)"
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections per listener (gRPC, HTTP); beyond it the longest-idle one is closed "
+        "or the new one refused (default 0: derived from the open-files limit)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=_duration,
+        help="seconds a connection may stay silent: gRPC with no open call, HTTP between or "
+        "inside requests (default 60)",
+    )
+    p.add_argument(
+        "--grpc-keepalive",
+        type=_duration,
+        help="seconds between HTTP/2 pings on gRPC connections with open calls; an unanswered "
+        "ping closes the connection after as long again (default 60)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "text"])
     return p
@@ -198,6 +232,9 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
         ("snapshot-every", int),
         ("log-level", str),
         ("log-format", str),
+        ("max-connections", int),
+        ("idle-timeout", float),
+        ("grpc-keepalive", float),
     ):
         raw = pick(name)
         if raw is not None:

@@ -10,26 +10,28 @@ process exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
+import socket
 import time
-from typing import Any, cast
+from functools import partial
+from typing import Any
 
 import trio
 import trio_asyncio
-from grpclib.server import Server
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from taskd import __version__
-from taskd.errors import StartupError, first_of
+from taskd.errors import StartupError
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
 from taskd.node import grpc as grpc_api
 from taskd.node.bridge import TrioBridge
 from taskd.node.config import NodeConfig, split_host_port
+from taskd.node.grpcserver import GuardedServer
 from taskd.node.http import HttpExtras, create_app
+from taskd.node.httpserver import hypercorn_config, serve_http
 from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
@@ -37,6 +39,15 @@ from taskd.node.metrics import NodeMetrics
 from taskd.node.raftstore import RaftStore
 from taskd.node.service import NodeService, ServiceConfig
 from taskd.node.sources import LOCAL_LEASE, ServiceSource
+from taskd.node.transport import (
+    SHED_QUIET,
+    ConnectionTable,
+    LogEvery,
+    bind_listener,
+    connection_cap,
+    raise_open_files_limit,
+    sweep,
+)
 from taskd.node.workers import WorkerStreamService
 from taskd.queue.task import SchedulerConfig
 
@@ -69,6 +80,8 @@ class Node:
         self.bridge = TrioBridge()
         self.ready = False
         self.started_at = time.time()
+        self.grpc_connections = ConnectionTable("gRPC", 0, config.idle_timeout)
+        self.http_connections = ConnectionTable("HTTP", 0, config.idle_timeout)
 
     # ---- views for the API layers ------------------------------------------------------
 
@@ -119,12 +132,24 @@ class Node:
             },
         )
         _warn_if_exposed(config)
+        open_files = raise_open_files_limit()
+        cap = connection_cap(config.max_connections, open_files)
+        self.grpc_connections.cap = self.http_connections.cap = cap
+        log.info(
+            "connections: at most %d per listener, idle ones closed after %gs (open files: %d)",
+            cap,
+            config.idle_timeout,
+            open_files,
+        )
         # A node holds millions of long-lived objects (tasks, their indexes); CPython's default
         # GC thresholds rescan them so often that W1b lost 12% of its throughput and gained
         # 200 ms p99 stalls. Rarer young collections, and freezing what recovery loaded, keep
         # collections proportional to new garbage (W1b: 16.2k -> 18.4k tasks/s, p99 211 -> 85 ms).
         gc.set_threshold(20_000, 50, 50)
-        async with trio_asyncio.open_loop(), trio.open_nursery() as root:
+        async with trio_asyncio.open_loop() as loop, trio.open_nursery() as root:
+            # trio-asyncio re-raises whatever asyncio reports to its exception handler into
+            # its nursery, which ends the node: asyncio code reports there what it survives.
+            loop.set_exception_handler(AsyncioErrorLog().report)
             await root.start(self.store.serve)
             self.clock.not_before(self.machine.latest_time)
             gc.freeze()  # everything recovery built is long-lived
@@ -152,9 +177,12 @@ class Node:
                 await root.start(executor.serve)
 
             await root.start(self.bridge.serve)
-            grpc_server = await self._start_grpc()
+            grpc_server = await self._start_grpc(root)
             http_stop = trio.Event()
             await root.start(self._serve_http, http_stop.wait)
+            root.start_soon(
+                sweep, [self.grpc_connections, self.http_connections], config.idle_timeout
+            )
             self.ready = True
             log.info(
                 "taskd ready",
@@ -188,9 +216,12 @@ class Node:
             root.cancel_scope.cancel()
         log.info("taskd stopped")
 
-    async def _start_grpc(self) -> Server:
-        host, port = split_host_port(self.config.grpc, "--grpc")
-        server = Server(
+    def _shed_idle(self) -> int:
+        """Out of descriptors: close the idle connections of both listeners."""
+        return sum(t.shed_idle(SHED_QUIET) for t in (self.grpc_connections, self.http_connections))
+
+    async def _start_grpc(self, root: trio.Nursery) -> GuardedServer:
+        server = GuardedServer(
             [
                 grpc_api.TaskService(
                     self.service, self.bridge, max_payload=self.config.max_payload
@@ -207,18 +238,17 @@ class Node:
                 ),
             ],
             codec=grpc_api.StrictCodec(max_payload=self.config.max_payload),
+            table=self.grpc_connections,
+            max_message=self.config.max_body,
+            keepalive=self.config.grpc_keepalive,
+            request_timeout=self.config.idle_timeout,
         )
-        try:
-            await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_address=True)
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for gRPC on {self.config.grpc}: {exc.strerror}; "
-                "is another node running? pick another port with --grpc"
-            ) from None
+        listener = _listen(self.config.grpc, "--grpc")
+        await root.start(partial(server.serve, listener, on_exhausted=self._shed_idle))
         return server
 
     async def _serve_http(
-        self, stop: Any, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+        self, stop: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         app = create_app(
             self.service,
@@ -228,29 +258,54 @@ class Node:
                 ready=lambda: self.ready,
                 metrics=self.metrics.render,
                 max_payload=self.config.max_payload,
-                max_body=self.config.max_payload * 2 + (64 << 10),
+                max_body=self.config.max_body,
                 http_lease_ttl=self.config.worker_lease,
                 http_workers=HttpWorkerTracker(self.registry, self.config.worker_lease),
             ),
         )
-        hconfig = HypercornConfig()
-        hconfig.bind = [self.config.http]
-        hconfig.accesslog = None
+        hconfig = hypercorn_config(self.config.idle_timeout)
         hconfig.errorlog = logging.getLogger("hypercorn.error")
-        hconfig.graceful_timeout = 5.0
-        try:
-            await hypercorn_serve(
-                cast(Any, app), hconfig, shutdown_trigger=stop, task_status=task_status
-            )
-        except (OSError, BaseExceptionGroup) as exc:
-            # hypercorn binds inside its own nursery: the OSError arrives wrapped in a group
-            bind_error = first_of(exc, OSError)
-            if bind_error is None:
-                raise
-            raise StartupError(
-                f"cannot listen for HTTP on {self.config.http}: {bind_error.strerror}; "
-                "is another node running? pick another port with --http"
-            ) from None
+        await serve_http(
+            app,
+            hconfig,
+            _listen(self.config.http, "--http"),
+            self.http_connections,
+            on_exhausted=self._shed_idle,
+            shutdown_trigger=stop,
+            task_status=task_status,
+        )
+
+
+def _listen(address: str, flag: str) -> socket.socket:
+    host, port = split_host_port(address, flag)
+    try:
+        return bind_listener(host, port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {address} ({flag}): {exc.strerror}; "
+            f"is another node running? pick another port with {flag}"
+        ) from None
+
+
+class AsyncioErrorLog:
+    """An asyncio exception handler that logs instead of raising: each kind of report (its
+    message) at most once per 10 s, with the traceback."""
+
+    def __init__(self) -> None:
+        self._every: dict[str, LogEvery] = {}
+
+    def report(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "unhandled error"))
+        if len(self._every) > 100:  # messages are asyncio's few fixed texts; stay bounded
+            self._every.clear()
+        every = self._every.setdefault(message, LogEvery(10.0))
+        exc = context.get("exception")
+        every.warning(
+            log,
+            "asyncio: %s",
+            message,
+            exc_info=exc if isinstance(exc, BaseException) else None,
+        )
 
 
 async def _wait_for_stop_signal() -> None:

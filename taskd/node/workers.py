@@ -28,6 +28,12 @@ from taskd.node.grpc import grpc_error
 from taskd.node.service import NodeService
 from taskd.node.sources import ServiceSource
 
+# Back-pressure on one stream. Inbound: past this many messages not yet handled by the session,
+# stop reading (HTTP/2 flow control then stops the worker). Outbound: past this many messages
+# the worker has not read (acks pile up while it keeps sending results), end the stream.
+MAX_INBOX = 1_000
+MAX_UNSENT = 10_000
+
 
 def to_pb(message: Outbound) -> pb.NodeMessage:
     if isinstance(message, Assignment):
@@ -105,7 +111,8 @@ class WorkerStreamService(pb.WorkerServiceBase):
             raise grpc_error(exc) from None
         inbox_send, inbox = trio.open_memory_channel[pb.WorkerMessage](math.inf)
         outbox: asyncio.Queue[pb.NodeMessage | None] = asyncio.Queue()
-        session_done = self.bridge.call(self._session, first.hello, inbox, outbox)
+        drained = asyncio.Event()  # set by the session when its inbox is half empty again
+        session_done = self.bridge.call(self._session, first.hello, inbox, outbox, drained)
         sender = asyncio.ensure_future(_send_all(stream, outbox))
         # Whatever ends first, nothing is left with an exception nobody reads: trio-asyncio
         # turns an asyncio "exception was never retrieved" into a crash of the whole node.
@@ -125,6 +132,15 @@ class WorkerStreamService(pb.WorkerServiceBase):
                 while (message := await stream.recv_message()) is not None:
                     _check_message(message, self.max_payload)  # refused here: the call ends
                     inbox_send.send_nowait(message)
+                    if outbox.qsize() > MAX_UNSENT:
+                        raise grpclib.GRPCError(
+                            Status.RESOURCE_EXHAUSTED,
+                            f"the worker left {outbox.qsize()} of the node's messages unread "
+                            f"(at most {MAX_UNSENT}): read the stream while sending results",
+                        )
+                    if inbox_send.statistics().current_buffer_used > MAX_INBOX:
+                        drained.clear()
+                        await drained.wait()
             except asyncio.CancelledError:
                 if not _failed(session_done):
                     raise  # the client or the server went away
@@ -149,6 +165,7 @@ class WorkerStreamService(pb.WorkerServiceBase):
         hello: pb.WorkerHello,
         inbox: trio.MemoryReceiveChannel[pb.WorkerMessage],
         outbox: asyncio.Queue[pb.NodeMessage | None],
+        drained: asyncio.Event,
     ) -> None:
         session = StreamSession(self.source, self.registry, lease_ttl=self.lease_ttl)
         session.hello(hello.worker, list(hello.queues), hello.capacity)
@@ -162,8 +179,11 @@ class WorkerStreamService(pb.WorkerServiceBase):
                 await nursery.start(session.run, send)
                 async for message in inbox:
                     await self._dispatch(session, message)
+                    if inbox.statistics().current_buffer_used <= MAX_INBOX // 2:
+                        drained.set()
                 session.close()
         finally:
+            drained.set()
             outbox.put_nowait(None)
 
     @staticmethod
