@@ -23,7 +23,7 @@ from grpclib.encoding.proto import ProtoCodec
 
 from taskd.api import speedups
 from taskd.api.taskd import v1 as pb
-from taskd.errors import CallerError, ClusterError
+from taskd.errors import CallerError, ClusterError, StorageFault
 from taskd.node.bridge import TrioBridge
 from taskd.node.present import stats_to_proto, task_to_proto
 from taskd.node.service import NodeService
@@ -60,6 +60,8 @@ def grpc_error(exc: Exception) -> grpclib.GRPCError:
     if isinstance(exc, CallerError):
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message
         return grpclib.GRPCError(_STATUS.get(exc.code, Status.INVALID_ARGUMENT), message)
+    if isinstance(exc, StorageFault):  # an operator must act: no "retry shortly" here
+        return grpclib.GRPCError(Status.UNAVAILABLE, str(exc))
     if isinstance(exc, ClusterError):
         return grpclib.GRPCError(Status.UNAVAILABLE, f"{exc}; retry shortly")
     raise exc

@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from taskd.errors import CallerError, ClusterError, NotLeader
+from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
 from taskd.node import validate
 from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.present import stats_to_json, task_to_json, work_item_to_json
@@ -52,6 +52,7 @@ _STATUS = {
     "queue_full": 429,
 }
 _RETRY_AFTER = "1"
+_RETRY_AFTER_DISK_FULL = "5"  # an operator must free space first; then writes resume by themselves
 _MAX_WORKER_NAME = 255
 _MAX_LEASE_BATCH = 1000
 _MAX_WAIT = 60.0
@@ -75,6 +76,8 @@ class HttpExtras:
     max_body: int = (2 << 20) + (64 << 10)  # bytes of one request body
     http_lease_ttl: float = 30.0  # seconds an HTTP worker's lease lasts between heartbeats
     http_workers: HttpWorkerTracker | None = None  # lists HTTP workers in GET /api/v1/workers
+    # why writes are refused although the node runs (a full or failing disk), or None
+    not_ready_reason: Callable[[], str | None] = lambda: None
 
 
 # ---- responses and errors ------------------------------------------------------------------
@@ -94,6 +97,9 @@ def error_response(
 def _error_for(exc: Exception, request: Request) -> Response:
     if isinstance(exc, CallerError):
         return error_response(exc.code, exc.message, exc.field)
+    if isinstance(exc, StorageFault):  # an operator must act: no "retry shortly" here
+        retry = {"Retry-After": _RETRY_AFTER_DISK_FULL} if exc.resumes_by_itself else {}
+        return error_response("unavailable", str(exc), status=503, **retry)
     if isinstance(exc, ClusterError):
         code = "not_leader" if isinstance(exc, NotLeader) else "unavailable"
         message = f"{exc}; retry shortly" if str(exc) else "the cluster cannot take writes now"
@@ -400,6 +406,9 @@ class _Api:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        reason = self.extras.not_ready_reason()
+        if reason is not None:
+            return error_response("unavailable", f"not ready: {reason}", status=503)
         if self.extras.ready():
             return json_response({"ready": True})
         return error_response(
