@@ -209,7 +209,9 @@ def expect_all_there(node: NodeProcess, acked: dict[str, str], refused: set[str]
 # ---- disk full: the moments it can happen ------------------------------------------------------
 
 
-def test_disk_full_while_idle_then_space_returns(node_factory: NodeFactory, small_disk: Path):
+def test_disk_full_while_idle_then_space_returns(
+    node_factory: NodeFactory, small_disk: Path
+) -> None:
     node = node_factory(data_dir=small_disk)
     acked = {submit(node, f"a{n}")[1]["id"]: f"a{n}" for n in range(20)}
     filler = fill(small_disk)
@@ -236,7 +238,9 @@ def test_disk_full_while_idle_then_space_returns(node_factory: NodeFactory, smal
     expect_all_there(node, acked, refused)
 
 
-def test_disk_full_mid_batch_under_concurrent_clients(node_factory: NodeFactory, small_disk: Path):
+def test_disk_full_mid_batch_under_concurrent_clients(
+    node_factory: NodeFactory, small_disk: Path
+) -> None:
     node = node_factory(data_dir=small_disk)
     acked: dict[str, str] = {}
     refused: set[str] = set()
@@ -295,7 +299,7 @@ def test_disk_full_mid_batch_under_concurrent_clients(node_factory: NodeFactory,
     expect_all_there(node, acked, refused)
 
 
-def test_disk_full_during_snapshots(node_factory: NodeFactory, small_disk: Path):
+def test_disk_full_during_snapshots(node_factory: NodeFactory, small_disk: Path) -> None:
     # Given a node that snapshots every 40 entries, so snapshot children run all the time
     node = node_factory("--snapshot-every", "40", data_dir=small_disk)
     acked: dict[str, str] = {}
@@ -336,7 +340,7 @@ def test_disk_full_during_snapshots(node_factory: NodeFactory, small_disk: Path)
 
 def test_disk_full_with_timers_due_pauses_them_and_they_run_after(
     node_factory: NodeFactory, small_disk: Path
-):
+) -> None:
     # Given a delayed task, a task leased by an HTTP worker that will never heartbeat (its
     # lease lapses in 1 s), and a local executor with a delayed task of its own
     node = node_factory("--worker-lease", "1", "--exec", "loc=true", data_dir=small_disk)
@@ -373,7 +377,7 @@ def test_disk_full_with_timers_due_pauses_them_and_they_run_after(
 
 def test_restart_on_a_full_disk_says_why_and_starts_once_space_returns(
     node_factory: NodeFactory, small_disk: Path
-):
+) -> None:
     node = node_factory(data_dir=small_disk)
     acked = {submit(node, f"a{n}")[1]["id"]: f"a{n}" for n in range(10)}
     assert node.terminate() == 0
@@ -396,7 +400,7 @@ def test_restart_on_a_full_disk_says_why_and_starts_once_space_returns(
 
 def test_failed_fsync_stops_writes_until_repair_and_restart(
     node_factory: NodeFactory, loop_disk: LoopDisk
-):
+) -> None:
     data = loop_disk.mount / "data"
     node = node_factory(data_dir=data)
     acked = {submit(node, f"a{n}")[1]["id"]: f"a{n}" for n in range(20)}
@@ -423,7 +427,7 @@ def test_failed_fsync_stops_writes_until_repair_and_restart(
 
 def test_read_only_filesystem_stops_writes_until_remount_and_restart(
     node_factory: NodeFactory, loop_disk_lazy_journal: LoopDisk
-):
+) -> None:
     loop_disk = loop_disk_lazy_journal
     data = loop_disk.mount / "data"
     node = node_factory(data_dir=data)
@@ -468,7 +472,7 @@ def _read_only(mount: Path) -> bool:
     return False
 
 
-def test_start_on_a_read_only_mount_says_why(node_factory: NodeFactory, small_disk: Path):
+def test_start_on_a_read_only_mount_says_why(node_factory: NodeFactory, small_disk: Path) -> None:
     node = node_factory(data_dir=small_disk)
     acked = {submit(node, f"a{n}")[1]["id"]: f"a{n}" for n in range(10)}
     assert node.terminate() == 0
