@@ -72,6 +72,7 @@ class LocalExecutor:
         self._changed = trio.Event()  # set (and replaced) whenever an attempt ends
         self._wake: trio.CancelScope | None = None  # the lease loop's current wait
         self._stopped = trio.Event()
+        self._lease_error: str | None = None  # the last lease refusal, logged once
 
     @property
     def running(self) -> int:
@@ -145,10 +146,17 @@ class LocalExecutor:
 
     async def _lease(self, free: int) -> list[WorkItem]:
         try:
-            return await self._source.lease(self.queue, self.worker, free)
+            items = await self._source.lease(self.queue, self.worker, free)
         except TaskdError as exc:
-            log.warning("cannot lease from %s: %s", self.queue, exc)
+            # The store may refuse for a long time (a full disk): say so once, not per retry.
+            if str(exc) != self._lease_error:
+                log.warning("cannot lease from %s (retrying): %s", self.queue, exc)
+                self._lease_error = str(exc)
             return []
+        if self._lease_error is not None:
+            log.warning("leasing from %s again", self.queue)
+            self._lease_error = None
+        return items
 
     def _start(self, nursery: trio.Nursery, item: WorkItem) -> None:
         assert self._handle is not None
