@@ -14,6 +14,7 @@ These tests mount filesystems, so they run as root (CI does); nothing is skipped
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import http.client
@@ -21,13 +22,17 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
+from taskd.api.taskd import v1 as pb
 from tests.conftest import NodeFactory, NodeProcess
 from tests.node.rest import get, post, wait_for_task
 
@@ -486,3 +491,70 @@ def test_start_on_a_read_only_mount_says_why(node_factory: NodeFactory, small_di
     run("mount", "-o", "remount,rw", str(small_disk))
     node.restart()
     expect_all_there(node, acked, set())
+
+
+# ---- gRPC: the same answers, and a worker stream that outlives the outage ------------------------
+
+
+def test_grpc_writes_refused_with_the_reason_and_a_worker_stream_survives(
+    node_factory: NodeFactory, small_disk: Path
+) -> None:
+    node = node_factory(data_dir=small_disk)
+    status, task = post(f"{node.http_url}/api/v1/tasks", {"queue": "gw"})
+    assert status == 201, task
+    filler: list[Path] = []
+
+    async def session() -> tuple[str, str, list[pb.ResultAck]]:
+        channel = Channel("127.0.0.1", node.grpc_port)
+        try:
+            tasks = pb.TaskServiceStub(channel)
+            stub = pb.WorkerServiceStub(channel)
+            out: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
+            await out.put(
+                pb.WorkerMessage(hello=pb.WorkerHello(worker="w-disk", queues=["gw"], capacity=1))
+            )
+
+            async def outgoing() -> AsyncIterator[pb.WorkerMessage]:
+                while (msg := await out.get()) is not None:
+                    yield msg
+
+            acks: list[pb.ResultAck] = []
+            refused = got = ""
+            async for reply in stub.work(outgoing()):
+                if reply.assignment is not None and reply.assignment.items:
+                    item = reply.assignment.items[0]
+                    # the disk fills while the worker runs the task
+                    filler.append(await asyncio.to_thread(fill, small_disk))
+                    while not refused:  # the filler may leave room for a few
+                        try:
+                            await tasks.submit(pb.SubmitRequest(task=pb.TaskSpec(queue="other")))
+                        except GRPCError as exc:
+                            assert exc.status == Status.UNAVAILABLE
+                            refused = str(exc.message)
+                    got = (await tasks.get(pb.GetRequest(id=item.id))).id
+                    result = pb.TaskResult(id=item.id, lease=item.lease, success=True, result=b"1")
+                    await out.put(pb.WorkerMessage(result=result))
+                if reply.ack is not None:
+                    acks.append(reply.ack)
+                    if not reply.ack.accepted:  # refused for the disk: free it, send again
+                        filler[0].unlink()
+                        await asyncio.to_thread(
+                            eventually,
+                            lambda: get(f"{node.http_url}/readyz")[0] == 200,
+                            "writes resume",
+                        )
+                        await out.put(pb.WorkerMessage(result=result))
+                    else:
+                        await out.put(None)
+                        break
+            return refused, got, acks
+        finally:
+            channel.close()
+
+    refused, got, acks = asyncio.run(asyncio.wait_for(session(), DEADLINE))
+    assert "disk full" in refused and str(small_disk) in refused, refused
+    assert "retry shortly" not in refused
+    assert got == task["id"]
+    assert [a.accepted for a in acks] == [False, True]
+    assert "disk full" in acks[0].error
+    assert get(f"{node.http_url}/api/v1/tasks/{task['id']}")[1]["state"] == "succeeded"
