@@ -558,3 +558,23 @@ def test_grpc_writes_refused_with_the_reason_and_a_worker_stream_survives(
     assert [a.accepted for a in acks] == [False, True]
     assert "disk full" in acks[0].error
     assert get(f"{node.http_url}/api/v1/tasks/{task['id']}")[1]["state"] == "succeeded"
+
+
+def test_a_local_attempt_that_ends_on_a_full_disk_is_reported_once_space_returns(
+    node_factory: NodeFactory, small_disk: Path
+) -> None:
+    # Given a local command running when the disk fills
+    node = node_factory("--exec", "loc=sleep 1.5", data_dir=small_disk)
+    status, task = post(f"{node.http_url}/api/v1/tasks", {"queue": "loc"})
+    assert status == 201, task
+    wait_for_task(node.http_url, task["id"], {"running"}, DEADLINE)
+    filler = fill(small_disk)
+    eventually(lambda: refuses_writes(node, "disk full", small_disk), "writes refused")
+    # When it ends while the report cannot be written, and the disk gets space again later
+    time.sleep(2.5)
+    assert get(f"{node.http_url}/api/v1/tasks/{task['id']}")[1]["state"] == "running"
+    filler.unlink()
+    # Expect its outcome recorded without a restart (its lease lasts days: dropping the
+    # report would leave it running until then), and run once only
+    done = wait_for_task(node.http_url, task["id"], {"succeeded"}, DEADLINE)
+    assert done["attempt"] == 1, done
