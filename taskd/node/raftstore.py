@@ -203,7 +203,7 @@ class RaftStore:
             # No writes while the disk refuses them. A disk-full fault clears itself (the
             # probe); any other fault lasts until a restart, and this waits forever.
             await self._writes_resumed.wait()
-        ready = core.ready(self.max_batch)
+        ready = core.ready(self._batch_limit(core))
         if ready.committed_entries:
             await self._apply(ready)
             core.advance(ready)
@@ -217,6 +217,21 @@ class RaftStore:
             self.fsync_rounds += 1
             if ready.entries_to_persist:
                 core.persisted(ready.entries_to_persist[-1].index)
+
+    def _batch_limit(self, core: RaftCore) -> int:
+        """How many new entries this round persists: at most ``max_batch``, ending where a
+        proposal ends, so a disk failure never splits one ``propose_many`` into an applied
+        head and a refused tail (one proposal larger than ``max_batch`` goes whole)."""
+        start = core.log.handed
+        end = start
+        for waiter in self._waiters:  # in index order; every new entry has its waiter
+            if waiter.last <= start:
+                continue
+            if waiter.last - start > self.max_batch:
+                end = end if end > start else waiter.last
+                break
+            end = waiter.last
+        return end - start if end > start else self.max_batch
 
     @staticmethod
     def _persist(disk: DiskLog, ready: Ready) -> None:

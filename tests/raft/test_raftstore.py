@@ -7,7 +7,7 @@ import errno
 import random
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from taskd.errors import StorageFault, Unavailable
 from taskd.node.disklog import DiskLog
 from taskd.node.raftstore import RaftStore
 from taskd.node.store import Store
+from taskd.raft.types import Entry
 from tests.raft.fakes import AppendLog
 
 
@@ -452,3 +453,35 @@ async def test_a_snapshot_that_does_not_fit_is_logged_and_retried_never_fatal(
     store2, machine2 = make(small_disk)
     async with running(store2):
         assert machine2.items == machine.items
+
+
+async def test_a_round_never_splits_one_proposal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So a disk failure can never leave one ``propose_many`` half applied, half refused."""
+    batches: list[list[bytes]] = []
+    real_append = DiskLog.append
+
+    def recording_append(self: DiskLog, entries: Sequence[Entry]) -> None:
+        batches.append([e.data for e in entries])
+        real_append(self, entries)
+
+    monkeypatch.setattr(DiskLog, "append", recording_append)
+    machine = AppendLog()
+    store = RaftStore(tmp_path, machine, max_batch=10)
+    async with running(store):
+        batches.clear()
+        async with trio.open_nursery() as nursery:
+            for p in range(4):
+                nursery.start_soon(store.propose_many, [b"%d/%d" % (p, i) for i in range(7)])
+            nursery.start_soon(store.propose_many, [b"big/%d" % i for i in range(25)])
+            for p in range(6):
+                nursery.start_soon(store.propose, b"one/%d" % p)
+    proposals = [b.split(b"/")[0] for b in machine.items]
+    for batch in batches:
+        owners = [data.split(b"/")[0] for data in batch]
+        # every proposal's entries sit in one batch, and batches stay within max_batch
+        # unless one proposal alone is larger
+        for owner in set(owners):
+            assert owners.count(owner) == proposals.count(owner) or owner == b"one"
+        assert len(batch) <= 10 or set(owners) == {b"big"}
