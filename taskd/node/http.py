@@ -7,6 +7,10 @@ error shape, ``{"error": {"code", "message", "field"}}``, in one place (``_endpo
     invalid 400 · not_found 404 · method_not_allowed 405 · conflict 409 · too_large 413 ·
     queue_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
 
+A store whose disk refuses writes (``StorageFault``) is a 503 "unavailable" whose message is
+the fault's own (what is wrong, where, what an operator must do), never "retry shortly"; it
+carries Retry-After only when writes come back by themselves (space freed).
+
 Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
 non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
 that is absent or lies, as soon as the streamed bytes pass the limit — a body is never

@@ -2,7 +2,10 @@
 
 Start-up order matters and is visible here: recover the store (replaying the log), release
 attempts a previous incarnation's local executors held (their processes died with it), start
-the timer loop and the executors, then open the gRPC and HTTP ports and report ready. SIGTERM
+the timer loop and the executors, then open the gRPC and HTTP ports and report ready. A disk
+that refuses writes after recovery does not stop the node: the start-up writes are retried in
+the background (local executors lease nothing until they are in), and ``/readyz`` reports the
+store's fault as the reason it is not ready. SIGTERM
 or SIGINT starts a graceful shutdown: executors stop taking work and get ``shutdown_grace``
 seconds to finish, the servers close, the store finishes its last durability round, and the
 process exits 0.

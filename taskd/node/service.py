@@ -8,7 +8,10 @@ the offending field; the API layers map them to status codes.
 
 It also owns three loops of the node: the timer loop (proposes ``Tick`` when the scheduler's
 next deadline passes), the wake-ups that tell executors work arrived, and the event fan-out
-that feeds watchers and revokes attempts the scheduler took away.
+that feeds watchers and revokes attempts the scheduler took away. While the store refuses
+writes (a full or failing disk), the timer loop and other leader duties (``until_written``)
+pause and retry every ``DUTY_RETRY`` seconds instead of failing: deadlines that passed in the
+meantime are handled by the first ``Tick`` that gets through.
 """
 
 from __future__ import annotations
