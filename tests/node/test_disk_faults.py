@@ -116,14 +116,17 @@ def loop_disk_lazy_journal(tmp_path: Path) -> Iterator[LoopDisk]:
         yield disk
 
 
-def fill(disk: Path) -> Path:
-    """A filler file that takes every free byte of ``disk`` (until a real ENOSPC)."""
+def fill(disk: Path, leave: int = 0) -> Path:
+    """A filler file that takes every free byte of ``disk`` (until a real ENOSPC) but about
+    ``leave``."""
     filler = disk / f"filler-{time.monotonic_ns()}"
     with open(filler, "wb", buffering=0) as out:
         for chunk in (1 << 16, 4096, 512, 1):
             with contextlib.suppress(OSError):
                 while True:
                     out.write(bytes(chunk))
+        if leave:
+            out.truncate(max(0, out.tell() - leave))
     return filler
 
 
@@ -305,20 +308,34 @@ def test_disk_full_mid_batch_under_concurrent_clients(
 
 
 def test_disk_full_during_snapshots(node_factory: NodeFactory, small_disk: Path) -> None:
-    # Given a node that snapshots every 40 entries, so snapshot children run all the time
+    # Given a node that snapshots every 40 entries, with a state of ~250 KB to snapshot
     node = node_factory("--snapshot-every", "40", data_dir=small_disk)
     acked: dict[str, str] = {}
     for n in range(120):
         status, body = submit(node, f"a{n}", size=2000)
         assert status == 201, body
         acked[body["id"]] = f"a{n}"
-    # When the disk fills while the log and the snapshots grow
-    filler = fill(small_disk)
+    # When the disk has room for more log but not for the next snapshot
+    filler = fill(small_disk, leave=120_000)
+    for n in range(45):
+        status, body = submit(node, f"s{n}", size=10)
+        assert status == 201, body
+        acked[body["id"]] = f"s{n}"
+    # Expect the snapshot's failure logged with its reason, its partial file removed, and
+    # the node still taking writes
+    eventually(
+        lambda: "the snapshot child failed: No space left on device" in node.stderr_text(),
+        "the snapshot failed for lack of space",
+    )
+    raft = small_disk / "raft"
+    eventually(lambda: not list(raft.glob("snapshot-*.tmp")), "partial snapshot removed")
+    assert get(f"{node.http_url}/readyz")[0] == 200
+    # When the log then fills the disk too
     refused: set[str] = set()
     n = 0
     while not refused:
         n += 1
-        status, body = submit(node, f"r{n}", size=2000)
+        status, body = submit(node, f"r{n}", size=4000)
         if status == 201:
             acked[body["id"]] = f"r{n}"
         else:
@@ -327,15 +344,15 @@ def test_disk_full_during_snapshots(node_factory: NodeFactory, small_disk: Path)
     expect_writes_refused_reads_served(
         node, small_disk, "disk full", "free space on the filesystem", list(acked)
     )
-    # Expect no half-written snapshot left taking the space
-    raft = small_disk / "raft"
-    eventually(lambda: not [p for p in raft.glob("snapshot-*.tmp")], "partial snapshots removed")
+    # and space returns: writes resume, and the next interval's snapshot is written
+    failed_at = len(node.stderr_text())
     filler.unlink()
     acked[expect_writes_resume(node)] = "after"
-    for n in range(60):  # enough entries for the next snapshot, which now fits
+    for n in range(60):
         status, body = submit(node, f"b{n}")
         assert status == 201, body
         acked[body["id"]] = f"b{n}"
+    eventually(lambda: " written in " in node.stderr_text()[failed_at:], "a snapshot written")
     expect_all_there(node, acked, refused)
     node.kill()
     node.restart()
