@@ -80,6 +80,7 @@ class StreamSession:
         self._wake: trio.CancelScope | None = None
         self._closed = False
         self._lease_error: str | None = None  # the last lease refusal, logged once
+        self._heartbeat_error: str | None = None  # the last heartbeat refusal, logged once
 
     @property
     def in_flight(self) -> int:
@@ -128,8 +129,11 @@ class StreamSession:
             try:
                 alive = await self._source.heartbeat(task_id, epoch)
             except TaskdError as exc:  # not stale as far as we know: the worker retries later
-                log.warning("heartbeat of %s failed: %s", task_id, exc)
+                if str(exc) != self._heartbeat_error:  # a full disk refuses them all: say it once
+                    log.warning("heartbeat of %s failed: %s", task_id, exc)
+                    self._heartbeat_error = str(exc)
                 continue
+            self._heartbeat_error = None
             if not alive:
                 self.revoke(task_id, epoch, "lease expired")
 
