@@ -485,3 +485,32 @@ async def test_a_round_never_splits_one_proposal(
         for owner in set(owners):
             assert owners.count(owner) == proposals.count(owner) or owner == b"one"
         assert len(batch) <= 10 or set(owners) == {b"big"}
+
+
+@pytest.mark.slow
+async def test_quota_exceeded_is_a_full_disk_that_clears_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a disk whose next append is refused with EDQUOT (a quota, not the whole disk)
+    store, machine = make(tmp_path)
+    async with running(store):
+        await store.propose(b"ok")
+        real_append = DiskLog.append
+        refusals = [1]
+
+        def over_quota(self: DiskLog, entries: Sequence[Entry]) -> None:
+            if refusals and entries:
+                refusals.pop()
+                raise OSError(errno.EDQUOT, "Disk quota exceeded")
+            real_append(self, entries)
+
+        monkeypatch.setattr(DiskLog, "append", over_quota)
+        with pytest.raises(StorageFault) as caught:
+            await store.propose(b"refused")
+        message = str(caught.value)
+        assert f"disk quota exceeded at {tmp_path}" in message and "raise the quota" in message
+        assert caught.value.resumes_by_itself and "not applied" in message
+        # Expect writes back as soon as the probe finds room (tmp_path has plenty)
+        await until_writable(store)
+        await store.propose(b"after")
+    assert machine.items == [b"ok", b"after"]
