@@ -33,6 +33,19 @@ class Unavailable(ClusterError):
     """The store cannot accept writes (disk error, shutting down, no quorum)."""
 
 
+class StorageFault(Unavailable):
+    """The store's disk cannot take writes (full, read-only, failing): an operator must act.
+
+    The message says what is wrong and what to do. ``resumes_by_itself`` is True when writes
+    come back without a restart once the cause is gone (space freed), False when only a restart
+    after fixing the disk brings them back (a failed fsync, an I/O error, a read-only mount).
+    """
+
+    def __init__(self, message: str, *, resumes_by_itself: bool) -> None:
+        self.resumes_by_itself = resumes_by_itself
+        super().__init__(message)
+
+
 class CallerError(TaskdError):
     """The request is wrong; retrying it unchanged will fail the same way."""
 

@@ -10,6 +10,7 @@ next attempt does not wait for the report).
 
 Revocation: ``revoke`` SIGKILLs the attempt's process group at once and marks that
 (task, epoch) so its outcome is never reported: a revoked attempt's result is not valid.
+A report the store refuses (a full disk) is tried again every second until it is taken.
 Shutdown: ``drain`` stops leasing, lets running attempts finish for ``grace`` seconds, then
 kills the rest and fails them with ``node shutting down`` so they retry elsewhere; ``serve``
 returns once every outcome is reported.
@@ -23,8 +24,8 @@ from collections.abc import Sequence
 
 import trio
 
-from taskd.errors import TaskdError
-from taskd.exec.attempt import Attempt
+from taskd.errors import ClusterError, TaskdError
+from taskd.exec.attempt import Attempt, AttemptResult
 from taskd.exec.concurrency import Concurrency, Scaler
 from taskd.exec.spawn import Spawner
 from taskd.exec.work import WorkerHandle, WorkerRegistry, WorkItem, WorkSource
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 SHUTTING_DOWN = "node shutting down"
 _RECHECK_GROWTH = 1.0  # while saturated with work waiting, look at the backlog this often
 _LEASE_RETRY = 0.5  # after a lease error, or a backlog that a lease did not find
+_REPORT_RETRY = 1.0  # between tries of a report the store refused (a full disk)
 
 
 class LocalExecutor:
@@ -72,6 +74,7 @@ class LocalExecutor:
         self._changed = trio.Event()  # set (and replaced) whenever an attempt ends
         self._wake: trio.CancelScope | None = None  # the lease loop's current wait
         self._stopped = trio.Event()
+        self._lease_error: str | None = None  # the last lease refusal, logged once
 
     @property
     def running(self) -> int:
@@ -145,10 +148,17 @@ class LocalExecutor:
 
     async def _lease(self, free: int) -> list[WorkItem]:
         try:
-            return await self._source.lease(self.queue, self.worker, free)
+            items = await self._source.lease(self.queue, self.worker, free)
         except TaskdError as exc:
-            log.warning("cannot lease from %s: %s", self.queue, exc)
+            # The store may refuse for a long time (a full disk): say so once, not per retry.
+            if str(exc) != self._lease_error:
+                log.warning("cannot lease from %s (retrying): %s", self.queue, exc)
+                self._lease_error = str(exc)
             return []
+        if self._lease_error is not None:
+            log.warning("leasing from %s again", self.queue)
+            self._lease_error = None
+        return items
 
     def _start(self, nursery: trio.Nursery, item: WorkItem) -> None:
         assert self._handle is not None
@@ -179,10 +189,7 @@ class LocalExecutor:
         try:
             if revoked:
                 return  # the node already ended this attempt; its outcome is not valid
-            if outcome.ok:
-                accepted = await self._source.complete(item.id, item.epoch, outcome.result)
-            else:
-                accepted = await self._source.fail(item.id, item.epoch, outcome.error)
+            accepted = await self._report(item, outcome)
             if not accepted:
                 log.info(
                     "stale lease: the outcome of %s (epoch %d) was ignored", item.id, item.epoch
@@ -193,6 +200,34 @@ class LocalExecutor:
             assert self._handle is not None
             if self._handle.running.get(item.id) == item.epoch:
                 self._handle.finished(item.id)
+
+    async def _report(self, item: WorkItem, outcome: AttemptResult) -> bool:
+        """Report an outcome; True if taken, False if the lease was stale.
+
+        While the store refuses writes (a full disk) the report is tried again every
+        ``_REPORT_RETRY`` seconds: a local lease lasts days, so a dropped report would leave
+        the task running until the node restarts. A node that shuts down stops trying (its
+        restart releases the lease and the task runs again).
+        """
+        warned = False
+        while True:
+            try:
+                if outcome.ok:
+                    return await self._source.complete(item.id, item.epoch, outcome.result)
+                return await self._source.fail(item.id, item.epoch, outcome.error)
+            except ClusterError as exc:
+                if self._draining:
+                    raise
+                if not warned:
+                    log.warning(
+                        "cannot report %s (epoch %d) yet, retrying every %.0fs: %s",
+                        item.id,
+                        item.epoch,
+                        _REPORT_RETRY,
+                        exc,
+                    )
+                    warned = True
+            await trio.sleep(_REPORT_RETRY)
 
     def _poke(self) -> None:
         """Wake the lease loop and anyone waiting for an attempt to end."""

@@ -79,6 +79,8 @@ class StreamSession:
         self._report_slots = trio.Semaphore(max_reports)
         self._wake: trio.CancelScope | None = None
         self._closed = False
+        self._lease_error: str | None = None  # the last lease refusal, logged once
+        self._heartbeat_error: str | None = None  # the last heartbeat refusal, logged once
 
     @property
     def in_flight(self) -> int:
@@ -127,8 +129,11 @@ class StreamSession:
             try:
                 alive = await self._source.heartbeat(task_id, epoch)
             except TaskdError as exc:  # not stale as far as we know: the worker retries later
-                log.warning("heartbeat of %s failed: %s", task_id, exc)
+                if str(exc) != self._heartbeat_error:  # a full disk refuses them all: say it once
+                    log.warning("heartbeat of %s failed: %s", task_id, exc)
+                    self._heartbeat_error = str(exc)
                 continue
+            self._heartbeat_error = None
             if not alive:
                 self.revoke(task_id, epoch, "lease expired")
 
@@ -199,10 +204,15 @@ class StreamSession:
     async def _lease(self, queue: str, want: int) -> list[WorkItem]:
         assert self._handle is not None
         try:
-            return await self._source.lease(queue, self._handle.name, want)
+            items = await self._source.lease(queue, self._handle.name, want)
         except TaskdError as exc:
-            log.warning("cannot lease from %s: %s", queue, exc)
+            # The store may refuse for a long time (a full disk): say so once, not per retry.
+            if str(exc) != self._lease_error:
+                log.warning("cannot lease from %s (retrying): %s", queue, exc)
+                self._lease_error = str(exc)
             return []
+        self._lease_error = None
+        return items
 
     def _take(self, items: list[WorkItem]) -> None:
         assert self._handle is not None

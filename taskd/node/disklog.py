@@ -292,6 +292,16 @@ class DiskLog:
             self._fsync_dir()
             self._dir_dirty = False
 
+    def discard_unsynced(self) -> None:
+        """Undo a failed ``append``/``save_hard_state`` (a full disk): cut the active segment
+        back to the bytes of the appends that completed — the driver fsyncs each batch before
+        the next, so that is exactly what the last sync made durable — and delete a
+        half-written hard state temp file, so that a retry starts from a clean tail."""
+        with self._lock:
+            if self._fd is not None and os.fstat(self._fd).st_size > self._active_size:
+                os.ftruncate(self._fd, self._active_size)
+        (self.dir / (_HARDSTATE + ".tmp")).unlink(missing_ok=True)
+
     def _rotate(self, first: int) -> None:
         if self._fd is not None:
             os.fsync(self._fd)

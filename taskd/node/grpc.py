@@ -22,7 +22,7 @@ from grpclib.encoding.proto import ProtoCodec
 
 from taskd.api import speedups
 from taskd.api.taskd import v1 as pb
-from taskd.errors import CallerError, ClusterError
+from taskd.errors import CallerError, ClusterError, StorageFault
 from taskd.node import limits, validate, wire
 from taskd.node.bridge import TrioBridge
 from taskd.node.present import stats_to_proto, task_to_proto
@@ -63,6 +63,8 @@ def grpc_error(exc: Exception) -> grpclib.GRPCError:
         # the message travels in a header: never as long as what a client may have sent
         message = validate.clip(message, limits.MAX_MESSAGE)
         return grpclib.GRPCError(_STATUS.get(exc.code, Status.INVALID_ARGUMENT), message)
+    if isinstance(exc, StorageFault):  # an operator must act: no "retry shortly" here
+        return grpclib.GRPCError(Status.UNAVAILABLE, str(exc))
     if isinstance(exc, ClusterError):
         return grpclib.GRPCError(Status.UNAVAILABLE, f"{exc}; retry shortly")
     raise exc

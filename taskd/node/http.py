@@ -7,6 +7,10 @@ error shape, ``{"error": {"code", "message", "field"}}``, in one place (``_endpo
     invalid 400 · not_found 404 · method_not_allowed 405 · conflict 409 · too_large 413 ·
     queue_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
 
+A store whose disk refuses writes (``StorageFault``) is a 503 "unavailable" whose message is
+the fault's own (what is wrong, where, what an operator must do), never "retry shortly"; it
+carries Retry-After only when writes come back by themselves (space freed).
+
 Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
 non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
 that is absent or lies, as soon as the streamed bytes pass the limit — a body is never
@@ -37,7 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from taskd.errors import CallerError, ClusterError, NotLeader
+from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
 from taskd.node import jsonnum, limits, validate
 from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.present import printable_json, stats_to_json, task_to_json, work_item_to_json
@@ -55,6 +59,7 @@ _STATUS = {
     "queue_full": 429,
 }
 _RETRY_AFTER = "1"
+_RETRY_AFTER_DISK_FULL = "5"  # an operator must free space first; then writes resume by themselves
 _MAX_LEASE_BATCH = limits.MAX_LEASE_BATCH
 _MAX_WAIT = limits.MAX_LEASE_WAIT
 _MAX_ERROR = limits.MAX_ERROR
@@ -77,6 +82,8 @@ class HttpExtras:
     max_body: int = (2 << 20) + (64 << 10)  # bytes of one request body
     http_lease_ttl: float = 30.0  # seconds an HTTP worker's lease lasts between heartbeats
     http_workers: HttpWorkerTracker | None = None  # lists HTTP workers in GET /api/v1/workers
+    # why writes are refused although the node runs (a full or failing disk), or None
+    not_ready_reason: Callable[[], str | None] = lambda: None
 
 
 # ---- responses and errors ------------------------------------------------------------------
@@ -102,6 +109,9 @@ def error_response(
 def _error_for(exc: Exception, request: Request) -> Response:
     if isinstance(exc, CallerError):
         return error_response(exc.code, exc.message, exc.field)
+    if isinstance(exc, StorageFault):  # an operator must act: no "retry shortly" here
+        retry = {"Retry-After": _RETRY_AFTER_DISK_FULL} if exc.resumes_by_itself else {}
+        return error_response("unavailable", str(exc), status=503, **retry)
     if isinstance(exc, ClusterError):
         code = "not_leader" if isinstance(exc, NotLeader) else "unavailable"
         message = f"{exc}; retry shortly" if str(exc) else "the cluster cannot take writes now"
@@ -425,6 +435,9 @@ class _Api:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        reason = self.extras.not_ready_reason()
+        if reason is not None:
+            return error_response("unavailable", f"not ready: {reason}", status=503)
         if self.extras.ready():
             return json_response({"ready": True})
         return error_response(

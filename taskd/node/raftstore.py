@@ -16,9 +16,17 @@ Every ``snapshot_every`` applied entries, a forked child serializes the state as
 index and writes it (``snapshotter``), so the loop never stops for it; deleting the segments it
 covers runs in a thread beside the rounds; only then is the in-memory log compacted.
 
-Failure: an ``OSError`` from the disk fails every waiting proposal with ``Unavailable`` naming
-the data directory and the error, and the store takes no more writes: after a failed fsync the
-kernel may have dropped the data, so nothing may be acknowledged (and fsync is not retried).
+Failure (``_fail``, see ``diskfault``): an ``OSError`` from the disk fails every waiting
+proposal with a ``StorageFault`` naming the data directory, the error and the remedy, and
+``propose`` refuses at once while the fault lasts; reads never touch the disk and go on.
+- Out of space in ``write()`` (ENOSPC, EDQUOT): the segment is cut back to its last synced
+  length and the core forgets the unpersisted entries, so none of them can commit later: their
+  proposers were told "not applied", and that stays true. A probe every ``_PROBE_INTERVAL``
+  seconds writes a scratch file of the failed batch's size; once it fits, writes resume.
+- Anything else (a failed fsync, EIO, EROFS): after a failed fsync the kernel may have dropped
+  the data, so nothing more may be acknowledged (fsync is not retried) until a restart. The
+  entries of the failed batch may or may not be on disk: their proposers are told the outcome
+  is unknown; entries proposed after that batch are told "not applied".
 
 Not here yet: peers (messages from ``Ready`` are not sent anywhere; ``step`` is not fed), and
 back-pressure on proposals beyond ``max_batch`` per round (the node's admission limits bound
@@ -35,8 +43,9 @@ from pathlib import Path
 
 import trio
 
-from taskd.errors import Unavailable
-from taskd.node.disklog import DiskLog
+from taskd.errors import StorageFault, Unavailable
+from taskd.node import diskfault
+from taskd.node.disklog import DiskLog, snapshot_name
 from taskd.node.snapshotter import start_child, wait_child
 from taskd.raft.core import RaftCore, RaftStatus, Ready
 from taskd.raft.statemachine import StateMachine
@@ -46,6 +55,8 @@ log = logging.getLogger("taskd.raft")
 
 # Replays longer than this are logged as they go, and yield to the loop between chunks.
 _REPLAY_CHUNK = 20_000
+_PROBE_INTERVAL = 1.0  # seconds between tries of a write that failed for lack of space
+_RECORD_OVERHEAD = 64  # bytes a log record adds to an entry's data, rounded up
 
 
 class _Waiter:
@@ -91,6 +102,7 @@ class RaftStore:
         self._work = trio.Event()
         self._snapshot_index = 0
         self._snapshot_in_flight = False
+        self._writes_resumed = trio.Event()  # set (and replaced) when a disk-full fault clears
 
     # -- the store seam -------------------------------------------------------------------
 
@@ -124,6 +136,11 @@ class RaftStore:
         """Return once at least ``count`` snapshots were written since start."""
         while self.snapshots_written < count:
             await self._snapshot_done.wait()
+
+    @property
+    def fault(self) -> StorageFault | None:
+        """Why writes are refused now (disk full, read-only, failing), or None."""
+        return self._failure if isinstance(self._failure, StorageFault) else None
 
     def status(self) -> RaftStatus:
         if self._core is None:
@@ -182,9 +199,11 @@ class RaftStore:
     # -- rounds ---------------------------------------------------------------------------
 
     async def _round(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
-        if self._failure is not None:
-            await trio.sleep_forever()  # no writes after a disk error; serve idles
-        ready = core.ready(self.max_batch)
+        while self._failure is not None:
+            # No writes while the disk refuses them. A disk-full fault clears itself (the
+            # probe); any other fault lasts until a restart, and this waits forever.
+            await self._writes_resumed.wait()
+        ready = core.ready(self._batch_limit(core))
         if ready.committed_entries:
             await self._apply(ready)
             core.advance(ready)
@@ -193,11 +212,26 @@ class RaftStore:
             try:
                 await trio.to_thread.run_sync(self._persist, disk, ready)
             except OSError as exc:
-                self._fail(exc)
+                await self._fail(exc, core, disk, ready, nursery)
                 return
             self.fsync_rounds += 1
             if ready.entries_to_persist:
                 core.persisted(ready.entries_to_persist[-1].index)
+
+    def _batch_limit(self, core: RaftCore) -> int:
+        """How many new entries this round persists: at most ``max_batch``, ending where a
+        proposal ends, so a disk failure never splits one ``propose_many`` into an applied
+        head and a refused tail (one proposal larger than ``max_batch`` goes whole)."""
+        start = core.log.handed
+        end = start
+        for waiter in self._waiters:  # in index order; every new entry has its waiter
+            if waiter.last <= start:
+                continue
+            if waiter.last - start > self.max_batch:
+                end = end if end > start else waiter.last
+                break
+            end = waiter.last
+        return end - start if end > start else self.max_batch
 
     @staticmethod
     def _persist(disk: DiskLog, ready: Ready) -> None:
@@ -206,7 +240,10 @@ class RaftStore:
         if ready.hard_state is not None:
             disk.save_hard_state(ready.hard_state)
         disk.append(ready.entries_to_persist)
-        disk.sync()
+        try:
+            disk.sync()
+        except OSError as exc:  # a failed fsync is never retried: tell ``_fail`` it was one
+            raise diskfault.SyncFailed(exc.errno, exc.strerror, exc.filename) from exc
 
     async def _apply(self, ready: Ready) -> None:
         entries = ready.committed_entries
@@ -267,8 +304,20 @@ class RaftStore:
         except OSError as exc:
             # A failed snapshot loses nothing (the log still holds every entry): log it and
             # try again at the next interval; a failing disk will fail the next fsync anyway.
-            log.error("snapshot at index %d failed: %s; the log is kept", meta.index, exc)
+            # The child's half-written temp file must not keep the space it took.
+            log.error(
+                "snapshot at index %d failed: %s; the log is kept and the snapshot is tried "
+                "again after %d more entries",
+                meta.index,
+                exc,
+                self.snapshot_every,
+            )
             self._snapshot_index = meta.index
+            partial = disk.dir / (snapshot_name(meta) + ".tmp")
+            try:
+                await trio.to_thread.run_sync(partial.unlink, True)
+            except OSError as cleanup:
+                log.error("cannot remove the partial snapshot %s: %s", partial, cleanup)
             return
         finally:
             self._snapshot_in_flight = False
@@ -287,6 +336,11 @@ class RaftStore:
     # -- helpers --------------------------------------------------------------------------
 
     def _writable(self) -> RaftCore:
+        if isinstance(self._failure, StorageFault):
+            raise StorageFault(
+                f"{self._failure}; this request was not applied",
+                resumes_by_itself=self._failure.resumes_by_itself,
+            )
         if self._failure is not None:
             raise self._failure
         if self._core is None or not self._serving:
@@ -299,13 +353,78 @@ class RaftStore:
         self._work.set()
         return waiter
 
-    def _fail(self, exc: OSError) -> None:
-        self._failure = Unavailable(
-            f"the Raft log in {self.data_dir} failed to write: {exc}; this node takes no "
-            f"more writes until restarted"
+    async def _fail(
+        self, exc: OSError, core: RaftCore, disk: DiskLog, ready: Ready, nursery: trio.Nursery
+    ) -> None:
+        """The disk refused ``ready``'s writes: stop writing, answer every waiter, and (for a
+        full disk, once the tail is cut back) start probing for space."""
+        fault = diskfault.classify(exc, self.data_dir)
+        if not self._serving:  # recovery's own writes: ``serve`` gives up and the node exits
+            fault = diskfault.at_startup(fault, self.data_dir)
+        batch_last = ready.entries_to_persist[-1].index if ready.entries_to_persist else 0
+        self._failure = fault  # refuse new proposals while the tail is cut back
+        if fault.resumes_by_itself:
+            try:
+                await trio.to_thread.run_sync(disk.discard_unsynced)
+            except OSError as cut:  # cannot even cut back: the tail is unknown, as for EIO
+                log.error("cannot cut the Raft log back after %s: %s", exc, cut)
+                fault = diskfault.cannot_cut_back(exc, cut, self.data_dir)
+            else:
+                dropped = core.discard_unpersisted()
+                batch_last = 0  # cut back: nothing of the batch is on disk any more
+                log.info("dropped %d unpersisted Raft log entries", dropped)
+        self._failure = fault
+        log.error("%s", fault)
+        self._fail_waiters_after_fault(fault, batch_last)
+        if fault.resumes_by_itself:
+            size = sum(len(e.data) + _RECORD_OVERHEAD for e in ready.entries_to_persist)
+            size = min(max(size, diskfault.PROBE_MIN), diskfault.PROBE_MAX)
+            nursery.start_soon(self._probe_for_space, disk, size)
+
+    def _fail_waiters_after_fault(self, fault: StorageFault, batch_last: int) -> None:
+        """Tell each waiter what became of its commands: entries up to ``batch_last`` were in
+        the batch whose write failed and may be on disk (unknown); later ones are not."""
+        resumes = fault.resumes_by_itself
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            applied = len(waiter.results)  # a batch split across rounds: its head committed
+            if applied:
+                outcome = (
+                    f"the first {applied} of the {waiter.last - waiter.first + 1} commands "
+                    f"of this request were applied, the rest were not"
+                )
+            else:
+                outcome = "this request was not applied"
+            if waiter.first <= batch_last:
+                outcome = (
+                    "the outcome of this request is unknown (it may be applied when the node "
+                    "restarts): read it back before retrying"
+                )
+            waiter.error = StorageFault(f"{fault}; {outcome}", resumes_by_itself=resumes)
+            waiter.event.set()
+
+    async def _probe_for_space(self, disk: DiskLog, size: int) -> None:
+        """Try a write of the failed batch's size every ``_PROBE_INTERVAL`` seconds; when it
+        fits, clear the fault and let the rounds run again."""
+        while True:
+            await trio.sleep(_PROBE_INTERVAL)
+            try:
+                await trio.to_thread.run_sync(diskfault.probe_space, disk.dir, size)
+            except OSError as exc:
+                if diskfault.out_of_space(exc):
+                    continue
+                self._failure = diskfault.classify(exc, self.data_dir)  # worse: until restart
+                log.error("%s", self._failure)
+                return
+            break
+        log.warning(
+            "space is back on the filesystem of %s: the Raft log takes writes again",
+            self.data_dir,
         )
-        log.error("%s", self._failure)
-        self._fail_waiters(self._failure)
+        self._failure = None
+        self._writes_resumed.set()
+        self._writes_resumed = trio.Event()
+        self._work.set()
 
     def _fail_waiters(self, error: Unavailable) -> None:
         while self._waiters:

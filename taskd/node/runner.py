@@ -2,7 +2,10 @@
 
 Start-up order matters and is visible here: recover the store (replaying the log), release
 attempts a previous incarnation's local executors held (their processes died with it), start
-the timer loop and the executors, then open the gRPC and HTTP ports and report ready. SIGTERM
+the timer loop and the executors, then open the gRPC and HTTP ports and report ready. A disk
+that refuses writes after recovery does not stop the node: the start-up writes are retried in
+the background (local executors lease nothing until they are in), and ``/readyz`` reports the
+store's fault as the reason it is not ready. SIGTERM
 or SIGINT starts a graceful shutdown: executors stop taking work and get ``shutdown_grace``
 seconds to finish, the servers close, the store finishes its last durability round, and the
 process exits 0.
@@ -23,7 +26,7 @@ import trio
 import trio_asyncio
 
 from taskd import __version__
-from taskd.errors import StartupError
+from taskd.errors import ClusterError, StartupError
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
 from taskd.node import grpc as grpc_api
@@ -157,11 +160,18 @@ class Node:
             # This node's local attempts died with its previous process: retry them now.
             # Remote workers lost contact while no leader ran: give them a full lease period
             # to reconnect and report (a new leader extends leases, never shortens them).
-            await self.service.release_worker(self.service.config.local_worker)
-            await self.service.renew_leases(config.worker_lease)
-            root.start_soon(self.service.run_timers)
+            # If the disk refuses these writes, the node still starts (reads go on) and they
+            # are retried in the background; local executors lease nothing until they are
+            # written, or the release would take back the new attempts too.
+            startup_written = trio.Event()
+            try:
+                await self._startup_writes()
+                startup_written.set()
+            except ClusterError as exc:
+                log.error("start-up writes refused, retrying in the background: %s", exc)
+            root.start_soon(self._leader_duties, startup_written)
 
-            source = ServiceSource(self.service, lease_ttl=LOCAL_LEASE)
+            source = ServiceSource(self.service, lease_ttl=LOCAL_LEASE, gate=startup_written.is_set)
             executors = [
                 LocalExecutor(
                     spec.queue,
@@ -216,6 +226,23 @@ class Node:
             root.cancel_scope.cancel()
         log.info("taskd stopped")
 
+    async def _startup_writes(self) -> None:
+        await self.service.release_worker(self.service.config.local_worker)
+        await self.service.renew_leases(self.config.worker_lease)
+
+    async def _leader_duties(self, startup_written: trio.Event) -> None:
+        if not startup_written.is_set():
+            await self.service.until_written(
+                "the start-up release and renewal of leases", self._startup_writes
+            )
+            startup_written.set()
+        await self.service.run_timers()
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` says 503 although the node runs: the store's disk refuses writes."""
+        fault = self.store.fault
+        return str(fault) if fault is not None else None
+
     def _shed_idle(self) -> int:
         """Out of descriptors: close the idle connections of both listeners."""
         return sum(t.shed_idle(SHED_QUIET) for t in (self.grpc_connections, self.http_connections))
@@ -256,6 +283,7 @@ class Node:
                 cluster_status=self.cluster_status,
                 workers=self.workers,
                 ready=lambda: self.ready,
+                not_ready_reason=self.not_ready_reason,
                 metrics=self.metrics.render,
                 max_payload=self.config.max_payload,
                 max_body=self.config.max_body,

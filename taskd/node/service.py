@@ -8,7 +8,10 @@ the offending field; the API layers map them to status codes.
 
 It also owns three loops of the node: the timer loop (proposes ``Tick`` when the scheduler's
 next deadline passes), the wake-ups that tell executors work arrived, and the event fan-out
-that feeds watchers and revokes attempts the scheduler took away.
+that feeds watchers and revokes attempts the scheduler took away. While the store refuses
+writes (a full or failing disk), the timer loop and other leader duties (``until_written``)
+pause and retry every ``DUTY_RETRY`` seconds instead of failing: deadlines that passed in the
+meantime are handled by the first ``Tick`` that gets through.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from __future__ import annotations
 import builtins
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
 
-from taskd.errors import CallerError
+from taskd.errors import CallerError, ClusterError
 from taskd.exec.work import Report, WorkItem
 from taskd.node import limits
 from taskd.node.events import EventHub
@@ -55,6 +58,10 @@ from taskd.queue.task import Task
 
 log = logging.getLogger("taskd.service")
 
+# While the store refuses writes (a full or failing disk, no leader), leader duties wait this
+# long between tries: each try is refused at once, without touching the disk.
+DUTY_RETRY = 1.0
+
 # Commands whose end of a RUNNING attempt was not asked for by the attempt's holder: the
 # holder must be told to stop (kill the process, tell the remote worker).
 _REVOKING = (Cancel, Tick, ReleaseWorker)
@@ -87,6 +94,7 @@ class NodeService:
         self._work_arrived: dict[str, trio.Event] = {}
         self._deadline_moved = trio.Event()
         self._sleeping_until: float | None = None
+        self._paused_duties: set[str] = set()
         self.rates = QueueRates()
         machine.listeners.append(self._on_applied)
         machine.listeners.append(self.rates.on_applied)
@@ -259,8 +267,36 @@ class NodeService:
 
     # ---- the timer loop ----------------------------------------------------------------
 
+    async def pause_duty(self, duty: str, exc: ClusterError) -> None:
+        """A leader duty's write was refused: say so (once per outage), wait, let it retry.
+
+        Nothing is lost by waiting: deadlines that pass meanwhile are handled by the first
+        ``Tick`` that gets through, and an unwritten release or renewal is simply tried again.
+        """
+        if duty not in self._paused_duties:
+            self._paused_duties.add(duty)
+            log.warning("%s is paused, retrying every %.0fs: %s", duty, DUTY_RETRY, exc)
+        await trio.sleep(DUTY_RETRY)
+
+    def _resumed_duty(self, duty: str) -> None:
+        if duty in self._paused_duties:
+            self._paused_duties.discard(duty)
+            log.warning("%s runs again", duty)
+
+    async def until_written(self, duty: str, write: Callable[[], Awaitable[object]]) -> None:
+        """Run ``write`` until the store takes it, pausing between refusals."""
+        while True:
+            try:
+                await write()
+            except ClusterError as exc:
+                await self.pause_duty(duty, exc)
+                continue
+            self._resumed_duty(duty)
+            return
+
     async def run_timers(self) -> None:
-        """Propose a ``Tick`` whenever the scheduler's earliest deadline has passed."""
+        """Propose a ``Tick`` whenever the scheduler's earliest deadline has passed; while the
+        store refuses writes, pause and retry rather than fail."""
         while True:
             self._deadline_moved = trio.Event()
             deadline = self.scheduler.next_deadline()
@@ -274,7 +310,12 @@ class NodeService:
                     await self._deadline_moved.wait()
                 continue
             self._sleeping_until = None
-            await self._propose(Tick())
+            try:
+                await self._propose(Tick())
+            except ClusterError as exc:
+                await self.pause_duty("the timer loop (delays, lease expiry, timeouts)", exc)
+                continue
+            self._resumed_duty("the timer loop (delays, lease expiry, timeouts)")
             if (self.scheduler.next_deadline() or float("inf")) <= deadline:
                 await trio.sleep(0.01)  # the clock stepped back; don't spin
 

@@ -28,6 +28,7 @@ import trio
 log = logging.getLogger("taskd.raft")
 
 _PR_SET_PDEATHSIG = 1
+_ERRNO_EXIT = 100  # a child that failed with an OSError exits with 100 + its errno
 
 
 def _die_with_parent(parent: int) -> None:
@@ -59,6 +60,8 @@ def start_child(serialize_and_write: Callable[[], None]) -> int | None:
             _die_with_parent(parent)
             serialize_and_write()
             code = 0
+        except OSError as exc:  # the errno travels in the exit code (ENOSPC is 28 -> 128)
+            code = _ERRNO_EXIT + exc.errno if exc.errno and 0 < exc.errno < 256 - _ERRNO_EXIT else 2
         except BaseException:  # reported to the parent by the exit code
             code = 2
         finally:
@@ -79,5 +82,8 @@ async def wait_child(pid: int | None) -> None:
             os.waitpid(pid, 0)  # noqa: ASYNC222  # SIGKILLed: returns at once
         raise
     code = os.waitstatus_to_exitcode(status)
+    if code > _ERRNO_EXIT:
+        number = code - _ERRNO_EXIT
+        raise OSError(number, f"the snapshot child failed: {os.strerror(number)}")
     if code != 0:
         raise OSError(f"the snapshot child exited with {code}")

@@ -9,21 +9,31 @@ a vanished worker's tasks come back after ``--worker-lease`` seconds.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
 
 from taskd.errors import CallerError
 from taskd.exec.work import Report, WorkItem
 from taskd.node.service import NodeService
 
 LOCAL_LEASE = 8 * 24 * 3600.0  # longer than the longest allowed timeout (7 days)
+_GATE_WAIT = 1.0  # seconds a lease waits, finding nothing, while the gate is closed
 
 
 class ServiceSource:
-    def __init__(self, service: NodeService, *, lease_ttl: float) -> None:
+    def __init__(
+        self, service: NodeService, *, lease_ttl: float, gate: Callable[[], bool] | None = None
+    ) -> None:
         self.service = service
         self.lease_ttl = lease_ttl
+        # leases wait for this (the node's start-up writes): until then, ``lease`` finds nothing
+        self._gate = gate
 
     async def lease(self, queue: str, worker: str, max: int) -> list[WorkItem]:
+        if self._gate is not None and not self._gate():
+            await trio.sleep(_GATE_WAIT)  # the executor asks again right after
+            return []
         return await self.service.lease(queue, worker, max, self.lease_ttl)
 
     async def complete(self, task_id: str, epoch: int, result: bytes) -> bool:

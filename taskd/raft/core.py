@@ -151,6 +151,16 @@ class RaftCore:
         if self.role is Role.LEADER:
             self._maybe_commit()
 
+    def discard_unpersisted(self) -> int:
+        """The driver could not persist what it was handed (a full disk) and cut the disk back
+        to what was durable: forget every entry not yet persisted, so that the log continues
+        from what is on disk and none of them can ever commit, and hand the hard state out
+        again with the next ``Ready`` (it may not have reached the disk either; writing it
+        twice is harmless). Returns how many entries were dropped."""
+        dropped = self.log.truncate_unstable()
+        self._saved = HardState(term=-1)  # no real term is -1: the next ready() re-sends it
+        return dropped
+
     def advance(self, ready: Ready) -> None:
         """The driver applied ``ready.committed_entries``."""
         if ready.committed_entries:

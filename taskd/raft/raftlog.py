@@ -85,6 +85,15 @@ class RaftLog:
             )
         self.stable = index
 
+    def truncate_unstable(self) -> int:
+        """Forget every entry past ``stable`` (handed out or not): the driver could not persist
+        them. None is committed (``committed <= stable``), so none was applied. Returns how
+        many were dropped."""
+        dropped = self.last_index - self.stable
+        del self.entries[self.stable - self.snapshot.index :]
+        self.handed = self.stable
+        return dropped
+
     def commit_to(self, index: int) -> None:
         self.committed = max(self.committed, index)
 

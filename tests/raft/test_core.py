@@ -112,3 +112,29 @@ def test_status_and_transition_table() -> None:
     assert (status.id, status.role, status.term, status.leader) == ("n1", "leader", 1, "n1")
     assert [m.id for m in status.members] == ["n1"]
     assert all(target in Role for target in TRANSITIONS.values())
+
+
+def test_discard_unpersisted_forgets_the_unwritten_tail_and_resends_the_hard_state() -> None:
+    # Given a leader with persisted entries, a batch handed out and more proposed after it
+    core = RaftCore("n1", ["n1"])
+    core.tick(0.0)
+    persist(core, core.ready())
+    core.propose_many([b"a", b"b"])
+    persist(core, core.ready())
+    core.ready()  # commits a, b for applying
+    core.propose_many([b"c", b"d"])
+    handed = core.ready()
+    assert [e.data for e in handed.entries_to_persist] == [b"c", b"d"]
+    core.propose(b"e")
+    # When the driver could not write the batch and drops everything unpersisted
+    assert core.discard_unpersisted() == 3
+    # Expect the log to continue from what is on disk, with the hard state handed out again
+    assert core.last_index == 3
+    again = core.ready()
+    assert again.hard_state == HardState(core.term, "n1", core.log.committed)
+    assert again.entries_to_persist == []
+    assert core.propose(b"f") == 4
+    ready = core.ready()
+    assert [(e.index, e.data) for e in ready.entries_to_persist] == [(4, b"f")]
+    persist(core, ready)
+    assert [e.data for e in core.ready().committed_entries] == [b"f"]
