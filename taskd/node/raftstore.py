@@ -8,9 +8,13 @@ them for the next round to apply. Proposals that arrive while a round's fsync is
 simply accumulate in the core and go out together in the next round: that is group commit.
 Nobody's ``propose`` returns before its entry was fsynced and applied.
 
-Start-up (``serve``): open and repair the log in a thread, restore the latest snapshot into the
-state machine, let the core elect itself in a new term (appending its no-op), and run rounds
+Start-up (``serve``): open and repair the log in a thread (refusing, with ``LogCorrupted``,
+damage a crash cannot explain unless ``accept_data_loss``; see ``taskd.node.disklog``),
+restore the latest snapshot into the state machine, let the core elect itself in a new term (appending its no-op), and run rounds
 until everything up to that no-op is applied — the replay — then report ``started``.
+
+The durable mark (``disklog``) rides along with each round's fsync; when no work comes for
+``_MARK_FLUSH_DELAY`` after a round, the loop flushes it, so it trails the log only briefly.
 
 Every ``snapshot_every`` applied entries, a forked child serializes the state as of the applied
 index and writes it (``snapshotter``), so the loop never stops for it; deleting the segments it
@@ -46,6 +50,8 @@ log = logging.getLogger("taskd.raft")
 
 # Replays longer than this are logged as they go, and yield to the loop between chunks.
 _REPLAY_CHUNK = 20_000
+# How long the log stays idle before the durable mark is brought up to date.
+_MARK_FLUSH_DELAY = 0.05
 
 
 class _Waiter:
@@ -72,6 +78,7 @@ class RaftStore:
         node_id: str = "n1",
         snapshot_every: int = 100_000,
         max_batch: int = 4096,
+        accept_data_loss: bool = False,
     ) -> None:
         if snapshot_every < 1 or max_batch < 1:
             raise ValueError("snapshot_every and max_batch must be at least 1")
@@ -80,6 +87,7 @@ class RaftStore:
         self.node_id = node_id
         self.snapshot_every = snapshot_every
         self.max_batch = max_batch
+        self.accept_data_loss = accept_data_loss
         self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
         self.snapshots_written = 0
         self._snapshot_done = trio.Event()
@@ -132,7 +140,7 @@ class RaftStore:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, replay, report started, then run group-commit rounds until cancelled."""
-        disk = DiskLog(self.data_dir)
+        disk = DiskLog(self.data_dir, accept_data_loss=self.accept_data_loss)
         try:
             recovered = await trio.to_thread.run_sync(disk.open)
         except OSError as exc:
@@ -172,12 +180,25 @@ class RaftStore:
                 while True:
                     if not core.has_ready():
                         self._work = trio.Event()
-                        await self._work.wait()
+                        await self._idle(disk)
                     await self._round(core, disk, nursery)
         finally:
             self._serving = False
             self._fail_waiters(Unavailable(f"the Raft store in {self.data_dir} has stopped"))
             disk.close()
+
+    async def _idle(self, disk: DiskLog) -> None:
+        """Wait for work; if none comes soon, bring the durable mark up to date, so that it
+        trails the last round only briefly (each round writes the previous round's mark)."""
+        if disk.mark_behind and self._failure is None:
+            with trio.move_on_after(_MARK_FLUSH_DELAY):
+                await self._work.wait()
+            if not self._work.is_set():
+                try:
+                    await trio.to_thread.run_sync(disk.flush_mark)
+                except OSError as exc:
+                    self._fail(exc)
+        await self._work.wait()
 
     # -- rounds ---------------------------------------------------------------------------
 
@@ -205,6 +226,8 @@ class RaftStore:
         # durable under a term the node could forget.
         if ready.hard_state is not None:
             disk.save_hard_state(ready.hard_state)
+        if ready.committed_entries:  # applied this round: the durable mark carries it
+            disk.note_commit(ready.committed_entries[-1].index)
         disk.append(ready.entries_to_persist)
         disk.sync()
 
@@ -246,6 +269,7 @@ class RaftStore:
         meta = SnapshotMeta(applied, core.term_at(applied))
 
         def serialize_and_write() -> None:  # in a forked child: the state as of ``meta``
+            disk.release_in_child()
             disk.save_snapshot(meta, self.state_machine.snapshot())
 
         try:
