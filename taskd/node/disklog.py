@@ -237,11 +237,13 @@ class DiskLog:
         snapshot, snapshot_data = self._read_snapshot()
         max_term = max(hard_state.term if hard_state else 0, snapshot.term if snapshot else 0)
         entries = self._read_segments(segments, snapshot, mark, max_term)
-        last = entries[-1].index if entries else (snapshot.index if snapshot else 0)
+        # Entries the snapshot covers may linger in segments not yet compacted.
+        last = max(entries[-1].index if entries else 0, snapshot.index if snapshot else 0)
         last_term = entries[-1].term if entries else (snapshot.term if snapshot else 0)
         rewrite_mark = False
         if mark is not None and last < mark.durable:
-            self._check_reaches_mark(last, mark.durable)
+            if not self._repairs:  # else the cut that made it so was reported already
+                self._check_reaches_mark(last, mark.durable)
             rewrite_mark = True
         if mark_problem is not None:
             self._damaged(
@@ -249,6 +251,7 @@ class DiskLog:
                 mark_problem,
                 "Without it, a log cut short or a deleted last segment cannot be detected.",
                 "nothing from the log: the mark is rebuilt from what the log holds now",
+                sets_aside=False,
             )
             rewrite_mark = True
         if hs_problem is not None or (hard_state is None and (entries or snapshot is not None)):
@@ -258,6 +261,7 @@ class DiskLog:
                 "It holds the term and the vote; a member that forgets its vote may vote "
                 "twice in a term.",
                 f"the saved vote: the hard state is rebuilt as term {last_term}, no vote",
+                sets_aside=False,
             )
             hard_state = HardState(last_term, None, 0)
             self.save_hard_state(hard_state)
@@ -265,6 +269,13 @@ class DiskLog:
             hard_state = HardState()
         self._last_index = last
         if snapshot is not None:
+            if entries and entries[-1].index < snapshot.index:
+                # The flag cut the log below the snapshot: every segment left is covered by
+                # it, and appending must start a new segment at snapshot + 1.
+                for _, covered in self._segments:
+                    covered.unlink()
+                self._segments = []
+                self._dir_dirty = True
             entries = [e for e in entries if e.index > snapshot.index]
             self.compact(snapshot.index)
         if self._segments:
@@ -298,6 +309,7 @@ class DiskLog:
         )
 
     def _check_reaches_mark(self, last: int, durable: int) -> None:
+        follower = self.dir / segment_name(last + 1)
         where = (
             f"{self._segments[-1][1]} (the last segment)"
             if self._segments
@@ -306,12 +318,15 @@ class DiskLog:
         self._damaged(
             where,
             f"the log ends at index {last}, but the durable mark says every entry up to "
-            f"{durable} was synced: the log was cut short or its last segment(s) deleted",
+            f"{durable} was synced: {follower} was deleted, or the last segment cut short",
             f"{_missing(last + 1, durable)}.",
             f"those missing entries for good (the mark is rewritten to {last})",
+            sets_aside=False,
         )
 
-    def _damaged(self, where: str, problem: str, lost: str, drop: str) -> None:
+    def _damaged(
+        self, where: str, problem: str, lost: str, drop: str, *, sets_aside: bool = True
+    ) -> None:
         """Refuse to start, or (with the flag) log at ERROR what is dropped and go on."""
         if not self.accept_data_loss:
             raise LogCorrupted(
@@ -319,9 +334,10 @@ class DiskLog:
                 f"Restore the data directory ({self.dir.parent}) from a backup or a replica; "
                 f"or start with {ACCEPT_FLAG} to drop {drop}."
             )
+        kept = f"; what was cut is kept in {self.dir / _LOST}" if sets_aside else ""
         message = (
-            f"accepting data loss as told ({ACCEPT_FLAG}): {where}: {problem}. {lost} "
-            f"Dropped {drop}; cut files are kept in {self.dir / _LOST}."
+            f"accepting data loss as told by --accept-data-loss: {where}: {problem}. {lost} "
+            f"Dropped {drop}{kept}."
         )
         log.error("%s", message)
         self._repairs.append(message)
@@ -441,7 +457,7 @@ class DiskLog:
                 )
             elif expected is not None and first != expected:
                 gap = (expected, first - 1)
-                cause = f"the previous segment ends at index {expected - 1}"
+                cause = f"the previous segment {kept[-1][1].name} ends at index {expected - 1}"
             if gap is not None:
                 self._damaged(
                     str(path),
@@ -466,12 +482,19 @@ class DiskLog:
                 kept.append((first, path))
                 continue
             lost_from = first + len(found)
+            needed_from = max(lost_from, after + 1)  # what the snapshot does not cover
             low_term = entries[-1].term if entries else (snapshot.term if snapshot else 0)
             terms = range(low_term, max(max_term, low_term) + 1)
-            hit = records.find_valid_after(buf, offset, lost_from, terms)
+            hit = records.find_valid_after(buf, offset, needed_from, terms)
             torn = header is None or header[1]
-            if torn and not later and lost_from > durable and hit is None:
-                self._cut_torn_tail(path, offset, problem)
+            if torn and not later and needed_from > durable and hit is None:
+                reason = (
+                    "the last write, past the durable mark, whose fsync never returned"
+                    if lost_from > after
+                    else f"damage only to entries from {lost_from} on, which the snapshot "
+                    f"at {after} holds: nothing is lost, but check the disk"
+                )
+                self._cut_torn_tail(path, offset, problem, reason)
                 if offset > 0:
                     kept.append((first, path))
                 break
@@ -489,16 +512,18 @@ class DiskLog:
             else:
                 problem = f"the segment is corrupt at its end: {problem}"
             size = len(buf)
-            if lost_from <= durable:
+            if needed_from <= durable:
                 lost = (
-                    f"The synced (durable mark {durable}) {_entry_range(lost_from, durable)} "
+                    f"The synced (durable mark {durable}) {_entry_range(needed_from, durable)} "
                     f"would be lost."
                 )
             else:
                 lost = (
-                    f"Entries from {lost_from} on lie past the durable mark {durable} (written "
-                    f"by the last round before a stop) and may have been acknowledged."
+                    f"Entries from {needed_from} on lie past the durable mark {durable} "
+                    f"(written by the last round before a stop) and may have been acknowledged."
                 )
+            if lost_from < needed_from:
+                lost += f" ({_entry_range(lost_from, after)} are also in the snapshot.)"
             self._damaged(
                 f"{path} at offset {offset}",
                 problem,
@@ -517,12 +542,11 @@ class DiskLog:
             self._dir_dirty = False
         return entries
 
-    def _cut_torn_tail(self, path: Path, offset: int, problem: str) -> None:
+    def _cut_torn_tail(self, path: Path, offset: int, problem: str, reason: str) -> None:
         size = path.stat().st_size
         message = (
             f"torn write at the tail of the Raft log: {path}: {problem}; cutting it from "
-            f"{size} to {offset} bytes (the last write, past the durable mark, whose fsync "
-            f"never returned)"
+            f"{size} to {offset} bytes ({reason})"
         )
         log.warning("%s", message)
         self._repairs.append(message)
