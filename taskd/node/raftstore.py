@@ -10,8 +10,9 @@ Nobody's ``propose`` returns before its entry was fsynced and applied.
 
 Start-up (``serve``): open and repair the log in a thread (refusing, with ``LogCorrupted``,
 damage a crash cannot explain unless ``accept_data_loss``; see ``taskd.node.disklog``),
-restore the latest snapshot into the state machine, let the core elect itself in a new term (appending its no-op), and run rounds
-until everything up to that no-op is applied — the replay — then report ``started``.
+restore the latest snapshot into the state machine, let the core elect itself in a new term
+(appending its no-op), and run rounds until everything up to that no-op is applied — the
+replay — then report ``started``.
 
 The durable mark (``disklog``) rides along with each round's fsync; when no work comes for
 ``_MARK_FLUSH_DELAY`` after a round, the loop flushes it, so it trails the log only briefly.
