@@ -21,11 +21,13 @@ The durable mark. ``durable`` is an 8 KiB file of two checksummed slots (at offs
 4096, so one page write touches one slot), each holding a sequence number, the highest index
 whose fsync returned, and the highest commit index the driver reported. It is overwritten in
 place, alternating slots, never renamed: a torn slot write leaves the other slot, the newer
-valid slot wins. ``sync`` writes the mark of the PREVIOUS sync (entries that are already
-durable) and fdatasyncs it on a helper thread while the segment's own fdatasync runs, so the
-mark never claims an entry whose fsync had not returned, and adds no fsync to the path of a
-round. When the log goes idle the driver calls ``flush_mark``, and ``close`` does the same,
-so the mark trails the truth by at most the last round, and only for a short while.
+valid slot wins. Each ``sync`` first writes (to the page cache) the mark of the PREVIOUS
+sync, entries already durable, so whenever that page reaches the disk it tells the truth: the
+mark never claims an entry whose fsync had not returned. At most every ``_MARK_SYNC_EVERY``
+(50 ms) the mark is also fdatasync'ed, on a helper thread while the segment's own fdatasync
+runs, so no fsync is added to the path of a round. When the log goes idle the driver calls
+``flush_mark`` (write and fdatasync), and ``close`` does the same. So after a process crash
+the mark trails the log by the last round; after a power cut, by at most ~50 ms more.
 
 Recovery (``open``) reads the snapshot, the hard state, the mark and every segment, and
 accepts exactly what a crash can leave: a bad record (short, bad checksum, zeros, garbage, a
@@ -96,6 +98,7 @@ _MARK_SLOT = struct.Struct("<4sQQQ")  # magic, sequence, durable index, commit; 
 _MARK_SLOT_SIZE = _MARK_SLOT.size + _CRC.size
 _MARK_STRIDE = 4096  # slot i lives at i * stride: one page write never touches both
 _MARK_FILE_SIZE = 2 * _MARK_STRIDE
+_MARK_SYNC_EVERY = 0.05  # seconds between the mark's fdatasyncs while rounds go on
 _LOCK_PATIENCE = 2.0  # seconds open() waits for the lock before reporting LogInUse
 
 
@@ -203,6 +206,8 @@ class DiskLog:
         self._marked = (0, 0)  # (durable, commit) in the mark file
         self._durable = 0  # highest index whose fsync returned
         self._commit = 0  # highest commit index the driver reported
+        self._mark_dirty = False  # written since its last fdatasync
+        self._mark_synced_at = 0.0
         self._broken = False  # a sync failed: write nothing more, not even the mark
         self._pool: ThreadPoolExecutor | None = None
 
@@ -607,13 +612,21 @@ class DiskLog:
         body = _MARK_SLOT.pack(_MARK_MAGIC, seq, durable, commit)
         return body + _CRC.pack(zlib.crc32(body))
 
-    def _write_mark(self, durable: int, commit: int) -> None:
+    def _put_mark(self, durable: int, commit: int) -> None:
+        """Overwrite the older slot (page cache only: what it says is already durable, so
+        whenever it reaches the disk it is true; ``_sync_mark`` bounds how late)."""
         assert self._mark_fd is not None
         seq = self._mark_seq + 1
         os.pwrite(self._mark_fd, self._mark_slot(seq, durable, commit), (seq % 2) * _MARK_STRIDE)
-        os.fdatasync(self._mark_fd)
         self._mark_seq = seq
         self._marked = (durable, commit)
+        self._mark_dirty = True
+
+    def _sync_mark(self) -> None:
+        assert self._mark_fd is not None
+        self._mark_dirty = False  # before: a put racing this sync will be synced next time
+        os.fdatasync(self._mark_fd)
+        self._mark_synced_at = time.monotonic()
 
     def _mark_due(self) -> tuple[int, int] | None:
         due = (self._durable, min(self._commit, self._durable))
@@ -624,8 +637,8 @@ class DiskLog:
 
     @property
     def mark_behind(self) -> bool:
-        """Whether ``flush_mark`` has something to write."""
-        return self._mark_due() is not None
+        """Whether ``flush_mark`` has something to write or sync."""
+        return self._mark_due() is not None or (self._mark_dirty and not self._broken)
 
     def note_commit(self, index: int) -> None:
         """The driver's commit index; the mark carries it (never past what is durable)."""
@@ -634,9 +647,13 @@ class DiskLog:
     def flush_mark(self) -> None:
         """Bring the mark up to date with what is durable (the driver calls this when the
         log goes idle, so the mark does not trail the last round for long)."""
+        if self._mark_fd is None or self._broken:
+            return
         due = self._mark_due()
-        if due is not None and self._pool is not None:
-            self._pool.submit(self._write_mark, *due).result()
+        if due is not None:
+            self._put_mark(*due)
+        if self._mark_dirty:
+            self._sync_mark()
 
     # -- writing --------------------------------------------------------------------------
 
@@ -665,16 +682,24 @@ class DiskLog:
     def sync(self) -> None:
         """Make everything appended so far durable.
 
-        Beside the segment's fdatasync, the mark of the previous sync (entries already
-        durable) is written and fdatasync'ed on the mark thread, so it costs no extra wait.
-        After a failure nothing more is written: the kernel may have dropped the data."""
+        Before the segment's fdatasync, the mark of the previous sync (entries already
+        durable) is written to the page cache; at most every ``_MARK_SYNC_EVERY`` seconds it
+        is also fdatasync'ed, on the mark thread, beside the segment's fdatasync, so it costs
+        no extra wait. After a failure nothing more is written: the kernel may have dropped
+        the data."""
         if self._broken:
             raise OSError(f"the Raft log in {self.dir} failed before; it takes no more writes")
         target = self._last_index
         due = self._mark_due()
+        if due is not None:
+            self._put_mark(*due)
         pending: Future[None] | None = None
-        if due is not None and self._pool is not None:
-            pending = self._pool.submit(self._write_mark, *due)
+        if (
+            self._mark_dirty
+            and self._pool is not None
+            and time.monotonic() - self._mark_synced_at >= _MARK_SYNC_EVERY
+        ):
+            pending = self._pool.submit(self._sync_mark)
         try:
             if self._fd is not None:
                 os.fdatasync(self._fd)
