@@ -287,9 +287,11 @@ class DiskLog:
             _, path = self._segments[-1]
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             self._active_size = os.fstat(self._fd).st_size
-            # What a crashed process wrote may still be only in the page cache: sync it
-            # before the mark may claim it.
+            # What a crashed process wrote may still be only in the page cache (the data, or
+            # the directory entry of a segment it had just created): sync both before the
+            # mark may claim it.
             os.fsync(self._fd)
+            self._dir_dirty = True
         if self._dir_dirty:
             self._fsync_dir()
             self._dir_dirty = False

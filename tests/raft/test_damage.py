@@ -20,9 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from taskd.errors import first_of
 from taskd.node.disklog import (
     SEGMENT_HEADER_SIZE,
     DiskLog,
@@ -31,8 +33,10 @@ from taskd.node.disklog import (
     segment_header,
     segment_name,
 )
+from taskd.node.raftstore import RaftStore
 from taskd.raft import records
 from taskd.raft.types import Entry, HardState, SnapshotMeta
+from tests.raft.fakes import AppendLog
 
 ROUNDS = 12
 PER_ROUND = 7
@@ -541,3 +545,43 @@ def test_damage_only_to_entries_the_snapshot_holds_loses_nothing(tmp_path: Path)
     disk.sync()
     disk.close()
     assert open_log(tmp_path).entries == [Entry(2, len(ALL) + 1, b"next")]
+
+
+# -- through the driver ---------------------------------------------------------------------
+
+
+async def test_the_store_flushes_the_mark_when_the_log_goes_idle(tmp_path: Path) -> None:
+    store = RaftStore(tmp_path, AppendLog())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        for n in range(5):
+            await store.propose_many([f"item-{n}-{k}".encode() for k in range(3)])
+        last = store.status().commit_index
+        # the mark trails by a round while rounds go on; once idle it catches up
+        with trio.fail_after(10):
+            while mark_of(tmp_path) != last:  # noqa: ASYNC110  # polling a file, no event
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_store_refuses_a_damaged_log_and_starts_with_the_flag(tmp_path: Path) -> None:
+    store = RaftStore(tmp_path, AppendLog())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        for n in range(5):
+            await store.propose(f"item-{n}".encode())
+        nursery.cancel_scope.cancel()
+    (segment,) = segments(tmp_path)
+    buf = bytearray(segment.read_bytes())
+    buf[60] ^= 0x01  # inside the second entry (the first is the no-op)
+    segment.write_bytes(bytes(buf))
+    with pytest.raises(BaseException) as caught:  # the nursery wraps it
+        async with trio.open_nursery() as nursery:
+            await nursery.start(RaftStore(tmp_path, AppendLog()).serve)
+    refused = first_of(caught.value, LogCorrupted)
+    assert refused is not None and "--accept-data-loss" in str(refused)
+    machine = AppendLog()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(RaftStore(tmp_path, machine, accept_data_loss=True).serve)
+        nursery.cancel_scope.cancel()
+    assert machine.items == []  # everything from the damaged entry on was dropped
