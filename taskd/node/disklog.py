@@ -99,7 +99,7 @@ _MARK_SLOT_SIZE = _MARK_SLOT.size + _CRC.size
 _MARK_STRIDE = 4096  # slot i lives at i * stride: one page write never touches both
 _MARK_FILE_SIZE = 2 * _MARK_STRIDE
 _MARK_SYNC_EVERY = 0.05  # seconds between the mark's fdatasyncs while rounds go on
-_LOCK_PATIENCE = 2.0  # seconds open() waits for the lock before reporting LogInUse
+_LOCK_PATIENCE = 1.0  # seconds open() waits for the lock before reporting LogInUse
 
 
 class LogCorrupted(TaskdError):

@@ -153,6 +153,7 @@ def damage(buf: bytearray, offset: int, size: int, kind: str, seed: int) -> None
         buf[offset] ^= 1 << (seed % 8)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -248,6 +249,7 @@ def test_a_long_zero_run_in_a_big_segment_is_found_past_any_lookahead(tmp_path: 
 # -- truncation, deletion, empty files ------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -437,6 +439,7 @@ def test_garbage_after_the_last_synced_write_is_cut(tmp_path: Path, tail: bytes)
     assert open_log(tmp_path).repairs == []
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(st.integers(0, 10**6), st.sampled_from(["cut", "zeros"]))
 def test_a_crash_anywhere_in_the_last_round_recovers_every_entry_of_earlier_rounds(

@@ -204,6 +204,7 @@ def test_gap_between_snapshot_and_log_refuses_to_start(tmp_path: Path) -> None:
         DiskLog(tmp_path).open()
 
 
+@pytest.mark.slow  # open() gives a dying holder a moment before it reports LogInUse
 def test_second_process_is_locked_out(tmp_path: Path) -> None:
     disk = DiskLog(tmp_path)
     disk.open()
