@@ -200,6 +200,7 @@ class DiskLog:
         self._dir_dirty = False
         self._lock_fd: int | None = None
         self._repairs: list[str] = []
+        self._dropped = False  # the flag cut something
         # The mark: what was last written to it, and what may be written next.
         self._mark_fd: int | None = None
         self._mark_seq = 0
@@ -237,38 +238,47 @@ class DiskLog:
             self._create_mark(0, 0)  # a new directory: from now on the mark must exist
             self._open_pool()
             return Recovered(None, None, HardState(), [], [], None)
+        # Every check that can refuse comes before anything is cut: a refused start
+        # changes nothing on disk.
         mark, mark_problem = self._read_mark()
+        if mark is None and not segments and not has_snapshot:
+            mark_problem = None  # no entries for a mark to vouch for: just write a new one
+        if mark_problem is not None:
+            self._damaged(
+                str(mark_path),
+                mark_problem,
+                "Without it, a log cut short or a deleted last segment cannot be detected.",
+                "nothing from the log itself: the mark is rebuilt from what the log holds "
+                "(this once, damage at the very end of the log passes for a torn write)",
+                sets_aside=False,
+            )
         hard_state, hs_problem = self._read_hard_state()
+        if hs_problem is not None or (hard_state is None and (segments or has_snapshot)):
+            self._damaged(
+                str(hs_path),
+                hs_problem or "the hard state is missing but the log has entries",
+                "It holds the term and the vote; a member that forgets its vote may vote "
+                "twice in a term.",
+                "the saved vote: the hard state is rebuilt from the log's last term, no vote",
+                sets_aside=False,
+            )
+            hard_state = None
+            rebuild_hard_state = True
+        else:
+            rebuild_hard_state = False
         snapshot, snapshot_data = self._read_snapshot()
         max_term = max(hard_state.term if hard_state else 0, snapshot.term if snapshot else 0)
         entries = self._read_segments(segments, snapshot, mark, max_term)
         # Entries the snapshot covers may linger in segments not yet compacted.
         last = max(entries[-1].index if entries else 0, snapshot.index if snapshot else 0)
         last_term = entries[-1].term if entries else (snapshot.term if snapshot else 0)
-        rewrite_mark = False
+        rewrite_mark = mark is None
         if mark is not None and last < mark.durable:
-            if not self._repairs:  # else the cut that made it so was reported already
+            if not self._dropped:  # else the cut that made it so was reported already
                 self._check_reaches_mark(last, mark.durable)
             rewrite_mark = True
-        if mark_problem is not None:
-            self._damaged(
-                str(mark_path),
-                mark_problem,
-                "Without it, a log cut short or a deleted last segment cannot be detected.",
-                "nothing from the log: the mark is rebuilt from what the log holds now",
-                sets_aside=False,
-            )
-            rewrite_mark = True
-        if hs_problem is not None or (hard_state is None and (entries or snapshot is not None)):
-            self._damaged(
-                str(hs_path),
-                hs_problem or "the hard state is missing but the log has entries",
-                "It holds the term and the vote; a member that forgets its vote may vote "
-                "twice in a term.",
-                f"the saved vote: the hard state is rebuilt as term {last_term}, no vote",
-                sets_aside=False,
-            )
-            hard_state = HardState(last_term, None, 0)
+        if rebuild_hard_state:
+            hard_state = HardState(max(last_term, max_term), None, 0)
             self.save_hard_state(hard_state)
         if hard_state is None:  # a new directory that crashed before its first round
             hard_state = HardState()
@@ -348,6 +358,7 @@ class DiskLog:
         )
         log.error("%s", message)
         self._repairs.append(message)
+        self._dropped = True
 
     def _take_lock(self) -> None:
         fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)

@@ -588,3 +588,24 @@ async def test_the_store_refuses_a_damaged_log_and_starts_with_the_flag(tmp_path
         await nursery.start(RaftStore(tmp_path, machine, accept_data_loss=True).serve)
         nursery.cancel_scope.cancel()
     assert machine.items == []  # everything from the damaged entry on was dropped
+
+
+@pytest.mark.parametrize("name", ["durable", "hardstate"])
+def test_a_refusal_cuts_nothing_even_with_a_torn_looking_tail(data_dir: Path, name: str) -> None:
+    # Given a missing mark or hard state, and garbage at the end of the log
+    (data_dir / "raft" / name).unlink()
+    with segments(data_dir)[-1].open("ab") as f:
+        f.write(b"\x00garbage" * 10)
+    # Expect the refusal to come before any repair (refusal() checks no file changed)
+    refusal(data_dir)
+
+
+def test_a_lost_mark_with_no_entries_is_simply_rewritten(tmp_path: Path) -> None:
+    disk = DiskLog(tmp_path)
+    disk.open()
+    disk.save_hard_state(HardState(4, "n1", 0))
+    disk.close()
+    (tmp_path / "raft" / "durable").unlink()
+    recovered = open_log(tmp_path)
+    assert recovered.hard_state.term == 4 and recovered.repairs == []
+    assert (tmp_path / "raft" / "durable").exists()
