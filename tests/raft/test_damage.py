@@ -609,3 +609,14 @@ def test_a_lost_mark_with_no_entries_is_simply_rewritten(tmp_path: Path) -> None
     recovered = open_log(tmp_path)
     assert recovered.hard_state.term == 4 and recovered.repairs == []
     assert (tmp_path / "raft" / "durable").exists()
+
+
+def test_files_that_hold_no_data_may_go_or_come(data_dir: Path) -> None:
+    # the lock file is recreated, stray files and leftovers of an atomic write are ignored
+    raft = data_dir / "raft"
+    (raft / "LOCK").unlink()
+    (raft / "notes.txt").write_text("an operator's file")
+    (raft / "hardstate.tmp").write_bytes(b"half a hard state")
+    recovered = open_log(data_dir)
+    assert recovered.entries == ALL and recovered.repairs == []
+    assert not (raft / "hardstate.tmp").exists() and (raft / "notes.txt").exists()
