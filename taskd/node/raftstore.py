@@ -41,7 +41,7 @@ from pathlib import Path
 import trio
 
 from taskd.errors import Unavailable
-from taskd.node.disklog import DiskLog
+from taskd.node.disklog import SEGMENT_BYTES, DiskLog
 from taskd.node.snapshotter import start_child, wait_child
 from taskd.raft.core import RaftCore, RaftStatus, Ready
 from taskd.raft.statemachine import StateMachine
@@ -80,6 +80,7 @@ class RaftStore:
         snapshot_every: int = 100_000,
         max_batch: int = 4096,
         accept_data_loss: bool = False,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         if snapshot_every < 1 or max_batch < 1:
             raise ValueError("snapshot_every and max_batch must be at least 1")
@@ -89,6 +90,7 @@ class RaftStore:
         self.snapshot_every = snapshot_every
         self.max_batch = max_batch
         self.accept_data_loss = accept_data_loss
+        self.segment_bytes = segment_bytes
         self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
         self.snapshots_written = 0
         self._snapshot_done = trio.Event()
@@ -141,7 +143,11 @@ class RaftStore:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, replay, report started, then run group-commit rounds until cancelled."""
-        disk = DiskLog(self.data_dir, accept_data_loss=self.accept_data_loss)
+        disk = DiskLog(
+            self.data_dir,
+            accept_data_loss=self.accept_data_loss,
+            segment_bytes=self.segment_bytes,
+        )
         try:
             recovered = await trio.to_thread.run_sync(disk.open)
         except OSError as exc:
