@@ -2,7 +2,8 @@
 
 Usage: python -m tests.raft.crash_child DATA_DIR [SEGMENT_BYTES [FIRST_ITEM]]. Prints
 ``ready`` once serving, then one line ``<n>`` per acknowledged command ``item-<n>`` (counting
-from FIRST_ITEM), flushed before the next proposal is made by that proposer. The parent SIGKILLs it at some point.
+from FIRST_ITEM), flushed before the next proposal is made by that proposer. The parent
+SIGKILLs it at some point.
 """
 
 from __future__ import annotations
