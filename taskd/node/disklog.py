@@ -69,6 +69,7 @@ extends the log.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -697,9 +698,17 @@ class DiskLog:
                 self._rotate(first)
             assert self._fd is not None
             view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            try:
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            except OSError:
+                # A full disk mid-write: take the partial records back, or a later append
+                # that succeeds would leave them in the middle of the log (damage, at the
+                # next start). Nothing of this append was acknowledged.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._active_size)
+                raise
             self._active_size += len(data)
         self._last_index = entries[-1].index
 
@@ -749,9 +758,17 @@ class DiskLog:
             os.close(self._fd)
             self._fd = None
         path = self.dir / segment_name(first)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
         header = segment_header(first)
-        os.write(self._fd, header)  # 20 bytes to a new file: written whole
+        try:
+            if os.write(fd, header) != len(header):
+                raise OSError(f"short write of the header of {path}")
+        except OSError:
+            os.close(fd)  # a full disk: leave no half-made segment for the next try
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        self._fd = fd
         self._active_size = len(header)
         self._segments.append((first, path))
         self._dir_dirty = True

@@ -11,10 +11,12 @@ log from the first damage on, says so, and leaves a directory the next start acc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -620,3 +622,56 @@ def test_files_that_hold_no_data_may_go_or_come(data_dir: Path) -> None:
     recovered = open_log(data_dir)
     assert recovered.entries == ALL and recovered.repairs == []
     assert not (raft / "hardstate.tmp").exists() and (raft / "notes.txt").exists()
+
+
+# -- a full disk must not leave damage behind ------------------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB tmpfs (needs mount rights; skipped without them)."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("segment_bytes", [1 << 20, 8192], ids=["one-segment", "rotating"])
+def test_appends_that_fail_on_a_full_disk_leave_a_log_that_opens_clean(
+    small_tmpfs: Path, segment_bytes: int
+) -> None:
+    disk = DiskLog(small_tmpfs, segment_bytes=segment_bytes)
+    disk.open()
+    disk.save_hard_state(HardState(1, "n1", 0))
+    index = 0
+    kept: list[Entry] = []
+    failures = 0
+    filler = small_tmpfs / "filler"
+    with filler.open("wb") as f:  # leave the log little room
+        with contextlib.suppress(OSError):
+            f.write(bytes(400 * 1024))
+    for _ in range(200):
+        batch = [Entry(1, index + k + 1, bytes([k % 251]) * 300) for k in range(10)]
+        try:
+            disk.append(batch)
+        except OSError:
+            failures += 1
+            if failures == 3:
+                filler.unlink()  # space comes back
+            continue
+        disk.sync()
+        kept.extend(batch)
+        index += len(batch)
+    disk.close()
+    assert failures >= 3, "the disk never filled up"
+    recovered = open_log(small_tmpfs)
+    assert recovered.entries == kept and recovered.repairs == []
