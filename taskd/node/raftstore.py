@@ -187,16 +187,17 @@ class RaftStore:
                 while True:
                     if not core.has_ready():
                         self._work = trio.Event()
-                        await self._idle(disk)
+                        await self._idle(core, disk)
                     await self._round(core, disk, nursery)
         finally:
             self._serving = False
             self._fail_waiters(Unavailable(f"the Raft store in {self.data_dir} has stopped"))
             disk.close()
 
-    async def _idle(self, disk: DiskLog) -> None:
+    async def _idle(self, core: RaftCore, disk: DiskLog) -> None:
         """Wait for work; if none comes soon, bring the durable mark up to date, so that it
         trails the last round only briefly (each round writes the previous round's mark)."""
+        disk.note_commit(core.applied_index)  # applied entries are committed ones
         if disk.mark_behind and self._failure is None:
             with trio.move_on_after(_MARK_FLUSH_DELAY):
                 await self._work.wait()

@@ -675,3 +675,14 @@ def test_appends_that_fail_on_a_full_disk_leave_a_log_that_opens_clean(
     assert failures >= 3, "the disk never filled up"
     recovered = open_log(small_tmpfs)
     assert recovered.entries == kept and recovered.repairs == []
+
+
+async def test_the_store_persists_its_commit_index_with_the_mark(tmp_path: Path) -> None:
+    store = RaftStore(tmp_path, AppendLog())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        for n in range(3):
+            await store.propose(f"item-{n}".encode())
+        committed = store.status().commit_index
+        nursery.cancel_scope.cancel()
+    assert committed == 4 and open_log(tmp_path).hard_state.commit == committed
