@@ -17,11 +17,9 @@ a directory fsync when a segment was created). The driver calls these from a wor
 once per batch; ``save_snapshot``/``compact`` may run in another thread at the same time, so
 the segment list is guarded by a lock.
 
-The durable mark. ``durable`` is an 8 KiB file of two checksummed slots (at offsets 0 and
-4096, so one page write touches one slot), each holding a sequence number, the highest index
-whose fsync returned, and the highest commit index the driver reported. It is overwritten in
-place, alternating slots, never renamed: a torn slot write leaves the other slot, the newer
-valid slot wins. Each ``sync`` first writes (to the page cache) the mark of the PREVIOUS
+The durable mark (``taskd.node.durablemark``: two checksummed slots overwritten in place, in
+turn) holds the highest index whose fsync returned and the highest commit index the driver
+reported. Each ``sync`` first writes (to the page cache) the mark of the PREVIOUS
 sync, entries already durable, so whenever that page reaches the disk it tells the truth: the
 mark never claims an entry whose fsync had not returned. At most every ``_MARK_SYNC_EVERY``
 (50 ms) the mark is also fdatasync'ed, on a helper thread while the segment's own fdatasync
@@ -85,6 +83,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskd.errors import TaskdError
+from taskd.node import durablemark
+from taskd.node.durablemark import MarkFile
 from taskd.raft import records
 from taskd.raft.types import Entry, HardState, SnapshotMeta
 
@@ -105,11 +105,6 @@ _CRC = struct.Struct("<I")
 _SEG_MAGIC = b"TKSEG\x01\x00\x00"
 _SEG_HEAD = struct.Struct("<8sQ")  # magic, first index; then crc u32 of these 16 bytes
 SEGMENT_HEADER_SIZE = _SEG_HEAD.size + _CRC.size
-_MARK_MAGIC = b"TKMK"
-_MARK_SLOT = struct.Struct("<4sQQQ")  # magic, sequence, durable index, commit; then crc u32
-_MARK_SLOT_SIZE = _MARK_SLOT.size + _CRC.size
-_MARK_STRIDE = 4096  # slot i lives at i * stride: one page write never touches both
-_MARK_FILE_SIZE = 2 * _MARK_STRIDE
 _MARK_SYNC_EVERY = 0.05  # seconds between the mark's fdatasyncs while rounds go on
 _LOCK_PATIENCE = 1.0  # seconds open() waits for the lock before reporting LogInUse
 
@@ -134,13 +129,6 @@ class Recovered:
     entries: list[Entry]
     repairs: list[str] = field(default_factory=list)
     durable: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    seq: int
-    durable: int
-    commit: int
 
 
 def segment_name(first_index: int) -> str:
@@ -213,14 +201,9 @@ class DiskLog:
         self._lock_fd: int | None = None
         self._repairs: list[str] = []
         self._dropped = False  # the flag cut something
-        # The mark: what was last written to it, and what may be written next.
-        self._mark_fd: int | None = None
-        self._mark_seq = 0
-        self._marked = (0, 0)  # (durable, commit) in the mark file
-        self._durable = 0  # highest index whose fsync returned
+        self._mark = MarkFile(self.dir / _MARK)
+        self._durable = 0  # highest index whose fsync returned: what the mark may say
         self._commit = 0  # highest commit index the driver reported
-        self._mark_dirty = False  # written since its last fdatasync
-        self._mark_synced_at = 0.0
         self._broken = False  # a sync failed: write nothing more, not even the mark
         self._pool: ThreadPoolExecutor | None = None
 
@@ -247,12 +230,12 @@ class DiskLog:
         mark_path = self.dir / _MARK
         hs_path = self.dir / _HARDSTATE
         if not segments and not has_snapshot and not mark_path.exists() and not hs_path.exists():
-            self._create_mark(0, 0)  # a new directory: from now on the mark must exist
+            self._mark.create(0, 0, self._write_atomic)  # from now on the mark must exist
             self._open_pool()
             return Recovered(None, None, HardState(), [], [], None)
         # Every check that can refuse comes before anything is cut: a refused start
         # changes nothing on disk.
-        mark, mark_problem = self._read_mark()
+        mark, mark_problem = durablemark.read(mark_path)
         if mark is None and not segments and not has_snapshot:
             mark_problem = None  # no entries for a mark to vouch for: just write a new one
         if mark_problem is not None:
@@ -320,13 +303,10 @@ class DiskLog:
         self._durable = last
         commit = max(hard_state.commit, mark.commit if mark else 0)
         self._commit = commit
-        if rewrite_mark:
-            self._create_mark(last, commit)
+        if rewrite_mark or mark is None:
+            self._mark.create(last, commit, self._write_atomic)
         else:
-            self._mark_fd = os.open(mark_path, os.O_RDWR)
-            assert mark is not None
-            self._mark_seq = mark.seq
-            self._marked = (mark.durable, mark.commit)
+            self._mark.open(mark)
         self._open_pool()
         return Recovered(
             snapshot,
@@ -392,27 +372,6 @@ class DiskLog:
             ) from None
         self._lock_fd = fd
 
-    def _read_mark(self) -> tuple[_Mark | None, str | None]:
-        try:
-            buf = (self.dir / _MARK).read_bytes()
-        except FileNotFoundError:
-            return None, "the durable mark is missing but the log has entries"
-        best: _Mark | None = None
-        for slot in range(2):
-            at = slot * _MARK_STRIDE
-            piece = buf[at : at + _MARK_SLOT_SIZE]
-            if len(piece) < _MARK_SLOT_SIZE:
-                continue
-            magic, seq, durable, commit = _MARK_SLOT.unpack_from(piece)
-            (crc,) = _CRC.unpack_from(piece, _MARK_SLOT.size)
-            if magic != _MARK_MAGIC or crc != zlib.crc32(piece[: _MARK_SLOT.size]):
-                continue  # a torn slot write: the other slot holds the previous mark
-            if best is None or seq > best.seq:
-                best = _Mark(seq, durable, commit)
-        if best is None:
-            return None, f"the durable mark is damaged (neither slot checks out, {len(buf)} bytes)"
-        return best, None
-
     def _read_snapshot(self) -> tuple[SnapshotMeta | None, bytes | None]:
         found = sorted(
             (int(m[1]), int(m[2]), p) for p in self.dir.iterdir() if (m := _SNAPSHOT.match(p.name))
@@ -466,7 +425,7 @@ class DiskLog:
         self,
         segments: list[tuple[int, Path]],
         snapshot: SnapshotMeta | None,
-        mark: _Mark | None,
+        mark: durablemark.Mark | None,
         max_term: int,
     ) -> list[Entry]:
         after = snapshot.index if snapshot else 0
@@ -621,41 +580,9 @@ class DiskLog:
 
     # -- the durable mark -----------------------------------------------------------------
 
-    def _create_mark(self, durable: int, commit: int) -> None:
-        """Write a whole new mark file atomically (new directory, or rebuilt by the flag)."""
-        if self._mark_fd is not None:
-            os.close(self._mark_fd)
-        self._mark_seq += 1
-        buf = bytearray(_MARK_FILE_SIZE)
-        buf[:_MARK_SLOT_SIZE] = self._mark_slot(self._mark_seq, durable, commit)
-        self._write_atomic(self.dir / _MARK, bytes(buf))
-        self._mark_fd = os.open(self.dir / _MARK, os.O_RDWR)
-        self._marked = (durable, commit)
-
-    @staticmethod
-    def _mark_slot(seq: int, durable: int, commit: int) -> bytes:
-        body = _MARK_SLOT.pack(_MARK_MAGIC, seq, durable, commit)
-        return body + _CRC.pack(zlib.crc32(body))
-
-    def _put_mark(self, durable: int, commit: int) -> None:
-        """Overwrite the older slot (page cache only: what it says is already durable, so
-        whenever it reaches the disk it is true; ``_sync_mark`` bounds how late)."""
-        assert self._mark_fd is not None
-        seq = self._mark_seq + 1
-        os.pwrite(self._mark_fd, self._mark_slot(seq, durable, commit), (seq % 2) * _MARK_STRIDE)
-        self._mark_seq = seq
-        self._marked = (durable, commit)
-        self._mark_dirty = True
-
-    def _sync_mark(self) -> None:
-        assert self._mark_fd is not None
-        self._mark_dirty = False  # before: a put racing this sync will be synced next time
-        os.fdatasync(self._mark_fd)
-        self._mark_synced_at = time.monotonic()
-
     def _mark_due(self) -> tuple[int, int] | None:
         due = (self._durable, min(self._commit, self._durable))
-        return due if due != self._marked and not self._broken else None
+        return due if due != self._mark.marked and not self._broken else None
 
     def _open_pool(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="taskd-mark")
@@ -663,7 +590,7 @@ class DiskLog:
     @property
     def mark_behind(self) -> bool:
         """Whether ``flush_mark`` has something to write or sync."""
-        return self._mark_due() is not None or (self._mark_dirty and not self._broken)
+        return self._mark_due() is not None or (self._mark.dirty and not self._broken)
 
     def note_commit(self, index: int) -> None:
         """The driver's commit index; the mark carries it (never past what is durable)."""
@@ -672,13 +599,13 @@ class DiskLog:
     def flush_mark(self) -> None:
         """Bring the mark up to date with what is durable (the driver calls this when the
         log goes idle, so the mark does not trail the last round for long)."""
-        if self._mark_fd is None or self._broken:
+        if not self._mark.is_open or self._broken:
             return
         due = self._mark_due()
         if due is not None:
-            self._put_mark(*due)
-        if self._mark_dirty:
-            self._sync_mark()
+            self._mark.put(*due)
+        if self._mark.dirty:
+            self._mark.sync()
 
     # -- writing --------------------------------------------------------------------------
 
@@ -725,14 +652,14 @@ class DiskLog:
         target = self._last_index
         due = self._mark_due()
         if due is not None:
-            self._put_mark(*due)
+            self._mark.put(*due)
         pending: Future[None] | None = None
         if (
-            self._mark_dirty
+            self._mark.dirty
             and self._pool is not None
-            and time.monotonic() - self._mark_synced_at >= _MARK_SYNC_EVERY
+            and time.monotonic() - self._mark.synced_at >= _MARK_SYNC_EVERY
         ):
-            pending = self._pool.submit(self._sync_mark)
+            pending = self._pool.submit(self._mark.sync)
         try:
             if self._fd is not None:
                 os.fdatasync(self._fd)
@@ -824,9 +751,7 @@ class DiskLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-        if self._mark_fd is not None:
-            os.close(self._mark_fd)
-            self._mark_fd = None
+        self._mark.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

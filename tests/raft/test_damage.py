@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from taskd.errors import first_of
+from taskd.node import durablemark
 from taskd.node.disklog import (
     SEGMENT_HEADER_SIZE,
     DiskLog,
@@ -415,10 +416,9 @@ def test_the_mark_trails_by_one_round_and_catches_up_when_flushed(tmp_path: Path
 
 
 def mark_of(data_dir: Path) -> int:
-    buf = (data_dir / "raft" / "durable").read_bytes()
-    slots = [buf[at : at + 32] for at in (0, 4096)]
-    best = max(slots, key=lambda s: int.from_bytes(s[4:12], "little"))
-    return int.from_bytes(best[12:20], "little")
+    mark, problem = durablemark.read(data_dir / "raft" / "durable")
+    assert mark is not None, problem
+    return mark.durable
 
 
 @pytest.mark.parametrize(
