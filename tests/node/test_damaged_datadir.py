@@ -95,7 +95,9 @@ def delete(name: str) -> Callable[[NodeProcess], Path]:
 
 
 def flip_snapshot(node: NodeProcess) -> Path:
-    (snapshot,) = raft_dir(node).glob("snapshot-*")
+    # the newest: a snapshot child stopped between its rename and removing the older one
+    # may have left two, and recovery uses the newest
+    snapshot = sorted(raft_dir(node).glob("snapshot-*"))[-1]
     buf = bytearray(snapshot.read_bytes())
     buf[len(buf) // 2] ^= 0x04
     snapshot.write_bytes(bytes(buf))
