@@ -379,8 +379,6 @@ class DiskLog:
         if not found:
             return None, None
         index, term, path = found[-1]
-        for _, _, older in found[:-1]:  # a crash may have come before their removal
-            older.unlink()
         buf = path.read_bytes()
         head = len(_SNAP_MAGIC) + _SNAP.size
         ok = len(buf) >= head + _CRC.size and buf.startswith(_SNAP_MAGIC)
@@ -393,6 +391,8 @@ class DiskLog:
                 data, zlib.crc32(buf[:head])
             )
         if ok:
+            for _, _, older in found[:-1]:  # a crash may have come before their removal
+                older.unlink()
             return SnapshotMeta(index, term), data
         self._damaged(
             f"snapshot {path}",
@@ -402,7 +402,8 @@ class DiskLog:
             f"the snapshot: the state up to index {index} unless the log still starts at "
             f"index 1 (then nothing), and otherwise every log entry too",
         )
-        self._set_aside(path)
+        for _, _, each in found:  # older ones too: the log was compacted past them
+            self._set_aside(each)
         return None, None
 
     def _read_hard_state(self) -> tuple[HardState | None, str | None]:

@@ -686,3 +686,16 @@ async def test_the_store_persists_its_commit_index_with_the_mark(tmp_path: Path)
         committed = store.status().commit_index
         nursery.cancel_scope.cancel()
     assert committed == 4 and open_log(tmp_path).hard_state.commit == committed
+
+
+def test_a_damaged_newest_snapshot_is_refused_without_touching_an_older_one(
+    tmp_path: Path,
+) -> None:
+    build_with_snapshot(tmp_path)
+    disk = DiskLog(tmp_path)
+    disk.open()
+    newest = disk.dir / "snapshot-00000000000000000070-00000000000000000001"
+    newest.write_bytes(b"TKSN\x01 not a whole snapshot")  # as if written, never removed older
+    disk.abandon()
+    message = refusal(tmp_path)  # (checks that no file changed)
+    assert str(newest) in message
