@@ -49,6 +49,7 @@ class NodeConfig:
     shutdown_grace: float = 30.0
     worker_lease: float = 30.0
     snapshot_every: int = 100_000
+    accept_data_loss: bool = False
     log_level: str = "info"
     log_format: str = "json"
     # transport limits (taskd/node/transport.py); 0 connections = derived from RLIMIT_NOFILE
@@ -193,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between HTTP/2 pings on gRPC connections with open calls; an unanswered "
         "ping closes the connection after as long again (default 60)",
     )
+    p.add_argument(
+        "--accept-data-loss",
+        action="store_true",
+        default=None,
+        help="start even if the log is damaged: cut at the first damage, log what was dropped",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "text"])
     return p
@@ -244,6 +251,13 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
                 raise ConfigError(
                     f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}"
                 ) from None
+    raw = pick("accept-data-loss")
+    if raw is not None:
+        if raw.lower() not in ("1", "true", "yes", "0", "false", "no", ""):
+            raise ConfigError(
+                f"TASKD_ACCEPT_DATA_LOSS: bad value {raw!r}; use 1 (accept) or 0 (refuse)"
+            )
+        values["accept_data_loss"] = raw.lower() in ("1", "true", "yes")
     raw = pick("concurrency")
     if raw is not None:
         try:

@@ -8,9 +8,14 @@ them for the next round to apply. Proposals that arrive while a round's fsync is
 simply accumulate in the core and go out together in the next round: that is group commit.
 Nobody's ``propose`` returns before its entry was fsynced and applied.
 
-Start-up (``serve``): open and repair the log in a thread, restore the latest snapshot into the
-state machine, let the core elect itself in a new term (appending its no-op), and run rounds
-until everything up to that no-op is applied — the replay — then report ``started``.
+Start-up (``serve``): open and repair the log in a thread (refusing, with ``LogCorrupted``,
+damage a crash cannot explain unless ``accept_data_loss``; see ``taskd.node.disklog``),
+restore the latest snapshot into the state machine, let the core elect itself in a new term
+(appending its no-op), and run rounds until everything up to that no-op is applied — the
+replay — then report ``started``.
+
+The durable mark (``disklog``) rides along with each round's fsync; when no work comes for
+``_MARK_FLUSH_DELAY`` after a round, the loop flushes it, so it trails the log only briefly.
 
 Every ``snapshot_every`` applied entries, a forked child serializes the state as of the applied
 index and writes it (``snapshotter``), so the loop never stops for it; deleting the segments it
@@ -45,7 +50,7 @@ import trio
 
 from taskd.errors import StorageFault, Unavailable
 from taskd.node import diskfault
-from taskd.node.disklog import DiskLog, snapshot_name
+from taskd.node.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
 from taskd.node.snapshotter import start_child, wait_child
 from taskd.raft.core import RaftCore, RaftStatus, Ready
 from taskd.raft.statemachine import StateMachine
@@ -57,6 +62,9 @@ log = logging.getLogger("taskd.raft")
 _REPLAY_CHUNK = 20_000
 _PROBE_INTERVAL = 1.0  # seconds between tries of a write that failed for lack of space
 _RECORD_OVERHEAD = 64  # bytes a log record adds to an entry's data, rounded up
+# How long the log stays idle before the durable mark is brought up to date.
+_MARK_FLUSH_DELAY = 0.05
+_NOTHING = Ready(hard_state=None, entries_to_persist=[], messages=[], committed_entries=[])
 
 
 class _Waiter:
@@ -83,6 +91,8 @@ class RaftStore:
         node_id: str = "n1",
         snapshot_every: int = 100_000,
         max_batch: int = 4096,
+        accept_data_loss: bool = False,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         if snapshot_every < 1 or max_batch < 1:
             raise ValueError("snapshot_every and max_batch must be at least 1")
@@ -91,6 +101,8 @@ class RaftStore:
         self.node_id = node_id
         self.snapshot_every = snapshot_every
         self.max_batch = max_batch
+        self.accept_data_loss = accept_data_loss
+        self.segment_bytes = segment_bytes
         self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
         self.snapshots_written = 0
         self._snapshot_done = trio.Event()
@@ -149,7 +161,11 @@ class RaftStore:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, replay, report started, then run group-commit rounds until cancelled."""
-        disk = DiskLog(self.data_dir)
+        disk = DiskLog(
+            self.data_dir,
+            accept_data_loss=self.accept_data_loss,
+            segment_bytes=self.segment_bytes,
+        )
         try:
             recovered = await trio.to_thread.run_sync(disk.open)
         except OSError as exc:
@@ -189,12 +205,27 @@ class RaftStore:
                 while True:
                     if not core.has_ready():
                         self._work = trio.Event()
-                        await self._work.wait()
+                        await self._idle(core, disk, nursery)
                     await self._round(core, disk, nursery)
         finally:
             self._serving = False
             self._fail_waiters(Unavailable(f"the Raft store in {self.data_dir} has stopped"))
             disk.close()
+
+    async def _idle(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
+        """Wait for work; if none comes soon, bring the durable mark up to date, so that it
+        trails the last round only briefly (each round writes the previous round's mark)."""
+        disk.note_commit(core.applied_index)  # applied entries are committed ones
+        if disk.mark_behind and self._failure is None:
+            with trio.move_on_after(_MARK_FLUSH_DELAY):
+                await self._work.wait()
+            if not self._work.is_set():
+                try:
+                    await trio.to_thread.run_sync(disk.flush_mark)
+                except OSError as exc:  # the mark's fsync failed: as fatal as the log's
+                    failed = diskfault.SyncFailed(exc.errno, exc.strerror, exc.filename)
+                    await self._fail(failed, core, disk, _NOTHING, nursery)
+        await self._work.wait()
 
     # -- rounds ---------------------------------------------------------------------------
 
@@ -239,6 +270,8 @@ class RaftStore:
         # durable under a term the node could forget.
         if ready.hard_state is not None:
             disk.save_hard_state(ready.hard_state)
+        if ready.committed_entries:  # applied this round: the durable mark carries it
+            disk.note_commit(ready.committed_entries[-1].index)
         disk.append(ready.entries_to_persist)
         try:
             disk.sync()
@@ -283,6 +316,7 @@ class RaftStore:
         meta = SnapshotMeta(applied, core.term_at(applied))
 
         def serialize_and_write() -> None:  # in a forked child: the state as of ``meta``
+            disk.release_in_child()
             disk.save_snapshot(meta, self.state_machine.snapshot())
 
         try:

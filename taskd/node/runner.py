@@ -68,6 +68,7 @@ class Node:
             self.machine,
             node_id=config.node_id,
             snapshot_every=config.snapshot_every,
+            accept_data_loss=config.accept_data_loss,
         )
         self.clock = LeaderClock()
         self.service = NodeService(

@@ -12,7 +12,11 @@ than the previous) and reports how many bytes were good, so the caller can trunc
 
 Whether a bad record is a torn tail (the last write, cut short: safe to drop) or damage in the
 middle of the log (acknowledged data: never drop silently) is the caller's decision, helped by
-``valid_record_after``, which looks past the bad spot for a record that still checks out.
+``find_valid_after``, which looks past the bad spot for any record that still checks out: it
+searches for the 9 bytes ``type | term`` of every term the log may hold (``bytes.find``, so a
+64 MiB segment takes milliseconds per term) and checks the record at each hit, so no run of
+zeros or garbage is too long to step over. ``valid_record_after`` is the older, cheaper
+lookahead by index (the next few indexes only).
 
 Record types: ``ENTRY`` only, today. Membership-change entries will take a new type.
 """
@@ -33,8 +37,10 @@ _HEAD = struct.Struct("<IBQQ")  # length, type, term, index: the checksummed hea
 _RECORD = struct.Struct("<IBQQI")  # the whole header, crc included
 _CRC = struct.Struct("<I")
 _INDEX = struct.Struct("<Q")
+_TYPE_TERM = struct.Struct("<BQ")  # the needle find_valid_after looks for
 HEADER_SIZE = _RECORD.size
 _INDEX_OFFSET = 4 + 1 + 8  # where ``index`` sits inside a header
+_TYPE_OFFSET = 4  # where ``type`` (then ``term``) sits inside a header
 # How many successive indexes valid_record_after looks for past a bad record.
 _LOOKAHEAD = 8
 
@@ -68,11 +74,12 @@ def encode_entries(entries: Iterable[Entry]) -> bytes:
     return b"".join(parts)
 
 
-def scan(buf: bytes, first_index: int | None = None) -> ScanResult:
-    """Decode records from the start of ``buf`` up to the first torn or corrupt one.
+def scan(buf: bytes, first_index: int | None = None, start: int = 0) -> ScanResult:
+    """Decode records from offset ``start`` of ``buf`` up to the first torn or corrupt one.
 
     With ``first_index``, the first record must carry that index; every later record must
-    carry one more than the record before it.
+    carry one more than the record before it. Offsets in ``problem`` and ``valid_length``
+    count from the start of ``buf``.
     """
     view = memoryview(buf)
     size = len(buf)
@@ -81,7 +88,7 @@ def scan(buf: bytes, first_index: int | None = None) -> ScanResult:
     entries: list[Entry] = []
     append = entries.append
     expected = first_index
-    pos = 0
+    pos = start
     problem: str | None = None
     while pos < size:
         if size - pos < HEADER_SIZE:
@@ -146,3 +153,31 @@ def valid_record_after(buf: bytes, pos: int, expected_index: int) -> int | None:
                 break
             at = buf.find(needle, at + 1)
     return found
+
+
+def find_valid_after(
+    buf: bytes, pos: int, min_index: int, terms: Iterable[int]
+) -> tuple[int, Entry] | None:
+    """The first checksum-valid record at or after offset ``pos`` whose index is at least
+    ``min_index`` and whose term is one of ``terms``, as (offset, entry); None if there is none.
+
+    Complete, unlike ``valid_record_after``: every occurrence of ``type | term`` is tried, so
+    a damaged stretch of any length is stepped over. Records with a lower index than
+    ``min_index`` are ignored: they cannot be entries the log lost at ``pos`` (a block of an
+    older, deleted segment reused by the file system, say).
+    """
+    best: tuple[int, Entry] | None = None
+    for rtype in sorted(RECORD_TYPES):
+        for term in terms:
+            needle = _TYPE_TERM.pack(rtype, term)
+            at = buf.find(needle, pos + _TYPE_OFFSET)
+            while at != -1:
+                head = at - _TYPE_OFFSET
+                if best is not None and head >= best[0]:
+                    break
+                entry = record_at(buf, head)
+                if entry is not None and entry.index >= min_index:
+                    best = (head, entry)
+                    break
+                at = buf.find(needle, at + 1)
+    return best

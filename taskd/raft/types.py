@@ -27,8 +27,10 @@ class Entry:
 class HardState:
     """What must be on disk before a node answers anyone: current term, vote, commit index.
 
-    ``commit`` is persisted opportunistically (whenever term or vote are written); Raft
-    re-derives the commit index after a restart, so a stale value is safe.
+    ``commit`` is persisted opportunistically: in the ``hardstate`` file whenever term or
+    vote are written, and with the disk log's durable mark after every round; recovery
+    hands back the larger. Raft re-derives the commit index after a restart, so a stale
+    value is safe; one past the log is capped by the log (``RaftLog``).
     """
 
     term: int = 0

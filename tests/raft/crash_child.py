@@ -1,8 +1,9 @@
 """Child process of the crash test: proposes forever, printing each acknowledged command.
 
-Usage: python -m tests.raft.crash_child DATA_DIR. Prints ``ready`` once serving, then one line
-``<n>`` per acknowledged command ``item-<n>``, flushed before the next proposal is made by
-that proposer. The parent SIGKILLs it at some point.
+Usage: python -m tests.raft.crash_child DATA_DIR [SEGMENT_BYTES [FIRST_ITEM]]. Prints
+``ready`` once serving, then one line ``<n>`` per acknowledged command ``item-<n>`` (counting
+from FIRST_ITEM), flushed before the next proposal is made by that proposer. The parent
+SIGKILLs it at some point.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from taskd.node.raftstore import RaftStore
 from tests.raft.fakes import AppendLog
 
 
-async def main(data_dir: Path) -> None:
-    store = RaftStore(data_dir, AppendLog(), snapshot_every=700)
-    counter = iter(range(10**9))
+async def main(data_dir: Path, segment_bytes: int, first_item: int) -> None:
+    store = RaftStore(data_dir, AppendLog(), snapshot_every=700, segment_bytes=segment_bytes)
+    counter = iter(range(first_item, 10**9))
 
     async def proposer() -> None:
         while True:
@@ -35,4 +36,10 @@ async def main(data_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, Path(sys.argv[1]))
+    args = sys.argv[1:]
+    trio.run(
+        main,
+        Path(args[0]),
+        int(args[1]) if len(args) > 1 else 64 << 20,
+        int(args[2]) if len(args) > 2 else 0,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from taskd.raft import records
@@ -106,3 +106,42 @@ def test_flipped_byte_before_the_last_record_is_seen_as_mid_log_damage(
     assert result.problem is not None
     expected = len(result.entries) + 1
     assert records.valid_record_after(bytes(buf), result.valid_length, expected) is not None
+
+
+@given(
+    st.lists(st.binary(max_size=40), min_size=3, max_size=60),
+    st.integers(0, 10**6),
+    st.integers(1, 3000),
+    st.sampled_from([b"\x00", b"\xff", b"\x01"]),
+)
+def test_find_valid_after_steps_over_a_damaged_run_of_any_length(
+    datas: list[bytes], start_at: int, length: int, fill: bytes
+) -> None:
+    # Given records of terms 3 and 4, and a run of bytes overwritten from inside one of them
+    entries = [Entry(3 if i < len(datas) // 2 else 4, i + 1, d) for i, d in enumerate(datas)]
+    buf = bytearray(records.encode_entries(entries))
+    ends = [0, *record_ends(entries)]
+    start = start_at % (len(buf) - 1)
+    end = min(len(buf), start + length)
+    buf[start:end] = fill * (end - start)
+    damaged = bytes(buf)
+    result = records.scan(damaged, 1)
+    assume(result.problem is not None)  # the fill changed nothing
+    # Expect the first whole record after the run to be found (or none, if the run reached
+    # the end), whatever the run's length: the lookahead is complete
+    intact = [
+        e for e, at in zip(entries, ends, strict=False) if at >= end and at > result.valid_length
+    ]
+    found = records.find_valid_after(damaged, result.valid_length, len(result.entries) + 1, (3, 4))
+    if intact:
+        assert found is not None and found[1] == intact[0]
+        assert found[0] == ends[entries.index(intact[0])]
+    else:
+        assert found is None
+
+
+def test_find_valid_after_ignores_records_below_the_index_it_looks_for() -> None:
+    stale = records.encode_entries(make_entries([b"old"] * 3, first=1))
+    buf = b"\x00" * 30 + stale
+    assert records.find_valid_after(buf, 0, 4, (3,)) is None
+    assert records.find_valid_after(buf, 0, 1, (3,)) == (30, Entry(3, 1, b"old"))
