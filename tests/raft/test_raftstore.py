@@ -30,9 +30,12 @@ async def running(store: RaftStore) -> AsyncIterator[RaftStore]:
         nursery.cancel_scope.cancel()
 
 
-def make(tmp_path: Path, snapshot_every: int = 100_000) -> tuple[RaftStore, AppendLog]:
+def make(
+    tmp_path: Path, snapshot_every: int = 100_000, segment_bytes: int = 64 << 20
+) -> tuple[RaftStore, AppendLog]:
     machine = AppendLog()
-    return RaftStore(tmp_path, machine, snapshot_every=snapshot_every), machine
+    store = RaftStore(tmp_path, machine, snapshot_every=snapshot_every, segment_bytes=segment_bytes)
+    return store, machine
 
 
 async def test_propose_returns_the_state_machines_result(tmp_path: Path) -> None:
@@ -319,8 +322,7 @@ async def test_concurrent_writers_on_a_filling_disk_get_the_truth(
 ) -> None:
     """Every caller told "applied" finds its command after a restart; no caller told "not
     applied" ever does — whether the disk fills mid-batch, mid-record or at a segment switch."""
-    monkeypatch.setattr(DiskLog.__init__, "__kwdefaults__", {"segment_bytes": segment_bytes})
-    store, machine = make(small_disk)
+    store, machine = make(small_disk, segment_bytes=segment_bytes)
     acked: set[bytes] = set()
     refused: set[bytes] = set()
     stop = trio.Event()
