@@ -177,6 +177,7 @@ class RejectCode(StrEnum):
     NOT_FOUND = "not_found"  # 404 / NOT_FOUND
     CONFLICT = "conflict"  # 409 / FAILED_PRECONDITION: illegal transition, stale lease
     QUEUE_FULL = "queue_full"  # 429 / RESOURCE_EXHAUSTED
+    NODE_FULL = "node_full"  # 429 / RESOURCE_EXHAUSTED: max_tasks or max_bytes node-wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +219,14 @@ class Outcome:
     ``reply`` depends on the command: ``Submit`` → tuple of (task_id, duplicate) per spec;
     ``Lease`` → tuple of ``Leased``; ``Cancel``/``Retry``/``Complete``/``Fail``/``Heartbeat``
     → the task id; others → None. ``events`` lists every state change, in order.
+    ``evicted`` names the finished tasks forgotten before their retention ended to keep the
+    node within ``max_tasks`` / ``max_bytes``, oldest first.
     """
 
     rejection: Rejection | None = None
     reply: object = None
     events: list[StateChanged] = field(default_factory=list)
+    evicted: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -9,9 +9,11 @@ step, and records a ``StateChanged`` event. Time comes only from ``now``, random
 
 What lives where: ``submit`` plans batches, ``queues`` keeps per-queue heaps and counts,
 ``timers`` decides when a ``Tick`` has work, ``backoff`` draws retry jitter, ``catalog``
-serves list pages, ``snapshot`` encodes state. The dependency graph is two maps here:
-``task.waiting_on`` (unfinished dependencies, on the dependent) and ``_dependents`` (dependent
-ids per dependency, in seq order, so cascades run in a deterministic order).
+serves list pages, ``snapshot`` encodes state, ``holdings`` counts what is held against the
+node-wide bounds (evicting the oldest finished tasks when one is reached). The dependency
+graph is two maps here: ``task.waiting_on`` (unfinished dependencies, on the dependent) and
+``_dependents`` (dependent ids per dependency, in seq order, so cascades run in a
+deterministic order).
 
 Invariants (checked by the property tests): each task is in exactly one state and counted in
 exactly one queue bucket; a BLOCKED task waits on at least one unfinished dependency and no
@@ -25,7 +27,8 @@ from __future__ import annotations
 import builtins
 import math
 from collections.abc import Callable
-from heapq import heappush
+from dataclasses import dataclass
+from heapq import heappop, heappush
 
 from taskd.queue import snapshot as snapshot_codec
 from taskd.queue.backoff import backoff
@@ -52,18 +55,31 @@ from taskd.queue.commands import (
     Tick,
 )
 from taskd.queue.dependencies import DependencyRules
+from taskd.queue.holdings import Holdings, spec_size
 from taskd.queue.queues import QueueIndex, QueueStats
 from taskd.queue.submit import SubmitPlan, check_queue_name, plan_submit
 from taskd.queue.task import SchedulerConfig, Task
 from taskd.queue.timers import Timers, due_time
 from taskd.queue.transitions import InvariantError, Trigger, allowed, check
 
-__all__ = ["QueueStats", "Scheduler"]
+__all__ = ["HeldCounts", "QueueStats", "Scheduler"]
 
 _PENDING, _BLOCKED, _QUEUED, _RUNNING = State.PENDING, State.BLOCKED, State.QUEUED, State.RUNNING
 _SUCCEEDED, _FAILED, _CANCELED = State.SUCCEEDED, State.FAILED, State.CANCELED
 _MAX_LEASE_BATCH = 10_000
 _MAX_WORKER_NAME = 255
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCounts:
+    """Tasks and bytes held (finished ones included) against the node-wide bounds."""
+
+    tasks: int
+    bytes: int
+    finished_tasks: int
+    finished_bytes: int
+    max_tasks: int
+    max_bytes: int
 
 
 def _invalid(message: str, field: str) -> Outcome:
@@ -86,6 +102,7 @@ class Scheduler(DependencyRules):
         self._idempotency: dict[tuple[str, str], str] = {}
         self._by_worker: dict[str, dict[str, None]] = {}
         self._catalog = IdIndex()
+        self._held = Holdings(self._tasks)
         self._seq = 0
         self._epoch = 0
         self._handlers: dict[type, Callable[[object, float, int], Outcome]] = {
@@ -114,7 +131,18 @@ class Scheduler(DependencyRules):
             return _invalid("now must be a finite time", "now")
         if type(entropy) is not int:
             return _invalid("entropy must be an integer", "entropy")
-        return handler(command, now, entropy)
+        outcome = handler(command, now, entropy)
+        held, config = self._held, self._config
+        if (
+            outcome.rejection is None
+            and (held.tasks > config.max_tasks or held.bytes > config.max_bytes)
+            and type(command) is not Submit  # a submit makes its own room (see _submit)
+        ):
+            # A result, an error or a cascade grew what is held: make room, but keep the task
+            # the command named (its caller reads it back right away).
+            reply = outcome.reply
+            outcome.evicted = self._make_room((reply,) if type(reply) is str else ())
+        return outcome
 
     # ---- the one place a task changes state ----------------------------------------------
 
@@ -122,11 +150,12 @@ class Scheduler(DependencyRules):
         """Move ``task`` to ``new``; its time fields must already be set for the new state."""
         old = task.state
         check(old, trigger, new)
+        task.state = new
+        self._held.moved(task, old.terminal)
         index = self._queues[task.queue]
         by_state = index.by_state
         by_state[old] -= 1
         by_state[new] += 1
-        task.state = new
         if old is _QUEUED:
             index.by_priority[task.priority] -= 1
         elif old is _RUNNING:
@@ -147,6 +176,7 @@ class Scheduler(DependencyRules):
         """Add a task (new, or restored from a snapshot) to every index."""
         self._tasks[task.id] = task
         self._catalog.add(task.id)
+        self._held.add(task)
         index = self._queues.get(task.queue)
         if index is None:
             index = self._queues[task.queue] = QueueIndex(task.queue)
@@ -169,6 +199,7 @@ class Scheduler(DependencyRules):
         check(task.state, Trigger.FORGET, None)
         task_id = task.id
         del self._tasks[task_id]
+        self._held.remove(task)
         self._catalog.remove(self._tasks)
         self._timers.forget(task_id)
         key = (task.queue, task.idempotency_key)
@@ -199,9 +230,81 @@ class Scheduler(DependencyRules):
         )
         if isinstance(plan, Rejection):
             return Outcome(rejection=plan)
-        return self._create(command, plan, float(now))
+        sizes: builtins.list[int] = []
+        keep: set[str] = set()  # what this submit's reply names: never evicted by it
+        kept: builtins.list[Task] = []  # the finished tasks among them (idempotent repeats)
+        for i, spec in enumerate(command.specs):
+            if plan.state[i] is None:
+                target = self._tasks.get(plan.reply[i][0])
+                if target is not None and target.state.terminal and target.id not in keep:
+                    kept.append(target)
+                    keep.add(target.id)
+                sizes.append(0)
+            else:
+                sizes.append(spec_size(spec, command.ids[i], plan.depends_on[i], plan.error[i]))
+                keep.add(command.ids[i])
+        new_tasks = len(keep) - len(kept)
+        if new_tasks:
+            full = self._node_full(new_tasks, sum(sizes), kept)
+            if full is not None:
+                return Outcome(rejection=full)
+        outcome = self._create(command, plan, float(now), sizes)
+        outcome.evicted = self._make_room(keep)
+        return outcome
 
-    def _create(self, command: Submit, plan: SubmitPlan, now: float) -> Outcome:
+    def _node_full(
+        self, new_tasks: int, new_bytes: int, kept: builtins.list[Task]
+    ) -> Rejection | None:
+        """Refuse a submit that would not fit even with every other finished task evicted."""
+        held, config = self._held, self._config
+        tasks = held.unfinished_tasks + new_tasks + len(kept)
+        size = held.unfinished_bytes + new_bytes + sum(t.size for t in kept)
+        if tasks > config.max_tasks:
+            return Rejection(
+                RejectCode.NODE_FULL,
+                f"the node is full: it holds {held.unfinished_tasks} unfinished tasks, this "
+                f"submit adds {new_tasks} and the node-wide limit is {config.max_tasks} "
+                "(--max-tasks); let workers drain the queues, cancel unneeded tasks, or raise "
+                "--max-tasks",
+                "tasks",
+            )
+        if size > config.max_bytes:
+            return Rejection(
+                RejectCode.NODE_FULL,
+                f"the node is full: unfinished tasks hold {held.unfinished_bytes} bytes of "
+                f"payloads, labels and results, this submit adds {new_bytes} and the node-wide "
+                f"limit is {config.max_bytes} (--max-memory); let workers drain the queues, "
+                "send smaller payloads, or raise --max-memory",
+                "tasks",
+            )
+        return None
+
+    def _make_room(self, keep: tuple[str, ...] | set[str]) -> tuple[str, ...]:
+        """Evict the oldest finished tasks (but those in ``keep``) until within the bounds."""
+        held, config = self._held, self._config
+        if held.tasks <= config.max_tasks and held.bytes <= config.max_bytes:
+            return ()
+        evicted: list[str] = []
+        spared: list[tuple[float, int, str]] = []
+        heap = held.heap
+        while heap and (held.tasks > config.max_tasks or held.bytes > config.max_bytes):
+            entry = heappop(heap)
+            task = held.live(entry)
+            if task is None:
+                continue
+            if task.id in keep:
+                spared.append(entry)
+                continue
+            self._forget(task)
+            evicted.append(task.id)
+            heap = held.heap  # forgetting may have compacted it
+        for entry in spared:
+            heappush(held.heap, entry)
+        return tuple(evicted)
+
+    def _create(
+        self, command: Submit, plan: SubmitPlan, now: float, sizes: builtins.list[int]
+    ) -> Outcome:
         # The hot path of a submit: _index_new inlined, with per-batch lookups hoisted.
         events: list[StateChanged] = []
         append = events.append
@@ -212,6 +315,7 @@ class Scheduler(DependencyRules):
         catalog = self._catalog
         catalog_ids = catalog.ids
         retention = self._retention
+        held = self._held
         index: QueueIndex | None = None
         for i, spec in enumerate(command.specs):
             state = states[i]
@@ -238,6 +342,7 @@ class Scheduler(DependencyRules):
                 seq,
                 state,
                 waiting_on=waiting_on[i],
+                size=sizes[i],
             )
             tasks[task_id] = task
             if catalog_ids and task_id > catalog_ids[-1]:
@@ -260,6 +365,7 @@ class Scheduler(DependencyRules):
                 task.canceled_by = plan.canceled_by[i]
                 task.finished_at = now
                 timers.schedule(now + retention, seq, task_id)
+            held.added(task)
             if spec.idempotency_key:
                 self._idempotency[(queue, spec.idempotency_key)] = task_id
             if deps:
@@ -375,6 +481,7 @@ class Scheduler(DependencyRules):
         task.finished_at = now
         task.lease_deadline = task.timeout_deadline = 0.0
         task.state = _SUCCEEDED
+        self._held.completed(task, len(command.result))
         by_state = self._queues[task.queue].by_state
         by_state[_RUNNING] -= 1
         by_state[_SUCCEEDED] += 1
@@ -624,6 +731,18 @@ class Scheduler(DependencyRules):
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def holdings(self) -> HeldCounts:
+        """What is held against the node-wide bounds, and the bounds (O(1))."""
+        held, config = self._held, self._config
+        return HeldCounts(
+            tasks=held.tasks,
+            bytes=held.bytes,
+            finished_tasks=held.finished_tasks,
+            finished_bytes=held.finished_bytes,
+            max_tasks=config.max_tasks,
+            max_bytes=config.max_bytes,
+        )
 
     # ---- snapshots -----------------------------------------------------------------------
 
