@@ -131,15 +131,16 @@ class Scheduler(DependencyRules):
             return _invalid("now must be a finite time", "now")
         if type(entropy) is not int:
             return _invalid("entropy must be an integer", "entropy")
+        held = self._held
+        size_before = held.bytes
         outcome = handler(command, now, entropy)
-        held, config = self._held, self._config
         if (
-            outcome.rejection is None
-            and (held.tasks > config.max_tasks or held.bytes > config.max_bytes)
+            held.bytes > self._config.max_bytes
+            and held.bytes > size_before
             and type(command) is not Submit  # a submit makes its own room (see _submit)
         ):
-            # A result, an error or a cascade grew what is held: make room, but keep the task
-            # the command named (its caller reads it back right away).
+            # A result, an error or a cascade grew what is held past the bound: make room, but
+            # keep the task the command named (its caller reads it back right away).
             reply = outcome.reply
             outcome.evicted = self._make_room((reply,) if type(reply) is str else ())
         return outcome

@@ -6,6 +6,12 @@ cancels, retries, pauses, lost workers and ticks while time advances. After ever
 checks the invariants of design.md §2 and §5, that the event stream accounts for every state
 change, that a rejected command changed nothing, and that a scheduler restored from a
 snapshot taken mid-run stays identical to the original.
+
+The node-wide bounds are small here (``max_tasks`` 14, ``max_bytes`` 260), so runs keep hitting
+them: after every step the incremental counts equal a recount, the task bound always holds,
+the byte bound holds unless at most one finished task is left, evictions took the oldest
+finished tasks, and a NODE_FULL refusal is checked against an unbounded twin that shows the
+batch really did not fit beside the unfinished tasks.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, settings
+from hypothesis import event as note_event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from taskd.queue.commands import (
+    TERMINAL,
     Cancel,
     Command,
     Complete,
@@ -26,6 +34,7 @@ from taskd.queue.commands import (
     Leased,
     Outcome,
     PauseQueue,
+    RejectCode,
     ReleaseWorker,
     RenewLeases,
     ResumeQueue,
@@ -35,13 +44,26 @@ from taskd.queue.commands import (
     TaskSpec,
     Tick,
 )
+from taskd.queue.holdings import task_size
 from taskd.queue.scheduler import Scheduler
-from taskd.queue.task import SchedulerConfig
+from taskd.queue.task import SchedulerConfig, Task
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 QUEUES = ("a", "b")
 WORKERS = ("w1", "w2")
-CONFIG = SchedulerConfig(retention=50.0, backoff_base=1.0, backoff_cap=8.0, max_queue_depth=12)
+CONFIG = SchedulerConfig(
+    retention=50.0,
+    backoff_base=1.0,
+    backoff_cap=8.0,
+    max_queue_depth=12,
+    max_tasks=14,
+    max_bytes=260,
+)
+UNBOUNDED = SchedulerConfig(retention=50.0, backoff_base=1.0, backoff_cap=8.0, max_queue_depth=12)
+
+
+def finished_key(task: Task) -> tuple[float, int]:
+    return (task.finished_at, task.seq)
 
 
 class SchedulerMachine(RuleBasedStateMachine):
@@ -56,12 +78,24 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.model: dict[str, State] = {}  # state per task, as told by the events
         self.succeeded: set[str] = set()
         self.max_epoch = 0
+        self.evicted_keys: dict[str, tuple[float, int]] = {}  # finished tasks' eviction order
 
     # ---- applying ------------------------------------------------------------------------
 
     def apply(self, command: Command, entropy: int = 7) -> Outcome:
         before = self.s.snapshot()
+        unbounded = Scheduler.restore(before, UNBOUNDED) if isinstance(command, Submit) else None
+        self.evicted_keys = {
+            t.id: finished_key(t) for t in self.s.list(limit=100_000)[0] if t.state.terminal
+        }
         out = self.s.apply(command, self.now, entropy)
+        if out.rejection is not None and out.rejection.code is RejectCode.NODE_FULL:
+            assert unbounded is not None, "only a submit is refused for memory"
+            self.check_node_full(unbounded, command)
+            note_event("submit refused: node full")
+        if out.evicted:
+            self.check_evicted(out)
+            note_event(f"evicted by {type(command).__name__}")
         if self.shadow is not None:
             twin = self.shadow.apply(command, self.now, entropy)
             assert (twin.rejection, twin.reply, twin.events) == (
@@ -84,6 +118,40 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.succeeded.add(event.task_id)
         return out
 
+    def check_node_full(self, unbounded: Scheduler, command: Command) -> None:
+        """The refused batch fits without bounds, but not beside the unfinished tasks."""
+        assert isinstance(command, Submit)
+        free = unbounded.apply(command, self.now, 7)
+        assert free.ok, "NODE_FULL for a submit that is otherwise invalid"
+        reply: tuple[tuple[str, bool], ...] = free.reply  # type: ignore[assignment]
+        named = [unbounded.get(task_id) for task_id, _ in reply]
+        keep = [t for t in named if t is not None]
+        unfinished = [t for t in unbounded.list(limit=100_000)[0] if not t.state.terminal]
+        must_keep = {t.id: t for t in unfinished + keep}
+        assert (
+            len(must_keep) > CONFIG.max_tasks
+            or sum(t.size for t in must_keep.values()) > CONFIG.max_bytes
+        ), f"NODE_FULL but {len(must_keep)} tasks would fit after evicting finished ones"
+
+    def check_evicted(self, out: Outcome) -> None:
+        """Evicted tasks are gone, and no finished task left (bar those named) is older."""
+        for task_id in out.evicted:
+            assert self.s.get(task_id) is None
+            assert self.model[task_id] in TERMINAL or any(
+                e.task_id == task_id and e.current in TERMINAL for e in out.events
+            )
+        named = {out.reply} if isinstance(out.reply, str) else set()
+        if isinstance(out.reply, tuple) and out.reply and isinstance(out.reply[0], tuple):
+            named = {task_id for task_id, _ in out.reply}
+        left = [t for t in self.s.list(limit=100_000)[0] if t.state.terminal]
+        youngest_evicted = max(
+            (self.evicted_keys[i] for i in out.evicted if i in self.evicted_keys), default=None
+        )
+        if youngest_evicted is not None:
+            for task in left:
+                if task.id not in named:
+                    assert finished_key(task) >= youngest_evicted, "evicted a younger task"
+
     # ---- rules ---------------------------------------------------------------------------
 
     @rule(
@@ -102,6 +170,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             specs.append(
                 TaskSpec(
                     queue=data.draw(st.sampled_from(QUEUES)),
+                    payload=data.draw(st.sampled_from([b"", b"", b"p" * 9, b"q" * 40])),
+                    labels=data.draw(st.sampled_from([(), (("k", "v"),)])),
                     priority=data.draw(st.integers(0, 9)),
                     timeout=data.draw(st.sampled_from([3.0, 10.0, 100.0])),
                     max_retries=data.draw(st.integers(0, 2)),
@@ -162,7 +232,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert out.ok == live, (command, out.rejection)
 
     @precondition(lambda self: self.leases)
-    @rule(data=st.data(), result=st.binary(max_size=4))
+    @rule(data=st.data(), result=st.sampled_from([b"", b"ok", b"r" * 60]))
     def complete(self, data: st.DataObject, result: bytes) -> None:
         x = data.draw(st.sampled_from(self.leases[-6:]))
         self.fenced(x, Complete(x.task_id, x.epoch, result))
@@ -285,6 +355,16 @@ class SchedulerMachine(RuleBasedStateMachine):
             for p in range(10):
                 assert stats.by_priority[p] == sum(1 for t in queued if t.priority == p)
         assert sum(counts.values()) == len(s)
+        # The node-wide counts are kept incrementally; they equal a recount, and bound memory.
+        held = s.holdings()
+        finished = [t for t in tasks if t.state.terminal]
+        assert held.tasks == len(tasks)
+        assert held.bytes == sum(task_size(t) for t in tasks)
+        assert held.finished_tasks == len(finished)
+        assert held.finished_bytes == sum(task_size(t) for t in finished)
+        assert all(t.size == task_size(t) for t in tasks)
+        assert held.tasks <= CONFIG.max_tasks
+        assert held.bytes <= CONFIG.max_bytes or held.finished_tasks <= 1
         # Forgotten tasks were terminal; drop them from the model.
         for task_id in [i for i in self.model if s.get(i) is None]:
             assert self.model.pop(task_id).terminal
