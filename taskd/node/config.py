@@ -17,6 +17,7 @@ from pathlib import Path
 
 from taskd import __version__
 from taskd.exec.concurrency import Concurrency
+from taskd.node.memory import parse_size
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"
@@ -44,6 +45,8 @@ class NodeConfig:
     concurrency: Concurrency = field(default_factory=lambda: Concurrency.parse("1-8"))
     max_payload: int = 1 << 20
     max_queue_depth: int = 1_000_000
+    max_tasks: int | None = None  # node-wide; None: derived from the machine's memory
+    max_memory: int | None = None  # bytes of payloads, results, errors, labels; None: derived
     retention: float = 7 * 24 * 3600.0
     shutdown_grace: float = 30.0
     worker_lease: float = 30.0
@@ -72,6 +75,10 @@ class NodeConfig:
             raise ConfigError("--max-payload must be at least 1 byte")
         if self.max_queue_depth < 1:
             raise ConfigError("--max-queue-depth must be at least 1")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise ConfigError("--max-tasks must be at least 1 (or leave it out for the default)")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise ConfigError("--max-memory must be at least 1 byte (e.g. 512M, 2G)")
         if self.shutdown_grace < 0:
             raise ConfigError("--shutdown-grace must be >= 0 seconds")
         if self.worker_lease <= 0:
@@ -143,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="unfinished tasks a queue may hold before submits get 429 (default 1,000,000)",
     )
     p.add_argument(
+        "--max-tasks",
+        type=int,
+        help="tasks the node holds, finished ones included, across all queues; at the limit "
+        "the oldest finished are evicted early, then submits get 429 (default: from memory)",
+    )
+    p.add_argument(
+        "--max-memory",
+        help="bytes of payloads, results, errors and labels the node holds, e.g. 2G or 512M; "
+        "same rule as --max-tasks (default: a quarter of the machine's memory)",
+    )
+    p.add_argument(
         "--retention", type=_duration, help="seconds to keep finished tasks (default 7 days)"
     )
     p.add_argument(
@@ -191,6 +209,8 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
         ("store", str),
         ("max-payload", int),
         ("max-queue-depth", int),
+        ("max-tasks", int),
+        ("max-memory", parse_size),
         ("retention", float),
         ("shutdown-grace", float),
         ("worker-lease", float),
@@ -202,9 +222,11 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
         if raw is not None:
             try:
                 values[name.replace("-", "_")] = convert(raw)
-            except ValueError:
+            except ValueError as exc:
+                detail = f": {exc}" if name == "max-memory" else ""
                 raise ConfigError(
                     f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}"
+                    + detail
                 ) from None
     raw = pick("concurrency")
     if raw is not None:

@@ -5,7 +5,7 @@ Theory of operation: each handler is thin — read and check the request (``vali
 error shape, ``{"error": {"code", "message", "field"}}``, in one place (``_endpoint``):
 
     invalid 400 · not_found 404 · method_not_allowed 405 · conflict 409 · too_large 413 ·
-    queue_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
+    queue_full, node_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
 
 Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
 non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
@@ -50,6 +50,7 @@ _STATUS = {
     "conflict": 409,
     "too_large": 413,
     "queue_full": 429,
+    "node_full": 429,
 }
 _RETRY_AFTER = "1"
 _MAX_WORKER_NAME = 255

@@ -33,6 +33,7 @@ from taskd.node.http import HttpExtras, create_app
 from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
+from taskd.node.memory import MemoryBounds, available_memory, default_bounds
 from taskd.node.metrics import NodeMetrics
 from taskd.node.raftstore import RaftStore
 from taskd.node.service import NodeService, ServiceConfig
@@ -46,8 +47,14 @@ log = logging.getLogger("taskd.node")
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        self.bounds = _memory_bounds(config)
         self.machine = SchedulerMachine(
-            SchedulerConfig(retention=config.retention, max_queue_depth=config.max_queue_depth)
+            SchedulerConfig(
+                retention=config.retention,
+                max_queue_depth=config.max_queue_depth,
+                max_tasks=self.bounds.max_tasks,
+                max_bytes=self.bounds.max_bytes,
+            )
         )
         self.store = RaftStore(
             config.data_dir,
@@ -115,6 +122,9 @@ class Node:
                     "grpc": config.grpc,
                     "http": config.http,
                     "data_dir": str(config.data_dir),
+                    "max_tasks": self.bounds.max_tasks,
+                    "max_memory": self.bounds.max_bytes,
+                    "memory_seen": self.bounds.memory,
                 }
             },
         )
@@ -247,6 +257,16 @@ class Node:
                 f"cannot listen for HTTP on {self.config.http}: {bind_error.strerror}; "
                 "is another node running? pick another port with --http"
             ) from None
+
+
+def _memory_bounds(config: NodeConfig) -> MemoryBounds:
+    """The node-wide bounds: the flags, or defaults derived from this machine's memory."""
+    derived = default_bounds(available_memory())
+    return MemoryBounds(
+        max_tasks=config.max_tasks if config.max_tasks is not None else derived.max_tasks,
+        max_bytes=config.max_memory if config.max_memory is not None else derived.max_bytes,
+        memory=derived.memory,
+    )
 
 
 async def _wait_for_stop_signal() -> None:
