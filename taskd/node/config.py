@@ -18,6 +18,7 @@ from pathlib import Path
 from taskd import __version__
 from taskd.exec.concurrency import Concurrency
 from taskd.node.memory import parse_size
+from taskd.node.origin import normalize_origin
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"
@@ -48,6 +49,8 @@ class NodeConfig:
     max_tasks: int | None = None  # node-wide; None: derived from the machine's memory
     max_memory: int | None = None  # bytes of payloads, results, errors, labels; None: derived
     retention: float = 7 * 24 * 3600.0
+    allow_origins: tuple[str, ...] = ()  # normalized web origins allowed to call, or "*"
+    allow_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones, or "*"
     shutdown_grace: float = 30.0
     worker_lease: float = 30.0
     snapshot_every: int = 100_000
@@ -164,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--retention", type=_duration, help="seconds to keep finished tasks (default 7 days)"
     )
     p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="URL",
+        help="a web origin (scheme://host[:port]) whose pages may call this node, or '*'; "
+        "repeatable (default: none besides the node's own)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name to serve besides localhost/127.0.0.1/[::1], or '*'; repeatable "
+        "(default: loopback names on a loopback listener, any name otherwise)",
+    )
+    p.add_argument(
         "--shutdown-grace",
         type=_duration,
         help="seconds running tasks get to finish on SIGTERM (default 30)",
@@ -234,6 +251,39 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
             values["concurrency"] = Concurrency.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"--concurrency: {exc}") from None
+    values["allow_origins"] = _allow_origins(args.allow_origin or _env_list(env, "ALLOW_ORIGIN"))
+    values["allow_hosts"] = _allow_hosts(args.allow_host or _env_list(env, "ALLOW_HOST"))
     config = NodeConfig(**values)  # type: ignore[arg-type]  # keys checked above
     config.validate()
     return config
+
+
+def _env_list(env: Mapping[str, str], name: str) -> list[str]:
+    """``TASKD_ALLOW_ORIGIN=a,b`` → [a, b] (commas or whitespace separate entries)."""
+    return [t for t in re.split(r"[,\s]+", env.get("TASKD_" + name, "")) if t]
+
+
+def _allow_origins(texts: Sequence[str]) -> tuple[str, ...]:
+    origins: list[str] = []
+    for text in texts:
+        if text.strip() == "*":
+            origins.append("*")
+            continue
+        try:
+            origins.append(normalize_origin(text))
+        except ValueError as exc:
+            raise ConfigError(f"--allow-origin: {exc} (e.g. https://app.example.com)") from None
+    return tuple(origins)
+
+
+def _allow_hosts(texts: Sequence[str]) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for text in texts:
+        name = text.strip().lower().rstrip(".")
+        if not name or any(c in name for c in "/@ \t") or (":" in name and "[" not in name):
+            raise ConfigError(
+                f"--allow-host takes a host name without port or scheme (e.g. taskd.internal), "
+                f"got {text!r}"
+            )
+        hosts.append(name)
+    return tuple(hosts)

@@ -30,6 +30,7 @@ import orjson
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -37,6 +38,7 @@ from starlette.routing import Route
 from taskd.errors import CallerError, ClusterError, NotLeader
 from taskd.node import validate
 from taskd.node.httpworkers import HttpWorkerTracker
+from taskd.node.origin import OriginGuard, OriginPolicy
 from taskd.node.present import stats_to_json, task_to_json, work_item_to_json
 from taskd.node.service import NodeService
 from taskd.queue.commands import State
@@ -76,6 +78,7 @@ class HttpExtras:
     max_body: int = (2 << 20) + (64 << 10)  # bytes of one request body
     http_lease_ttl: float = 30.0  # seconds an HTTP worker's lease lasts between heartbeats
     http_workers: HttpWorkerTracker | None = None  # lists HTTP workers in GET /api/v1/workers
+    origin: OriginPolicy = OriginPolicy()  # noqa: RUF009  # frozen; Host/Origin/Content-Type rules
 
 
 # ---- responses and errors ------------------------------------------------------------------
@@ -460,7 +463,11 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         Route(path, _endpoint(_by_method(methods)), methods=list(methods))
         for path, methods in table.items()
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(OriginGuard, policy=extras.origin)],  # before any handler
+    )
 
 
 _INDEX_HTML = """<!doctype html>

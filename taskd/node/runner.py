@@ -35,6 +35,7 @@ from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
 from taskd.node.memory import MemoryBounds, available_memory, default_bounds
 from taskd.node.metrics import NodeMetrics
+from taskd.node.origin import OriginPolicy, is_loopback_listener
 from taskd.node.raftstore import RaftStore
 from taskd.node.service import NodeService, ServiceConfig
 from taskd.node.sources import LOCAL_LEASE, ServiceSource
@@ -237,6 +238,11 @@ class Node:
                 max_body=self.config.max_payload * 2 + (64 << 10),
                 http_lease_ttl=self.config.worker_lease,
                 http_workers=HttpWorkerTracker(self.registry, self.config.worker_lease),
+                origin=OriginPolicy(
+                    loopback=is_loopback_listener(split_host_port(self.config.http, "--http")[0]),
+                    allow_origins=self.config.allow_origins,
+                    allow_hosts=self.config.allow_hosts,
+                ),
             ),
         )
         hconfig = HypercornConfig()
@@ -278,10 +284,12 @@ async def _wait_for_stop_signal() -> None:
 def _warn_if_exposed(config: NodeConfig) -> None:
     for flag, address in (("--grpc", config.grpc), ("--http", config.http)):
         host, _ = split_host_port(address, flag)
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if not is_loopback_listener(host):
             log.warning(
-                "%s listens on %s with no API token configured: anyone who can reach it can "
-                "submit and cancel tasks. Bind to 127.0.0.1 or put it behind a firewall.",
+                "%s listens on %s, beyond loopback. This version has no authentication: anyone "
+                "who can reach this port can submit, cancel and read every task. Bind it to "
+                "127.0.0.1, or firewall the port to trusted hosts; API tokens and TLS arrive in "
+                "a later release.",
                 flag,
                 address,
             )
