@@ -75,7 +75,7 @@ def _split_host(value: str) -> tuple[str, str]:
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
-            return value, ""
+            return "", ""  # malformed: matches no name
         rest = value[end + 1 :]
         return value[: end + 1], rest[1:] if rest.startswith(":") else ""
     name, sep, port = value.rpartition(":")
