@@ -85,12 +85,10 @@ class Holdings:
         if task.state.terminal:
             self._finished(task, size)
 
-    def added(self, task: Task) -> None:
-        """Like ``add`` for a task whose ``size`` the caller already set (the submit hot path)."""
-        self.tasks += 1
-        self.bytes += task.size
-        if task.state.terminal:
-            self._finished(task, task.size)
+    def finished_new(self, task: Task) -> None:
+        """A task created finished (canceled at submit): the submit hot path counts ``tasks``
+        and ``bytes`` of a whole batch itself, and calls this for the finished part only."""
+        self._finished(task, task.size)
 
     def remove(self, task: Task) -> None:
         """A task was forgotten (it is terminal: only terminal tasks are forgotten)."""

@@ -231,26 +231,38 @@ class Scheduler(DependencyRules):
         )
         if isinstance(plan, Rejection):
             return Outcome(rejection=plan)
+        # Sizes of the new tasks (hot path: the common spec has no labels, deps or error), and
+        # the finished tasks the reply names (idempotent repeats), which must stay.
+        ids, states, depends_on, error = command.ids, plan.state, plan.depends_on, plan.error
         sizes: builtins.list[int] = []
-        keep: set[str] = set()  # what this submit's reply names: never evicted by it
-        kept: builtins.list[Task] = []  # the finished tasks among them (idempotent repeats)
+        kept: dict[str, Task] = {}
+        new_tasks = new_bytes = 0
         for i, spec in enumerate(command.specs):
-            if plan.state[i] is None:
+            if states[i] is None:
                 target = self._tasks.get(plan.reply[i][0])
-                if target is not None and target.state.terminal and target.id not in keep:
-                    kept.append(target)
-                    keep.add(target.id)
+                if target is not None and target.state.terminal:
+                    kept[target.id] = target
                 sizes.append(0)
+                continue
+            if spec.labels or depends_on[i] or error[i]:
+                size = spec_size(spec, ids[i], depends_on[i], error[i])
             else:
-                sizes.append(spec_size(spec, command.ids[i], plan.depends_on[i], plan.error[i]))
-                keep.add(command.ids[i])
-        new_tasks = len(keep) - len(kept)
+                size = len(ids[i]) + len(spec.name) + len(spec.payload) + len(spec.idempotency_key)
+            sizes.append(size)
+            new_bytes += size
+            new_tasks += 1
         if new_tasks:
-            full = self._node_full(new_tasks, sum(sizes), kept)
+            full = self._node_full(new_tasks, new_bytes, builtins.list(kept.values()))
             if full is not None:
                 return Outcome(rejection=full)
         outcome = self._create(command, plan, float(now), sizes)
-        outcome.evicted = self._make_room(keep)
+        held, config = self._held, self._config
+        held.tasks += new_tasks
+        held.bytes += new_bytes
+        if held.tasks > config.max_tasks or held.bytes > config.max_bytes:
+            keep = set(kept)
+            keep.update(ids[i] for i in range(len(ids)) if states[i] is not None)
+            outcome.evicted = self._make_room(keep)
         return outcome
 
     def _node_full(
@@ -366,7 +378,7 @@ class Scheduler(DependencyRules):
                 task.canceled_by = plan.canceled_by[i]
                 task.finished_at = now
                 timers.schedule(now + retention, seq, task_id)
-            held.added(task)
+                held.finished_new(task)
             if spec.idempotency_key:
                 self._idempotency[(queue, spec.idempotency_key)] = task_id
             if deps:
