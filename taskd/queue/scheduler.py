@@ -131,16 +131,15 @@ class Scheduler(DependencyRules):
             return _invalid("now must be a finite time", "now")
         if type(entropy) is not int:
             return _invalid("entropy must be an integer", "entropy")
-        held = self._held
-        size_before = held.bytes
         outcome = handler(command, now, entropy)
         if (
-            held.bytes > self._config.max_bytes
-            and held.bytes > size_before
+            outcome.events
+            and self._held.bytes > self._config.max_bytes
             and type(command) is not Submit  # a submit makes its own room (see _submit)
         ):
-            # A result, an error or a cascade grew what is held past the bound: make room, but
-            # keep the task the command named (its caller reads it back right away).
+            # Results, errors or a cascade took what is held past the bound: make room, but keep
+            # the task the command named (its caller reads it back right away). Only commands
+            # that changed a task do this, so a Tick with nothing due still changes nothing.
             reply = outcome.reply
             outcome.evicted = self._make_room((reply,) if type(reply) is str else ())
         return outcome
@@ -232,18 +231,24 @@ class Scheduler(DependencyRules):
         if isinstance(plan, Rejection):
             return Outcome(rejection=plan)
         # Sizes of the new tasks (hot path: the common spec has no labels, deps or error), and
-        # the finished tasks the reply names (idempotent repeats), which must stay.
+        # the finished tasks that must stay: those the reply names (idempotent repeats), and
+        # the ended dependencies of those and of new tasks canceled at birth (see _make_room).
         ids, states, depends_on, error = command.ids, plan.state, plan.depends_on, plan.error
         sizes: builtins.list[int] = []
         kept: dict[str, Task] = {}
+        ended: builtins.list[str] = []  # dependency ids to follow
         new_tasks = new_bytes = 0
         for i, spec in enumerate(command.specs):
             if states[i] is None:
                 target = self._tasks.get(plan.reply[i][0])
                 if target is not None and target.state.terminal:
                     kept[target.id] = target
+                    if target.state is _CANCELED:
+                        ended.extend(target.depends_on)
                 sizes.append(0)
                 continue
+            if states[i] is _CANCELED:
+                ended.extend(depends_on[i])
             if spec.labels or depends_on[i] or error[i]:
                 size = spec_size(spec, ids[i], depends_on[i], error[i])
             else:
@@ -251,6 +256,8 @@ class Scheduler(DependencyRules):
             sizes.append(size)
             new_bytes += size
             new_tasks += 1
+        if ended:
+            self._ended_ancestors(ended, kept)
         if new_tasks:
             full = self._node_full(new_tasks, new_bytes, builtins.list(kept.values()))
             if full is not None:
@@ -293,7 +300,12 @@ class Scheduler(DependencyRules):
         return None
 
     def _make_room(self, keep: tuple[str, ...] | set[str]) -> tuple[str, ...]:
-        """Evict the oldest finished tasks (but those in ``keep``) until within the bounds."""
+        """Evict the oldest finished tasks (but those in ``keep``) until within the bounds.
+
+        A failed or canceled task goes together with the tasks its ending canceled (they all
+        depend on it, transitively): a task whose dependency is gone takes that dependency for
+        succeeded, so a dependent left behind could be retried and run without it.
+        """
         held, config = self._held, self._config
         if held.tasks <= config.max_tasks and held.bytes <= config.max_bytes:
             return ()
@@ -305,15 +317,47 @@ class Scheduler(DependencyRules):
             task = held.live(entry)
             if task is None:
                 continue
-            if task.id in keep:
+            group = [task] if task.state is _SUCCEEDED else self._doomed_with(task)
+            if any(member.id in keep for member in group):
                 spared.append(entry)
                 continue
-            self._forget(task)
-            evicted.append(task.id)
+            for member in group:
+                self._forget(member)
+                evicted.append(member.id)
             heap = held.heap  # forgetting may have compacted it
         for entry in spared:
             heappush(held.heap, entry)
         return tuple(evicted)
+
+    def _ended_ancestors(self, stack: builtins.list[str], found: dict[str, Task]) -> None:
+        """Add to ``found`` the failed or canceled tasks among ``stack``'s ids, and theirs."""
+        tasks = self._tasks
+        while stack:
+            task = tasks.get(stack.pop())
+            if task is not None and task.id not in found and task.state in (_FAILED, _CANCELED):
+                found[task.id] = task
+                stack.extend(task.depends_on)
+
+    def _doomed_with(self, root: Task) -> builtins.list[Task]:
+        """``root`` (failed or canceled) and every task depending on it, transitively; by the
+        invariants, all of them are canceled."""
+        tasks, dependents = self._tasks, self._dependents
+        group = [root]
+        seen = {root.id}
+        i = 0
+        while i < len(group):
+            for dependent_id in dependents.get(group[i].id, ()):
+                if dependent_id not in seen:
+                    seen.add(dependent_id)
+                    dependent = tasks[dependent_id]
+                    if dependent.state is not _CANCELED:
+                        raise InvariantError(
+                            f"{dependent.state.value} task {dependent_id} depends on ended "
+                            f"task {group[i].id}"
+                        )
+                    group.append(dependent)
+            i += 1
+        return group
 
     def _create(
         self, command: Submit, plan: SubmitPlan, now: float, sizes: builtins.list[int]

@@ -165,17 +165,61 @@ def test_an_idempotent_repeat_of_a_finished_task_is_answered_and_kept() -> None:
     assert h.state(first) is State.SUCCEEDED
 
 
-def test_a_new_task_canceled_at_submit_is_kept_for_its_reply() -> None:
-    h = bounded(max_tasks=2)
+def test_a_new_task_canceled_at_submit_is_kept_with_its_cause_for_its_reply() -> None:
+    h = bounded(max_tasks=3)
+    h.submit()
+    finish(h)
     dep = h.submit(max_retries=0)
     h.fail(h.lease_one(), retryable=False)
+    h.submit(queue="busy")  # unfinished
+    # Given 3 held (one old success, one failure, one queued), a child of the failure arrives
     out = h.ok(h.batch(spec(depends_on=(dep,))))
     [(child, _)] = out.reply  # type: ignore[misc]
-    assert h.state(child) is State.CANCELED
+    # Expect the old success evicted, the failure kept: the child's reply and error name it
+    assert h.state(child) is State.CANCELED and h.state(dep) is State.FAILED
+    assert len(out.evicted) == 1 and h.s.holdings().tasks == 3
+    # A second child takes the first one's room; their cause stays for it
     h.now += 1
+    out = h.ok(h.batch(spec(depends_on=(dep,))))
+    [(second, _)] = out.reply  # type: ignore[misc]
+    assert out.evicted == (child,)
+    assert h.state(dep) is State.FAILED
+    # Unfinished work beats finished: the cause goes with its child when room is needed
+    out = h.ok(h.batch(spec(queue="busy"), spec(queue="busy")))
+    assert out.evicted == (dep, second)
+    assert h.s.holdings().finished_tasks == 0
+
+
+def test_an_ended_task_is_evicted_with_the_tasks_it_canceled() -> None:
+    h = bounded(max_tasks=5)
+    cause = h.submit(max_retries=0)
+    out = h.ok(h.batch(spec(depends_on=(cause,), ref="a"), spec(depends_on=("a",))))
+    children = [task_id for task_id, _ in out.reply]  # type: ignore[attr-defined]
+    h.now += 1
+    h.fail(h.lease_one(), retryable=False)  # cascades: both children canceled
+    assert {h.state(c) for c in children} == {State.CANCELED}
+    h.now += 1
+    h.submit()
+    finish(h)  # a younger success
+    h.now += 1
+    h.submit()
     out = h.ok(h.batch(spec()))
-    assert out.evicted == (dep,)
-    assert h.state(child) is State.CANCELED
+    # Expect the cause to go with its children (a child left behind could be retried and run
+    # although its dependency failed), and the younger success to stay.
+    assert out.evicted == (cause, *children)
+    assert h.s.holdings().tasks == 3
+
+
+def test_a_canceled_dependent_cannot_outlive_its_cause() -> None:
+    h = bounded(max_tasks=4)
+    cause = h.submit(max_retries=0)
+    child = h.submit(depends_on=(cause,))
+    h.cancel(child)  # canceled by hand, at the same time as...
+    h.fail(h.lease_one(), retryable=False)  # ...its dependency fails
+    h.submit()
+    h.submit()
+    out = h.ok(h.batch(spec()))
+    assert set(out.evicted) == {cause, child}
 
 
 def test_counts_survive_a_snapshot_and_the_restored_twin_decides_the_same() -> None:

@@ -66,6 +66,39 @@ def finished_key(task: Task) -> tuple[float, int]:
     return (task.finished_at, task.seq)
 
 
+def named_by(out: Outcome) -> set[str]:
+    """The task ids a command's reply names (what its caller reads back)."""
+    if isinstance(out.reply, str):
+        return {out.reply}
+    if isinstance(out.reply, tuple) and out.reply and isinstance(out.reply[0], tuple):
+        return {task_id for task_id, _ in out.reply}
+    return set()
+
+
+def groups(s: Scheduler) -> dict[str, set[str]]:
+    """Per finished task, what leaves with it: itself and, unless it succeeded, every task
+    depending on it, transitively (a dependent must not outlive an ended dependency)."""
+    tasks = {t.id: t for t in s.list(limit=100_000)[0]}
+    dependents: dict[str, list[str]] = {}
+    for t in tasks.values():
+        for dep in t.depends_on:
+            dependents.setdefault(dep, []).append(t.id)
+    out: dict[str, set[str]] = {}
+    for t in tasks.values():
+        if not t.state.terminal:
+            continue
+        group = {t.id}
+        if t.state is not State.SUCCEEDED:
+            stack = [t.id]
+            while stack:
+                for d in dependents.get(stack.pop(), ()):
+                    if d not in group:
+                        group.add(d)
+                        stack.append(d)
+        out[t.id] = group
+    return out
+
+
 class SchedulerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -79,15 +112,18 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.succeeded: set[str] = set()
         self.max_epoch = 0
         self.evicted_keys: dict[str, tuple[float, int]] = {}  # finished tasks' eviction order
+        self.pre_deps: dict[str, tuple[str, ...]] = {}  # dependencies, before the command
+        self.over_allowed: set[str] = set()  # finished tasks allowed while over the byte bound
+        self.gone: dict[str, State] = {}  # forgotten tasks' last state
 
     # ---- applying ------------------------------------------------------------------------
 
     def apply(self, command: Command, entropy: int = 7) -> Outcome:
         before = self.s.snapshot()
         unbounded = Scheduler.restore(before, UNBOUNDED) if isinstance(command, Submit) else None
-        self.evicted_keys = {
-            t.id: finished_key(t) for t in self.s.list(limit=100_000)[0] if t.state.terminal
-        }
+        held_tasks = self.s.list(limit=100_000)[0]
+        self.evicted_keys = {t.id: finished_key(t) for t in held_tasks if t.state.terminal}
+        self.pre_deps = {t.id: t.depends_on for t in held_tasks}
         out = self.s.apply(command, self.now, entropy)
         if out.rejection is not None and out.rejection.code is RejectCode.NODE_FULL:
             assert unbounded is not None, "only a submit is refused for memory"
@@ -116,6 +152,11 @@ class SchedulerMachine(RuleBasedStateMachine):
             if event.current is State.SUCCEEDED:
                 assert event.task_id not in self.succeeded, "second terminal success"
                 self.succeeded.add(event.task_id)
+        if out.events:
+            # Past the byte bound after a command that changed tasks, only the finished tasks
+            # leaving together with one the reply names may stay (all others were evicted).
+            named = named_by(out)
+            self.over_allowed = {f for f, g in groups(self.s).items() if g & named}
         return out
 
     def check_node_full(self, unbounded: Scheduler, command: Command) -> None:
@@ -124,33 +165,42 @@ class SchedulerMachine(RuleBasedStateMachine):
         free = unbounded.apply(command, self.now, 7)
         assert free.ok, "NODE_FULL for a submit that is otherwise invalid"
         reply: tuple[tuple[str, bool], ...] = free.reply  # type: ignore[assignment]
-        named = [unbounded.get(task_id) for task_id, _ in reply]
-        keep = [t for t in named if t is not None]
+        named = {task_id for task_id, _ in reply}
         unfinished = [t for t in unbounded.list(limit=100_000)[0] if not t.state.terminal]
-        must_keep = {t.id: t for t in unfinished + keep}
+        # What cannot be evicted: the unfinished, and every finished task leaving together
+        # with one the reply names (the new tasks, idempotent repeats).
+        must_keep = {t.id: t for t in unfinished}
+        for finished, group in groups(unbounded).items():
+            if group & named:
+                must_keep[finished] = unbounded.get(finished)  # type: ignore[assignment]
         assert (
             len(must_keep) > CONFIG.max_tasks
             or sum(t.size for t in must_keep.values()) > CONFIG.max_bytes
         ), f"NODE_FULL but {len(must_keep)} tasks would fit after evicting finished ones"
 
     def check_evicted(self, out: Outcome) -> None:
-        """Evicted tasks are gone, and no finished task left (bar those named) is older."""
+        """Evicted tasks are gone, and no finished task left is older than the oldest-first
+        choice made (bar those leaving together with a task the reply names)."""
+        evicted = set(out.evicted)
+        assert len(evicted) == len(out.evicted)
         for task_id in out.evicted:
             assert self.s.get(task_id) is None
             assert self.model[task_id] in TERMINAL or any(
                 e.task_id == task_id and e.current in TERMINAL for e in out.events
             )
-        named = {out.reply} if isinstance(out.reply, str) else set()
-        if isinstance(out.reply, tuple) and out.reply and isinstance(out.reply[0], tuple):
-            named = {task_id for task_id, _ in out.reply}
-        left = [t for t in self.s.list(limit=100_000)[0] if t.state.terminal]
-        youngest_evicted = max(
-            (self.evicted_keys[i] for i in out.evicted if i in self.evicted_keys), default=None
+        # Roots were picked oldest first; the others went along with an ended dependency.
+        roots = [i for i in out.evicted if not evicted & set(self.pre_deps.get(i, ()))]
+        youngest_root = max(
+            (self.evicted_keys[i] for i in roots if i in self.evicted_keys), default=None
         )
-        if youngest_evicted is not None:
-            for task in left:
-                if task.id not in named:
-                    assert finished_key(task) >= youngest_evicted, "evicted a younger task"
+        if youngest_root is None:
+            return
+        named = named_by(out)
+        for finished, group in groups(self.s).items():
+            task = self.s.get(finished)
+            assert task is not None
+            if not group & named:
+                assert finished_key(task) >= youngest_root, "evicted a younger task"
 
     # ---- rules ---------------------------------------------------------------------------
 
@@ -364,10 +414,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert held.finished_bytes == sum(task_size(t) for t in finished)
         assert all(t.size == task_size(t) for t in tasks)
         assert held.tasks <= CONFIG.max_tasks
-        assert held.bytes <= CONFIG.max_bytes or held.finished_tasks <= 1
+        if held.bytes > CONFIG.max_bytes:
+            assert {t.id for t in finished} <= self.over_allowed, "over the bound, not evicting"
+        # A task whose dependency was forgotten may take it for succeeded: it must have been.
+        for task in tasks:
+            for dep in task.depends_on:
+                if s.get(dep) is None:
+                    assert self.gone.get(dep, State.SUCCEEDED) is State.SUCCEEDED, (task, dep)
         # Forgotten tasks were terminal; drop them from the model.
         for task_id in [i for i in self.model if s.get(i) is None]:
-            assert self.model.pop(task_id).terminal
+            self.gone[task_id] = self.model.pop(task_id)
+            assert self.gone[task_id].terminal
 
 
 TestScheduler = SchedulerMachine.TestCase
