@@ -697,7 +697,10 @@ class Scheduler(DependencyRules):
             if not fired:
                 break
             for task_id in fired:
-                task = tasks[task_id]
+                found = tasks.get(task_id)
+                if found is None:
+                    continue  # forgotten earlier in this Tick, with an ended dependency
+                task = found
                 state = task.state
                 if state is _PENDING:
                     self._move(task, _QUEUED, Trigger.RUN_AT, events)
@@ -707,8 +710,13 @@ class Scheduler(DependencyRules):
                     else:
                         trigger, error = Trigger.LEASE_EXPIRED, "lease expired"
                     self._end_attempt(task, error, True, trigger, now, entropy, events)
-                elif state.terminal:
+                elif state is _SUCCEEDED:
                     self._forget(task)
+                elif state.terminal:
+                    # A task canceled because of this one would take it for succeeded once it
+                    # is gone (and could be retried and run): they are forgotten together.
+                    for member in self._doomed_with(task):
+                        self._forget(member)
                 else:
                     raise InvariantError(f"timer fired for {state.value} task {task_id}")
         return Outcome(events=events)

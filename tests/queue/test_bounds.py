@@ -260,3 +260,19 @@ def test_bounds_are_validated() -> None:
         SchedulerConfig(max_tasks=0).validate()
     with pytest.raises(ValueError, match="max_bytes"):
         SchedulerConfig(max_bytes=0).validate()
+
+
+def test_retention_forgets_an_ended_task_together_with_the_tasks_it_canceled() -> None:
+    # Given a dependency that failed long ago, and a child submitted (canceled) much later
+    h = Harness(SchedulerConfig(retention=100.0))
+    dep = h.submit(max_retries=0)
+    h.fail(h.lease_one(), retryable=False)
+    h.now += 90
+    child = h.submit(depends_on=(dep,))
+    assert h.state(child) is State.CANCELED
+    # When the dependency's retention passes
+    h.tick(h.now + 11)
+    # Expect the child gone with it: left behind, a retry would run it as if the dependency
+    # had succeeded
+    assert h.s.get(dep) is None and h.s.get(child) is None
+    assert h.s.holdings().tasks == 0
