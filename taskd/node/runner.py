@@ -40,6 +40,8 @@ from taskd.node.raftstore import RaftStore
 from taskd.node.service import NodeService, ServiceConfig
 from taskd.node.sources import LOCAL_LEASE, ServiceSource
 from taskd.node.workers import WorkerStreamService
+from taskd.queue import codec
+from taskd.queue.commands import Outcome, SetLimits
 from taskd.queue.task import SchedulerConfig
 
 log = logging.getLogger("taskd.node")
@@ -49,14 +51,10 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.bounds = _memory_bounds(config)
-        self.machine = SchedulerMachine(
-            SchedulerConfig(
-                retention=config.retention,
-                max_queue_depth=config.max_queue_depth,
-                max_tasks=self.bounds.max_tasks,
-                max_bytes=self.bounds.max_bytes,
-            )
-        )
+        # The bounds are not taken from the flags here: they are state, set through the log
+        # (SetLimits, proposed after recovery when the flags differ), so that replaying the log
+        # decides every command under the bounds it was decided under the first time.
+        self.machine = SchedulerMachine(SchedulerConfig(retention=config.retention))
         self.store = RaftStore(
             config.data_dir,
             self.machine,
@@ -138,6 +136,7 @@ class Node:
         async with trio_asyncio.open_loop(), trio.open_nursery() as root:
             await root.start(self.store.serve)
             self.clock.not_before(self.machine.latest_time)
+            await self._set_limits()
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
             # This node's local attempts died with its previous process: retry them now.
@@ -198,6 +197,19 @@ class Node:
             http_stop.set()
             root.cancel_scope.cancel()
         log.info("taskd stopped")
+
+    async def _set_limits(self) -> None:
+        """Log the bounds the flags (or this machine's memory) ask for, if they changed."""
+        wanted = (self.config.max_queue_depth, self.bounds.max_tasks, self.bounds.max_bytes)
+        if self.machine.scheduler.limits() == wanted:
+            return
+        log.info(
+            "limits change: max_queue_depth, max_tasks, max_memory %s -> %s",
+            self.machine.scheduler.limits(),
+            wanted,
+        )
+        outcome = await self.store.propose(codec.encode(SetLimits(*wanted), self.clock(), 0))
+        assert isinstance(outcome, Outcome) and outcome.ok, outcome
 
     async def _start_grpc(self) -> Server:
         host, port = split_host_port(self.config.grpc, "--grpc")

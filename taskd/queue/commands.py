@@ -153,6 +153,20 @@ class RenewLeases:
     lease_ttl: float
 
 
+@dataclass(frozen=True, slots=True)
+class SetLimits:
+    """The bounds from this point of the log on: per-queue depth and node-wide tasks and bytes.
+
+    The node proposes one at start-up when its flags differ from the bounds in effect, so a
+    replay decides every earlier command under the bounds it was first decided under, whatever
+    the flags (or the machine's memory) are at the time of the replay.
+    """
+
+    max_queue_depth: int
+    max_tasks: int
+    max_bytes: int
+
+
 Command = (
     Submit
     | Cancel
@@ -166,6 +180,7 @@ Command = (
     | Tick
     | ReleaseWorker
     | RenewLeases
+    | SetLimits
 )
 
 

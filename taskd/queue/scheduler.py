@@ -27,7 +27,7 @@ from __future__ import annotations
 import builtins
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from heapq import heappop, heappush
 
 from taskd.queue import snapshot as snapshot_codec
@@ -49,6 +49,7 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetLimits,
     State,
     StateChanged,
     Submit,
@@ -118,6 +119,7 @@ class Scheduler(DependencyRules):
             ResumeQueue: self._resume,  # type: ignore[dict-item]
             ReleaseWorker: self._release_worker,  # type: ignore[dict-item]
             RenewLeases: self._renew_leases,  # type: ignore[dict-item]
+            SetLimits: self._set_limits,  # type: ignore[dict-item]
         }
 
     # ---- the mutator ---------------------------------------------------------------------
@@ -132,14 +134,16 @@ class Scheduler(DependencyRules):
         if type(entropy) is not int:
             return _invalid("entropy must be an integer", "entropy")
         outcome = handler(command, now, entropy)
+        held, config = self._held, self._config
         if (
             outcome.events
-            and self._held.bytes > self._config.max_bytes
+            and (held.bytes > config.max_bytes or held.tasks > config.max_tasks)
             and type(command) is not Submit  # a submit makes its own room (see _submit)
         ):
-            # Results, errors or a cascade took what is held past the bound: make room, but keep
-            # the task the command named (its caller reads it back right away). Only commands
-            # that changed a task do this, so a Tick with nothing due still changes nothing.
+            # Results, errors or a cascade took what is held past a bound (or lowered bounds
+            # left it there): make room, but keep the task the command named (its caller reads
+            # it back right away). Only commands that changed a task do this, so a Tick with
+            # nothing due still changes nothing.
             reply = outcome.reply
             outcome.evicted = self._make_room((reply,) if type(reply) is str else ())
         return outcome
@@ -681,6 +685,26 @@ class Scheduler(DependencyRules):
                     task.lease_deadline = deadline  # later only: the timer hint stays valid
         return Outcome()
 
+    def _set_limits(self, command: SetLimits, now: float, entropy: int) -> Outcome:
+        limits = (command.max_queue_depth, command.max_tasks, command.max_bytes)
+        for name, value in zip(("max_queue_depth", "max_tasks", "max_bytes"), limits, strict=True):
+            if type(value) is not int or value < 1:
+                return _invalid(f"{name} must be an integer >= 1", name)
+        self._config = replace(
+            self._config,
+            max_queue_depth=command.max_queue_depth,
+            max_tasks=command.max_tasks,
+            max_bytes=command.max_bytes,
+        )
+        # Lower bounds take effect now: finished tasks beyond them go (unfinished ones stay,
+        # and submits are refused until enough of them finish).
+        return Outcome(evicted=self._make_room(()))
+
+    def limits(self) -> tuple[int, int, int]:
+        """The bounds in effect: (max_queue_depth, max_tasks, max_bytes)."""
+        config = self._config
+        return (config.max_queue_depth, config.max_tasks, config.max_bytes)
+
     def _due(self, task_id: str) -> tuple[float, int] | None:
         """When the timer of ``task_id`` fires, with its FIFO tie-breaker; None if it has none."""
         task = self._tasks.get(task_id)
@@ -814,13 +838,18 @@ class Scheduler(DependencyRules):
     def snapshot(self) -> bytes:
         paused = [name for name, index in self._queues.items() if index.paused]
         state = snapshot_codec.SnapshotState(
-            self._seq, self._epoch, paused, list(self._tasks.values())
+            self._seq, self._epoch, paused, list(self._tasks.values()), self.limits()
         )
         return snapshot_codec.encode(state)
 
     @classmethod
     def restore(cls, data: bytes, config: SchedulerConfig = SchedulerConfig()) -> Scheduler:  # noqa: B008
         state = snapshot_codec.decode(data)
+        if state.limits is not None:  # set by the log (SetLimits), not by today's flags
+            depth, max_tasks, max_bytes = state.limits
+            config = replace(
+                config, max_queue_depth=depth, max_tasks=max_tasks, max_bytes=max_bytes
+            )
         scheduler = cls(config)
         scheduler._seq = state.seq
         scheduler._epoch = state.epoch

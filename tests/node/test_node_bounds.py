@@ -178,3 +178,32 @@ def test_a_result_is_never_refused_for_memory(node_factory):
     assert status == 201
     assert get(f"{base}/api/v1/tasks/{task['id']}")[0] == 404
     assert metric(node, "taskd_tasks_evicted_total") == 1
+
+
+@pytest.mark.parametrize("snapshot_every", ["100000", "7"])  # replay from the log, or a snapshot
+def test_a_restart_with_lower_bounds_keeps_everything_acknowledged(node_factory, snapshot_every):
+    node = node_factory("--max-tasks", "30", "--snapshot-every", snapshot_every)
+    base = node.http_url
+    ids = []
+    for i in range(30):
+        status, task = post(f"{base}/api/v1/tasks", {"queue": f"q{i % 7}"})
+        assert status == 201, task
+        ids.append(task["id"])
+    # When the node restarts with a bound below what it holds (other flags, or a machine with
+    # less memory deriving a smaller default)
+    node.args[node.args.index("30")] = "10"
+    node.restart()
+    # Expect every acknowledged task back, and new submits refused until enough finish
+    assert all(get(f"{base}/api/v1/tasks/{task_id}")[0] == 200 for task_id in ids)
+    assert held(node) == 30 and metric(node, "taskd_tasks_max") == 10
+    status, body = post(f"{base}/api/v1/tasks", {"queue": "new"})
+    assert status == 429 and body["error"]["code"] == "node_full", body
+    # And a restart with a higher bound takes new work again, still holding everything
+    node.args[node.args.index("10")] = "31"
+    node.restart()
+    assert held(node) == 30
+    assert post(f"{base}/api/v1/tasks", {"queue": "new"})[0] == 201
+    assert post(f"{base}/api/v1/tasks", {"queue": "new"})[0] == 429
+    node.restart()  # same flags: nothing new is logged, the same decisions replay
+    assert held(node) == 31
+    assert all(get(f"{base}/api/v1/tasks/{task_id}")[0] == 200 for task_id in ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskd.queue.commands import Complete, Fail, RejectCode, State, Tick
+from taskd.queue.commands import Complete, Fail, RejectCode, SetLimits, State
 from taskd.queue.holdings import task_size
 from taskd.queue.scheduler import Scheduler
 from taskd.queue.task import SchedulerConfig
@@ -242,17 +242,45 @@ def test_counts_survive_a_snapshot_and_the_restored_twin_decides_the_same() -> N
     assert h.s.holdings().bytes == sum(task_size(t) for t in h.s.list(limit=100)[0])
 
 
-def test_a_smaller_bound_after_a_restart_evicts_on_the_next_submit_only() -> None:
+def test_a_restore_keeps_the_logged_limits_whatever_the_config_says() -> None:
     h = bounded(max_tasks=10)
-    for _ in range(6):
+    h.ok(SetLimits(50, 4, 500))
+    for _ in range(4):
+        h.submit()
+    # Given a restart with other settings (other flags, another machine's memory)
+    twin = Scheduler.restore(h.s.snapshot(), SchedulerConfig(max_tasks=100, retention=3600.0))
+    # Expect the limits of the log, so the twin refuses exactly what the original refuses
+    assert twin.limits() == h.s.limits() == (50, 4, 500)
+    batch = h.batch(spec())
+    assert (
+        twin.apply(batch, h.now, 1).rejection == h.rejected(batch, RejectCode.NODE_FULL).rejection
+    )
+
+
+def test_lower_limits_evict_finished_tasks_at_once_and_keep_unfinished_ones() -> None:
+    h = bounded(max_tasks=10)
+    for _ in range(4):
         h.submit()
         finish(h)
-    small = Scheduler.restore(h.s.snapshot(), SchedulerConfig(max_tasks=3, retention=3600.0))
-    assert len(small) == 6  # restoring never drops anything by itself
-    out = small.apply(Tick(), h.now, 1)
-    assert out.evicted == ()
-    out = small.apply(h.batch(spec()), h.now, 1)
-    assert len(out.evicted) == 4 and len(small) == 3
+    for _ in range(3):
+        h.submit()
+    out = h.ok(SetLimits(1000, 2, 1 << 20))
+    assert len(out.evicted) == 4 and len(h.s) == 3  # over the bound: only unfinished are left
+    h.rejected(h.batch(spec()), RejectCode.NODE_FULL)
+    assert h.s.holdings().max_tasks == 2
+    out = h.ok(SetLimits(1, 10, 1 << 20))
+    assert out.evicted == () and h.s.limits() == (1, 10, 1 << 20)
+    h.rejected(h.batch(spec()), RejectCode.QUEUE_FULL)  # max_queue_depth is logged too
+
+
+@pytest.mark.parametrize(
+    "limits,field",
+    [((0, 1, 1), "max_queue_depth"), ((1, 0, 1), "max_tasks"), ((1, 1, -5), "max_bytes"),
+     ((1, 1.5, 1), "max_tasks"), ((True, 1, 1), "max_queue_depth")],
+)  # fmt: skip
+def test_bad_limits_are_rejected_naming_the_field(limits: tuple[int, int, int], field: str) -> None:
+    h = bounded()
+    h.rejected(SetLimits(*limits), RejectCode.INVALID, field)
 
 
 def test_bounds_are_validated() -> None:

@@ -39,6 +39,7 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetLimits,
     State,
     Submit,
     TaskSpec,
@@ -59,7 +60,6 @@ CONFIG = SchedulerConfig(
     max_tasks=14,
     max_bytes=260,
 )
-UNBOUNDED = SchedulerConfig(retention=50.0, backoff_base=1.0, backoff_cap=8.0, max_queue_depth=12)
 
 
 def finished_key(task: Task) -> tuple[float, int]:
@@ -115,12 +115,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.pre_deps: dict[str, tuple[str, ...]] = {}  # dependencies, before the command
         self.over_allowed: set[str] = set()  # finished tasks allowed while over the byte bound
         self.gone: dict[str, State] = {}  # forgotten tasks' last state
+        self.lowered = False  # a SetLimits happened (it may leave unfinished tasks past a bound)
 
     # ---- applying ------------------------------------------------------------------------
 
     def apply(self, command: Command, entropy: int = 7) -> Outcome:
         before = self.s.snapshot()
-        unbounded = Scheduler.restore(before, UNBOUNDED) if isinstance(command, Submit) else None
+        unbounded = None
+        if isinstance(command, Submit):
+            unbounded = Scheduler.restore(before, CONFIG)
+            depth = self.s.limits()[0]
+            assert unbounded.apply(SetLimits(depth, 10**9, 10**12), self.now, 0).ok
         held_tasks = self.s.list(limit=100_000)[0]
         self.evicted_keys = {t.id: finished_key(t) for t in held_tasks if t.state.terminal}
         self.pre_deps = {t.id: t.depends_on for t in held_tasks}
@@ -174,8 +179,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             if group & named:
                 must_keep[finished] = unbounded.get(finished)  # type: ignore[assignment]
         assert (
-            len(must_keep) > CONFIG.max_tasks
-            or sum(t.size for t in must_keep.values()) > CONFIG.max_bytes
+            len(must_keep) > self.s.holdings().max_tasks
+            or sum(t.size for t in must_keep.values()) > self.s.holdings().max_bytes
         ), f"NODE_FULL but {len(must_keep)} tasks would fit after evicting finished ones"
 
     def check_evicted(self, out: Outcome) -> None:
@@ -355,6 +360,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.ids += 1
         assert not self.apply(Submit((TaskSpec(), spec), (f"X{self.ids}", f"Y{self.ids}"))).ok
 
+    @rule(
+        max_tasks=st.sampled_from([4, 14, 30]),
+        max_bytes=st.sampled_from([120, 260, 600]),
+        depth=st.sampled_from([3, 12]),
+    )
+    def set_limits(self, max_tasks: int, max_bytes: int, depth: int) -> None:
+        out = self.apply(SetLimits(depth, max_tasks, max_bytes))
+        assert out.ok and self.s.limits() == (depth, max_tasks, max_bytes)
+        self.over_allowed = set()  # every finished task past a bound was evicted
+        self.lowered = True
+
     @rule()
     def restore_shadow(self) -> None:
         self.shadow = Scheduler.restore(self.s.snapshot(), CONFIG)
@@ -413,9 +429,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert held.finished_tasks == len(finished)
         assert held.finished_bytes == sum(task_size(t) for t in finished)
         assert all(t.size == task_size(t) for t in tasks)
-        assert held.tasks <= CONFIG.max_tasks
-        if held.bytes > CONFIG.max_bytes:
-            assert {t.id for t in finished} <= self.over_allowed, "over the bound, not evicting"
+        if held.tasks > held.max_tasks or held.bytes > held.max_bytes:
+            assert {t.id for t in finished} <= self.over_allowed, "over a bound, not evicting"
+        if held.tasks > held.max_tasks:
+            assert self.lowered, "only lowered limits leave more tasks than max_tasks"
         # A task whose dependency was forgotten may take it for succeeded: it must have been.
         for task in tasks:
             for dep in task.depends_on:
