@@ -11,7 +11,7 @@ at one byte each). The fixed per-task cost (objects, indexes: about 1 KiB) is wh
 per change: the scheduler calls ``add``/``remove`` when a task appears or is forgotten and
 ``moved`` after every state change (which is also when ``result`` and ``error`` change).
 
-The rule the scheduler applies with these counts: a submit that the unfinished tasks alone
+The rule the scheduler applies with these counts (``eviction``): a submit that the unfinished tasks alone
 (plus the batch) would push past a bound is refused whole (``NODE_FULL``); otherwise the
 oldest finished tasks are evicted early — before their retention ends — until the node is
 back within its bounds. Results and errors of running tasks are never refused (their size is
@@ -28,11 +28,24 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from taskd.queue.commands import TaskSpec
 from taskd.queue.task import Task
 
-__all__ = ["Holdings", "spec_size", "task_size"]
+__all__ = ["HeldCounts", "Holdings", "spec_size", "task_size"]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCounts:
+    """Tasks and bytes held (finished ones included) against the node-wide bounds."""
+
+    tasks: int
+    bytes: int
+    finished_tasks: int
+    finished_bytes: int
+    max_tasks: int
+    max_bytes: int
 
 
 def task_size(task: Task) -> int:

@@ -10,7 +10,8 @@ step, and records a ``StateChanged`` event. Time comes only from ``now``, random
 What lives where: ``submit`` plans batches, ``queues`` keeps per-queue heaps and counts,
 ``timers`` decides when a ``Tick`` has work, ``backoff`` draws retry jitter, ``catalog``
 serves list pages, ``snapshot`` encodes state, ``holdings`` counts what is held against the
-node-wide bounds (evicting the oldest finished tasks when one is reached). The dependency
+node-wide bounds and ``eviction`` decides what a submit may add and which finished tasks make
+room (the bounds change only through ``SetLimits``, so replays decide alike). The dependency
 graph is two maps here: ``task.waiting_on`` (unfinished dependencies, on the dependent) and
 ``_dependents`` (dependent ids per dependency, in seq order, so cascades run in a
 deterministic order).
@@ -27,8 +28,8 @@ from __future__ import annotations
 import builtins
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from heapq import heappop, heappush
+from dataclasses import replace
+from heapq import heappush
 
 from taskd.queue import snapshot as snapshot_codec
 from taskd.queue.backoff import backoff
@@ -56,7 +57,8 @@ from taskd.queue.commands import (
     Tick,
 )
 from taskd.queue.dependencies import DependencyRules
-from taskd.queue.holdings import Holdings, spec_size
+from taskd.queue.eviction import EvictionRules
+from taskd.queue.holdings import HeldCounts, Holdings, spec_size
 from taskd.queue.queues import QueueIndex, QueueStats
 from taskd.queue.submit import SubmitPlan, check_queue_name, plan_submit
 from taskd.queue.task import SchedulerConfig, Task
@@ -71,18 +73,6 @@ _MAX_LEASE_BATCH = 10_000
 _MAX_WORKER_NAME = 255
 
 
-@dataclass(frozen=True, slots=True)
-class HeldCounts:
-    """Tasks and bytes held (finished ones included) against the node-wide bounds."""
-
-    tasks: int
-    bytes: int
-    finished_tasks: int
-    finished_bytes: int
-    max_tasks: int
-    max_bytes: int
-
-
 def _invalid(message: str, field: str) -> Outcome:
     return Outcome(rejection=Rejection(RejectCode.INVALID, message, field))
 
@@ -91,7 +81,7 @@ def _positive_seconds(value: object) -> bool:
     return type(value) in (float, int) and 0 < value < math.inf  # type: ignore[operator]
 
 
-class Scheduler(DependencyRules):
+class Scheduler(EvictionRules, DependencyRules):
     def __init__(self, config: SchedulerConfig = SchedulerConfig()) -> None:  # noqa: B008
         config.validate()
         self._config = config
@@ -275,93 +265,6 @@ class Scheduler(DependencyRules):
             keep.update(ids[i] for i in range(len(ids)) if states[i] is not None)
             outcome.evicted = self._make_room(keep)
         return outcome
-
-    def _node_full(
-        self, new_tasks: int, new_bytes: int, kept: builtins.list[Task]
-    ) -> Rejection | None:
-        """Refuse a submit that would not fit even with every other finished task evicted."""
-        held, config = self._held, self._config
-        tasks = held.unfinished_tasks + new_tasks + len(kept)
-        size = held.unfinished_bytes + new_bytes + sum(t.size for t in kept)
-        if tasks > config.max_tasks:
-            return Rejection(
-                RejectCode.NODE_FULL,
-                f"the node is full: it holds {held.unfinished_tasks} unfinished tasks, this "
-                f"submit adds {new_tasks} and the node-wide limit is {config.max_tasks} "
-                "(--max-tasks); let workers drain the queues, cancel unneeded tasks, or raise "
-                "--max-tasks",
-                "tasks",
-            )
-        if size > config.max_bytes:
-            return Rejection(
-                RejectCode.NODE_FULL,
-                f"the node is full: unfinished tasks hold {held.unfinished_bytes} bytes of "
-                f"payloads, labels and results, this submit adds {new_bytes} and the node-wide "
-                f"limit is {config.max_bytes} (--max-memory); let workers drain the queues, "
-                "send smaller payloads, or raise --max-memory",
-                "tasks",
-            )
-        return None
-
-    def _make_room(self, keep: tuple[str, ...] | set[str]) -> tuple[str, ...]:
-        """Evict the oldest finished tasks (but those in ``keep``) until within the bounds.
-
-        A failed or canceled task goes together with the tasks its ending canceled (they all
-        depend on it, transitively): a task whose dependency is gone takes that dependency for
-        succeeded, so a dependent left behind could be retried and run without it.
-        """
-        held, config = self._held, self._config
-        if held.tasks <= config.max_tasks and held.bytes <= config.max_bytes:
-            return ()
-        evicted: list[str] = []
-        spared: list[tuple[float, int, str]] = []
-        heap = held.heap
-        while heap and (held.tasks > config.max_tasks or held.bytes > config.max_bytes):
-            entry = heappop(heap)
-            task = held.live(entry)
-            if task is None:
-                continue
-            group = [task] if task.state is _SUCCEEDED else self._doomed_with(task)
-            if any(member.id in keep for member in group):
-                spared.append(entry)
-                continue
-            for member in group:
-                self._forget(member)
-                evicted.append(member.id)
-            heap = held.heap  # forgetting may have compacted it
-        for entry in spared:
-            heappush(held.heap, entry)
-        return tuple(evicted)
-
-    def _ended_ancestors(self, stack: builtins.list[str], found: dict[str, Task]) -> None:
-        """Add to ``found`` the failed or canceled tasks among ``stack``'s ids, and theirs."""
-        tasks = self._tasks
-        while stack:
-            task = tasks.get(stack.pop())
-            if task is not None and task.id not in found and task.state in (_FAILED, _CANCELED):
-                found[task.id] = task
-                stack.extend(task.depends_on)
-
-    def _doomed_with(self, root: Task) -> builtins.list[Task]:
-        """``root`` (failed or canceled) and every task depending on it, transitively; by the
-        invariants, all of them are canceled."""
-        tasks, dependents = self._tasks, self._dependents
-        group = [root]
-        seen = {root.id}
-        i = 0
-        while i < len(group):
-            for dependent_id in dependents.get(group[i].id, ()):
-                if dependent_id not in seen:
-                    seen.add(dependent_id)
-                    dependent = tasks[dependent_id]
-                    if dependent.state is not _CANCELED:
-                        raise InvariantError(
-                            f"{dependent.state.value} task {dependent_id} depends on ended "
-                            f"task {group[i].id}"
-                        )
-                    group.append(dependent)
-            i += 1
-        return group
 
     def _create(
         self, command: Submit, plan: SubmitPlan, now: float, sizes: builtins.list[int]
