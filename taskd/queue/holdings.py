@@ -11,8 +11,8 @@ at one byte each). The fixed per-task cost (objects, indexes: about 1 KiB) is wh
 per change: the scheduler calls ``add``/``remove`` when a task appears or is forgotten and
 ``moved`` after every state change (which is also when ``result`` and ``error`` change).
 
-The rule the scheduler applies with these counts (``eviction``): a submit that the unfinished tasks alone
-(plus the batch) would push past a bound is refused whole (``NODE_FULL``); otherwise the
+The rule the scheduler applies with these counts (``eviction``): a submit that the unfinished
+tasks alone (plus the batch) would push past a bound is refused whole (``NODE_FULL``); else the
 oldest finished tasks are evicted early — before their retention ends — until the node is
 back within its bounds. Results and errors of running tasks are never refused (their size is
 bounded at the API by ``max_payload``); they may push the bytes past the bound, which evicts
