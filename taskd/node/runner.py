@@ -23,7 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from taskd import __version__
-from taskd.errors import StartupError, first_of
+from taskd.errors import ClusterError, StartupError, first_of
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
 from taskd.node import grpc as grpc_api
@@ -208,7 +208,16 @@ class Node:
             self.machine.scheduler.limits(),
             wanted,
         )
-        outcome = await self.store.propose(codec.encode(SetLimits(*wanted), self.clock(), 0))
+        try:
+            outcome = await self.store.propose(codec.encode(SetLimits(*wanted), self.clock(), 0))
+        except ClusterError as exc:  # e.g. a full disk: keep serving under the logged limits
+            log.warning(
+                "cannot log the new limits (%s); the node keeps deciding under %s until a "
+                "restart can log them",
+                exc,
+                self.machine.scheduler.limits(),
+            )
+            return
         assert isinstance(outcome, Outcome) and outcome.ok, outcome
 
     async def _start_grpc(self) -> Server:
