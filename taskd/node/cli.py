@@ -50,8 +50,8 @@ class Rest:
         data = None if body is None else orjson.dumps(body)
         request = urllib.request.Request(self.server + path, data=data, method=method)
         request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        # Every call, body or not: the node refuses a POST without it (no cross-site writes).
+        request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 return _decode(response.read())

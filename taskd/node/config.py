@@ -18,6 +18,8 @@ from pathlib import Path
 from taskd import __version__
 from taskd.exec.concurrency import Concurrency
 from taskd.node import limits
+from taskd.node.memory import parse_size
+from taskd.node.origin import normalize_origin
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"
@@ -45,7 +47,11 @@ class NodeConfig:
     concurrency: Concurrency = field(default_factory=lambda: Concurrency.parse("1-8"))
     max_payload: int = limits.DEFAULT_MAX_PAYLOAD
     max_queue_depth: int = 1_000_000
+    max_tasks: int | None = None  # node-wide; None: derived from the machine's memory
+    max_memory: int | None = None  # bytes of payloads, results, errors, labels; None: derived
     retention: float = 7 * 24 * 3600.0
+    allow_origins: tuple[str, ...] = ()  # normalized web origins allowed to call, or "*"
+    allow_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones, or "*"
     shutdown_grace: float = 30.0
     worker_lease: float = 30.0
     snapshot_every: int = 100_000
@@ -84,6 +90,10 @@ class NodeConfig:
             raise ConfigError("--max-payload must be at least 1 byte")
         if self.max_queue_depth < 1:
             raise ConfigError("--max-queue-depth must be at least 1")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise ConfigError("--max-tasks must be at least 1 (or leave it out for the default)")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise ConfigError("--max-memory must be at least 1 byte (e.g. 512M, 2G)")
         if self.shutdown_grace < 0:
             raise ConfigError("--shutdown-grace must be >= 0 seconds")
         if self.worker_lease <= 0:
@@ -161,7 +171,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="unfinished tasks a queue may hold before submits get 429 (default 1,000,000)",
     )
     p.add_argument(
+        "--max-tasks",
+        type=int,
+        help="tasks the node holds, finished ones included, across all queues; at the limit "
+        "the oldest finished are evicted early, then submits get 429 (default: from memory)",
+    )
+    p.add_argument(
+        "--max-memory",
+        help="bytes of payloads, results, errors and labels the node holds, e.g. 2G or 512M; "
+        "same rule as --max-tasks (default: a quarter of the machine's memory)",
+    )
+    p.add_argument(
         "--retention", type=_duration, help="seconds to keep finished tasks (default 7 days)"
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="URL",
+        help="a web origin (scheme://host[:port]) whose pages may call this node, or '*'; "
+        "repeatable (default: none besides the node's own)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name to serve besides localhost/127.0.0.1/[::1], or '*'; repeatable "
+        "(default: loopback names on a loopback listener, any name otherwise)",
     )
     p.add_argument(
         "--shutdown-grace",
@@ -233,6 +268,8 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
         ("store", str),
         ("max-payload", int),
         ("max-queue-depth", int),
+        ("max-tasks", int),
+        ("max-memory", parse_size),
         ("retention", float),
         ("shutdown-grace", float),
         ("worker-lease", float),
@@ -247,9 +284,11 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
         if raw is not None:
             try:
                 values[name.replace("-", "_")] = convert(raw)
-            except ValueError:
+            except ValueError as exc:
+                detail = f": {exc}" if name == "max-memory" else ""
                 raise ConfigError(
                     f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}"
+                    + detail
                 ) from None
     raw = pick("accept-data-loss")
     if raw is not None:
@@ -264,6 +303,39 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
             values["concurrency"] = Concurrency.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"--concurrency: {exc}") from None
+    values["allow_origins"] = _allow_origins(args.allow_origin or _env_list(env, "ALLOW_ORIGIN"))
+    values["allow_hosts"] = _allow_hosts(args.allow_host or _env_list(env, "ALLOW_HOST"))
     config = NodeConfig(**values)  # type: ignore[arg-type]  # keys checked above
     config.validate()
     return config
+
+
+def _env_list(env: Mapping[str, str], name: str) -> list[str]:
+    """``TASKD_ALLOW_ORIGIN=a,b`` → [a, b] (commas or whitespace separate entries)."""
+    return [t for t in re.split(r"[,\s]+", env.get("TASKD_" + name, "")) if t]
+
+
+def _allow_origins(texts: Sequence[str]) -> tuple[str, ...]:
+    origins: list[str] = []
+    for text in texts:
+        if text.strip() == "*":
+            origins.append("*")
+            continue
+        try:
+            origins.append(normalize_origin(text))
+        except ValueError as exc:
+            raise ConfigError(f"--allow-origin: {exc} (e.g. https://app.example.com)") from None
+    return tuple(origins)
+
+
+def _allow_hosts(texts: Sequence[str]) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for text in texts:
+        name = text.strip().lower().rstrip(".")
+        if not name or any(c in name for c in "/@ \t") or (":" in name and "[" not in name):
+            raise ConfigError(
+                f"--allow-host takes a host name without port or scheme (e.g. taskd.internal), "
+                f"got {text!r}"
+            )
+        hosts.append(name)
+    return tuple(hosts)

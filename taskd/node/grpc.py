@@ -4,8 +4,8 @@ grpclib is asyncio code; trio-asyncio runs an asyncio loop on top of trio. Each 
 a thin asyncio shim that hops into trio (``trio_as_aio``) to call ``NodeService``, so the
 scheduler and store only ever run as trio code. Errors become gRPC statuses with a message
 that names the field: invalid input → INVALID_ARGUMENT, unknown id → NOT_FOUND, illegal
-transition or stale lease → FAILED_PRECONDITION, full queue → RESOURCE_EXHAUSTED, no leader
-or store down → UNAVAILABLE.
+transition or stale lease → FAILED_PRECONDITION, full queue or node → RESOURCE_EXHAUSTED, no
+leader or store down → UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ _STATUS = {
     "not_found": Status.NOT_FOUND,
     "conflict": Status.FAILED_PRECONDITION,
     "queue_full": Status.RESOURCE_EXHAUSTED,
+    "node_full": Status.RESOURCE_EXHAUSTED,
 }
 
 MAX_BATCH = limits.MAX_BATCH  # the same limit as REST's batch endpoint

@@ -5,7 +5,7 @@ Theory of operation: each handler is thin — read and check the request (``vali
 error shape, ``{"error": {"code", "message", "field"}}``, in one place (``_endpoint``):
 
     invalid 400 · not_found 404 · method_not_allowed 405 · conflict 409 · too_large 413 ·
-    queue_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
+    queue_full, node_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
 
 A store whose disk refuses writes (``StorageFault``) is a 503 "unavailable" whose message is
 the fault's own (what is wrong, where, what an operator must do), never "retry shortly"; it
@@ -37,6 +37,7 @@ import orjson
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -44,6 +45,7 @@ from starlette.routing import Route
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
 from taskd.node import jsonnum, limits, validate
 from taskd.node.httpworkers import HttpWorkerTracker
+from taskd.node.origin import OriginGuard, OriginPolicy
 from taskd.node.present import printable_json, stats_to_json, task_to_json, work_item_to_json
 from taskd.node.service import NodeService
 from taskd.queue.commands import State
@@ -57,6 +59,7 @@ _STATUS = {
     "conflict": 409,
     "too_large": 413,
     "queue_full": 429,
+    "node_full": 429,
 }
 _RETRY_AFTER = "1"
 _RETRY_AFTER_DISK_FULL = "5"  # an operator must free space first; then writes resume by themselves
@@ -84,6 +87,7 @@ class HttpExtras:
     http_workers: HttpWorkerTracker | None = None  # lists HTTP workers in GET /api/v1/workers
     # why writes are refused although the node runs (a full or failing disk), or None
     not_ready_reason: Callable[[], str | None] = lambda: None
+    origin: OriginPolicy = OriginPolicy()  # noqa: RUF009  # frozen; Host/Origin/Content-Type rules
 
 
 # ---- responses and errors ------------------------------------------------------------------
@@ -497,7 +501,11 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         Route(path, _endpoint(_by_method(methods)), methods=list(methods))
         for path, methods in table.items()
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(OriginGuard, policy=extras.origin)],  # before any handler
+    )
 
 
 _INDEX_HTML = """<!doctype html>

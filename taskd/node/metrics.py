@@ -1,12 +1,16 @@
 """Prometheus metrics of one node, exposed at ``GET /metrics``.
 
 Counters are bumped from the applied-command listener (so they count committed work, replay
-included); queue depths are read from the scheduler when scraped, so they cost nothing
-between scrapes.
+included); queue depths and the node-wide holdings (tasks and bytes held against
+``--max-tasks`` / ``--max-memory``) are read from the scheduler when scraped, so they cost
+nothing between scrapes. Finished tasks evicted before their retention ended are counted in
+``taskd_tasks_evicted_total`` and logged, at most one line per ``_EVICTION_LOG_EVERY`` seconds.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +20,9 @@ from prometheus_client.registry import Collector
 
 from taskd.queue.commands import Command, Outcome, State
 from taskd.queue.scheduler import Scheduler
+
+log = logging.getLogger("taskd.node")
+_EVICTION_LOG_EVERY = 10.0  # seconds between eviction log lines (a flood evicts per submit)
 
 
 class _QueueCollector(Collector):
@@ -39,9 +46,36 @@ class _QueueCollector(Collector):
             "taskd_tasks_held", "Tasks held in memory, terminal ones included"
         )
         tasks.add_metric([], len(scheduler))
+        held = scheduler.holdings()
         yield depth
         yield paused
         yield tasks
+        for name, help_text, value in (
+            ("taskd_tasks_max", "Node-wide bound on tasks held (--max-tasks)", held.max_tasks),
+            (
+                "taskd_tasks_finished_held",
+                "Finished tasks held for --retention (evicted first at a bound)",
+                held.finished_tasks,
+            ),
+            (
+                "taskd_held_bytes",
+                "Bytes of payloads, results, errors, labels and ids held",
+                held.bytes,
+            ),
+            (
+                "taskd_held_bytes_finished",
+                "The part of taskd_held_bytes that finished tasks hold",
+                held.finished_bytes,
+            ),
+            (
+                "taskd_held_bytes_max",
+                "Node-wide bound on held bytes (--max-memory)",
+                held.max_bytes,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, help_text)
+            gauge.add_metric([], value)
+            yield gauge
 
 
 class NodeMetrics:
@@ -65,6 +99,13 @@ class NodeMetrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
         )
+        self.evicted = Counter(
+            "taskd_tasks_evicted",
+            "Finished tasks forgotten before their retention ended, to stay within the bounds",
+            registry=self.registry,
+        )
+        self._evicted_unlogged = 0
+        self._eviction_logged_at = -_EVICTION_LOG_EVERY
         self.registry.register(_QueueCollector(scheduler))
         self._command_children: dict[tuple[type, str], Any] = {}
         self._transition_children: dict[tuple[str, State], Any] = {}
@@ -85,6 +126,22 @@ class NodeMetrics:
             if child is None:
                 child = children[tkey] = self.transitions.labels(event.queue, event.current.value)
             child.inc()
+        if outcome.evicted:
+            self._note_evicted(len(outcome.evicted))
+
+    def _note_evicted(self, count: int) -> None:
+        self.evicted.inc(count)
+        self._evicted_unlogged += count
+        now = time.monotonic()
+        if now - self._eviction_logged_at >= _EVICTION_LOG_EVERY:
+            log.warning(
+                "the node reached --max-tasks or --max-memory: evicted %d finished tasks before "
+                "their --retention ended (oldest first). Shorten --retention, raise the limits, "
+                "or read results sooner",
+                self._evicted_unlogged,
+            )
+            self._evicted_unlogged = 0
+            self._eviction_logged_at = now
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

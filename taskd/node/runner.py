@@ -38,7 +38,9 @@ from taskd.node.httpserver import hypercorn_config, serve_http
 from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
+from taskd.node.memory import MemoryBounds, available_memory, default_bounds
 from taskd.node.metrics import NodeMetrics
+from taskd.node.origin import OriginPolicy, is_loopback_listener
 from taskd.node.raftstore import RaftStore
 from taskd.node.service import NodeService, ServiceConfig
 from taskd.node.sources import LOCAL_LEASE, ServiceSource
@@ -52,6 +54,8 @@ from taskd.node.transport import (
     sweep,
 )
 from taskd.node.workers import WorkerStreamService
+from taskd.queue import codec
+from taskd.queue.commands import Outcome, SetLimits
 from taskd.queue.task import SchedulerConfig
 
 log = logging.getLogger("taskd.node")
@@ -60,9 +64,11 @@ log = logging.getLogger("taskd.node")
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.machine = SchedulerMachine(
-            SchedulerConfig(retention=config.retention, max_queue_depth=config.max_queue_depth)
-        )
+        self.bounds = _memory_bounds(config)
+        # The bounds are not taken from the flags here: they are state, set through the log
+        # (SetLimits, proposed after recovery when the flags differ), so that replaying the log
+        # decides every command under the bounds it was decided under the first time.
+        self.machine = SchedulerMachine(SchedulerConfig(retention=config.retention))
         self.store = RaftStore(
             config.data_dir,
             self.machine,
@@ -132,6 +138,9 @@ class Node:
                     "grpc": config.grpc,
                     "http": config.http,
                     "data_dir": str(config.data_dir),
+                    "max_tasks": self.bounds.max_tasks,
+                    "max_memory": self.bounds.max_bytes,
+                    "memory_seen": self.bounds.memory,
                 }
             },
         )
@@ -156,6 +165,7 @@ class Node:
             loop.set_exception_handler(AsyncioErrorLog().report)
             await root.start(self.store.serve)
             self.clock.not_before(self.machine.latest_time)
+            await self._set_limits()
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
             # This node's local attempts died with its previous process: retry them now.
@@ -248,6 +258,28 @@ class Node:
         """Out of descriptors: close the idle connections of both listeners."""
         return sum(t.shed_idle(SHED_QUIET) for t in (self.grpc_connections, self.http_connections))
 
+    async def _set_limits(self) -> None:
+        """Log the bounds the flags (or this machine's memory) ask for, if they changed."""
+        wanted = (self.config.max_queue_depth, self.bounds.max_tasks, self.bounds.max_bytes)
+        if self.machine.scheduler.limits() == wanted:
+            return
+        log.info(
+            "limits change: max_queue_depth, max_tasks, max_memory %s -> %s",
+            self.machine.scheduler.limits(),
+            wanted,
+        )
+        try:
+            outcome = await self.store.propose(codec.encode(SetLimits(*wanted), self.clock(), 0))
+        except ClusterError as exc:  # e.g. a full disk: keep serving under the logged limits
+            log.warning(
+                "cannot log the new limits (%s); the node keeps deciding under %s until a "
+                "restart can log them",
+                exc,
+                self.machine.scheduler.limits(),
+            )
+            return
+        assert isinstance(outcome, Outcome) and outcome.ok, outcome
+
     async def _start_grpc(self, root: trio.Nursery) -> GuardedServer:
         server = GuardedServer(
             [
@@ -290,6 +322,11 @@ class Node:
                 max_body=self.config.max_body,
                 http_lease_ttl=self.config.worker_lease,
                 http_workers=HttpWorkerTracker(self.registry, self.config.worker_lease),
+                origin=OriginPolicy(
+                    loopback=is_loopback_listener(split_host_port(self.config.http, "--http")[0]),
+                    allow_origins=self.config.allow_origins,
+                    allow_hosts=self.config.allow_hosts,
+                ),
             ),
         )
         hconfig = hypercorn_config(self.config.idle_timeout)
@@ -337,6 +374,16 @@ class AsyncioErrorLog:
         )
 
 
+def _memory_bounds(config: NodeConfig) -> MemoryBounds:
+    """The node-wide bounds: the flags, or defaults derived from this machine's memory."""
+    derived = default_bounds(available_memory())
+    return MemoryBounds(
+        max_tasks=config.max_tasks if config.max_tasks is not None else derived.max_tasks,
+        max_bytes=config.max_memory if config.max_memory is not None else derived.max_bytes,
+        memory=derived.memory,
+    )
+
+
 async def _wait_for_stop_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
@@ -346,10 +393,12 @@ async def _wait_for_stop_signal() -> None:
 def _warn_if_exposed(config: NodeConfig) -> None:
     for flag, address in (("--grpc", config.grpc), ("--http", config.http)):
         host, _ = split_host_port(address, flag)
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if not is_loopback_listener(host):
             log.warning(
-                "%s listens on %s with no API token configured: anyone who can reach it can "
-                "submit and cancel tasks. Bind to 127.0.0.1 or put it behind a firewall.",
+                "%s listens on %s, beyond loopback. This version has no authentication: anyone "
+                "who can reach this port can submit, cancel and read every task. Bind it to "
+                "127.0.0.1, or firewall the port to trusted hosts; API tokens and TLS arrive in "
+                "a later release.",
                 flag,
                 address,
             )

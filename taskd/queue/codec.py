@@ -7,7 +7,8 @@ the command's declaration order, and a ``TaskSpec`` is itself a positional array
 results are msgpack ``bin``, stored as-is. Arrays instead of maps keep entries small and
 encoding fast (this runs once per log entry on every replica).
 
-Adding a field or command kind means a new ``FORMAT_VERSION`` and a decoder for the old one.
+Adding a field means a new ``FORMAT_VERSION`` and a decoder for the old one. A new command kind
+keeps the version (old entries stay readable; an older build refuses the new kind by name).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetLimits,
     Submit,
     TaskSpec,
     Tick,
@@ -86,6 +88,7 @@ _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     Tick: (9, lambda c: []),
     ReleaseWorker: (10, lambda c: [c.worker]),
     RenewLeases: (11, lambda c: [c.lease_ttl]),
+    SetLimits: (12, lambda c: [c.max_queue_depth, c.max_tasks, c.max_bytes]),
 }
 _DECODERS: dict[int, Callable[..., Command]] = {
     _SUBMIT: lambda ids, specs: Submit(tuple(_spec(s) for s in specs), ids),
@@ -100,6 +103,7 @@ _DECODERS: dict[int, Callable[..., Command]] = {
     9: Tick,
     10: ReleaseWorker,
     11: RenewLeases,
+    12: SetLimits,
 }
 
 

@@ -153,6 +153,20 @@ class RenewLeases:
     lease_ttl: float
 
 
+@dataclass(frozen=True, slots=True)
+class SetLimits:
+    """The bounds from this point of the log on: per-queue depth and node-wide tasks and bytes.
+
+    The node proposes one at start-up when its flags differ from the bounds in effect, so a
+    replay decides every earlier command under the bounds it was first decided under, whatever
+    the flags (or the machine's memory) are at the time of the replay.
+    """
+
+    max_queue_depth: int
+    max_tasks: int
+    max_bytes: int
+
+
 Command = (
     Submit
     | Cancel
@@ -166,6 +180,7 @@ Command = (
     | Tick
     | ReleaseWorker
     | RenewLeases
+    | SetLimits
 )
 
 
@@ -177,6 +192,7 @@ class RejectCode(StrEnum):
     NOT_FOUND = "not_found"  # 404 / NOT_FOUND
     CONFLICT = "conflict"  # 409 / FAILED_PRECONDITION: illegal transition, stale lease
     QUEUE_FULL = "queue_full"  # 429 / RESOURCE_EXHAUSTED
+    NODE_FULL = "node_full"  # 429 / RESOURCE_EXHAUSTED: max_tasks or max_bytes node-wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +234,14 @@ class Outcome:
     ``reply`` depends on the command: ``Submit`` → tuple of (task_id, duplicate) per spec;
     ``Lease`` → tuple of ``Leased``; ``Cancel``/``Retry``/``Complete``/``Fail``/``Heartbeat``
     → the task id; others → None. ``events`` lists every state change, in order.
+    ``evicted`` names the finished tasks forgotten before their retention ended to keep the
+    node within ``max_tasks`` / ``max_bytes``, oldest first.
     """
 
     rejection: Rejection | None = None
     reply: object = None
     events: list[StateChanged] = field(default_factory=list)
+    evicted: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -5,8 +5,9 @@ ends failed or canceled, every BLOCKED dependent is canceled, transitively, with
 the cause and ``canceled_by`` recording it. When that cause is retried, exactly the dependents
 it canceled come back as BLOCKED, transitively, unless another ended dependency still dooms
 them (then that one becomes their ``canceled_by``, so retrying it brings them back). A
-dependency forgotten under retention had succeeded: only succeeded tasks can be depended on
-after they are gone.
+dependency that is gone had succeeded: a failed or canceled task is forgotten (retention, or
+eviction at a memory bound) together with every task depending on it, so only succeeded tasks
+can be depended on after they are gone.
 
 A mixin of ``Scheduler``: it owns no state, only these rules over the scheduler's tables.
 """

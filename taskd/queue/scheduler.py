@@ -9,9 +9,12 @@ step, and records a ``StateChanged`` event. Time comes only from ``now``, random
 
 What lives where: ``submit`` plans batches, ``queues`` keeps per-queue heaps and counts,
 ``timers`` decides when a ``Tick`` has work, ``backoff`` draws retry jitter, ``catalog``
-serves list pages, ``snapshot`` encodes state. The dependency graph is two maps here:
-``task.waiting_on`` (unfinished dependencies, on the dependent) and ``_dependents`` (dependent
-ids per dependency, in seq order, so cascades run in a deterministic order).
+serves list pages, ``snapshot`` encodes state, ``holdings`` counts what is held against the
+node-wide bounds and ``eviction`` decides what a submit may add and which finished tasks make
+room (the bounds change only through ``SetLimits``, so replays decide alike). The dependency
+graph is two maps here: ``task.waiting_on`` (unfinished dependencies, on the dependent) and
+``_dependents`` (dependent ids per dependency, in seq order, so cascades run in a
+deterministic order).
 
 Invariants (checked by the property tests): each task is in exactly one state and counted in
 exactly one queue bucket; a BLOCKED task waits on at least one unfinished dependency and no
@@ -25,6 +28,7 @@ from __future__ import annotations
 import builtins
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from heapq import heappush
 
 from taskd.queue import snapshot as snapshot_codec
@@ -46,19 +50,22 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetLimits,
     State,
     StateChanged,
     Submit,
     Tick,
 )
 from taskd.queue.dependencies import DependencyRules
+from taskd.queue.eviction import EvictionRules
+from taskd.queue.holdings import HeldCounts, Holdings, spec_size
 from taskd.queue.queues import QueueIndex, QueueStats
 from taskd.queue.submit import SubmitPlan, check_queue_name, plan_submit
 from taskd.queue.task import SchedulerConfig, Task
 from taskd.queue.timers import Timers, due_time
 from taskd.queue.transitions import InvariantError, Trigger, allowed, check
 
-__all__ = ["QueueStats", "Scheduler"]
+__all__ = ["HeldCounts", "QueueStats", "Scheduler"]
 
 _PENDING, _BLOCKED, _QUEUED, _RUNNING = State.PENDING, State.BLOCKED, State.QUEUED, State.RUNNING
 _SUCCEEDED, _FAILED, _CANCELED = State.SUCCEEDED, State.FAILED, State.CANCELED
@@ -74,7 +81,7 @@ def _positive_seconds(value: object) -> bool:
     return type(value) in (float, int) and 0 < value < math.inf  # type: ignore[operator]
 
 
-class Scheduler(DependencyRules):
+class Scheduler(EvictionRules, DependencyRules):
     def __init__(self, config: SchedulerConfig = SchedulerConfig()) -> None:  # noqa: B008
         config.validate()
         self._config = config
@@ -86,6 +93,7 @@ class Scheduler(DependencyRules):
         self._idempotency: dict[tuple[str, str], str] = {}
         self._by_worker: dict[str, dict[str, None]] = {}
         self._catalog = IdIndex()
+        self._held = Holdings(self._tasks)
         self._seq = 0
         self._epoch = 0
         self._handlers: dict[type, Callable[[object, float, int], Outcome]] = {
@@ -101,6 +109,7 @@ class Scheduler(DependencyRules):
             ResumeQueue: self._resume,  # type: ignore[dict-item]
             ReleaseWorker: self._release_worker,  # type: ignore[dict-item]
             RenewLeases: self._renew_leases,  # type: ignore[dict-item]
+            SetLimits: self._set_limits,  # type: ignore[dict-item]
         }
 
     # ---- the mutator ---------------------------------------------------------------------
@@ -114,7 +123,20 @@ class Scheduler(DependencyRules):
             return _invalid("now must be a finite time", "now")
         if type(entropy) is not int:
             return _invalid("entropy must be an integer", "entropy")
-        return handler(command, now, entropy)
+        outcome = handler(command, now, entropy)
+        held, config = self._held, self._config
+        if (
+            outcome.events
+            and (held.bytes > config.max_bytes or held.tasks > config.max_tasks)
+            and type(command) is not Submit  # a submit makes its own room (see _submit)
+        ):
+            # Results, errors or a cascade took what is held past a bound (or lowered bounds
+            # left it there): make room, but keep the task the command named (its caller reads
+            # it back right away). Only commands that changed a task do this, so a Tick with
+            # nothing due still changes nothing.
+            reply = outcome.reply
+            outcome.evicted = self._make_room((reply,) if type(reply) is str else ())
+        return outcome
 
     # ---- the one place a task changes state ----------------------------------------------
 
@@ -122,11 +144,12 @@ class Scheduler(DependencyRules):
         """Move ``task`` to ``new``; its time fields must already be set for the new state."""
         old = task.state
         check(old, trigger, new)
+        task.state = new
+        self._held.moved(task, old.terminal)
         index = self._queues[task.queue]
         by_state = index.by_state
         by_state[old] -= 1
         by_state[new] += 1
-        task.state = new
         if old is _QUEUED:
             index.by_priority[task.priority] -= 1
         elif old is _RUNNING:
@@ -147,6 +170,7 @@ class Scheduler(DependencyRules):
         """Add a task (new, or restored from a snapshot) to every index."""
         self._tasks[task.id] = task
         self._catalog.add(task.id)
+        self._held.add(task)
         index = self._queues.get(task.queue)
         if index is None:
             index = self._queues[task.queue] = QueueIndex(task.queue)
@@ -169,6 +193,7 @@ class Scheduler(DependencyRules):
         check(task.state, Trigger.FORGET, None)
         task_id = task.id
         del self._tasks[task_id]
+        self._held.remove(task)
         self._catalog.remove(self._tasks)
         self._timers.forget(task_id)
         key = (task.queue, task.idempotency_key)
@@ -199,9 +224,51 @@ class Scheduler(DependencyRules):
         )
         if isinstance(plan, Rejection):
             return Outcome(rejection=plan)
-        return self._create(command, plan, float(now))
+        # Sizes of the new tasks (hot path: the common spec has no labels, deps or error), and
+        # the finished tasks that must stay: those the reply names (idempotent repeats), and
+        # the ended dependencies of those and of new tasks canceled at birth (see _make_room).
+        ids, states, depends_on, error = command.ids, plan.state, plan.depends_on, plan.error
+        sizes: builtins.list[int] = []
+        kept: dict[str, Task] = {}
+        ended: builtins.list[str] = []  # dependency ids to follow
+        new_tasks = new_bytes = 0
+        for i, spec in enumerate(command.specs):
+            if states[i] is None:
+                target = self._tasks.get(plan.reply[i][0])
+                if target is not None and target.state.terminal:
+                    kept[target.id] = target
+                    if target.state is _CANCELED:
+                        ended.extend(target.depends_on)
+                sizes.append(0)
+                continue
+            if states[i] is _CANCELED:
+                ended.extend(depends_on[i])
+            if spec.labels or depends_on[i] or error[i]:
+                size = spec_size(spec, ids[i], depends_on[i], error[i])
+            else:
+                size = len(ids[i]) + len(spec.name) + len(spec.payload) + len(spec.idempotency_key)
+            sizes.append(size)
+            new_bytes += size
+            new_tasks += 1
+        if ended:
+            self._ended_ancestors(ended, kept)
+        if new_tasks:
+            full = self._node_full(new_tasks, new_bytes, builtins.list(kept.values()))
+            if full is not None:
+                return Outcome(rejection=full)
+        outcome = self._create(command, plan, float(now), sizes)
+        held, config = self._held, self._config
+        held.tasks += new_tasks
+        held.bytes += new_bytes
+        if held.tasks > config.max_tasks or held.bytes > config.max_bytes:
+            keep = set(kept)
+            keep.update(ids[i] for i in range(len(ids)) if states[i] is not None)
+            outcome.evicted = self._make_room(keep)
+        return outcome
 
-    def _create(self, command: Submit, plan: SubmitPlan, now: float) -> Outcome:
+    def _create(
+        self, command: Submit, plan: SubmitPlan, now: float, sizes: builtins.list[int]
+    ) -> Outcome:
         # The hot path of a submit: _index_new inlined, with per-batch lookups hoisted.
         events: list[StateChanged] = []
         append = events.append
@@ -212,6 +279,7 @@ class Scheduler(DependencyRules):
         catalog = self._catalog
         catalog_ids = catalog.ids
         retention = self._retention
+        held = self._held
         index: QueueIndex | None = None
         for i, spec in enumerate(command.specs):
             state = states[i]
@@ -238,6 +306,7 @@ class Scheduler(DependencyRules):
                 seq,
                 state,
                 waiting_on=waiting_on[i],
+                size=sizes[i],
             )
             tasks[task_id] = task
             if catalog_ids and task_id > catalog_ids[-1]:
@@ -260,6 +329,7 @@ class Scheduler(DependencyRules):
                 task.canceled_by = plan.canceled_by[i]
                 task.finished_at = now
                 timers.schedule(now + retention, seq, task_id)
+                held.finished_new(task)
             if spec.idempotency_key:
                 self._idempotency[(queue, spec.idempotency_key)] = task_id
             if deps:
@@ -375,6 +445,7 @@ class Scheduler(DependencyRules):
         task.finished_at = now
         task.lease_deadline = task.timeout_deadline = 0.0
         task.state = _SUCCEEDED
+        self._held.completed(task, len(command.result))
         by_state = self._queues[task.queue].by_state
         by_state[_RUNNING] -= 1
         by_state[_SUCCEEDED] += 1
@@ -517,6 +588,26 @@ class Scheduler(DependencyRules):
                     task.lease_deadline = deadline  # later only: the timer hint stays valid
         return Outcome()
 
+    def _set_limits(self, command: SetLimits, now: float, entropy: int) -> Outcome:
+        limits = (command.max_queue_depth, command.max_tasks, command.max_bytes)
+        for name, value in zip(("max_queue_depth", "max_tasks", "max_bytes"), limits, strict=True):
+            if type(value) is not int or value < 1:
+                return _invalid(f"{name} must be an integer >= 1", name)
+        self._config = replace(
+            self._config,
+            max_queue_depth=command.max_queue_depth,
+            max_tasks=command.max_tasks,
+            max_bytes=command.max_bytes,
+        )
+        # Lower bounds take effect now: finished tasks beyond them go (unfinished ones stay,
+        # and submits are refused until enough of them finish).
+        return Outcome(evicted=self._make_room(()))
+
+    def limits(self) -> tuple[int, int, int]:
+        """The bounds in effect: (max_queue_depth, max_tasks, max_bytes)."""
+        config = self._config
+        return (config.max_queue_depth, config.max_tasks, config.max_bytes)
+
     def _due(self, task_id: str) -> tuple[float, int] | None:
         """When the timer of ``task_id`` fires, with its FIFO tie-breaker; None if it has none."""
         task = self._tasks.get(task_id)
@@ -533,7 +624,10 @@ class Scheduler(DependencyRules):
             if not fired:
                 break
             for task_id in fired:
-                task = tasks[task_id]
+                found = tasks.get(task_id)
+                if found is None:
+                    continue  # forgotten earlier in this Tick, with an ended dependency
+                task = found
                 state = task.state
                 if state is _PENDING:
                     self._move(task, _QUEUED, Trigger.RUN_AT, events)
@@ -543,8 +637,13 @@ class Scheduler(DependencyRules):
                     else:
                         trigger, error = Trigger.LEASE_EXPIRED, "lease expired"
                     self._end_attempt(task, error, True, trigger, now, entropy, events)
-                elif state.terminal:
+                elif state is _SUCCEEDED:
                     self._forget(task)
+                elif state.terminal:
+                    # A task canceled because of this one would take it for succeeded once it
+                    # is gone (and could be retried and run): they are forgotten together.
+                    for member in self._doomed_with(task):
+                        self._forget(member)
                 else:
                     raise InvariantError(f"timer fired for {state.value} task {task_id}")
         return Outcome(events=events)
@@ -625,18 +724,35 @@ class Scheduler(DependencyRules):
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def holdings(self) -> HeldCounts:
+        """What is held against the node-wide bounds, and the bounds (O(1))."""
+        held, config = self._held, self._config
+        return HeldCounts(
+            tasks=held.tasks,
+            bytes=held.bytes,
+            finished_tasks=held.finished_tasks,
+            finished_bytes=held.finished_bytes,
+            max_tasks=config.max_tasks,
+            max_bytes=config.max_bytes,
+        )
+
     # ---- snapshots -----------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
         paused = [name for name, index in self._queues.items() if index.paused]
         state = snapshot_codec.SnapshotState(
-            self._seq, self._epoch, paused, list(self._tasks.values())
+            self._seq, self._epoch, paused, list(self._tasks.values()), self.limits()
         )
         return snapshot_codec.encode(state)
 
     @classmethod
     def restore(cls, data: bytes, config: SchedulerConfig = SchedulerConfig()) -> Scheduler:  # noqa: B008
         state = snapshot_codec.decode(data)
+        if state.limits is not None:  # set by the log (SetLimits), not by today's flags
+            depth, max_tasks, max_bytes = state.limits
+            config = replace(
+                config, max_queue_depth=depth, max_tasks=max_tasks, max_bytes=max_bytes
+            )
         scheduler = cls(config)
         scheduler._seq = state.seq
         scheduler._epoch = state.epoch

@@ -1,7 +1,8 @@
 """Snapshot bytes: the scheduler's logical state, msgpack-encoded and versioned.
 
 Theory of operation: a snapshot holds only what decides future behaviour: the seq and epoch
-counters, the paused queues, and every held task, in seq order, as a positional array. Every
+counters, the paused queues, every held task, in seq order, as a positional array, and the
+bounds in effect (``SetLimits``; absent in snapshots written before it existed). Every
 index (ready heaps, timers, dependents, idempotency keys, worker leases, counts) is derived
 data, rebuilt on restore, so two schedulers in the same logical state produce identical bytes
 whatever their history (lazy heap entries included). Floats are always encoded as float64 and
@@ -32,6 +33,7 @@ class SnapshotState:
     epoch: int
     paused: list[str]
     tasks: list[Task]
+    limits: tuple[int, int, int] | None = None  # max_queue_depth, max_tasks, max_bytes
 
 
 def _task_row(t: Task) -> list[Any]:
@@ -50,7 +52,9 @@ def _task_row(t: Task) -> list[Any]:
 
 def encode(state: SnapshotState) -> bytes:
     rows = [_task_row(t) for t in state.tasks]
-    body = [SNAPSHOT_VERSION, state.seq, state.epoch, sorted(state.paused), rows]
+    body: list[Any] = [SNAPSHOT_VERSION, state.seq, state.epoch, sorted(state.paused), rows]
+    if state.limits is not None:
+        body.append(list(state.limits))
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
 
@@ -67,11 +71,15 @@ def decode(data: bytes) -> SnapshotState:
             f"unsupported snapshot version {body[0]!r} (this build reads {SNAPSHOT_VERSION})"
         )
     try:
-        _, seq, epoch, paused, rows = body
+        _, seq, epoch, paused, rows, *rest = body
         tasks = [_task(row) for row in rows]
+        limits = None
+        if rest:
+            [(depth, max_tasks, max_bytes)] = rest
+            limits = (int(depth), int(max_tasks), int(max_bytes))
     except (ValueError, TypeError, KeyError) as exc:
         raise SnapshotError(f"malformed snapshot: {exc}") from exc
-    return SnapshotState(seq=seq, epoch=epoch, paused=list(paused), tasks=tasks)
+    return SnapshotState(seq=seq, epoch=epoch, paused=list(paused), tasks=tasks, limits=limits)
 
 
 def _task(row: list[Any]) -> Task:

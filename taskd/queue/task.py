@@ -36,6 +36,7 @@ class Task:
     timeout_deadline: float = 0.0  # while running: started_at + timeout
     waiting_on: set[str] = field(default_factory=set)  # unfinished dependency ids
     canceled_by: str = ""  # the dependency whose failure or cancellation canceled this task
+    size: int = 0  # bytes counted against max_bytes (holdings.task_size); derived, not stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,10 @@ class SchedulerConfig:
     backoff_base: float = 1.0  # retry n waits uniform(0, min(cap, base * 2**(n-1)))
     backoff_cap: float = 300.0
     max_queue_depth: int = 1_000_000  # non-terminal tasks per queue; beyond it Submit → QUEUE_FULL
+    # Node-wide bounds on every held task, finished ones included (see holdings.py): reaching
+    # one evicts the oldest finished tasks early; unfinished ones alone → Submit → NODE_FULL.
+    max_tasks: int = 10_000_000
+    max_bytes: int = 16 << 30  # payloads, results, errors, labels, ids, names, keys
 
     def validate(self) -> None:
         if self.retention < 0:
@@ -54,3 +59,7 @@ class SchedulerConfig:
             raise ValueError("need 0 < backoff_base <= backoff_cap")
         if self.max_queue_depth < 1:
             raise ValueError("max_queue_depth must be >= 1")
+        if self.max_tasks < 1:
+            raise ValueError("max_tasks must be >= 1")
+        if self.max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")

@@ -46,16 +46,21 @@ async def call(
     content_length: str | bool | None = True,
     headers: dict[str, str] | None = None,
     hang_up: trio.Event | None = None,
+    host: str = "localhost:8080",
+    scheme: str = "http",
 ) -> Reply:
     """One request. ``content_length=True`` sends the true length, False none, a str that one.
+    ``content_type=None`` sends none; ``host`` is the Host header (a loopback name by default).
     Once the body is sent the client stays connected, or hangs up when ``hang_up`` is set."""
     if chunks is None:
         data = raw if raw is not None else (b"" if body is _UNSET else orjson.dumps(body))
         chunks = [data]
     total = sum(len(c) for c in chunks)
     parts = urlsplit(path)
-    header_list: list[tuple[bytes, bytes]] = [(b"host", b"testserver")]
-    if content_type is not None and total:
+    header_list: list[tuple[bytes, bytes]] = [(b"host", host.encode())]
+    # Like every client of ours, send the JSON content type on every request, body or not: a
+    # POST without one is refused (origin.py).
+    if content_type is not None:
         header_list.append((b"content-type", content_type.encode()))
     if content_length is True:
         header_list.append((b"content-length", str(total).encode()))
@@ -68,14 +73,14 @@ async def call(
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": method,
-        "scheme": "http",
+        "scheme": scheme,
         "path": parts.path,
         "raw_path": parts.path.encode(),
         "query_string": parts.query.encode(),
         "root_path": "",
         "headers": header_list,
         "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 80),
+        "server": ("127.0.0.1", 8080),
     }
     pending = list(chunks)
     sent_chunks = 0

@@ -17,11 +17,14 @@ def call(
     *,
     raw: bytes | None = None,
     headers: dict[str, str] | None = None,
+    content_type: str | None = "application/json",
     timeout: float = 10.0,
 ) -> tuple[int, Any]:
+    """One request; ``content_type=None`` sends none (the node refuses such a POST)."""
     data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
+    if content_type is not None:
+        request.add_header("Content-Type", content_type)
     for key, value in (headers or {}).items():
         request.add_header(key, value)
     try:

@@ -20,6 +20,7 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetLimits,
     Submit,
     TaskSpec,
     Tick,
@@ -63,6 +64,7 @@ EVERY_COMMAND: list[Command] = [
     Tick(),
     ReleaseWorker("w"),
     RenewLeases(30.0),
+    SetLimits(1000, 2_000_000, 8 << 30),
 ]
 
 

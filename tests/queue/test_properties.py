@@ -6,6 +6,12 @@ cancels, retries, pauses, lost workers and ticks while time advances. After ever
 checks the invariants of design.md §2 and §5, that the event stream accounts for every state
 change, that a rejected command changed nothing, and that a scheduler restored from a
 snapshot taken mid-run stays identical to the original.
+
+The node-wide bounds are small here (``max_tasks`` 14, ``max_bytes`` 260), so runs keep hitting
+them: after every step the incremental counts equal a recount, the task bound always holds,
+the byte bound holds unless at most one finished task is left, evictions took the oldest
+finished tasks, and a NODE_FULL refusal is checked against an unbounded twin that shows the
+batch really did not fit beside the unfinished tasks.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, settings
+from hypothesis import event as note_event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from taskd.queue.commands import (
+    TERMINAL,
     Cancel,
     Command,
     Complete,
@@ -26,22 +34,69 @@ from taskd.queue.commands import (
     Leased,
     Outcome,
     PauseQueue,
+    RejectCode,
     ReleaseWorker,
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetLimits,
     State,
     Submit,
     TaskSpec,
     Tick,
 )
+from taskd.queue.holdings import task_size
 from taskd.queue.scheduler import Scheduler
-from taskd.queue.task import SchedulerConfig
+from taskd.queue.task import SchedulerConfig, Task
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 QUEUES = ("a", "b")
 WORKERS = ("w1", "w2")
-CONFIG = SchedulerConfig(retention=50.0, backoff_base=1.0, backoff_cap=8.0, max_queue_depth=12)
+CONFIG = SchedulerConfig(
+    retention=50.0,
+    backoff_base=1.0,
+    backoff_cap=8.0,
+    max_queue_depth=12,
+    max_tasks=14,
+    max_bytes=260,
+)
+
+
+def finished_key(task: Task) -> tuple[float, int]:
+    return (task.finished_at, task.seq)
+
+
+def named_by(out: Outcome) -> set[str]:
+    """The task ids a command's reply names (what its caller reads back)."""
+    if isinstance(out.reply, str):
+        return {out.reply}
+    if isinstance(out.reply, tuple) and out.reply and isinstance(out.reply[0], tuple):
+        return {task_id for task_id, _ in out.reply}
+    return set()
+
+
+def groups(s: Scheduler) -> dict[str, set[str]]:
+    """Per finished task, what leaves with it: itself and, unless it succeeded, every task
+    depending on it, transitively (a dependent must not outlive an ended dependency)."""
+    tasks = {t.id: t for t in s.list(limit=100_000)[0]}
+    dependents: dict[str, list[str]] = {}
+    for t in tasks.values():
+        for dep in t.depends_on:
+            dependents.setdefault(dep, []).append(t.id)
+    out: dict[str, set[str]] = {}
+    for t in tasks.values():
+        if not t.state.terminal:
+            continue
+        group = {t.id}
+        if t.state is not State.SUCCEEDED:
+            stack = [t.id]
+            while stack:
+                for d in dependents.get(stack.pop(), ()):
+                    if d not in group:
+                        group.add(d)
+                        stack.append(d)
+        out[t.id] = group
+    return out
 
 
 class SchedulerMachine(RuleBasedStateMachine):
@@ -56,12 +111,32 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.model: dict[str, State] = {}  # state per task, as told by the events
         self.succeeded: set[str] = set()
         self.max_epoch = 0
+        self.evicted_keys: dict[str, tuple[float, int]] = {}  # finished tasks' eviction order
+        self.pre_deps: dict[str, tuple[str, ...]] = {}  # dependencies, before the command
+        self.over_allowed: set[str] = set()  # finished tasks allowed while over the byte bound
+        self.gone: dict[str, State] = {}  # forgotten tasks' last state
+        self.lowered = False  # a SetLimits happened (it may leave unfinished tasks past a bound)
 
     # ---- applying ------------------------------------------------------------------------
 
     def apply(self, command: Command, entropy: int = 7) -> Outcome:
         before = self.s.snapshot()
+        unbounded = None
+        if isinstance(command, Submit):
+            unbounded = Scheduler.restore(before, CONFIG)
+            depth = self.s.limits()[0]
+            assert unbounded.apply(SetLimits(depth, 10**9, 10**12), self.now, 0).ok
+        held_tasks = self.s.list(limit=100_000)[0]
+        self.evicted_keys = {t.id: finished_key(t) for t in held_tasks if t.state.terminal}
+        self.pre_deps = {t.id: t.depends_on for t in held_tasks}
         out = self.s.apply(command, self.now, entropy)
+        if out.rejection is not None and out.rejection.code is RejectCode.NODE_FULL:
+            assert unbounded is not None, "only a submit is refused for memory"
+            self.check_node_full(unbounded, command)
+            note_event("submit refused: node full")
+        if out.evicted:
+            self.check_evicted(out)
+            note_event(f"evicted by {type(command).__name__}")
         if self.shadow is not None:
             twin = self.shadow.apply(command, self.now, entropy)
             assert (twin.rejection, twin.reply, twin.events) == (
@@ -82,7 +157,55 @@ class SchedulerMachine(RuleBasedStateMachine):
             if event.current is State.SUCCEEDED:
                 assert event.task_id not in self.succeeded, "second terminal success"
                 self.succeeded.add(event.task_id)
+        if out.events:
+            # Past the byte bound after a command that changed tasks, only the finished tasks
+            # leaving together with one the reply names may stay (all others were evicted).
+            named = named_by(out)
+            self.over_allowed = {f for f, g in groups(self.s).items() if g & named}
         return out
+
+    def check_node_full(self, unbounded: Scheduler, command: Command) -> None:
+        """The refused batch fits without bounds, but not beside the unfinished tasks."""
+        assert isinstance(command, Submit)
+        free = unbounded.apply(command, self.now, 7)
+        assert free.ok, "NODE_FULL for a submit that is otherwise invalid"
+        reply: tuple[tuple[str, bool], ...] = free.reply  # type: ignore[assignment]
+        named = {task_id for task_id, _ in reply}
+        unfinished = [t for t in unbounded.list(limit=100_000)[0] if not t.state.terminal]
+        # What cannot be evicted: the unfinished, and every finished task leaving together
+        # with one the reply names (the new tasks, idempotent repeats).
+        must_keep = {t.id: t for t in unfinished}
+        for finished, group in groups(unbounded).items():
+            if group & named:
+                must_keep[finished] = unbounded.get(finished)  # type: ignore[assignment]
+        assert (
+            len(must_keep) > self.s.holdings().max_tasks
+            or sum(t.size for t in must_keep.values()) > self.s.holdings().max_bytes
+        ), f"NODE_FULL but {len(must_keep)} tasks would fit after evicting finished ones"
+
+    def check_evicted(self, out: Outcome) -> None:
+        """Evicted tasks are gone, and no finished task left is older than the oldest-first
+        choice made (bar those leaving together with a task the reply names)."""
+        evicted = set(out.evicted)
+        assert len(evicted) == len(out.evicted)
+        for task_id in out.evicted:
+            assert self.s.get(task_id) is None
+            assert self.model[task_id] in TERMINAL or any(
+                e.task_id == task_id and e.current in TERMINAL for e in out.events
+            )
+        # Roots were picked oldest first; the others went along with an ended dependency.
+        roots = [i for i in out.evicted if not evicted & set(self.pre_deps.get(i, ()))]
+        youngest_root = max(
+            (self.evicted_keys[i] for i in roots if i in self.evicted_keys), default=None
+        )
+        if youngest_root is None:
+            return
+        named = named_by(out)
+        for finished, group in groups(self.s).items():
+            task = self.s.get(finished)
+            assert task is not None
+            if not group & named:
+                assert finished_key(task) >= youngest_root, "evicted a younger task"
 
     # ---- rules ---------------------------------------------------------------------------
 
@@ -102,6 +225,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             specs.append(
                 TaskSpec(
                     queue=data.draw(st.sampled_from(QUEUES)),
+                    payload=data.draw(st.sampled_from([b"", b"", b"p" * 9, b"q" * 40])),
+                    labels=data.draw(st.sampled_from([(), (("k", "v"),)])),
                     priority=data.draw(st.integers(0, 9)),
                     timeout=data.draw(st.sampled_from([3.0, 10.0, 100.0])),
                     max_retries=data.draw(st.integers(0, 2)),
@@ -162,7 +287,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert out.ok == live, (command, out.rejection)
 
     @precondition(lambda self: self.leases)
-    @rule(data=st.data(), result=st.binary(max_size=4))
+    @rule(data=st.data(), result=st.sampled_from([b"", b"ok", b"r" * 60]))
     def complete(self, data: st.DataObject, result: bytes) -> None:
         x = data.draw(st.sampled_from(self.leases[-6:]))
         self.fenced(x, Complete(x.task_id, x.epoch, result))
@@ -235,6 +360,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.ids += 1
         assert not self.apply(Submit((TaskSpec(), spec), (f"X{self.ids}", f"Y{self.ids}"))).ok
 
+    @rule(
+        max_tasks=st.sampled_from([4, 14, 30]),
+        max_bytes=st.sampled_from([120, 260, 600]),
+        depth=st.sampled_from([3, 12]),
+    )
+    def set_limits(self, max_tasks: int, max_bytes: int, depth: int) -> None:
+        out = self.apply(SetLimits(depth, max_tasks, max_bytes))
+        assert out.ok and self.s.limits() == (depth, max_tasks, max_bytes)
+        self.over_allowed = set()  # every finished task past a bound was evicted
+        self.lowered = True
+
     @rule()
     def restore_shadow(self) -> None:
         self.shadow = Scheduler.restore(self.s.snapshot(), CONFIG)
@@ -285,9 +421,27 @@ class SchedulerMachine(RuleBasedStateMachine):
             for p in range(10):
                 assert stats.by_priority[p] == sum(1 for t in queued if t.priority == p)
         assert sum(counts.values()) == len(s)
+        # The node-wide counts are kept incrementally; they equal a recount, and bound memory.
+        held = s.holdings()
+        finished = [t for t in tasks if t.state.terminal]
+        assert held.tasks == len(tasks)
+        assert held.bytes == sum(task_size(t) for t in tasks)
+        assert held.finished_tasks == len(finished)
+        assert held.finished_bytes == sum(task_size(t) for t in finished)
+        assert all(t.size == task_size(t) for t in tasks)
+        if held.tasks > held.max_tasks or held.bytes > held.max_bytes:
+            assert {t.id for t in finished} <= self.over_allowed, "over a bound, not evicting"
+        if held.tasks > held.max_tasks:
+            assert self.lowered, "only lowered limits leave more tasks than max_tasks"
+        # A task whose dependency was forgotten may take it for succeeded: it must have been.
+        for task in tasks:
+            for dep in task.depends_on:
+                if s.get(dep) is None:
+                    assert self.gone.get(dep, State.SUCCEEDED) is State.SUCCEEDED, (task, dep)
         # Forgotten tasks were terminal; drop them from the model.
         for task_id in [i for i in self.model if s.get(i) is None]:
-            assert self.model.pop(task_id).terminal
+            self.gone[task_id] = self.model.pop(task_id)
+            assert self.gone[task_id].terminal
 
 
 TestScheduler = SchedulerMachine.TestCase

@@ -1,0 +1,56 @@
+"""/metrics shows the node-wide holdings and bounds, and counts evictions (logging them)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from taskd.node.metrics import NodeMetrics
+from taskd.queue.commands import Complete, Lease, Submit, TaskSpec
+from taskd.queue.scheduler import Scheduler
+from taskd.queue.task import SchedulerConfig
+
+
+def value(text: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match is not None, name
+    return float(match.group(1))
+
+
+def test_holdings_bounds_and_evictions_are_exposed(caplog: pytest.LogCaptureFixture) -> None:
+    # Given a scheduler with small bounds and metrics listening to what it applies
+    scheduler = Scheduler(SchedulerConfig(max_tasks=3, max_bytes=1000))
+    metrics = NodeMetrics(lambda: scheduler)
+
+    def apply(command: Submit | Lease | Complete) -> None:
+        metrics.on_applied(command, scheduler.apply(command, 1000.0, 1))
+
+    apply(Submit((TaskSpec(payload=b"x" * 10),), ("A0000001",)))
+    apply(Lease("default", "w", 1, 30.0))
+    task = scheduler.get("A0000001")
+    assert task is not None
+    apply(Complete("A0000001", task.epoch, b"r" * 5))
+    apply(Submit((TaskSpec(), TaskSpec()), ("A0000002", "A0000003")))
+    text = metrics.render().decode()
+    assert value(text, "taskd_tasks_held") == 3
+    assert value(text, "taskd_tasks_max") == 3
+    assert value(text, "taskd_tasks_finished_held") == 1
+    assert value(text, "taskd_held_bytes") == 8 + 10 + 5 + 8 + 8
+    assert value(text, "taskd_held_bytes_finished") == 8 + 10 + 5
+    assert value(text, "taskd_held_bytes_max") == 1000
+    assert value(text, "taskd_tasks_evicted_total") == 0
+    # When one more task arrives, the finished one is evicted: counted and logged once
+    with caplog.at_level(logging.WARNING, logger="taskd.node"):
+        apply(Submit((TaskSpec(),), ("A0000004",)))
+        apply(Lease("default", "w", 1, 30.0))
+        leased = scheduler.get("A0000002")
+        assert leased is not None
+        apply(Complete("A0000002", leased.epoch, b""))
+        apply(Submit((TaskSpec(),), ("A0000005",)))
+    text = metrics.render().decode()
+    assert value(text, "taskd_tasks_evicted_total") == 2
+    warnings = [r for r in caplog.records if "evicted" in r.getMessage()]
+    assert len(warnings) == 1, "evictions are logged at most once per interval"
+    assert "--retention" in warnings[0].getMessage()
