@@ -114,8 +114,16 @@ class NodeService:
             raise CallerError(r.code.value, r.message, r.field)
         return outcome
 
+    def _admit(self, specs: Sequence[TaskSpec]) -> None:
+        """Refuse before proposing what the scheduler is certain to refuse (node or queue
+        full), so a flood of refused submits costs no log entries, fsyncs or memory."""
+        refusal = self.scheduler.certain_refusal(specs)
+        if refusal is not None:
+            raise CallerError(refusal.code.value, refusal.message, refusal.field)
+
     async def submit(self, specs: Sequence[TaskSpec]) -> list[tuple[Task, bool]]:
         """Submit a batch, all or nothing; each task with whether it was an idempotent repeat."""
+        self._admit(specs)
         ids = tuple(self.ids.new() for _ in specs)
         outcome = await self._propose(Submit(tuple(specs), ids))
         reply = outcome.reply
@@ -124,6 +132,7 @@ class NodeService:
 
     async def submit_ids(self, specs: Sequence[TaskSpec]) -> list[tuple[str, bool]]:
         """Like ``submit`` but answers ids only: the fast path for large batches."""
+        self._admit(specs)
         ids = tuple(self.ids.new() for _ in specs)
         outcome = await self._propose(Submit(tuple(specs), ids))
         reply = outcome.reply

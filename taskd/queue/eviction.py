@@ -15,11 +15,11 @@ A mixin of ``Scheduler``: it owns no state, only these rules over the scheduler'
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING
 
-from taskd.queue.commands import RejectCode, Rejection, State
+from taskd.queue.commands import RejectCode, Rejection, State, TaskSpec
 from taskd.queue.holdings import Holdings
 from taskd.queue.task import SchedulerConfig, Task
 from taskd.queue.transitions import InvariantError
@@ -36,6 +36,36 @@ class EvictionRules:
     if TYPE_CHECKING:
 
         def _forget(self, task: Task) -> None: ...
+
+        def depth(self, queue: str) -> int: ...
+
+    def certain_refusal(self, specs: Sequence[TaskSpec]) -> Rejection | None:
+        """The rejection (``QUEUE_FULL``, then ``NODE_FULL``, in the order applying checks
+        them) that a ``Submit`` of ``specs`` is certain to get if applied now, or None. The
+        leader asks before proposing, so a flood of refused submits does not grow the log.
+        Certain, because it counts as applying does, with payloads as a lower bound of each
+        task's size. A batch with idempotency keys, dependencies or refs is left to applying
+        (a keyed task may be a repeat, which adds nothing; a dependent may be canceled at
+        birth, which the depth does not count; refs and dependencies have rules of their own
+        that applying checks first). Applying the command still decides."""
+        if any(spec.idempotency_key or spec.depends_on or spec.ref for spec in specs):
+            return None
+        config = self._config
+        room: dict[str, int] = {}
+        for i, spec in enumerate(specs):
+            queue = spec.queue
+            left = room.get(queue)
+            if left is None:
+                left = config.max_queue_depth - self.depth(queue)
+            room[queue] = left - 1
+            if left <= 0:  # the same words and field as applying the submit gives
+                return Rejection(
+                    RejectCode.QUEUE_FULL,
+                    f"queue {queue!r} holds its maximum of {config.max_queue_depth} "
+                    "unfinished tasks",
+                    f"tasks[{i}].queue",
+                )
+        return self._node_full(len(specs), sum(len(spec.payload) for spec in specs), [])
 
     def _node_full(self, new_tasks: int, new_bytes: int, kept: list[Task]) -> Rejection | None:
         """Refuse a submit that would not fit even with every other finished task evicted."""

@@ -7,6 +7,8 @@ counts 7 bytes against ``max_bytes``.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taskd.queue.commands import Complete, Fail, RejectCode, SetLimits, State
 from taskd.queue.holdings import task_size
@@ -304,3 +306,42 @@ def test_retention_forgets_an_ended_task_together_with_the_tasks_it_canceled() -
     # had succeeded
     assert h.s.get(dep) is None and h.s.get(child) is None
     assert h.s.holdings().tasks == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    held=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 40), st.booleans()), max_size=9),
+    batch=st.lists(
+        st.tuples(st.sampled_from("abcd"), st.integers(0, 40), st.sampled_from(["", "k1", "k2"])),
+        min_size=1,
+        max_size=5,
+    ),
+    max_tasks=st.integers(1, 10),
+    max_bytes=st.integers(20, 300),
+    max_depth=st.integers(1, 4),
+)
+def test_the_early_refusal_is_certain_and_agrees_with_applying(
+    held: list[tuple[str, int, bool]],
+    batch: list[tuple[str, int, str]],
+    max_tasks: int,
+    max_bytes: int,
+    max_depth: int,
+) -> None:
+    # Given a node with some tasks held (some finished), under small bounds
+    h = Harness(
+        SchedulerConfig(max_tasks=max_tasks, max_bytes=max_bytes, max_queue_depth=max_depth)
+    )
+    for queue, size, done in held:
+        out = h.apply(h.batch(spec(queue=queue, payload=b"p" * size)))
+        if out.rejection is None and done:
+            finish(h, queue)
+    specs = [spec(queue=q, payload=b"x" * n, idempotency_key=key) for q, n, key in batch]
+    # When the leader asks before proposing, then applies the submit anyway
+    early = h.s.certain_refusal(specs)
+    applied = h.apply(h.batch(*specs))
+    # Expect: an early refusal only where applying refuses too, with the same code and field
+    if early is not None:
+        assert applied.rejection is not None
+        assert applied.rejection.code is early.code
+        if early.code is RejectCode.QUEUE_FULL:
+            assert applied.rejection.field == early.field
