@@ -35,6 +35,10 @@ class TrioBridge:
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> asyncio.Future[T]:
         """From asyncio code: run ``fn(*args)`` as trio code; await the returned future."""
         future: asyncio.Future[T] = asyncio.get_event_loop().create_future()
+        # An exception nobody awaits would reach asyncio's "never retrieved" report, which
+        # trio-asyncio turns into a crash of the node: mark every exception as seen (an
+        # awaiting caller still gets it raised).
+        future.add_done_callback(mark_retrieved)
         self._send.send_nowait((fn, args, future))
         return future
 
@@ -69,3 +73,8 @@ class TrioBridge:
                 self._idle = trio.Event()
         if not future.done():
             future.set_result(result)
+
+
+def mark_retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -78,8 +78,31 @@ class _QueueCollector(Collector):
             yield gauge
 
 
+# (name, help, labels, [(label values, value), ...]): a gauge the node reads when scraped
+NodeGauge = tuple[str, str, list[str], list[tuple[list[str], float]]]
+
+
+class _NodeCollector(Collector):
+    """Gauges of the node's own parts (the store's writability, the listeners' connections),
+    read from a callable the node supplies, so this module depends on none of them."""
+
+    def __init__(self, gauges: Callable[[], Iterable[NodeGauge]]) -> None:
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, help_text, labels, samples in self._gauges():
+            gauge = GaugeMetricFamily(name, help_text, labels=labels)
+            for values, value in samples:
+                gauge.add_metric(values, value)
+            yield gauge
+
+
 class NodeMetrics:
-    def __init__(self, scheduler: Callable[[], Scheduler]) -> None:
+    def __init__(
+        self,
+        scheduler: Callable[[], Scheduler],
+        node_gauges: Callable[[], Iterable[NodeGauge]] = tuple,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.commands = Counter(
             "taskd_commands_total",
@@ -107,6 +130,7 @@ class NodeMetrics:
         self._evicted_unlogged = 0
         self._eviction_logged_at = -_EVICTION_LOG_EVERY
         self.registry.register(_QueueCollector(scheduler))
+        self.registry.register(_NodeCollector(node_gauges))
         self._command_children: dict[tuple[type, str], Any] = {}
         self._transition_children: dict[tuple[str, State], Any] = {}
 

@@ -39,7 +39,7 @@ from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
 from taskd.node.memory import MemoryBounds, available_memory, default_bounds
-from taskd.node.metrics import NodeMetrics
+from taskd.node.metrics import NodeGauge, NodeMetrics
 from taskd.node.origin import OriginPolicy, is_loopback_listener
 from taskd.node.raftstore import RaftStore
 from taskd.node.service import NodeService, ServiceConfig
@@ -83,7 +83,7 @@ class Node:
             ServiceConfig(local_worker=f"local@{config.node_id}"),
             clock=self.clock,
         )
-        self.metrics = NodeMetrics(lambda: self.machine.scheduler)
+        self.metrics = NodeMetrics(lambda: self.machine.scheduler, self._gauges)
         self.machine.listeners.append(self.metrics.on_applied)
         self.registry = WorkerRegistry()
         self.service.revoke = self.registry.revoke
@@ -248,6 +248,37 @@ class Node:
             )
             startup_written.set()
         await self.service.run_timers()
+
+    def _gauges(self) -> list[NodeGauge]:
+        """What ``/metrics`` shows of the node itself: can the store write, and connections."""
+        fault = self.store.fault
+        tables = (self.grpc_connections, self.http_connections)
+        return [
+            (
+                "taskd_store_writable",
+                "1 when the store takes writes; 0 on a full or failing disk (see /readyz)",
+                [],
+                [([], 0.0 if fault is not None else 1.0)],
+            ),
+            (
+                "taskd_connections",
+                "Open connections per listener",
+                ["listener"],
+                [([t.name], float(len(t))) for t in tables],
+            ),
+            (
+                "taskd_connections_shed",
+                "Idle connections closed to make room or for lack of descriptors, since start",
+                ["listener"],
+                [([t.name], float(t.shed_total)) for t in tables],
+            ),
+            (
+                "taskd_connections_refused",
+                "Connections refused at the cap with every connection busy, since start",
+                ["listener"],
+                [([t.name], float(t.refused_total)) for t in tables],
+            ),
+        ]
 
     def not_ready_reason(self) -> str | None:
         """Why ``/readyz`` says 503 although the node runs: the store's disk refuses writes."""

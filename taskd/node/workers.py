@@ -23,7 +23,7 @@ from taskd.errors import CallerError, ClusterError, first_of
 from taskd.exec.remote import Assignment, Outbound, ResultAck, Revocation, StreamSession
 from taskd.exec.work import Report, WorkerRegistry
 from taskd.node import limits, validate
-from taskd.node.bridge import TrioBridge
+from taskd.node.bridge import TrioBridge, mark_retrieved
 from taskd.node.grpc import grpc_error
 from taskd.node.service import NodeService
 from taskd.node.sources import ServiceSource
@@ -126,7 +126,7 @@ class WorkerStreamService(pb.WorkerServiceBase):
                 work.cancel()
 
         session_done.add_done_callback(session_ended)
-        sender.add_done_callback(_retrieve)
+        sender.add_done_callback(mark_retrieved)
         try:
             try:
                 while (message := await stream.recv_message()) is not None:
@@ -238,12 +238,6 @@ async def _send_acks(stream: Any, acks: list[pb.ResultAck]) -> None:
 def _failed(future: asyncio.Future[Any]) -> bool:
     """Whether ``future`` ended with an exception (which this reads, so it counts as seen)."""
     return future.done() and not future.cancelled() and future.exception() is not None
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a finished future's exception as seen (see ``_work``)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _check_hello(hello: pb.WorkerHello) -> None:

@@ -22,6 +22,7 @@ import os
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,10 +198,20 @@ def expect_writes_refused_reads_served(
     for path in ("/healthz", "/metrics", "/api/v1/cluster", "/api/v1/workers"):
         status, answer = get(base + path, timeout=DEADLINE)
         assert status == 200, (path, answer)
+    assert store_writable(node) == 0.0
+
+
+def store_writable(node: NodeProcess) -> float:
+    """The ``taskd_store_writable`` gauge of ``/metrics``."""
+    with urllib.request.urlopen(f"{node.http_url}/metrics", timeout=DEADLINE) as answer:
+        text = answer.read().decode()
+    [line] = [x for x in text.splitlines() if x.startswith("taskd_store_writable ")]
+    return float(line.split()[1])
 
 
 def expect_writes_resume(node: NodeProcess) -> str:
     eventually(lambda: get(f"{node.http_url}/readyz")[0] == 200, "/readyz is 200 again")
+    assert store_writable(node) == 1.0
     status, body = submit(node, "after")
     assert status == 201, body
     return str(body["id"])

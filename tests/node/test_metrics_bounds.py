@@ -54,3 +54,20 @@ def test_holdings_bounds_and_evictions_are_exposed(caplog: pytest.LogCaptureFixt
     warnings = [r for r in caplog.records if "evicted" in r.getMessage()]
     assert len(warnings) == 1, "evictions are logged at most once per interval"
     assert "--retention" in warnings[0].getMessage()
+
+
+def test_node_gauges_are_exposed_with_their_labels() -> None:
+    # Given metrics whose node reports its store and two listeners
+    def gauges() -> list[tuple[str, str, list[str], list[tuple[list[str], float]]]]:
+        return [
+            ("taskd_store_writable", "store", [], [([], 0.0)]),
+            ("taskd_connections", "open", ["listener"], [(["gRPC"], 3.0), (["HTTP"], 1.0)]),
+        ]
+
+    metrics = NodeMetrics(lambda: Scheduler(SchedulerConfig()), gauges)
+    # When scraped
+    text = metrics.render().decode()
+    # Expect: each gauge, read at scrape time
+    assert value(text, "taskd_store_writable") == 0
+    assert 'taskd_connections{listener="gRPC"} 3.0' in text
+    assert 'taskd_connections{listener="HTTP"} 1.0' in text
