@@ -18,6 +18,7 @@ from betterproto2 import TYPE_MAP, TYPE_MESSAGE, TYPE_STRING
 from taskd.api.taskd import v1 as pb
 from taskd.node import limits, wire
 from taskd.node.grpc import StrictCodec
+from tests.node.wireclient import ld, tag, varint
 
 # Every message a client sends (unary requests and the worker stream's messages).
 REQUESTS: list[type] = [
@@ -45,23 +46,6 @@ def refused(data: bytes, message_type: type = pb.SubmitRequest) -> wire.WireErro
     with pytest.raises(wire.WireError) as info:
         check(data, message_type)
     return info.value
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def tag(number: int, wire_type: int) -> bytes:
-    return varint(number << 3 | wire_type)
-
-
-def ld(number: int, data: bytes) -> bytes:
-    return tag(number, 2) + varint(len(data)) + data
 
 
 def fields_of(message_type: type) -> Iterator[tuple[str, Any]]:

@@ -413,19 +413,6 @@ def quiet_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         factory.cleanup()
 
 
-def _ld(number: int, data: bytes) -> bytes:
-    return bytes([number << 3 | 2]) + _varint(len(data)) + data
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 MALFORMED = [
     bytes.fromhex("0a7f0a01"),  # a length past the end (it once created a task)
     bytes.fromhex("ffffffffff"),  # a truncated varint (it once decoded as empty)
@@ -435,9 +422,9 @@ MALFORMED = [
     bytes([0x0F]),  # wire type 7
     bytes([0x0E]),  # wire type 6
     bytes([0x08, 0x01]),  # field 1 as a varint: wrong wire type for every method's field 1
-    _ld(1, b"\xff\xfe"),  # field 1 not UTF-8 / a nested message that is garbage
-    _ld(1, _ld(1, b"\xff")),  # nested: a TaskSpec whose queue is not UTF-8
-    _ld(1, b"a") + _ld(1, b"b"),  # a singular field twice
+    wireclient.ld(1, b"\xff\xfe"),  # field 1 not UTF-8 / a nested message that is garbage
+    wireclient.ld(1, wireclient.ld(1, b"\xff")),  # nested: a TaskSpec whose queue is not UTF-8
+    wireclient.ld(1, b"a") + wireclient.ld(1, b"b"),  # a singular field twice
     b"\xff" * 11,
 ]
 
@@ -490,7 +477,7 @@ def test_a_huge_id_is_refused_at_once_without_echo_while_health_stays_fast(
         for method in ("Get", "Cancel", "Retry"):
             started = time.perf_counter()
             answer = wireclient.call(
-                node.grpc_port, f"/taskd.v1.TaskService/{method}", _ld(1, b"x" * size)
+                node.grpc_port, f"/taskd.v1.TaskService/{method}", wireclient.ld(1, b"x" * size)
             )
             assert time.perf_counter() - started < 5.0  # 8.75 s (300 KB) before the fix
             assert answer.status == status and len(answer.message) < 400
@@ -616,8 +603,8 @@ def test_a_costly_batch_is_refused_quickly_while_health_stays_fast(
     # per-batch totals (INVALID_ARGUMENT).
     node = quiet_node
     spec = bytes(pb.TaskSpec(depends_on=[f"{j:026d}" for j in range(1000)]))
-    huge = _ld(1, spec) * 1000
-    small = _ld(1, bytes(pb.TaskSpec(depends_on=["a"] * 500))) * 1000
+    huge = wireclient.ld(1, spec) * 1000
+    small = wireclient.ld(1, bytes(pb.TaskSpec(depends_on=["a"] * 500))) * 1000
     before = wireclient.snapshot(node)
     probe = wireclient.HealthProbe(node.http_url)
     with probe.running():
@@ -710,9 +697,9 @@ def test_a_batch_carries_no_more_payload_than_rest_lets_through(quiet_node: Any)
     # three payloads at the 1 MiB limit: each fine alone, together more than REST's body limit
     node = quiet_node
     before = wireclient.snapshot(node)
-    payload = _ld(4, b"x" * (1 << 20))
+    payload = wireclient.ld(4, b"x" * (1 << 20))
     answer = wireclient.call(
-        node.grpc_port, "/taskd.v1.TaskService/SubmitBatch", _ld(1, payload) * 3
+        node.grpc_port, "/taskd.v1.TaskService/SubmitBatch", wireclient.ld(1, payload) * 3
     )
     assert answer.status in (Status.INVALID_ARGUMENT, Status.RESOURCE_EXHAUSTED), answer
     if answer.status == Status.INVALID_ARGUMENT:
@@ -720,6 +707,8 @@ def test_a_batch_carries_no_more_payload_than_rest_lets_through(quiet_node: Any)
     assert wireclient.snapshot(node) == before
     # a batch within the total is applied
     answer = wireclient.call(
-        node.grpc_port, "/taskd.v1.TaskService/SubmitBatch", _ld(1, _ld(4, b"x" * 1000)) * 2
+        node.grpc_port,
+        "/taskd.v1.TaskService/SubmitBatch",
+        wireclient.ld(1, wireclient.ld(4, b"x" * 1000)) * 2,
     )
     assert answer.status == Status.OK

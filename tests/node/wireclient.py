@@ -23,6 +23,27 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from tests.node.rest import get
 
+# ---- hand-made protobuf wire bytes -----------------------------------------------------------
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def tag(number: int, wire_type: int) -> bytes:
+    return varint(number << 3 | wire_type)
+
+
+def ld(number: int, data: bytes) -> bytes:
+    """A length-delimited field: ``number``, wire type 2, ``data``."""
+    return tag(number, 2) + varint(len(data)) + data
+
+
 UNARY_METHODS = [
     "/taskd.v1.TaskService/Submit",
     "/taskd.v1.TaskService/SubmitBatch",
