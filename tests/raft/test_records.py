@@ -119,7 +119,8 @@ def test_find_valid_after_steps_over_a_damaged_run_of_any_length(
 ) -> None:
     # Given records of terms 3 and 4, and a run of bytes overwritten from inside one of them
     entries = [Entry(3 if i < len(datas) // 2 else 4, i + 1, d) for i, d in enumerate(datas)]
-    buf = bytearray(records.encode_entries(entries))
+    original = records.encode_entries(entries)
+    buf = bytearray(original)
     ends = [0, *record_ends(entries)]
     start = start_at % (len(buf) - 1)
     end = min(len(buf), start + length)
@@ -127,10 +128,13 @@ def test_find_valid_after_steps_over_a_damaged_run_of_any_length(
     damaged = bytes(buf)
     result = records.scan(damaged, 1)
     assume(result.problem is not None)  # the fill changed nothing
-    # Expect the first whole record after the run to be found (or none, if the run reached
-    # the end), whatever the run's length: the lookahead is complete
+    # Expect the first whole record after the bad spot to be found (or none, if the run
+    # reached the end), whatever the run's length: the lookahead is complete. A record the
+    # fill overwrote with the bytes it already had is whole too.
     intact = [
-        e for e, at in zip(entries, ends, strict=False) if at >= end and at > result.valid_length
+        e
+        for e, at, stop in zip(entries, ends, ends[1:], strict=False)
+        if at >= result.valid_length and damaged[at:stop] == original[at:stop]
     ]
     found = records.find_valid_after(damaged, result.valid_length, len(result.entries) + 1, (3, 4))
     if intact:
