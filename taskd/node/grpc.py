@@ -20,18 +20,16 @@ import trio_asyncio
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 
-from taskd.api import speedups
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError, StorageFault
 from taskd.node import limits, validate, wire
+from taskd.node.api.codes import grpc_status
 from taskd.node.bridge import TrioBridge
-from taskd.node.present import stats_to_proto, task_to_proto
+from taskd.node.present import PB_TO_STATE, STATE_TO_PB, stats_to_proto, task_to_proto
 from taskd.node.service import NodeService
 from taskd.node.validate import spec_from_proto
-from taskd.queue.commands import State
 
 log = logging.getLogger("taskd.grpc")
-speedups.install()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,19 +41,9 @@ class _HasBridge(Protocol):
 
 S = TypeVar("S", bound=_HasBridge)
 
-_STATUS = {
-    "invalid": Status.INVALID_ARGUMENT,
-    "too_large": Status.INVALID_ARGUMENT,
-    "not_found": Status.NOT_FOUND,
-    "conflict": Status.FAILED_PRECONDITION,
-    "queue_full": Status.RESOURCE_EXHAUSTED,
-    "node_full": Status.RESOURCE_EXHAUSTED,
-}
 
 MAX_BATCH = limits.MAX_BATCH  # the same limit as REST's batch endpoint
 _CHECK_EVERY = 100  # specs validated between two trio checkpoints in a large batch
-STATE_TO_PB = {state: pb.TaskState[state.name] for state in State}
-PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 
 
 def grpc_error(exc: Exception) -> grpclib.GRPCError:
@@ -63,7 +51,7 @@ def grpc_error(exc: Exception) -> grpclib.GRPCError:
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message
         # the message travels in a header: never as long as what a client may have sent
         message = validate.clip(message, limits.MAX_MESSAGE)
-        return grpclib.GRPCError(_STATUS.get(exc.code, Status.INVALID_ARGUMENT), message)
+        return grpclib.GRPCError(grpc_status(exc.code), message)
     if isinstance(exc, StorageFault):  # an operator must act: no "retry shortly" here
         return grpclib.GRPCError(Status.UNAVAILABLE, str(exc))
     if isinstance(exc, ClusterError):

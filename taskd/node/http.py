@@ -44,6 +44,7 @@ from starlette.routing import Route
 
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
 from taskd.node import jsonnum, limits, validate
+from taskd.node.api.codes import http_status
 from taskd.node.httpworkers import HttpWorkerTracker
 from taskd.node.origin import OriginGuard, OriginPolicy
 from taskd.node.present import printable_json, stats_to_json, task_to_json, work_item_to_json
@@ -52,15 +53,6 @@ from taskd.queue.commands import State
 
 log = logging.getLogger("taskd.http")
 
-_STATUS = {
-    "invalid": 400,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "conflict": 409,
-    "too_large": 413,
-    "queue_full": 429,
-    "node_full": 429,
-}
 _RETRY_AFTER = "1"
 _RETRY_AFTER_DISK_FULL = "5"  # an operator must free space first; then writes resume by themselves
 _MAX_LEASE_BATCH = limits.MAX_LEASE_BATCH
@@ -107,7 +99,7 @@ def error_response(
     message = validate.clip(message, limits.MAX_MESSAGE)
     field = validate.clip(field, limits.MAX_MESSAGE // 4)
     body = {"error": {"code": code, "message": message, "field": field or None}}
-    return json_response(body, status or _STATUS.get(code, 400), headers or None)
+    return json_response(body, status or http_status(code), headers or None)
 
 
 def _error_for(exc: Exception, request: Request) -> Response:

@@ -35,7 +35,9 @@ from taskd.queue.commands import State
 from taskd.queue.queues import QueueStats
 from taskd.queue.task import Task
 
+# The one mapping between the scheduler's states and taskd.v1.TaskState.
 STATE_TO_PB = {state: pb.TaskState[state.name] for state in State}
+PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 
 
 _INT32 = (-(1 << 31), (1 << 31) - 1)

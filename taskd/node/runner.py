@@ -26,6 +26,7 @@ import trio
 import trio_asyncio
 
 from taskd import __version__
+from taskd.api import speedups
 from taskd.errors import ClusterError, StartupError
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
@@ -312,6 +313,9 @@ class Node:
         assert isinstance(outcome, Outcome) and outcome.ok, outcome
 
     async def _start_grpc(self, root: trio.Nursery) -> GuardedServer:
+        # The server's own choice, made here and not as a side effect of an import (an SDK
+        # importing taskd.api must not have betterproto2 patched under it).
+        speedups.install()
         server = GuardedServer(
             [
                 grpc_api.TaskService(

@@ -1,0 +1,1 @@
+"""What clients touch: shared input checks and presenters, gRPC and HTTP."""

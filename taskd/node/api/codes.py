@@ -1,0 +1,58 @@
+"""Error codes: the one list of what can go wrong for a client, and the one table that maps each
+code to its HTTP status and its gRPC status.
+
+Theory of operation: a refusal anywhere in taskd carries a code string (``CallerError.code``;
+the scheduler's ``RejectCode`` values are a subset). The REST layer answers
+``{"error": {"code", "message", "field"}}`` with ``http_status(code)``; the gRPC layer answers
+``grpc_status(code)`` with the same message. A test checks that every code the scheduler can
+return has a row here, so a new rejection cannot fall through to a default.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from grpclib.const import Status
+
+
+class ErrorCode(StrEnum):
+    INVALID = "invalid"  # the request is wrong: a field, a type, a format
+    TOO_LARGE = "too_large"  # a body, payload or message over its limit
+    NOT_FOUND = "not_found"  # an unknown id or route
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"  # an illegal transition or a stale lease epoch
+    QUEUE_FULL = "queue_full"  # --max-queue-depth
+    NODE_FULL = "node_full"  # --max-tasks / --max-memory
+    NOT_LEADER = "not_leader"  # retry on the leader
+    UNAVAILABLE = "unavailable"  # no leader, store stopped, disk refusing writes
+    INTERNAL = "internal"  # a bug: the node logged the details
+
+
+_TABLE: dict[ErrorCode, tuple[int, Status]] = {
+    ErrorCode.INVALID: (400, Status.INVALID_ARGUMENT),
+    ErrorCode.TOO_LARGE: (413, Status.INVALID_ARGUMENT),
+    ErrorCode.NOT_FOUND: (404, Status.NOT_FOUND),
+    ErrorCode.METHOD_NOT_ALLOWED: (405, Status.UNIMPLEMENTED),
+    ErrorCode.CONFLICT: (409, Status.FAILED_PRECONDITION),
+    ErrorCode.QUEUE_FULL: (429, Status.RESOURCE_EXHAUSTED),
+    ErrorCode.NODE_FULL: (429, Status.RESOURCE_EXHAUSTED),
+    ErrorCode.NOT_LEADER: (503, Status.UNAVAILABLE),
+    ErrorCode.UNAVAILABLE: (503, Status.UNAVAILABLE),
+    ErrorCode.INTERNAL: (500, Status.INTERNAL),
+}
+
+
+def http_status(code: str) -> int:
+    """The HTTP status of ``code`` (400 for a code this table does not know)."""
+    try:
+        return _TABLE[ErrorCode(code)][0]
+    except ValueError:
+        return 400
+
+
+def grpc_status(code: str) -> Status:
+    """The gRPC status of ``code`` (INVALID_ARGUMENT for a code this table does not know)."""
+    try:
+        return _TABLE[ErrorCode(code)][1]
+    except ValueError:
+        return Status.INVALID_ARGUMENT
