@@ -70,8 +70,8 @@ class Node:
         self.config = config
         self.bounds = _memory_bounds(config)
         # The bounds are not taken from the flags here: they are state, set through the log
-        # (SetLimits, proposed after recovery when the flags differ), so that replaying the log
-        # decides every command under the bounds it was decided under the first time.
+        # (SetLimits, proposed when this node takes leadership and the flags differ), so that
+        # replaying the log decides every command under the bounds it was decided under first.
         self.machine = SchedulerMachine(SchedulerConfig(retention=config.retention))
         self.store = RaftStore(
             config.data_dir,

@@ -77,6 +77,8 @@ class MemoryStore:
 
     async def propose_many(self, items: Sequence[bytes]) -> list[object]:
         await trio.lowlevel.checkpoint()
+        if not items:  # nothing to make durable: no answer to refuse (as the Raft store)
+            return []
         self._writable()
         apply, first = self.state_machine.apply, self.index + 1
         self.index += len(items)
