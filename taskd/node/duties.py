@@ -90,6 +90,7 @@ class LeaderDuties:
 
     async def _lead(self, term: int) -> None:
         self.terms_led += 1
+        log.info("leading in term %d: leader duties start", term)
         await self._prepare(term)
         try:
             await self._takeover()
