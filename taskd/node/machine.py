@@ -1,6 +1,6 @@
-"""The scheduler as Raft sees it: opaque log entries in, outcomes out.
+"""The scheduler as a store sees it: opaque log entries in, outcomes out.
 
-Raft knows nothing about tasks; the scheduler knows nothing about logs. This adapter decodes
+Stores know nothing about tasks; the scheduler knows nothing about logs. This adapter decodes
 each committed entry into (command, time, entropy), applies it to the scheduler, and tells the
 node's listeners what changed. It is the only place where committed commands reach the
 scheduler, on the leader and on replay after a restart alike, so every replica applies exactly
@@ -20,7 +20,7 @@ Listener = Callable[[Command, Outcome], None]
 
 
 class SchedulerMachine:
-    """Implements ``taskd.raft.statemachine.StateMachine`` over a ``Scheduler``."""
+    """Implements ``taskd.store.statemachine.StateMachine`` over a ``Scheduler``."""
 
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
@@ -30,7 +30,7 @@ class SchedulerMachine:
         self.latest_time = 0.0  # the newest leader time stamped into an applied command
 
     def apply(self, index: int, data: bytes) -> object:
-        if not data:  # Raft's own entries (a new term's no-op) carry no command
+        if not data:  # a store's own entries (a Raft term's no-op) carry no command
             return None
         command, now, entropy = codec.decode(data)
         if now > self.latest_time:

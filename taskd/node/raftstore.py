@@ -12,7 +12,8 @@ Start-up (``serve``): open and repair the log in a thread (refusing, with ``LogC
 damage a crash cannot explain unless ``accept_data_loss``; see ``taskd.node.disklog``),
 restore the latest snapshot into the state machine, let the core elect itself in a new term
 (appending its no-op), and run rounds until everything up to that no-op is applied — the
-replay — then report ``started``.
+replay — then raise the leadership signal (``gained(term)``) and report ``started``. The
+signal is lost when ``serve`` ends.
 
 The durable mark (``disklog``) rides along with each round's fsync; when no work comes for
 ``_MARK_FLUSH_DELAY`` after a round, the loop flushes it, so it trails the log only briefly.
@@ -53,8 +54,9 @@ from taskd.node import diskfault
 from taskd.node.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
 from taskd.node.snapshotter import start_child, wait_child
 from taskd.raft.core import RaftCore, RaftStatus, Ready
-from taskd.raft.statemachine import StateMachine
 from taskd.raft.types import SnapshotMeta
+from taskd.store.leadership import Leadership
+from taskd.store.statemachine import StateMachine
 
 log = logging.getLogger("taskd.raft")
 
@@ -81,7 +83,9 @@ class _Waiter:
 
 
 class RaftStore:
-    """The ``taskd.node.store.Store`` on an embedded Raft log (one member today)."""
+    """The ``taskd.store.seam.Store`` on an embedded Raft log (one member today)."""
+
+    durable = True
 
     def __init__(
         self,
@@ -115,6 +119,8 @@ class RaftStore:
         self._snapshot_index = 0
         self._snapshot_in_flight = False
         self._writes_resumed = trio.Event()  # set (and replaced) when a disk-full fault clears
+        # Gained once, after replay (one member elects itself); lost when ``serve`` ends.
+        self.leadership = Leadership()
 
     # -- the store seam -------------------------------------------------------------------
 
@@ -143,6 +149,14 @@ class RaftStore:
         if waiter.error is not None:
             raise waiter.error
         return waiter.results
+
+    async def read_barrier(self) -> None:
+        """One member: every acknowledged write was applied before its answer, so a serving
+        leader's state already reflects them all; refuses like ``propose`` when not serving
+        (and answers during a disk fault: reads never touch the disk)."""
+        await trio.lowlevel.checkpoint()
+        if self._core is None or not self._serving:
+            raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
 
     async def wait_for_snapshot(self, count: int = 1) -> None:
         """Return once at least ``count`` snapshots were written since start."""
@@ -195,6 +209,7 @@ class RaftStore:
                     if self._failure is not None:
                         raise self._failure
                 self._serving = True
+                self.leadership.gained(core.term)
                 log.info(
                     "Raft log ready in %s: term %d, applied index %d",
                     disk.dir,
@@ -209,6 +224,7 @@ class RaftStore:
                     await self._round(core, disk, nursery)
         finally:
             self._serving = False
+            self.leadership.lost()
             self._fail_waiters(Unavailable(f"the Raft store in {self.data_dir} has stopped"))
             disk.close()
 

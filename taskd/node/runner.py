@@ -1,11 +1,14 @@
 """One node: the root nursery that owns every long-lived task of the process.
 
-Start-up order matters and is visible here: recover the store (replaying the log), release
-attempts a previous incarnation's local executors held (their processes died with it), start
-the timer loop and the executors, then open the gRPC and HTTP ports and report ready. A disk
-that refuses writes after recovery does not stop the node: the start-up writes are retried in
-the background (local executors lease nothing until they are in), and ``/readyz`` reports the
-store's fault as the reason it is not ready. SIGTERM
+Start-up order matters and is visible here: recover the store (replaying the log), start the
+leader duties' supervisor (``taskd.node.duties``) and wait until it settled, start the
+executors, then open the gRPC and HTTP ports and report ready. Nothing here assumes this node
+leads: whenever the store reports leadership gained in a term, the supervisor logs the limits
+the flags ask for, releases attempts this node's local executors held (their processes died
+with the previous one), renews remote workers' leases, then runs the timer loop; when it is
+lost, they stop. A disk that refuses writes after recovery does not stop the node: those
+start-up writes are retried in the background (local executors lease nothing until they are
+in), and ``/readyz`` reports the store's fault as the reason it is not ready. SIGTERM
 or SIGINT starts a graceful shutdown: executors stop taking work and get ``shutdown_grace``
 seconds to finish, the servers close, the store finishes its last durability round, and the
 process exits 0.
@@ -33,6 +36,7 @@ from taskd.exec.work import WorkerRegistry
 from taskd.node import grpc as grpc_api
 from taskd.node.bridge import TrioBridge
 from taskd.node.config import NodeConfig, split_host_port
+from taskd.node.duties import LeaderDuties
 from taskd.node.grpcserver import GuardedServer
 from taskd.node.http import HttpExtras, create_app
 from taskd.node.httpserver import hypercorn_config, serve_http
@@ -67,8 +71,8 @@ class Node:
         self.config = config
         self.bounds = _memory_bounds(config)
         # The bounds are not taken from the flags here: they are state, set through the log
-        # (SetLimits, proposed after recovery when the flags differ), so that replaying the log
-        # decides every command under the bounds it was decided under the first time.
+        # (SetLimits, proposed when this node takes leadership and the flags differ), so that
+        # replaying the log decides every command under the bounds it was decided under first.
         self.machine = SchedulerMachine(SchedulerConfig(retention=config.retention))
         self.store = RaftStore(
             config.data_dir,
@@ -88,6 +92,13 @@ class Node:
         self.machine.listeners.append(self.metrics.on_applied)
         self.registry = WorkerRegistry()
         self.service.revoke = self.registry.revoke
+        self.duties = LeaderDuties(
+            self.store.leadership,
+            prepare=self._prepare_to_lead,
+            takeover=self._takeover,
+            retry=self.service.until_written,
+            duties=[self.service.run_timers],
+        )
         self.bridge = TrioBridge()
         self.ready = False
         self.started_at = time.time()
@@ -165,25 +176,16 @@ class Node:
             # its nursery, which ends the node: asyncio code reports there what it survives.
             loop.set_exception_handler(AsyncioErrorLog().report)
             await root.start(self.store.serve)
-            self.clock.not_before(self.machine.latest_time)
-            await self._set_limits()
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
-            # This node's local attempts died with its previous process: retry them now.
-            # Remote workers lost contact while no leader ran: give them a full lease period
-            # to reconnect and report (a new leader extends leases, never shortens them).
-            # If the disk refuses these writes, the node still starts (reads go on) and they
-            # are retried in the background; local executors lease nothing until they are
-            # written, or the release would take back the new attempts too.
-            startup_written = trio.Event()
-            try:
-                await self._startup_writes()
-                startup_written.set()
-            except ClusterError as exc:
-                log.error("start-up writes refused, retrying in the background: %s", exc)
-            root.start_soon(self._leader_duties, startup_written)
+            # Leader-only duties start (and stop) on the store's leadership signal; the node
+            # reports ready once this node does not lead or its takeover was tried once. Local
+            # executors lease nothing until the takeover is written, or its release would take
+            # back their new attempts too.
+            root.start_soon(self.duties.run)
+            await self.duties.settled()
 
-            source = ServiceSource(self.service, lease_ttl=LOCAL_LEASE, gate=startup_written.is_set)
+            source = ServiceSource(self.service, lease_ttl=LOCAL_LEASE, gate=self.duties.taken_over)
             executors = [
                 LocalExecutor(
                     spec.queue,
@@ -238,17 +240,19 @@ class Node:
             root.cancel_scope.cancel()
         log.info("taskd stopped")
 
-    async def _startup_writes(self) -> None:
+    async def _prepare_to_lead(self, term: int) -> None:
+        """A new term's first step: this node's clock runs on from the last applied command,
+        and the limits the flags ask for are logged if they changed."""
+        self.clock.not_before(self.machine.latest_time)
+        await self._set_limits()
+
+    async def _takeover(self) -> None:
+        """This node's local attempts died with its previous process (or, in a cluster, with
+        the previous leader's view of them): retry them now. Remote workers lost contact while
+        no leader ran: give them a full lease period to reconnect and report (a new leader
+        extends leases, never shortens them)."""
         await self.service.release_worker(self.service.config.local_worker)
         await self.service.renew_leases(self.config.worker_lease)
-
-    async def _leader_duties(self, startup_written: trio.Event) -> None:
-        if not startup_written.is_set():
-            await self.service.until_written(
-                "the start-up release and renewal of leases", self._startup_writes
-            )
-            startup_written.set()
-        await self.service.run_timers()
 
     def _gauges(self) -> list[NodeGauge]:
         """What ``/metrics`` shows of the node itself: can the store write, and connections."""

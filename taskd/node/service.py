@@ -32,7 +32,6 @@ from taskd.node.ids import IdGenerator
 from taskd.node.leaderclock import LeaderClock
 from taskd.node.machine import SchedulerMachine
 from taskd.node.rates import QueueRates
-from taskd.node.store import Store
 from taskd.queue import codec
 from taskd.queue.commands import (
     Cancel,
@@ -55,6 +54,7 @@ from taskd.queue.commands import (
 )
 from taskd.queue.scheduler import QueueStats, Scheduler
 from taskd.queue.task import Task
+from taskd.store.seam import Store
 
 log = logging.getLogger("taskd.service")
 

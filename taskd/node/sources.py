@@ -2,9 +2,10 @@
 
 One class serves both kinds of holder; they differ only in lease length. Local executors
 live in this process and enforce timeouts themselves, so their leases last as long as any
-attempt may (the scheduler still ends each attempt at its own timeout), and a restart releases
-them at once (``ReleaseWorker``). Remote workers hold short leases that heartbeats extend, so
-a vanished worker's tasks come back after ``--worker-lease`` seconds.
+attempt may (the scheduler still ends each attempt at its own timeout), and a new leader's
+takeover releases them at once (``ReleaseWorker``, see ``taskd.node.duties``); until that is
+written, the gate keeps local executors from leasing. Remote workers hold short leases that
+heartbeats extend, so a vanished worker's tasks come back after ``--worker-lease`` seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class ServiceSource:
     ) -> None:
         self.service = service
         self.lease_ttl = lease_ttl
-        # leases wait for this (the node's start-up writes): until then, ``lease`` finds nothing
+        # leases wait for this (the leader's takeover is written): until then ``lease`` finds
+        # nothing
         self._gate = gate
 
     async def lease(self, queue: str, worker: str, max: int) -> list[WorkItem]:

@@ -3,7 +3,8 @@
 Theory of operation: ``RaftCore`` (``core.py``) is Raft without I/O, clock or randomness, in
 the style of etcd-io/raft. Its driver (``taskd.node.raftstore``) feeds it proposals, ticks and
 messages, and asks it for a ``Ready``: the hard state and entries to persist, the messages to
-send once those are durable, and the committed entries to apply to the ``StateMachine``. The
+send once those are durable, and the committed entries to apply to the state machine
+(``taskd.store.statemachine``, which Raft does not import). The
 on-disk record format lives in ``records.py``; the files themselves are the driver's business.
 
 Raft never interprets the bytes of an entry. An entry with empty ``data`` is Raft's own no-op
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from taskd.errors import NotLeader, Unavailable
 from taskd.raft.core import MemberStatus, RaftCore, RaftStatus, Ready, Role
-from taskd.raft.statemachine import StateMachine
 from taskd.raft.types import Entry, HardState, Message, MessageKind, SnapshotMeta
 
 __all__ = [
@@ -33,6 +33,5 @@ __all__ = [
     "Ready",
     "Role",
     "SnapshotMeta",
-    "StateMachine",
     "Unavailable",
 ]

@@ -1,6 +1,14 @@
-"""PostgreSQL and Redis stores (the durability seam of ``taskd.node.store.Store``).
+"""The durability seam and its stores.
 
-Empty in this release: a node runs on the embedded Raft store only, and ``--store`` with a
-``postgres://`` or ``redis://`` URL is refused at start-up with a clear message. The package
-exists so the import contracts in pyproject.toml already hold for it.
+- ``seam``: the ``Store`` protocol (propose, propose_many, leadership, read barrier, status,
+  fault, durability) and the status types.
+- ``statemachine``: the neutral ``StateMachine`` a store applies committed commands to.
+- ``leadership``: the leadership signal a store raises (gained in a term, lost).
+- ``memory``: the in-memory store (tests, and the conformance suite's reference).
+- ``raft``: the embedded Raft store, the one a node runs on today.
+
+PostgreSQL and Redis stores come later, behind the same protocol, and pass the same
+conformance suite (tests/store/); until then ``--store`` other than ``raft`` is refused at
+start-up. Nothing here but ``raft`` imports ``taskd.raft`` or
+``taskd.node`` (an import contract in pyproject.toml).
 """

@@ -11,9 +11,9 @@ import pytest
 from taskd.errors import ClusterError
 from taskd.node.http import HttpExtras, create_app
 from taskd.node.machine import SchedulerMachine
-from taskd.node.memstore import MemoryStore
 from taskd.node.service import NodeService
 from taskd.queue.task import SchedulerConfig
+from taskd.store.memory import MemoryStore
 from tests.http.asgi import Reply, call
 
 CLUSTER = {
@@ -63,6 +63,7 @@ def make_api(
 ) -> Api:
     machine = SchedulerMachine(config)
     store = MemoryStore(machine)
+    store.start()
     service = NodeService(machine, store, clock=clock) if clock else NodeService(machine, store)
     ready = [True]
     app = create_app(

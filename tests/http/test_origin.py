@@ -13,10 +13,10 @@ from starlette.routing import Route
 
 from taskd.node.http import HttpExtras, create_app
 from taskd.node.machine import SchedulerMachine
-from taskd.node.memstore import MemoryStore
 from taskd.node.origin import OriginGuard, OriginPolicy, is_loopback_listener, normalize_origin
 from taskd.node.service import NodeService
 from taskd.queue.task import SchedulerConfig
+from taskd.store.memory import MemoryStore
 from tests.http.asgi import Reply, call
 
 OWN = "http://localhost:8080"
@@ -26,7 +26,9 @@ EVIL = "http://evil.example"
 class Node:
     def __init__(self, policy: OriginPolicy | None = None) -> None:
         machine = SchedulerMachine(SchedulerConfig())
-        self.service = NodeService(machine, MemoryStore(machine))
+        store = MemoryStore(machine)
+        store.start()
+        self.service = NodeService(machine, store)
         extras = HttpExtras(
             cluster_status=lambda: {},
             workers=lambda: [],

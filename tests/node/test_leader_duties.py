@@ -15,10 +15,10 @@ import trio
 from taskd.errors import StorageFault
 from taskd.node.http import HttpExtras, create_app
 from taskd.node.machine import SchedulerMachine
-from taskd.node.memstore import MemoryStore
 from taskd.node.service import DUTY_RETRY, NodeService
 from taskd.queue.commands import State, TaskSpec
 from taskd.queue.task import SchedulerConfig
+from taskd.store.memory import MemoryStore
 from tests.http.asgi import call
 from tests.http.conftest import CLUSTER, WORKERS
 
@@ -48,6 +48,7 @@ class SwitchableStore(MemoryStore):
 def make_service() -> tuple[NodeService, SwitchableStore]:
     machine = SchedulerMachine(SchedulerConfig())
     store = SwitchableStore(machine)
+    store.start()
     return NodeService(machine, store, clock=trio.current_time), store
 
 

@@ -1,0 +1,68 @@
+"""The stores the conformance suite runs against, one parameter each: every test in tests/store/
+runs once per store, and none is skipped.
+
+A store kind is a ``StoreKind``: ``open()`` makes a store over a fresh ``AppendLog`` state machine
+in the test's place (its data directory, its database), so a second ``open()`` after the first
+store stopped is a restart; ``break_writes(store)`` puts the store in the state a full or failing
+disk (a lost database) gives: every write refused with a ``StorageFault``. To add a store
+(PostgreSQL, Redis), add a kind here; a store without durability says so with its ``durable``
+flag, and the suite checks that the flag tells the truth.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from taskd.errors import StorageFault
+from taskd.node.disklog import DiskLog
+from taskd.store.memory import MemoryStore
+from taskd.store.raft import RaftStore
+from taskd.store.seam import Store
+from tests.raft.fakes import AppendLog
+
+
+@dataclass
+class StoreKind:
+    name: str
+    open: Callable[[], tuple[Store, AppendLog]]
+    break_writes: Callable[[Store], None]
+
+
+def _memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
+    def open_() -> tuple[Store, AppendLog]:
+        machine = AppendLog()
+        return MemoryStore(machine, node_id="m1"), machine
+
+    def break_writes(store: Store) -> None:
+        assert isinstance(store, MemoryStore)
+        fault = StorageFault("disk failure (simulated): restart", resumes_by_itself=False)
+        store.refuse_writes(fault)
+
+    return StoreKind("memory", open_, break_writes)
+
+
+def _raft(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
+    def open_() -> tuple[Store, AppendLog]:
+        machine = AppendLog()
+        return RaftStore(tmp_path / "raft", machine, node_id="n1"), machine
+
+    def break_writes(store: Store) -> None:
+        def failing_sync(self: DiskLog) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(DiskLog, "sync", failing_sync)  # the next round's fsync fails
+
+    return StoreKind("raft", open_, break_writes)
+
+
+@pytest.fixture(params=[_memory, _raft], ids=["memory", "raft"])
+def kind(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> StoreKind:
+    make: Callable[[pytest.MonkeyPatch, Path], StoreKind] = request.param
+    return make(monkeypatch, tmp_path)
