@@ -387,4 +387,4 @@ def test_a_body_full_of_numbers_to_recheck_keeps_health_fast(node: Any) -> None:
         )
     assert status == 400, reply[:300]
     assert json.loads(reply)["error"]["field"] == "tasks[1].payload[110000]"
-    assert probe.worst < 1.0 and not probe.failures, probe.worst
+    assert probe.worst < 2.0 and not probe.failures, probe.worst

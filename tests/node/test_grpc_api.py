@@ -482,7 +482,7 @@ def test_a_huge_id_is_refused_at_once_without_echo_while_health_stays_fast(
             assert time.perf_counter() - started < 5.0  # 8.75 s (300 KB) before the fix
             assert answer.status == status and len(answer.message) < 400
             assert words in answer.message
-    assert probe.worst < 1.0 and not probe.failures
+    assert probe.worst < 2.0 and not probe.failures
 
 
 @pytest.mark.parametrize(
@@ -618,7 +618,7 @@ def test_a_costly_batch_is_refused_quickly_while_health_stays_fast(
             assert answer.status in allowed, answer
             if answer.status == Status.INVALID_ARGUMENT:
                 assert "in total" in answer.message and "tasks[" in answer.message
-    assert probe.worst < 1.0 and not probe.failures, probe.worst
+    assert probe.worst < 2.0 and not probe.failures, probe.worst
     assert wireclient.snapshot(node) == before
 
 
@@ -639,7 +639,7 @@ def test_a_large_valid_batch_applies_while_health_stays_fast(quiet_node: Any) ->
     with probe.running():
         reply = run(node, lambda ch: pb.TaskServiceStub(ch).submit_batch(batch))
     assert len(reply.ids) == 1000
-    assert probe.worst < 1.0 and not probe.failures, probe.worst
+    assert probe.worst < 2.0 and not probe.failures, probe.worst
 
 
 def test_worker_reports_are_checked_like_rest(quiet_node: Any) -> None:

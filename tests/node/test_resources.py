@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 MIB = 1 << 20
 LIMIT = 2 * MIB + (64 << 10)  # the default gRPC message limit: REST's body limit
-HEALTHZ_BOUND = 1.0  # seconds; generous on purpose (2 shared cores)
+HEALTHZ_BOUND = 2.0  # seconds: generous on purpose (2 shared cores); the stalls fixed were 5-9 s
 
 
 # ---- helpers ------------------------------------------------------------------------------
