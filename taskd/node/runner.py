@@ -55,7 +55,7 @@ from taskd.node.transport import (
 )
 from taskd.node.workers import WorkerStreamService
 from taskd.queue import codec
-from taskd.queue.commands import Outcome, SetLimits
+from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
 
 log = logging.getLogger("taskd.node")
@@ -65,10 +65,10 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.bounds = _memory_bounds(config)
-        # The bounds are not taken from the flags here: they are state, set through the log
-        # (SetLimits, proposed after recovery when the flags differ), so that replaying the log
-        # decides every command under the bounds it was decided under the first time.
-        self.machine = SchedulerMachine(SchedulerConfig(retention=config.retention))
+        # The scheduler config is not taken from the flags here: it is state, set through the
+        # log (SetConfig, proposed after recovery when the flags differ), so that replaying the
+        # log decides every command under the config it was decided under the first time.
+        self.machine = SchedulerMachine(SchedulerConfig())
         self.store = RaftStore(
             config.data_dir,
             self.machine,
@@ -165,7 +165,7 @@ class Node:
             loop.set_exception_handler(AsyncioErrorLog().report)
             await root.start(self.store.serve)
             self.clock.not_before(self.machine.latest_time)
-            await self._set_limits()
+            await self._set_config()
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
             # This node's local attempts died with its previous process: retry them now.
@@ -289,24 +289,30 @@ class Node:
         """Out of descriptors: close the idle connections of both listeners."""
         return sum(t.shed_idle(SHED_QUIET) for t in (self.grpc_connections, self.http_connections))
 
-    async def _set_limits(self) -> None:
-        """Log the bounds the flags (or this machine's memory) ask for, if they changed."""
-        wanted = (self.config.max_queue_depth, self.bounds.max_tasks, self.bounds.max_bytes)
-        if self.machine.scheduler.limits() == wanted:
-            return
-        log.info(
-            "limits change: max_queue_depth, max_tasks, max_memory %s -> %s",
-            self.machine.scheduler.limits(),
-            wanted,
+    async def _set_config(self) -> None:
+        """Log the scheduler config the flags (or this machine's memory) ask for, if it changed.
+
+        The scheduler decides only under the config the log set (``SetConfig``): a node started
+        with other flags changes nothing until this entry is committed and applied.
+        """
+        wanted = SchedulerConfig(
+            retention=self.config.retention,
+            max_queue_depth=self.config.max_queue_depth,
+            max_tasks=self.bounds.max_tasks,
+            max_bytes=self.bounds.max_bytes,
         )
+        current = self.machine.scheduler.config
+        if current == wanted:
+            return
+        log.info("scheduler config change: %s -> %s", current, wanted)
         try:
-            outcome = await self.store.propose(codec.encode(SetLimits(*wanted), self.clock(), 0))
-        except ClusterError as exc:  # e.g. a full disk: keep serving under the logged limits
+            outcome = await self.store.propose(codec.encode(SetConfig(wanted), self.clock(), 0))
+        except ClusterError as exc:  # e.g. a full disk: keep serving under the logged config
             log.warning(
-                "cannot log the new limits (%s); the node keeps deciding under %s until a "
-                "restart can log them",
+                "cannot log the new scheduler config (%s); the node keeps deciding under %s "
+                "until a restart can log it",
                 exc,
-                self.machine.scheduler.limits(),
+                self.machine.scheduler.config,
             )
             return
         assert isinstance(outcome, Outcome) and outcome.ok, outcome

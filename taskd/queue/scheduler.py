@@ -11,10 +11,14 @@ What lives where: ``submit`` plans batches, ``queues`` keeps per-queue heaps and
 ``timers`` decides when a ``Tick`` has work, ``backoff`` draws retry jitter, ``catalog``
 serves list pages, ``snapshot`` encodes state, ``holdings`` counts what is held against the
 node-wide bounds and ``eviction`` decides what a submit may add and which finished tasks make
-room (the bounds change only through ``SetLimits``, so replays decide alike). The dependency
-graph is two maps here: ``task.waiting_on`` (unfinished dependencies, on the dependent) and
-``_dependents`` (dependent ids per dependency, in seq order, so cascades run in a
-deterministic order).
+room. Every setting that shapes a decision (retention, backoff, the bounds) is a
+``SchedulerConfig`` that changes only through ``SetConfig`` (or the older ``SetLimits``) and is
+kept in snapshots, so replicas decide alike whatever flags they were started with. Leases that
+end without their holder asking (cancel, timeout, lease expiry, a lost worker) are returned as
+``Outcome.revoked``: the node stops their holders from that, not from the command type.
+The dependency graph is two maps here: ``task.waiting_on`` (unfinished dependencies, on the
+dependent) and ``_dependents`` (dependent ids per dependency, in seq order, so cascades run in
+a deterministic order).
 
 Invariants (checked by the property tests): each task is in exactly one state and counted in
 exactly one queue bucket; a BLOCKED task waits on at least one unfinished dependency and no
@@ -50,6 +54,8 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    Revoked,
+    SetConfig,
     SetLimits,
     State,
     StateChanged,
@@ -109,6 +115,7 @@ class Scheduler(EvictionRules, DependencyRules):
             ResumeQueue: self._resume,  # type: ignore[dict-item]
             ReleaseWorker: self._release_worker,  # type: ignore[dict-item]
             RenewLeases: self._renew_leases,  # type: ignore[dict-item]
+            SetConfig: self._set_config,  # type: ignore[dict-item]
             SetLimits: self._set_limits,  # type: ignore[dict-item]
         }
 
@@ -491,8 +498,14 @@ class Scheduler(EvictionRules, DependencyRules):
         now: float,
         entropy: int,
         events: list[StateChanged],
+        revoked: list[Revoked] | None = None,
     ) -> None:
-        """A running attempt failed: back off and retry while retries remain, else fail."""
+        """A running attempt failed: back off and retry while retries remain, else fail.
+
+        ``revoked`` collects the lease when the attempt ended without its holder asking.
+        """
+        if revoked is not None:
+            revoked.append(Revoked(task.id, task.epoch, error))
         task.error = error
         task.lease_deadline = task.timeout_deadline = 0.0
         config = self._config
@@ -512,6 +525,7 @@ class Scheduler(EvictionRules, DependencyRules):
         if not allowed(task.state, Trigger.CANCEL):
             return self._conflict(f"task is already {task.state.value}")
         events: list[StateChanged] = []
+        revoked = (Revoked(task.id, task.epoch, "canceled"),) if task.state is _RUNNING else ()
         task.error = "canceled"
         task.canceled_by = ""
         task.finished_at = now
@@ -519,7 +533,7 @@ class Scheduler(EvictionRules, DependencyRules):
         task.waiting_on.clear()
         self._move(task, _CANCELED, Trigger.CANCEL, events)
         self._cascade(task, now, events)
-        return Outcome(reply=task.id, events=events)
+        return Outcome(reply=task.id, events=events, revoked=revoked)
 
     def _retry(self, command: Retry, now: float, entropy: int) -> Outcome:
         task = self._lookup(command.task_id)
@@ -568,14 +582,15 @@ class Scheduler(EvictionRules, DependencyRules):
         if type(worker) is not str or not 0 < len(worker) <= _MAX_WORKER_NAME:
             return _invalid(f"worker must be 1..{_MAX_WORKER_NAME} characters", "worker")
         events: list[StateChanged] = []
+        revoked: list[Revoked] = []
         held = self._by_worker.get(worker)
         if held:
             for task_id in list(held):  # lease order: epochs ascend
                 task = self._tasks[task_id]
                 self._end_attempt(
-                    task, "worker lost", True, Trigger.WORKER_LOST, now, entropy, events
+                    task, "worker lost", True, Trigger.WORKER_LOST, now, entropy, events, revoked
                 )
-        return Outcome(events=events)
+        return Outcome(events=events, revoked=tuple(revoked))
 
     def _renew_leases(self, command: RenewLeases, now: float, entropy: int) -> Outcome:
         if not _positive_seconds(command.lease_ttl):
@@ -588,20 +603,49 @@ class Scheduler(EvictionRules, DependencyRules):
                     task.lease_deadline = deadline  # later only: the timer hint stays valid
         return Outcome()
 
+    def _set_config(self, command: SetConfig, now: float, entropy: int) -> Outcome:
+        config = command.config
+        if type(config) is not SchedulerConfig:
+            return _invalid("config must be a SchedulerConfig", "config")
+        return self._reconfigure(config)
+
     def _set_limits(self, command: SetLimits, now: float, entropy: int) -> Outcome:
         limits = (command.max_queue_depth, command.max_tasks, command.max_bytes)
         for name, value in zip(("max_queue_depth", "max_tasks", "max_bytes"), limits, strict=True):
             if type(value) is not int or value < 1:
                 return _invalid(f"{name} must be an integer >= 1", name)
-        self._config = replace(
-            self._config,
-            max_queue_depth=command.max_queue_depth,
-            max_tasks=command.max_tasks,
-            max_bytes=command.max_bytes,
+        return self._reconfigure(
+            replace(
+                self._config,
+                max_queue_depth=command.max_queue_depth,
+                max_tasks=command.max_tasks,
+                max_bytes=command.max_bytes,
+            )
         )
+
+    def _reconfigure(self, config: SchedulerConfig) -> Outcome:
+        """Decide under ``config`` from now on (validated whole first, like every command)."""
+        found = config.problem()
+        if found is not None:
+            return _invalid(found[1], found[0])
+        retention_changed = config.retention != self._retention
+        self._config = config
+        self._retention = config.retention
+        if retention_changed:
+            # A shorter retention makes finished tasks due earlier than their timer hints:
+            # hint them again (a longer one needs nothing: early hints re-push themselves).
+            schedule = self._timers.schedule
+            for task in self._tasks.values():
+                if task.state.terminal:
+                    schedule(task.finished_at + config.retention, task.seq, task.id)
         # Lower bounds take effect now: finished tasks beyond them go (unfinished ones stay,
-        # and submits are refused until enough of them finish).
+        # and submits are refused until enough of them finish). Retention waits for a Tick.
         return Outcome(evicted=self._make_room(()))
+
+    @property
+    def config(self) -> SchedulerConfig:
+        """The configuration every decision is made under (the log's, not the flags')."""
+        return self._config
 
     def limits(self) -> tuple[int, int, int]:
         """The bounds in effect: (max_queue_depth, max_tasks, max_bytes)."""
@@ -618,6 +662,7 @@ class Scheduler(EvictionRules, DependencyRules):
 
     def _tick(self, command: Tick, now: float, entropy: int) -> Outcome:
         events: list[StateChanged] = []
+        revoked: list[Revoked] = []
         tasks = self._tasks
         while True:
             fired = self._timers.take_due(now, self._due)
@@ -636,7 +681,7 @@ class Scheduler(EvictionRules, DependencyRules):
                         trigger, error = Trigger.TIMEOUT, "timeout"
                     else:
                         trigger, error = Trigger.LEASE_EXPIRED, "lease expired"
-                    self._end_attempt(task, error, True, trigger, now, entropy, events)
+                    self._end_attempt(task, error, True, trigger, now, entropy, events, revoked)
                 elif state is _SUCCEEDED:
                     self._forget(task)
                 elif state.terminal:
@@ -646,7 +691,7 @@ class Scheduler(EvictionRules, DependencyRules):
                         self._forget(member)
                 else:
                     raise InvariantError(f"timer fired for {state.value} task {task_id}")
-        return Outcome(events=events)
+        return Outcome(events=events, revoked=tuple(revoked))
 
     def _lookup(self, task_id: object) -> Task | Outcome:
         if type(task_id) is not str:
@@ -741,14 +786,18 @@ class Scheduler(EvictionRules, DependencyRules):
     def snapshot(self) -> bytes:
         paused = [name for name, index in self._queues.items() if index.paused]
         state = snapshot_codec.SnapshotState(
-            self._seq, self._epoch, paused, list(self._tasks.values()), self.limits()
+            self._seq, self._epoch, paused, list(self._tasks.values()), config=self._config
         )
         return snapshot_codec.encode(state)
 
     @classmethod
     def restore(cls, data: bytes, config: SchedulerConfig = SchedulerConfig()) -> Scheduler:  # noqa: B008
         state = snapshot_codec.decode(data)
-        if state.limits is not None:  # set by the log (SetLimits), not by today's flags
+        # What the log set wins over ``config`` (today's flags): SetConfig recorded it whole,
+        # snapshots from the SetLimits days the bounds only.
+        if state.config is not None:
+            config = state.config
+        elif state.limits is not None:
             depth, max_tasks, max_bytes = state.limits
             config = replace(
                 config, max_queue_depth=depth, max_tasks=max_tasks, max_bytes=max_bytes
