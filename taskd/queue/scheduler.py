@@ -36,6 +36,7 @@ from dataclasses import replace
 from heapq import heappush
 
 from taskd.queue import snapshot as snapshot_codec
+from taskd.queue.audit import recount
 from taskd.queue.backoff import backoff
 from taskd.queue.catalog import IdIndex
 from taskd.queue.commands import (
@@ -191,7 +192,8 @@ class Scheduler(EvictionRules, DependencyRules):
         if task.idempotency_key:
             self._idempotency[(task.queue, task.idempotency_key)] = task.id
         for dep in task.depends_on:
-            self._dependents.setdefault(dep, []).append(task.id)
+            if dep in self._tasks:  # restored after a forgotten dependency: no list for it
+                self._dependents.setdefault(dep, []).append(task.id)
         due = due_time(task, self._retention)
         if due is not None:
             self._timers.schedule(due, task.seq, task.id)
@@ -765,6 +767,20 @@ class Scheduler(EvictionRules, DependencyRules):
             if dep is not None and dep.state is _SUCCEEDED and dep.result is not None:
                 results[dep_id] = dep.result
         return results
+
+    def audit(self) -> builtins.list[str]:
+        """Every index that disagrees with a recount from the task table (for tests)."""
+        return recount(
+            self._tasks,
+            self._queues,
+            self._timers,
+            self._by_worker,
+            self._catalog,
+            self._held,
+            self._idempotency,
+            self._dependents,
+            self._retention,
+        )
 
     def __len__(self) -> int:
         return len(self._tasks)
