@@ -60,7 +60,7 @@ from taskd.node.transport import (
 )
 from taskd.node.workers import WorkerStreamService
 from taskd.queue import codec
-from taskd.queue.commands import Outcome, SetLimits
+from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
 
 log = logging.getLogger("taskd.node")
@@ -70,10 +70,10 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.bounds = _memory_bounds(config)
-        # The bounds are not taken from the flags here: they are state, set through the log
-        # (SetLimits, proposed when this node takes leadership and the flags differ), so that
-        # replaying the log decides every command under the bounds it was decided under first.
-        self.machine = SchedulerMachine(SchedulerConfig(retention=config.retention))
+        # The scheduler config is not taken from the flags here: it is state, set through the
+        # log (SetConfig, proposed when this node takes leadership and the flags differ), so
+        # that replaying the log decides every command under the config it was decided under.
+        self.machine = SchedulerMachine(SchedulerConfig())
         self.store = RaftStore(
             config.data_dir,
             self.machine,
@@ -242,9 +242,9 @@ class Node:
 
     async def _prepare_to_lead(self, term: int) -> None:
         """A new term's first step: this node's clock runs on from the last applied command,
-        and the limits the flags ask for are logged if they changed."""
+        and the scheduler config the flags ask for is logged if it changed."""
         self.clock.not_before(self.machine.latest_time)
-        await self._set_limits()
+        await self._set_config()
 
     async def _takeover(self) -> None:
         """This node's local attempts died with its previous process (or, in a cluster, with
@@ -294,24 +294,30 @@ class Node:
         """Out of descriptors: close the idle connections of both listeners."""
         return sum(t.shed_idle(SHED_QUIET) for t in (self.grpc_connections, self.http_connections))
 
-    async def _set_limits(self) -> None:
-        """Log the bounds the flags (or this machine's memory) ask for, if they changed."""
-        wanted = (self.config.max_queue_depth, self.bounds.max_tasks, self.bounds.max_bytes)
-        if self.machine.scheduler.limits() == wanted:
-            return
-        log.info(
-            "limits change: max_queue_depth, max_tasks, max_memory %s -> %s",
-            self.machine.scheduler.limits(),
-            wanted,
+    async def _set_config(self) -> None:
+        """Log the scheduler config the flags (or this machine's memory) ask for, if it changed.
+
+        The scheduler decides only under the config the log set (``SetConfig``): a node started
+        with other flags changes nothing until this entry is committed and applied.
+        """
+        wanted = SchedulerConfig(
+            retention=self.config.retention,
+            max_queue_depth=self.config.max_queue_depth,
+            max_tasks=self.bounds.max_tasks,
+            max_bytes=self.bounds.max_bytes,
         )
+        current = self.machine.scheduler.config
+        if current == wanted:
+            return
+        log.info("scheduler config change: %s -> %s", current, wanted)
         try:
-            outcome = await self.store.propose(codec.encode(SetLimits(*wanted), self.clock(), 0))
-        except ClusterError as exc:  # e.g. a full disk: keep serving under the logged limits
+            outcome = await self.store.propose(codec.encode(SetConfig(wanted), self.clock(), 0))
+        except ClusterError as exc:  # e.g. a full disk: keep serving under the logged config
             log.warning(
-                "cannot log the new limits (%s); the node keeps deciding under %s until a "
-                "restart can log them",
+                "cannot log the new scheduler config (%s); the node keeps deciding under %s "
+                "until a restart can log it",
                 exc,
-                self.machine.scheduler.limits(),
+                self.machine.scheduler.config,
             )
             return
         assert isinstance(outcome, Outcome) and outcome.ok, outcome

@@ -62,10 +62,6 @@ log = logging.getLogger("taskd.service")
 # long between tries: each try is refused at once, without touching the disk.
 DUTY_RETRY = 1.0
 
-# Commands whose end of a RUNNING attempt was not asked for by the attempt's holder: the
-# holder must be told to stop (kill the process, tell the remote worker).
-_REVOKING = (Cancel, Tick, ReleaseWorker)
-
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
@@ -239,14 +235,11 @@ class NodeService:
     # ---- reacting to applied commands --------------------------------------------------
 
     def _on_applied(self, command: Command, outcome: Outcome) -> None:
-        revoking = isinstance(command, _REVOKING)
         for event in outcome.events:
             if event.current is State.QUEUED:
                 self._wake(event.queue)
-            if revoking and event.previous is State.RUNNING:
-                task = self.scheduler.get(event.task_id)
-                reason = "canceled" if isinstance(command, Cancel) else (task.error if task else "")
-                self.revoke(event.task_id, event.epoch, reason or "revoked")
+        for revoked in outcome.revoked:  # the scheduler says which leases it took away
+            self.revoke(revoked.task_id, revoked.epoch, revoked.reason)
         if isinstance(command, ResumeQueue):
             self._wake(command.queue)
         if outcome.events:

@@ -30,11 +30,13 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetConfig,
     SetLimits,
     Submit,
     TaskSpec,
     Tick,
 )
+from taskd.queue.task import SchedulerConfig
 
 FORMAT_VERSION = 1
 
@@ -73,6 +75,10 @@ def _spec(row: tuple[Any, ...]) -> TaskSpec:
     )
 
 
+def _config_row(c: SchedulerConfig) -> list[Any]:
+    return [c.retention, c.backoff_base, c.backoff_cap, c.max_queue_depth, c.max_tasks, c.max_bytes]
+
+
 # kind tag → (command type, fields as a row, row → command)
 _SUBMIT = 0
 _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
@@ -89,6 +95,7 @@ _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     ReleaseWorker: (10, lambda c: [c.worker]),
     RenewLeases: (11, lambda c: [c.lease_ttl]),
     SetLimits: (12, lambda c: [c.max_queue_depth, c.max_tasks, c.max_bytes]),
+    SetConfig: (13, lambda c: _config_row(c.config)),
 }
 _DECODERS: dict[int, Callable[..., Command]] = {
     _SUBMIT: lambda ids, specs: Submit(tuple(_spec(s) for s in specs), ids),
@@ -104,6 +111,7 @@ _DECODERS: dict[int, Callable[..., Command]] = {
     10: ReleaseWorker,
     11: RenewLeases,
     12: SetLimits,
+    13: lambda *row: SetConfig(SchedulerConfig(*row)),
 }
 
 

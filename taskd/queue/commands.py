@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # task.py imports State from here; the annotation alone needs the type
+    from taskd.queue.task import SchedulerConfig
 
 
 class State(StrEnum):
@@ -154,12 +157,24 @@ class RenewLeases:
 
 
 @dataclass(frozen=True, slots=True)
-class SetLimits:
-    """The bounds from this point of the log on: per-queue depth and node-wide tasks and bytes.
+class SetConfig:
+    """Every setting that shapes the scheduler's decisions, from this point of the log on.
 
-    The node proposes one at start-up when its flags differ from the bounds in effect, so a
-    replay decides every earlier command under the bounds it was first decided under, whatever
-    the flags (or the machine's memory) are at the time of the replay.
+    The node proposes one at start-up when its flags (or this machine's memory) ask for a
+    ``SchedulerConfig`` other than the one in effect, so a replica decides every command under
+    the configuration logged before it, whatever flags it was started with, and a replay
+    decides every earlier command as it was first decided.
+    """
+
+    config: SchedulerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SetLimits:
+    """The bounds part of ``SetConfig`` (per-queue depth, node-wide tasks and bytes) alone.
+
+    Logs written before ``SetConfig`` existed carry these (codec kind 12); they still apply.
+    The node proposes ``SetConfig`` now.
     """
 
     max_queue_depth: int
@@ -180,6 +195,7 @@ Command = (
     | Tick
     | ReleaseWorker
     | RenewLeases
+    | SetConfig
     | SetLimits
 )
 
@@ -218,6 +234,19 @@ class StateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Revoked:
+    """A lease ended without its holder asking: whoever holds ``epoch`` of the task must stop.
+
+    ``reason`` is "canceled", "timeout", "lease expired" or "worker lost". A worker's own
+    ``Complete`` or ``Fail`` ends its lease too, but revokes nothing: it already stopped.
+    """
+
+    task_id: str
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Leased:
     """One task handed out by a ``Lease`` command."""
 
@@ -235,13 +264,15 @@ class Outcome:
     ``Lease`` → tuple of ``Leased``; ``Cancel``/``Retry``/``Complete``/``Fail``/``Heartbeat``
     → the task id; others → None. ``events`` lists every state change, in order.
     ``evicted`` names the finished tasks forgotten before their retention ended to keep the
-    node within ``max_tasks`` / ``max_bytes``, oldest first.
+    node within ``max_tasks`` / ``max_bytes``, oldest first. ``revoked`` lists the leases
+    the command took from their holders (see ``Revoked``), in the order they ended.
     """
 
     rejection: Rejection | None = None
     reply: object = None
     events: list[StateChanged] = field(default_factory=list)
     evicted: tuple[str, ...] = ()
+    revoked: tuple[Revoked, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -31,7 +31,7 @@ class DependencyRules:
 
     if TYPE_CHECKING:
 
-        def _move(
+        def _transition(
             self, task: Task, new: State, trigger: Trigger, events: list[StateChanged]
         ) -> None: ...
 
@@ -51,7 +51,7 @@ class DependencyRules:
                     dependent.canceled_by = cause
                     dependent.finished_at = now
                     dependent.waiting_on.clear()
-                    self._move(dependent, _CANCELED, Trigger.DEP_ENDED, events)
+                    self._transition(dependent, _CANCELED, Trigger.DEP_ENDED, events)
                     next_frontier.append(dependent_id)
             frontier = next_frontier
 
@@ -96,6 +96,6 @@ class DependencyRules:
                         dependent.canceled_by = other.id
                         continue
                     self._reset(dependent)
-                    self._move(dependent, _BLOCKED, Trigger.DEP_RETRIED, events)
+                    self._transition(dependent, _BLOCKED, Trigger.DEP_RETRIED, events)
                     next_frontier.append(dependent_id)
             frontier = next_frontier

@@ -1,7 +1,7 @@
 """What the scheduler holds in memory, counted incrementally, and which finished task goes first.
 
 Theory of operation: the node-wide bounds (``SchedulerConfig.max_tasks`` and ``max_bytes``,
-changed through the log by ``SetLimits`` and kept in snapshots) limit every task the scheduler
+changed through the log by ``SetConfig`` and kept in snapshots) limit every task the scheduler
 holds, finished ones included, because finished tasks kept for
 ``retention`` occupy memory just like unfinished ones. A task's *size* (``task_size``) is the
 bytes of its variable-length fields: id, name, payload, idempotency key, labels, resolved

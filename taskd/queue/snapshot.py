@@ -2,7 +2,9 @@
 
 Theory of operation: a snapshot holds only what decides future behaviour: the seq and epoch
 counters, the paused queues, every held task, in seq order, as a positional array, and the
-bounds in effect (``SetLimits``; absent in snapshots written before it existed). Every
+``SchedulerConfig`` in effect as ``[retention, backoff_base, backoff_cap, max_queue_depth,
+max_tasks, max_bytes]`` (set by ``SetConfig``). Snapshots written before ``SetConfig`` hold
+the three bounds alone there (``SetLimits``), or nothing; both still restore. Every
 index (ready heaps, timers, dependents, idempotency keys, worker leases, counts) is derived
 data, rebuilt on restore, so two schedulers in the same logical state produce identical bytes
 whatever their history (lazy heap entries included). Floats are always encoded as float64 and
@@ -17,7 +19,7 @@ from typing import Any
 import msgpack
 
 from taskd.queue.commands import State
-from taskd.queue.task import Task
+from taskd.queue.task import SchedulerConfig, Task
 
 SNAPSHOT_VERSION = 1
 _STATES = {state.value: state for state in State}
@@ -33,7 +35,8 @@ class SnapshotState:
     epoch: int
     paused: list[str]
     tasks: list[Task]
-    limits: tuple[int, int, int] | None = None  # max_queue_depth, max_tasks, max_bytes
+    limits: tuple[int, int, int] | None = None  # max_queue_depth, max_tasks, max_bytes (old)
+    config: SchedulerConfig | None = None  # the whole config (SetConfig); wins over limits
 
 
 def _task_row(t: Task) -> list[Any]:
@@ -53,7 +56,19 @@ def _task_row(t: Task) -> list[Any]:
 def encode(state: SnapshotState) -> bytes:
     rows = [_task_row(t) for t in state.tasks]
     body: list[Any] = [SNAPSHOT_VERSION, state.seq, state.epoch, sorted(state.paused), rows]
-    if state.limits is not None:
+    config = state.config
+    if config is not None:
+        body.append(
+            [
+                float(config.retention),
+                float(config.backoff_base),
+                float(config.backoff_cap),
+                config.max_queue_depth,
+                config.max_tasks,
+                config.max_bytes,
+            ]
+        )
+    elif state.limits is not None:
         body.append(list(state.limits))
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
@@ -73,13 +88,23 @@ def decode(data: bytes) -> SnapshotState:
     try:
         _, seq, epoch, paused, rows, *rest = body
         tasks = [_task(row) for row in rows]
-        limits = None
+        limits = config = None
         if rest:
-            [(depth, max_tasks, max_bytes)] = rest
-            limits = (int(depth), int(max_tasks), int(max_bytes))
+            [settings] = rest
+            if len(settings) == 3:
+                depth, max_tasks, max_bytes = settings
+                limits = (int(depth), int(max_tasks), int(max_bytes))
+            else:
+                retention, base, cap, depth, max_tasks, max_bytes = settings
+                config = SchedulerConfig(
+                    float(retention), float(base), float(cap), depth, max_tasks, max_bytes
+                )
+                config.validate()
     except (ValueError, TypeError, KeyError) as exc:
         raise SnapshotError(f"malformed snapshot: {exc}") from exc
-    return SnapshotState(seq=seq, epoch=epoch, paused=list(paused), tasks=tasks, limits=limits)
+    return SnapshotState(
+        seq=seq, epoch=epoch, paused=list(paused), tasks=tasks, limits=limits, config=config
+    )
 
 
 def _task(row: list[Any]) -> Task:

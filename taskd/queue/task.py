@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from taskd.queue.commands import State
@@ -41,7 +42,12 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    """Settings every replica must share: they shape state, so they are part of the log."""
+    """Settings every replica must share: they shape state, so they travel through the log.
+
+    A scheduler starts with the defaults below (or what its snapshot recorded) and changes
+    them only by applying ``SetConfig`` (or the older ``SetLimits``); the constructor argument
+    is for tests and tools that build a scheduler outside a log.
+    """
 
     retention: float = 7 * 24 * 3600.0  # keep terminal tasks this long, then forget them
     backoff_base: float = 1.0  # retry n waits uniform(0, min(cap, base * 2**(n-1)))
@@ -53,13 +59,22 @@ class SchedulerConfig:
     max_bytes: int = 16 << 30  # payloads, results, errors, labels, ids, names, keys
 
     def validate(self) -> None:
+        found = self.problem()
+        if found is not None:
+            raise ValueError(found[1])
+
+    def problem(self) -> tuple[str, str] | None:
+        """The first setting that is out of range, as (field, message); None when all fit."""
+        for name in ("retention", "backoff_base", "backoff_cap"):
+            value = getattr(self, name)
+            if type(value) not in (float, int) or not -math.inf < value < math.inf:
+                return name, f"{name} must be a finite number of seconds"
+        for name in ("max_queue_depth", "max_tasks", "max_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                return name, f"{name} must be >= 1"
         if self.retention < 0:
-            raise ValueError("retention must be >= 0")
+            return "retention", "retention must be >= 0"
         if self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
-            raise ValueError("need 0 < backoff_base <= backoff_cap")
-        if self.max_queue_depth < 1:
-            raise ValueError("max_queue_depth must be >= 1")
-        if self.max_tasks < 1:
-            raise ValueError("max_tasks must be >= 1")
-        if self.max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+            return "backoff_base", "need 0 < backoff_base <= backoff_cap"
+        return None

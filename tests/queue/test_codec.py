@@ -20,6 +20,7 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetConfig,
     SetLimits,
     Submit,
     TaskSpec,
@@ -65,6 +66,7 @@ EVERY_COMMAND: list[Command] = [
     ReleaseWorker("w"),
     RenewLeases(30.0),
     SetLimits(1000, 2_000_000, 8 << 30),
+    SetConfig(SchedulerConfig(retention=60.0, max_tasks=9)),
 ]
 
 

@@ -17,6 +17,7 @@ batch really did not fit beside the unfinished tasks.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from hypothesis import HealthCheck, settings
 from hypothesis import event as note_event
@@ -39,6 +40,7 @@ from taskd.queue.commands import (
     RenewLeases,
     ResumeQueue,
     Retry,
+    SetConfig,
     SetLimits,
     State,
     Submit,
@@ -149,6 +151,13 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert out.events == []
             assert self.s.snapshot() == before, f"rejected {command} changed state"
             return out
+        # Revocations are the effect the scheduler reports: exactly the leases that ended
+        # without their holder asking (a worker's own Complete or Fail revokes nothing).
+        ended = [(e.task_id, e.epoch) for e in out.events if e.previous is State.RUNNING]
+        if isinstance(command, (Complete, Fail)):
+            assert out.revoked == ()
+        else:
+            assert [(r.task_id, r.epoch) for r in out.revoked] == ended
         for event in out.events:
             assert self.model.get(event.task_id) == event.previous, event
             if event.previous is State.RUNNING:
@@ -371,11 +380,35 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.over_allowed = set()  # every finished task past a bound was evicted
         self.lowered = True
 
+    @rule(
+        retention=st.sampled_from([5.0, 50.0, 200.0]),
+        base=st.sampled_from([0.5, 1.0]),
+        cap=st.sampled_from([1.0, 8.0]),
+    )
+    def set_config(self, retention: float, base: float, cap: float) -> None:
+        # The rest of the config (the bounds) stays as logged; the timers follow the new
+        # retention at once (the tick rule checks no due timer is missed or early).
+        config = replace(self.s.config, retention=retention, backoff_base=base, backoff_cap=cap)
+        out = self.apply(SetConfig(config))
+        assert out.ok and self.s.config == config
+        self.over_allowed = set()  # every finished task past a bound was evicted
+        for task in self.s.list(limit=100_000)[0]:
+            if task.state.terminal:
+                due = task.finished_at + retention
+                deadline = self.s.next_deadline()
+                assert deadline is not None and deadline <= due
+
     @rule()
     def restore_shadow(self) -> None:
         self.shadow = Scheduler.restore(self.s.snapshot(), CONFIG)
 
     # ---- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def indexes_agree_with_a_recount(self) -> None:
+        assert self.s.audit() == []
+        if self.shadow is not None:
+            assert self.shadow.audit() == []
 
     @invariant()
     def task_invariants(self) -> None:
