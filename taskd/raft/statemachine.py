@@ -1,10 +1,10 @@
 """The interface between Raft and whatever it replicates.
 
-Theory of operation: Raft calls ``apply`` once for every committed entry, in index order, on
-every replica, including entries replayed after a restart. ``snapshot`` captures everything
+Theory of operation: Raft calls ``apply`` once for every committed command entry, in index
+order, on every replica, including entries replayed after a restart. ``snapshot`` captures everything
 applied so far; ``restore`` replaces the whole state with a snapshot's. Raft never interprets
-``data``. An entry with empty ``data`` is Raft's own no-op (a new leader appends one at the
-start of its term): a state machine must treat it as doing nothing.
+``data``. Only ``NORMAL`` entries reach ``apply``: Raft's own entries (a new leader's no-op,
+membership changes) are never handed to the state machine, so ``index`` may skip numbers.
 
 ``apply`` must be deterministic (same entries, same state on every replica) and must not raise
 for a bad command: it returns a rejection as its result. An exception from ``apply`` is a bug;
