@@ -365,7 +365,13 @@ class RaftCore:
     # -- messages -------------------------------------------------------------------------
 
     def _send(
-        self, kind: MessageKind, dst: str, *, index: int = 0, log_term: int = 0, reject: bool = False
+        self,
+        kind: MessageKind,
+        dst: str,
+        *,
+        index: int = 0,
+        log_term: int = 0,
+        reject: bool = False,
     ) -> None:
         self._messages.append(
             Message(kind, self.id, dst, self.term, index=index, log_term=log_term, reject=reject)
