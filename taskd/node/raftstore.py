@@ -53,8 +53,8 @@ proposal with a ``StorageFault`` naming the data directory, the error and the re
   is unknown; entries proposed after that batch are told "not applied".
 
 Not here yet: peers (the store runs a one-member core: messages from ``Ready`` are not sent
-anywhere and ``step`` is not fed; soft-state changes are only logged), and back-pressure on proposals beyond ``max_batch`` per round (the node's admission limits bound
-them today).
+anywhere and ``step`` is not fed; soft-state changes are only logged), and back-pressure on
+proposals beyond ``max_batch`` per round (the node's admission limits bound them today).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The interface between Raft and whatever it replicates.
 
 Theory of operation: Raft calls ``apply`` once for every committed command entry, in index
-order, on every replica, including entries replayed after a restart. ``snapshot`` captures everything
-applied so far; ``restore`` replaces the whole state with a snapshot's. Raft never interprets
-``data``. Only ``NORMAL`` entries reach ``apply``: Raft's own entries (a new leader's no-op,
-membership changes) are never handed to the state machine, so ``index`` may skip numbers.
+order, on every replica, including entries replayed after a restart. ``snapshot`` captures
+everything applied so far; ``restore`` replaces the whole state with a snapshot's. Raft never
+interprets ``data``. Only ``NORMAL`` entries reach ``apply``: Raft's own entries (a new
+leader's no-op, membership changes) are never handed to the state machine, so ``index`` may
+skip numbers.
 
 ``apply`` must be deterministic (same entries, same state on every replica) and must not raise
 for a bad command: it returns a rejection as its result. An exception from ``apply`` is a bug;

@@ -40,9 +40,7 @@ def leader_of_term_1() -> RaftCore:
 
 def append_from_n2(core: RaftCore, prev: int, prev_term: int, *entries: Entry) -> None:
     commit = entries[-1].index
-    core.step(
-        Message(MessageKind.APPEND, "n2", "n1", 2, prev, prev_term, commit, tuple(entries))
-    )
+    core.step(Message(MessageKind.APPEND, "n2", "n1", 2, prev, prev_term, commit, tuple(entries)))
 
 
 async def apply_all(store: RaftStore, core: RaftCore) -> list[Entry]:
