@@ -665,11 +665,10 @@ class DiskLog:
                 f"truncate_suffix({index}): entries up to {self._commit} are committed"
             )
         with self._lock:
-            if self._segments and index <= self._segments[0][0]:
-                if index < self._segments[0][0]:
-                    raise ValueError(
-                        f"truncate_suffix({index}): the log starts at {self._segments[0][0]}"
-                    )
+            if self._segments and index < self._segments[0][0]:
+                raise ValueError(
+                    f"truncate_suffix({index}): the log starts at {self._segments[0][0]}"
+                )
             self._lower_mark(index - 1)
             self._cut_suffix(index)
 

@@ -319,7 +319,7 @@ class RaftStore:
             self._note_reads(ready.read_states)
         if self._reads:
             self._release_reads(core.applied_index)
-        if ready.must_sync or ready.hard_state is not None or ready.entries_to_persist:
+        if ready.must_sync:  # new entries or a new term/vote: written and fsynced
             try:
                 await trio.to_thread.run_sync(self._persist, disk, ready)
             except OSError as exc:
@@ -424,7 +424,7 @@ class RaftStore:
         return None
 
     def _on_soft_state(self, soft: SoftState) -> None:
-        log.info("Raft: %s, leader %s", soft.role, soft.leader or "unknown")
+        log.debug("Raft: %s, leader %s", soft.role, soft.leader or "unknown")
         if soft.role != Role.LEADER.value and self._reads:
             self._fail_reads(NotLeader(soft.leader))
 
