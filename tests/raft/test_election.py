@@ -194,3 +194,18 @@ def test_read_index_waits_for_the_leaders_first_commit_then_answers_at_once() ->
 def test_config_is_checked() -> None:
     with pytest.raises(ValueError):
         RaftConfig(election_ticks=1, heartbeat_ticks=1)
+
+
+def test_a_repeated_or_partly_new_append_cuts_nothing_it_already_holds() -> None:
+    core = follower()
+    first = (Entry(1, 1, b"a"), Entry(1, 2, b"b"))
+    core.step(msg(MessageKind.APPEND, "n2", 1, index=0, log_term=0, entries=first))
+    persist(core, core.ready())
+    # A delayed duplicate of the same append, then one overlapping it with a new entry
+    core.step(msg(MessageKind.APPEND, "n2", 1, index=0, log_term=0, entries=first[:1]))
+    core.step(
+        msg(MessageKind.APPEND, "n2", 1, index=1, log_term=1, entries=(first[1], Entry(1, 3, b"c")))
+    )
+    assert [e.data for e in core.log.entries] == [b"a", b"b", b"c"]
+    assert core.log.stable == 2  # nothing held was cut, so nothing needs writing again
+    assert core.ready().entries_to_persist == [Entry(1, 3, b"c")]
