@@ -61,8 +61,16 @@ Format note: segment headers and the mark are new in this version. A data direct
 before them has no mark and headerless segments and is refused (there are no production
 users yet; ``--accept-data-loss`` will not convert it either, it would drop the segments).
 
-Not here yet: overwriting a log suffix (a follower told so by a new leader); ``append`` only
-extends the log.
+Truncation (``truncate_suffix(index)``: a follower told by a new leader that its uncommitted
+tail conflicts) removes every entry from ``index`` on, durably, in an order that keeps each
+crash state acceptable to recovery: first the mark is lowered to ``index - 1`` and fsynced
+(so it never claims an entry about to go: a log longer than its mark is what a crash after
+a round leaves anyway); then the segments that start at or after ``index`` are deleted,
+last first, and the directory fsynced (a crash leaves a shorter, still contiguous log); then
+the segment holding ``index - 1`` is cut at that record's end and fsynced. A crash anywhere
+in between leaves a log that reaches at least the mark and has no gap, so recovery accepts
+it as it is; the driver's core then replaces the tail again. A committed entry is never
+truncated (``ValueError``): the mark's commit index stays below the cut.
 """
 
 from __future__ import annotations
@@ -618,7 +626,7 @@ class DiskLog:
         if first != self._last_index + 1:
             raise ValueError(
                 f"append at index {first} does not continue the log ending at "
-                f"{self._last_index} (overwriting a suffix is not implemented yet)"
+                f"{self._last_index} (to overwrite a suffix, truncate_suffix first)"
             )
         data = records.encode_entries(entries)
         with self._lock:
@@ -639,6 +647,67 @@ class DiskLog:
                 raise
             self._active_size += len(data)
         self._last_index = entries[-1].index
+
+    @property
+    def last_index(self) -> int:
+        """The index of the last entry appended (durable or not)."""
+        return self._last_index
+
+    def truncate_suffix(self, index: int) -> None:
+        """Remove every entry from ``index`` on, durably (the module docstring gives the
+        order and why each crash state recovers). ``append`` then continues at ``index``."""
+        if index > self._last_index:
+            return
+        if self._broken:
+            raise OSError(f"the Raft log in {self.dir} failed before; it takes no more writes")
+        if index <= self._commit:
+            raise ValueError(
+                f"truncate_suffix({index}): entries up to {self._commit} are committed"
+            )
+        with self._lock:
+            if self._segments and index < self._segments[0][0]:
+                raise ValueError(
+                    f"truncate_suffix({index}): the log starts at {self._segments[0][0]}"
+                )
+            self._lower_mark(index - 1)
+            self._cut_suffix(index)
+
+    def _lower_mark(self, last: int) -> None:
+        """Step one of a truncation: the mark claims nothing past ``last``, on disk."""
+        self._durable = min(self._durable, last)
+        self._mark.put(self._durable, min(self._commit, self._durable))
+        self._mark.sync()
+
+    def _cut_suffix(self, index: int) -> None:
+        """Steps two and three: delete whole segments from the last back, cut the one that
+        holds ``index - 1``, and continue appending after it."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        removed = False
+        while self._segments and self._segments[-1][0] >= index:
+            _, path = self._segments.pop()
+            path.unlink()
+            removed = True
+        if removed:
+            self._fsync_dir()
+        self._last_index = index - 1
+        self._active_size = 0
+        if not self._segments:
+            return  # the next append starts a new segment at ``index``
+        first, path = self._segments[-1]
+        buf = path.read_bytes()
+        cut = records.offset_of(buf, SEGMENT_HEADER_SIZE, first, index)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            if cut < len(buf):
+                os.ftruncate(fd, cut)
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._active_size = cut
 
     def sync(self) -> None:
         """Make everything appended so far durable.

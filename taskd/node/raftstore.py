@@ -8,6 +8,25 @@ them for the next round to apply. Proposals that arrive while a round's fsync is
 simply accumulate in the core and go out together in the next round: that is group commit.
 Nobody's ``propose`` returns before its entry was fsynced and applied.
 
+Waiters are keyed by (term, index): a proposal remembers the term it was appended in, and an
+entry is delivered to it only if the committed entry at its index has that term. If another
+leader's entry (a different term, a no-op) took the index, the caller gets ``NotLeader`` (none
+of its commands applied) or ``Unavailable`` (the head of a batch applied, the rest not),
+never another proposal's result. Only ``NORMAL`` entries reach the state machine; no-ops and
+membership changes are skipped. Entries a ``Ready`` hands out that start at or below the disk
+log's last index replace its suffix (``DiskLog.truncate_suffix``) before they are written.
+
+Time reaches the core as logical ticks: a ticker calls ``RaftCore.tick()`` every
+``tick_seconds`` (the core's ``RaftConfig`` counts its timeouts in those ticks; its seed is
+derived from the node id unless given). A one-member cluster elects itself on the first tick,
+which ``serve`` gives at once.
+
+``read_barrier`` is a linearizable read: it asks the core for a read index
+(``RaftCore.read_index``), the round hands back the ``ReadState``, and the barrier returns once
+the applied index reaches it: everything committed before the call has been applied. For one
+member that is the next round. While a disk fault stops the rounds, nothing can commit, so the
+barrier returns at once when everything committed is applied (reads go on through a fault).
+
 Start-up (``serve``): open and repair the log in a thread (refusing, with ``LogCorrupted``,
 damage a crash cannot explain unless ``accept_data_loss``; see ``taskd.node.disklog``),
 restore the latest snapshot into the state machine, let the core elect itself in a new term
@@ -34,27 +53,29 @@ proposal with a ``StorageFault`` naming the data directory, the error and the re
   entries of the failed batch may or may not be on disk: their proposers are told the outcome
   is unknown; entries proposed after that batch are told "not applied".
 
-Not here yet: peers (messages from ``Ready`` are not sent anywhere; ``step`` is not fed), and
-back-pressure on proposals beyond ``max_batch`` per round (the node's admission limits bound
-them today).
+Not here yet: peers (the store runs a one-member core: messages from ``Ready`` are not sent
+anywhere and ``step`` is not fed; soft-state changes are only logged), and back-pressure on
+proposals beyond ``max_batch`` per round (the node's admission limits bound them today).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
 import trio
 
-from taskd.errors import StorageFault, Unavailable
+from taskd.errors import NotLeader, StorageFault, Unavailable
 from taskd.node import diskfault
 from taskd.node.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
 from taskd.node.snapshotter import start_child, wait_child
-from taskd.raft.core import RaftCore, RaftStatus, Ready
-from taskd.raft.types import SnapshotMeta
+from taskd.raft.core import RaftConfig, RaftCore, RaftStatus, Ready, Role
+from taskd.raft.types import EntryKind, ReadState, SnapshotMeta, SoftState
 from taskd.store.leadership import Leadership
 from taskd.store.statemachine import StateMachine
 
@@ -67,17 +88,32 @@ _RECORD_OVERHEAD = 64  # bytes a log record adds to an entry's data, rounded up
 # How long the log stays idle before the durable mark is brought up to date.
 _MARK_FLUSH_DELAY = 0.05
 _NOTHING = Ready(hard_state=None, entries_to_persist=[], messages=[], committed_entries=[])
+_TICK_SECONDS = 0.1  # one logical Raft tick
+_NORMAL = EntryKind.NORMAL
 
 
 class _Waiter:
-    """One propose call: the indexes it waits for and the results collected so far."""
+    """One propose call: the term its entries were appended in, the indexes it waits for
+    and the results collected so far."""
 
-    __slots__ = ("error", "event", "first", "last", "results")
+    __slots__ = ("error", "event", "first", "last", "results", "term")
 
-    def __init__(self, first: int, last: int) -> None:
+    def __init__(self, term: int, first: int, last: int) -> None:
+        self.term = term
         self.first = first
         self.last = last
         self.results: list[object] = []
+        self.event = trio.Event()
+        self.error: BaseException | None = None
+
+
+class _Read:
+    """One read_barrier call: the read index once the core gave it."""
+
+    __slots__ = ("error", "event", "index")
+
+    def __init__(self) -> None:
+        self.index: int | None = None
         self.event = trio.Event()
         self.error: BaseException | None = None
 
@@ -97,9 +133,13 @@ class RaftStore:
         max_batch: int = 4096,
         accept_data_loss: bool = False,
         segment_bytes: int = SEGMENT_BYTES,
+        raft_config: RaftConfig | None = None,
+        tick_seconds: float = _TICK_SECONDS,
     ) -> None:
         if snapshot_every < 1 or max_batch < 1:
             raise ValueError("snapshot_every and max_batch must be at least 1")
+        if tick_seconds <= 0:
+            raise ValueError("tick_seconds must be positive")
         self.data_dir = Path(data_dir)
         self.state_machine = state_machine
         self.node_id = node_id
@@ -107,6 +147,8 @@ class RaftStore:
         self.max_batch = max_batch
         self.accept_data_loss = accept_data_loss
         self.segment_bytes = segment_bytes
+        self.raft_config = raft_config or RaftConfig(seed=zlib.crc32(node_id.encode()))
+        self.tick_seconds = tick_seconds
         self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
         self.snapshots_written = 0
         self._snapshot_done = trio.Event()
@@ -115,6 +157,8 @@ class RaftStore:
         self._serving = False
         self._failure: Unavailable | None = None
         self._waiters: deque[_Waiter] = deque()
+        self._reads: dict[object, _Read] = {}  # by the ctx handed to read_index
+        self._read_ids = itertools.count(1)
         self._work = trio.Event()
         self._snapshot_index = 0
         self._snapshot_in_flight = False
@@ -132,7 +176,7 @@ class RaftStore:
         """
         core = self._writable()
         index = core.propose(data)
-        waiter = self._wait_for(index, index)
+        waiter = self._wait_for(core.term, index, index)
         await waiter.event.wait()
         if waiter.error is not None:
             raise waiter.error
@@ -144,19 +188,31 @@ class RaftStore:
             return []
         core = self._writable()
         indexes = core.propose_many(items)
-        waiter = self._wait_for(indexes.start, indexes.stop - 1)
+        waiter = self._wait_for(core.term, indexes.start, indexes.stop - 1)
         await waiter.event.wait()
         if waiter.error is not None:
             raise waiter.error
         return waiter.results
 
     async def read_barrier(self) -> None:
-        """One member: every acknowledged write was applied before its answer, so a serving
-        leader's state already reflects them all; refuses like ``propose`` when not serving
-        (and answers during a disk fault: reads never touch the disk)."""
-        await trio.lowlevel.checkpoint()
-        if self._core is None or not self._serving:
+        """Return once everything committed before this call has been applied (a
+        linearizable read may follow). Raises ``NotLeader`` or ``Unavailable``."""
+        core = self._core
+        if core is None or not self._serving:
             raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
+        if self._failure is not None:
+            # No round runs while the disk refuses writes, so nothing commits meanwhile.
+            if core.role is Role.LEADER and core.applied_index >= core.log.committed:
+                return
+            raise self._failure
+        ctx = next(self._read_ids)
+        read = _Read()
+        core.read_index(ctx)  # raises NotLeader on a follower
+        self._reads[ctx] = read
+        self._work.set()
+        await read.event.wait()
+        if read.error is not None:
+            raise read.error
 
     async def wait_for_snapshot(self, count: int = 1) -> None:
         """Return once at least ``count`` snapshots were written since start."""
@@ -193,6 +249,7 @@ class RaftStore:
             core = RaftCore(
                 self.node_id,
                 [self.node_id],
+                config=self.raft_config,
                 hard_state=recovered.hard_state,
                 snapshot=recovered.snapshot,
                 entries=recovered.entries,
@@ -201,9 +258,10 @@ class RaftStore:
             replay = core.last_index - core.applied_index
             if replay > _REPLAY_CHUNK:
                 log.info("replaying %d Raft log entries from %s", replay, disk.dir)
-            core.tick(trio.current_time())  # elects itself, appends the new term's no-op
+            core.tick()  # one member: elects itself at once, appends the new term's no-op
             ready_at = core.last_index
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ticker, core)
                 while core.applied_index < ready_at:
                     await self._round(core, disk, nursery)
                     if self._failure is not None:
@@ -228,6 +286,14 @@ class RaftStore:
             self._fail_waiters(Unavailable(f"the Raft store in {self.data_dir} has stopped"))
             disk.close()
 
+    async def _ticker(self, core: RaftCore) -> None:
+        """The clock, as logical ticks: wakes the loop only when a tick made work."""
+        while True:
+            await trio.sleep(self.tick_seconds)
+            core.tick()
+            if core.has_ready():
+                self._work.set()
+
     async def _idle(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
         """Wait for work; if none comes soon, bring the durable mark up to date, so that it
         trails the last round only briefly (each round writes the previous round's mark)."""
@@ -251,11 +317,17 @@ class RaftStore:
             # probe); any other fault lasts until a restart, and this waits forever.
             await self._writes_resumed.wait()
         ready = core.ready(self._batch_limit(core))
+        if ready.soft_state is not None:
+            self._on_soft_state(ready.soft_state)
         if ready.committed_entries:
-            await self._apply(ready)
+            await self._apply(core, ready)
             core.advance(ready)
             self._maybe_snapshot(core, disk, nursery)
-        if ready.hard_state is not None or ready.entries_to_persist:
+        if ready.read_states:
+            self._note_reads(ready.read_states)
+        if self._reads:
+            self._release_reads(core.applied_index)
+        if ready.must_sync:  # new entries or a new term/vote: written and fsynced
             try:
                 await trio.to_thread.run_sync(self._persist, disk, ready)
             except OSError as exc:
@@ -263,7 +335,8 @@ class RaftStore:
                 return
             self.fsync_rounds += 1
             if ready.entries_to_persist:
-                core.persisted(ready.entries_to_persist[-1].index)
+                last = ready.entries_to_persist[-1]
+                core.persisted(last.term, last.index)
 
     def _batch_limit(self, core: RaftCore) -> int:
         """How many new entries this round persists: at most ``max_batch``, ending where a
@@ -288,16 +361,20 @@ class RaftStore:
             disk.save_hard_state(ready.hard_state)
         if ready.committed_entries:  # applied this round: the durable mark carries it
             disk.note_commit(ready.committed_entries[-1].index)
-        disk.append(ready.entries_to_persist)
+        entries = ready.entries_to_persist
+        if entries and entries[0].index <= disk.last_index:  # a new leader's entries replace ours
+            disk.truncate_suffix(entries[0].index)
+        disk.append(entries)
         try:
             disk.sync()
         except OSError as exc:  # a failed fsync is never retried: tell ``_fail`` it was one
             raise diskfault.SyncFailed(exc.errno, exc.strerror, exc.filename) from exc
 
-    async def _apply(self, ready: Ready) -> None:
+    async def _apply(self, core: RaftCore, ready: Ready) -> None:
         entries = ready.committed_entries
         apply = self.state_machine.apply
         waiters = self._waiters
+        normal = _NORMAL
         started = time.monotonic()
         for chunk_start in range(0, len(entries), _REPLAY_CHUNK):
             if chunk_start:
@@ -309,21 +386,76 @@ class RaftStore:
                 )
                 await trio.lowlevel.checkpoint()
             for entry in entries[chunk_start : chunk_start + _REPLAY_CHUNK]:
-                try:
-                    result = apply(entry.index, entry.data)
-                except Exception as exc:
-                    self._fail_waiters(Unavailable(f"the state machine failed: {exc!r}"))
-                    self._failure = Unavailable(f"the state machine failed at {entry.index}")
-                    raise
+                if entry.kind is normal:
+                    try:
+                        result = apply(entry.index, entry.data)
+                    except Exception as exc:
+                        self._fail_waiters(Unavailable(f"the state machine failed: {exc!r}"))
+                        self._failure = Unavailable(f"the state machine failed at {entry.index}")
+                        raise
+                else:
+                    result = None  # Raft's own entry: never handed to the state machine
                 # Waiters are registered in index order, right after their entries were
                 # appended; entries without one (no-ops, replayed entries) are skipped over.
-                assert not waiters or waiters[0].last >= entry.index, "waiter left behind"
                 if waiters and waiters[0].first <= entry.index:
                     waiter = waiters[0]
+                    if waiter.term != entry.term or waiter.last < entry.index:
+                        found = self._drop_stale_waiters(core, entry.term, entry.index)
+                        if found is None:
+                            continue
+                        waiter = found
                     waiter.results.append(result)
                     if entry.index == waiter.last:
                         waiters.popleft()
                         waiter.event.set()
+
+    def _drop_stale_waiters(self, core: RaftCore, term: int, index: int) -> _Waiter | None:
+        """The committed entry at ``index`` has ``term``: answer every waiter at the head that
+        waited for an entry of another term there (another leader's entry took the index) or
+        for indexes already passed; return the waiter this entry belongs to, if any."""
+        waiters = self._waiters
+        while waiters and waiters[0].first <= index:
+            waiter = waiters[0]
+            if waiter.term == term and waiter.last >= index:
+                return waiter
+            waiters.popleft()
+            applied = len(waiter.results)
+            if applied:
+                waiter.error = Unavailable(
+                    f"leadership changed: the first {applied} of the "
+                    f"{waiter.last - waiter.first + 1} commands of this request were applied, "
+                    f"the rest were not"
+                )
+            else:
+                waiter.error = NotLeader(core.leader if core.leader != self.node_id else None)
+            waiter.event.set()
+        return None
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        log.debug("Raft: %s, leader %s", soft.role, soft.leader or "unknown")
+        if soft.role != Role.LEADER.value and self._reads:
+            self._fail_reads(NotLeader(soft.leader))
+
+    def _note_reads(self, read_states: list[ReadState]) -> None:
+        for state in read_states:
+            read = self._reads.get(state.ctx)
+            if read is not None:
+                read.index = state.index
+
+    def _release_reads(self, applied: int) -> None:
+        done = [
+            ctx
+            for ctx, read in self._reads.items()
+            if read.index is not None and read.index <= applied
+        ]
+        for ctx in done:
+            self._reads.pop(ctx).event.set()
+
+    def _fail_reads(self, error: BaseException) -> None:
+        reads, self._reads = self._reads, {}
+        for read in reads.values():
+            read.error = error
+            read.event.set()
 
     def _maybe_snapshot(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
         applied = core.applied_index
@@ -397,8 +529,8 @@ class RaftStore:
             raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
         return self._core
 
-    def _wait_for(self, first: int, last: int) -> _Waiter:
-        waiter = _Waiter(first, last)
+    def _wait_for(self, term: int, first: int, last: int) -> _Waiter:
+        waiter = _Waiter(term, first, last)
         self._waiters.append(waiter)
         self._work.set()
         return waiter
@@ -426,6 +558,7 @@ class RaftStore:
         self._failure = fault
         log.error("%s", fault)
         self._fail_waiters_after_fault(fault, batch_last)
+        self._fail_reads(fault)
         if fault.resumes_by_itself:
             size = sum(len(e.data) + _RECORD_OVERHEAD for e in ready.entries_to_persist)
             size = min(max(size, diskfault.PROBE_MIN), diskfault.PROBE_MAX)
@@ -477,6 +610,7 @@ class RaftStore:
         self._work.set()
 
     def _fail_waiters(self, error: Unavailable) -> None:
+        self._fail_reads(error)
         while self._waiters:
             waiter = self._waiters.popleft()
             waiter.error = error

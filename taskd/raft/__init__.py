@@ -7,31 +7,47 @@ send once those are durable, and the committed entries to apply to the state mac
 (``taskd.store.statemachine``, which Raft does not import). The
 on-disk record format lives in ``records.py``; the files themselves are the driver's business.
 
-Raft never interprets the bytes of an entry. An entry with empty ``data`` is Raft's own no-op
-(appended by every new leader); state machines ignore it.
+Raft never interprets the bytes of an entry. Each entry has a kind (``EntryKind``): only
+``NORMAL`` entries are commands; a ``NOOP`` (appended by every new leader) and a
+``CONF_CHANGE`` are Raft's own, and the driver never hands them to the state machine.
 
-What is here today is a one-member cluster: the node elects itself at start-up, and an entry
-commits once it is persisted locally. Peers, elections with votes, replication, snapshots sent
-to followers and membership changes come in a later issue; the types already have their place.
+What runs today is a one-member cluster: the node elects itself on its first tick, and an
+entry commits once it is persisted locally. The core also holds elections with votes among
+peers and takes a leader's appends as a follower (``core.py`` says exactly what is and is
+not implemented); the leader's side of replication, snapshots sent to followers and
+membership changes come with the cluster (issue 7).
 """
 
 from __future__ import annotations
 
 from taskd.errors import NotLeader, Unavailable
-from taskd.raft.core import MemberStatus, RaftCore, RaftStatus, Ready, Role
-from taskd.raft.types import Entry, HardState, Message, MessageKind, SnapshotMeta
+from taskd.raft.core import MemberStatus, RaftConfig, RaftCore, RaftStatus, Ready, Role
+from taskd.raft.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageKind,
+    ReadState,
+    SnapshotMeta,
+    SoftState,
+)
 
 __all__ = [
     "Entry",
+    "EntryKind",
     "HardState",
     "MemberStatus",
     "Message",
     "MessageKind",
     "NotLeader",
+    "RaftConfig",
     "RaftCore",
     "RaftStatus",
+    "ReadState",
     "Ready",
     "Role",
     "SnapshotMeta",
+    "SoftState",
     "Unavailable",
 ]

@@ -1,38 +1,63 @@
 """RaftCore: the Raft state machine, without I/O, clock or randomness (etcd-io/raft style).
 
 Theory of operation: the driver owns the disk, the network and the clock; the core owns the
-decisions. Inputs are ``propose``, ``tick(now)``, ``step(message)`` and the driver's
-acknowledgements ``persisted(index)`` (entries are on disk) and ``advance(ready)`` (the
-committed entries of that ``Ready`` were applied). Output is ``ready()``: the hard state and
-entries to persist, messages to send once they are durable, and committed entries to apply.
+decisions. Inputs are ``propose``/``propose_many``, ``tick()`` (one logical tick: the driver
+turns its clock into ticks), ``step(message)``, ``read_index(ctx)`` and the driver's
+acknowledgements ``persisted(term, index)`` (entries are on disk) and ``advance(ready)`` (the
+committed entries of that ``Ready`` were applied). Output is ``ready()``: the soft state when
+it changed, the hard state and entries to persist (``must_sync``: fsync them before sending
+the messages and before answering anyone), the messages, the committed entries to apply and
+the read states. ``Ready.snapshot`` is always None today (nothing installs or sends one).
 
 The driver's loop, in order: take a ``Ready``; apply its committed entries and ``advance``;
-persist its hard state and entries (fsync) and call ``persisted``; only then send its
-messages. Committed entries are always already durable locally.
+persist its hard state and entries (fsync when ``must_sync``; entries that start at or below
+the disk's last index replace the disk's suffix from there) and call ``persisted``; only then
+send its messages. Committed entries are always already durable locally.
+
+Configuration is a frozen ``RaftConfig``: election timeout and heartbeat in ticks and a seed.
+The election timeout of each term is drawn from ``[election_ticks, 2 * election_ticks)`` by a
+small deterministic generator seeded with ``seed``, so the same seed and the same inputs give
+the same decisions, tick for tick (give each member its own seed).
 
 Roles move only along ``TRANSITIONS``, one table keyed by (role, event).
 
+What is implemented: a one-member cluster elects itself on its first tick, in a term one
+above anything it has seen, appends a ``NOOP`` entry and commits each entry as soon as it is
+persisted; ``read_index`` is answered as soon as the leader has committed an entry of its own
+term (at once, after its no-op). With peers in ``voters``: a follower or candidate campaigns
+after its randomised timeout (vote requests to every peer), grants at most one vote per term
+to a candidate whose log is at least as up to date, becomes leader on a quorum of votes
+(appending its no-op), steps down on any higher term, and as a follower takes a leader's
+appends: it checks the entry before them, cuts its uncommitted tail at the first conflicting
+term, appends the rest and follows the leader's commit index. What is not implemented yet
+(issue 7): the leader's side of replication (it sends no appends or heartbeats and ignores
+their answers, so with peers it commits nothing), ``read_index`` on a leader with peers
+(raises ``NotImplementedError``), snapshots sent to followers and membership changes.
+
 Invariants: the term never goes backwards; at most one vote per term; an entry is committed
 only once a quorum of voters has it on disk, and a leader commits by counting only entries of
-its own term (Raft §5.4.2; the no-op it appends at the start of its term gets it there).
-
-Not here yet (a later issue): peers. A one-member cluster elects itself on its first tick,
-in a term one above anything it has seen, and commits each entry as soon as it is persisted.
-Vote requests, log replication, randomised election timeouts (their seed will be an
-argument), leader leases, snapshots sent to followers and membership changes will slot in
-behind ``step``/``tick``/``messages`` without changing the driver's loop. Until then the
-constructor refuses any voter set other than the node itself, and ``step`` drops messages.
+its own term (Raft §5.4.2; the no-op it appends at the start of its term gets it there); a
+committed entry is never cut; an acknowledgement for an entry that was since replaced by
+another term's is ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from taskd.errors import NotLeader
 from taskd.raft.raftlog import RaftLog
-from taskd.raft.types import Entry, HardState, Message, SnapshotMeta
+from taskd.raft.types import (
+    Entry,
+    HardState,
+    Message,
+    MessageKind,
+    ReadState,
+    SnapshotMeta,
+    SoftState,
+)
 
 
 class Role(Enum):
@@ -45,6 +70,7 @@ class Event(Enum):
     ELECTION_TIMEOUT = "election timeout"
     WON_ELECTION = "won election"
     HIGHER_TERM = "saw a higher term"
+    LEADER_SEEN = "heard from the leader of its term"
 
 
 TRANSITIONS: dict[tuple[Role, Event], Role] = {
@@ -54,19 +80,61 @@ TRANSITIONS: dict[tuple[Role, Event], Role] = {
     (Role.FOLLOWER, Event.HIGHER_TERM): Role.FOLLOWER,
     (Role.CANDIDATE, Event.HIGHER_TERM): Role.FOLLOWER,
     (Role.LEADER, Event.HIGHER_TERM): Role.FOLLOWER,
+    (Role.FOLLOWER, Event.LEADER_SEEN): Role.FOLLOWER,
+    (Role.CANDIDATE, Event.LEADER_SEEN): Role.FOLLOWER,
 }
 
 
 @dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """How the core counts time, in ticks of the driver's clock, and the seed of its
+    randomised election timeouts."""
+
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError(
+                f"need 1 <= heartbeat_ticks < election_ticks, got heartbeat "
+                f"{self.heartbeat_ticks} and election {self.election_ticks}"
+            )
+
+
+class _SplitMix64:
+    """A tiny deterministic generator (SplitMix64): the core may not use ``random``."""
+
+    __slots__ = ("_state",)
+    _MASK = (1 << 64) - 1
+
+    def __init__(self, seed: int) -> None:
+        self._state = seed & self._MASK
+
+    def below(self, bound: int) -> int:
+        self._state = (self._state + 0x9E3779B97F4A7C15) & self._MASK
+        z = self._state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self._MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self._MASK
+        return (z ^ (z >> 31)) % bound
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
-    """Work for the driver. Persist ``hard_state`` and ``entries_to_persist`` (then
-    ``persisted``), send ``messages`` only after that, apply ``committed_entries`` (then
-    ``advance``)."""
+    """Work for the driver. Persist ``hard_state`` and ``entries_to_persist`` (fsync first when
+    ``must_sync``; then ``persisted``), send ``messages`` only after that, apply
+    ``committed_entries`` (then ``advance``). ``entries_to_persist`` may start at or below the
+    last index on disk: they replace the disk's entries from their first index on.
+    ``soft_state`` is set when role or leader changed; ``snapshot`` is always None today."""
 
     hard_state: HardState | None
     entries_to_persist: list[Entry]
     messages: list[Message]
     committed_entries: list[Entry]
+    soft_state: SoftState | None = None
+    snapshot: SnapshotMeta | None = None
+    must_sync: bool = False
+    read_states: list[ReadState] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +165,19 @@ class RaftCore:
         node_id: str,
         voters: Sequence[str],
         *,
+        config: RaftConfig | None = None,
         hard_state: HardState | None = None,
         snapshot: SnapshotMeta | None = None,
         entries: Sequence[Entry] = (),
     ) -> None:
-        if list(voters) != [node_id]:
-            raise NotImplementedError(
-                f"only a one-member cluster is implemented; got voters {list(voters)!r} for "
-                f"node {node_id!r}"
-            )
+        if node_id not in voters or len(set(voters)) != len(voters):
+            raise ValueError(f"voters {list(voters)!r} must name {node_id!r} once, no duplicates")
         hs = hard_state or HardState()
         self.id = node_id
         self.voters = tuple(voters)
+        self.peers = tuple(v for v in voters if v != node_id)
+        self.config = config or RaftConfig()
+        self._rand = _SplitMix64(self.config.seed)
         self.log = RaftLog(snapshot or SnapshotMeta(0, 0), entries, hs.commit)
         # An entry's term may be ahead of the saved term if a crash came between the two.
         self.term = max(hs.term, self.log.last_term)
@@ -116,38 +185,90 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.match: dict[str, int] = {node_id: self.log.stable}
+        self.votes: dict[str, bool] = {}  # this term's answers, while a candidate
+        self.elapsed = 0  # ticks since the last reset (heard from a leader, voted, campaigned)
+        self.timeout = self._random_timeout()
         self._saved = HardState(hs.term, hs.vote, hs.commit)  # last hard state handed out
+        self._soft = SoftState(self.role.value, self.leader)  # last soft state handed out
+        self._messages: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._pending_reads: list[object] = []  # waiting for this term's first commit
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
-        """Time passes. Without peers there is nobody to wait for: campaign at once."""
-        del now  # election timeouts arrive with peers
-        if self.role is not Role.LEADER:
+    def tick(self) -> None:
+        """One logical tick. Alone, a node need not wait for anybody: it campaigns at once.
+        With peers, a follower or candidate campaigns once ``timeout`` ticks passed without
+        hearing from a leader or granting a vote."""
+        if self.role is Role.LEADER:
+            return  # heartbeats arrive with the leader's side of replication
+        if not self.peers:
+            self._campaign()
+            return
+        self.elapsed += 1
+        if self.elapsed >= self.timeout:
             self._campaign()
 
     def step(self, message: Message) -> None:
-        """A message from a peer. A one-member cluster has none: messages from non-voters
-        are dropped, as Raft drops them."""
-        if message.src not in self.voters or message.dst != self.id:
+        """A message from a peer. Messages from non-voters, or not for this node, are dropped;
+        so are answers from older terms."""
+        if message.src not in self.peers or message.dst != self.id:
             return
-        raise NotImplementedError("messages between members arrive with replication")
+        if message.term > self.term:
+            self._become(Event.HIGHER_TERM)
+            self.term = message.term
+            self.vote = None
+            self.leader = None
+            self.votes = {}
+            self._pending_reads.clear()
+        kind = message.kind
+        if message.term < self.term:
+            if kind is MessageKind.VOTE or kind is MessageKind.APPEND:
+                answer = (
+                    MessageKind.VOTE_RESPONSE
+                    if kind is MessageKind.VOTE
+                    else MessageKind.APPEND_RESPONSE
+                )
+                self._send(answer, message.src, reject=True)
+            return
+        if kind is MessageKind.VOTE:
+            self._on_vote(message)
+        elif kind is MessageKind.VOTE_RESPONSE:
+            self._on_vote_response(message)
+        elif kind is MessageKind.APPEND:
+            self._on_append(message)
+        # APPEND_RESPONSE and SNAPSHOT: the leader's side of replication is not here yet.
 
     def propose(self, data: bytes) -> int:
         """Append ``data`` to the log as the leader; returns its index."""
         return self.propose_many((data,)).start
 
     def propose_many(self, items: Sequence[bytes]) -> range:
-        """Append one entry per item; returns their indexes."""
+        """Append one ``NORMAL`` entry per item; returns their indexes."""
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
         first = self.log.append(self.term, items)
         return range(first, first + len(items))
 
-    def persisted(self, index: int) -> None:
-        """The driver has fsynced every entry up to ``index``."""
-        self.log.stable_to(index)
-        self.match[self.id] = index
+    def read_index(self, ctx: object) -> None:
+        """Ask for a linearizable read: a ``ReadState(index, ctx)`` comes out in a ``Ready``
+        once the commit index is known to be current (this leader committed an entry of its
+        term); a read sees everything committed before this call once ``index`` is applied."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.peers:
+            raise NotImplementedError("a leader with peers confirms reads with replication")
+        if self._commit_is_current():
+            self._read_states.append(ReadState(self.log.committed, ctx))
+        else:
+            self._pending_reads.append(ctx)
+
+    def persisted(self, term: int, index: int) -> None:
+        """The driver has fsynced the entries it was handed up to the one at ``index``, of
+        ``term``. Ignored if that entry has since been replaced by another term's."""
+        if not self.log.stable_to(term, index):
+            return
+        self.match[self.id] = self.log.stable
         if self.role is Role.LEADER:
             self._maybe_commit()
 
@@ -178,6 +299,9 @@ class RaftCore:
             self._hard_state_changed()
             or log.handed < log.last_index
             or min(log.committed, log.stable) > log.applying
+            or bool(self._messages)
+            or bool(self._read_states)
+            or self._soft_state_changed()
         )
 
     def ready(self, max_entries: int | None = None) -> Ready:
@@ -187,11 +311,25 @@ class RaftCore:
         if self._hard_state_changed():
             hard_state = HardState(self.term, self.vote, self.log.committed)
             self._saved = hard_state
+        soft_state = None
+        if self._soft_state_changed():
+            soft_state = self._soft = SoftState(self.role.value, self.leader)
+        entries = self.log.take_unstable(max_entries)
+        messages = self._messages
+        read_states = self._read_states
+        if messages:
+            self._messages = []
+        if read_states:
+            self._read_states = []
         return Ready(
             hard_state=hard_state,
-            entries_to_persist=self.log.take_unstable(max_entries),
-            messages=[],
+            entries_to_persist=entries,
+            messages=messages if messages else [],
             committed_entries=self.log.take_committed(),
+            soft_state=soft_state,
+            snapshot=None,
+            must_sync=hard_state is not None or bool(entries),
+            read_states=read_states if read_states else [],
         )
 
     def status(self) -> RaftStatus:
@@ -224,6 +362,55 @@ class RaftCore:
     def term_at(self, index: int) -> int:
         return self.log.term_at(index)
 
+    # -- messages -------------------------------------------------------------------------
+
+    def _send(
+        self,
+        kind: MessageKind,
+        dst: str,
+        *,
+        index: int = 0,
+        log_term: int = 0,
+        reject: bool = False,
+    ) -> None:
+        self._messages.append(
+            Message(kind, self.id, dst, self.term, index=index, log_term=log_term, reject=reject)
+        )
+
+    def _on_vote(self, message: Message) -> None:
+        log = self.log
+        up_to_date = message.log_term > log.last_term or (
+            message.log_term == log.last_term and message.index >= log.last_index
+        )
+        grant = self.vote in (None, message.src) and up_to_date and self.leader is None
+        if grant:
+            self.vote = message.src
+            self.elapsed = 0
+        self._send(MessageKind.VOTE_RESPONSE, message.src, reject=not grant)
+
+    def _on_vote_response(self, message: Message) -> None:
+        if self.role is not Role.CANDIDATE:
+            return
+        self.votes[message.src] = not message.reject
+        if sum(self.votes.values()) * 2 > len(self.voters):
+            self._win()
+
+    def _on_append(self, message: Message) -> None:
+        if self.role is Role.LEADER:
+            raise AssertionError(f"two leaders in term {self.term}: {self.id}, {message.src}")
+        self._become(Event.LEADER_SEEN)
+        self.leader = message.src
+        self.elapsed = 0
+        log = self.log
+        if not log.matches(message.index, message.log_term):
+            self._send(MessageKind.APPEND_RESPONSE, message.src, index=message.index, reject=True)
+            return
+        log.merge(message.entries)
+        last_new = message.index + len(message.entries)
+        if message.commit > log.committed:
+            log.commit_to(min(message.commit, last_new))
+        self._send(MessageKind.APPEND_RESPONSE, message.src, index=last_new)
+
     # -- transitions ----------------------------------------------------------------------
 
     def _become(self, event: Event) -> None:
@@ -232,23 +419,49 @@ class RaftCore:
         except KeyError:
             raise AssertionError(f"no transition from {self.role} on {event}") from None
 
+    def _random_timeout(self) -> int:
+        ticks = self.config.election_ticks
+        return ticks + self._rand.below(ticks)
+
     def _campaign(self) -> None:
         self._become(Event.ELECTION_TIMEOUT)
         self.term += 1
         self.vote = self.id
         self.leader = None
-        votes = {self.id}
-        if len(votes) * 2 > len(self.voters):
-            self._become(Event.WON_ELECTION)
-            self.leader = self.id
-            # Raft's no-op: lets this term commit, and with it every earlier entry.
-            self.log.append(self.term, (b"",))
+        self.elapsed = 0
+        self.timeout = self._random_timeout()
+        self.votes = {self.id: True}
+        if len(self.votes) * 2 > len(self.voters):
+            self._win()
+            return
+        for peer in self.peers:
+            self._send(
+                MessageKind.VOTE, peer, index=self.log.last_index, log_term=self.log.last_term
+            )
+
+    def _win(self) -> None:
+        self._become(Event.WON_ELECTION)
+        self.leader = self.id
+        self.votes = {}
+        # Raft's no-op: lets this term commit, and with it every earlier entry.
+        self.log.append_noop(self.term)
 
     def _maybe_commit(self) -> None:
         matched = sorted((self.match.get(v, 0) for v in self.voters), reverse=True)
         quorum_index = matched[len(self.voters) // 2]
         if quorum_index > self.log.committed and self.log.term_at(quorum_index) == self.term:
             self.log.commit_to(quorum_index)
+            if self._pending_reads:
+                index = self.log.committed
+                self._read_states.extend(ReadState(index, ctx) for ctx in self._pending_reads)
+                self._pending_reads.clear()
+
+    def _commit_is_current(self) -> bool:
+        committed = self.log.committed
+        return committed > self.log.offset and self.log.term_at(committed) == self.term
 
     def _hard_state_changed(self) -> bool:
         return self.term != self._saved.term or self.vote != self._saved.vote
+
+    def _soft_state_changed(self) -> bool:
+        return self.role.value != self._soft.role or self.leader != self._soft.leader

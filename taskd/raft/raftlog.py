@@ -12,15 +12,22 @@ the last snapshot (0 before any). Four marks move forward along it::
 - ``applying``/``applied``: handed out for applying / confirmed applied.
 
 Entries recovered from disk start out stable. ``compact`` drops entries a durable snapshot
-covers. Overwriting a conflicting suffix (a follower meeting a new leader) is not needed by a
-one-member cluster and is not implemented yet: ``append`` only ever adds at the end.
+covers.
+
+The tail past ``committed`` can be cut: ``merge`` (a follower taking a leader's entries) cuts
+at the first entry whose term conflicts and appends the leader's from there, pulling
+``stable`` and ``handed`` back below the cut, so the new entries are handed out (and persisted,
+over the old ones on disk) again; ``truncate_unstable`` (the driver could not persist) cuts
+everything past ``stable``. A committed entry is never cut. Because an index can be reused by
+another term, the driver's acknowledgement names both: ``stable_to(term, index)`` is ignored
+unless the entry at ``index`` still has ``term`` (a late fsync of a replaced entry).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from taskd.raft.types import Entry, SnapshotMeta
+from taskd.raft.types import Entry, EntryKind, SnapshotMeta
 
 
 class RaftLog:
@@ -66,6 +73,53 @@ class RaftLog:
         self.entries.extend(Entry(term, first + i, data) for i, data in enumerate(items))
         return first
 
+    def append_noop(self, term: int) -> int:
+        """Append a new leader's no-op; returns its index."""
+        index = self.last_index + 1
+        self.entries.append(Entry(term, index, b"", EntryKind.NOOP))
+        return index
+
+    def matches(self, index: int, term: int) -> bool:
+        """Whether the log holds an entry at ``index`` with ``term`` (or the snapshot ends
+        there with it)."""
+        if index < self.snapshot.index or index > self.last_index:
+            return False
+        return self.term_at(index) == term
+
+    def merge(self, entries: Sequence[Entry]) -> int | None:
+        """Take a leader's ``entries`` (contiguous, the first at most ``last_index + 1``):
+        keep those already held with the same term, cut the log at the first conflict and
+        append the rest. Returns the index cut at, or None when nothing was cut."""
+        cut: int | None = None
+        start = len(entries)
+        for position, entry in enumerate(entries):
+            if entry.index <= self.snapshot.index:
+                continue  # a snapshot holds it, and committed entries never conflict
+            if entry.index > self.last_index:
+                start = position
+                break
+            if self.term_at(entry.index) != entry.term:
+                cut = entry.index
+                start = position
+                break
+        if cut is not None:
+            if cut <= self.committed:
+                raise AssertionError(
+                    f"entry {cut} conflicts with the leader, but it is committed "
+                    f"(commit index {self.committed})"
+                )
+            del self.entries[cut - self.snapshot.index - 1 :]
+            self.stable = min(self.stable, cut - 1)
+            self.handed = min(self.handed, cut - 1)
+        new = entries[start:]
+        if new:
+            if new[0].index != self.last_index + 1:
+                raise ValueError(
+                    f"entries from {new[0].index} do not continue the log at {self.last_index}"
+                )
+            self.entries.extend(new)
+        return cut
+
     def slice(self, low: int, high: int) -> list[Entry]:
         """Entries with ``low <= index <= high``."""
         base = self.snapshot.index + 1
@@ -78,12 +132,18 @@ class RaftLog:
         self.handed = high
         return batch
 
-    def stable_to(self, index: int) -> None:
-        if not self.stable <= index <= self.handed:
+    def stable_to(self, term: int, index: int) -> bool:
+        """The driver fsynced the entries it was handed up to (``term``, ``index``). Ignored
+        (False) when the entry at ``index`` is no longer of ``term`` (cut and replaced while
+        the fsync ran) or is already stable."""
+        if index <= self.stable or index > self.last_index or self.term_at(index) != term:
+            return False
+        if index > self.handed:
             raise ValueError(
-                f"persisted({index}) outside handed-out range ({self.stable}, {self.handed}]"
+                f"persisted({term}, {index}) past the handed-out entries (up to {self.handed})"
             )
         self.stable = index
+        return True
 
     def truncate_unstable(self) -> int:
         """Forget every entry past ``stable`` (handed out or not): the driver could not persist

@@ -18,7 +18,11 @@ searches for the 9 bytes ``type | term`` of every term the log may hold (``bytes
 zeros or garbage is too long to step over. ``valid_record_after`` is the older, cheaper
 lookahead by index (the next few indexes only).
 
-Record types: ``ENTRY`` only, today. Membership-change entries will take a new type.
+Record types are the entry kinds (``types.EntryKind``): ``ENTRY`` (a normal command), ``NOOP``
+(a new leader's no-op) and ``CONF_CHANGE`` (a membership change). The type byte is covered by
+the checksum, so a kind survives the disk exactly as it was written. ``offset_of`` walks the
+record lengths of an already-validated segment to find where an index starts (what
+``DiskLog.truncate_suffix`` cuts at).
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from taskd.raft.types import Entry
+from taskd.raft.types import Entry, EntryKind
 
-ENTRY = 1
-RECORD_TYPES = frozenset({ENTRY})
+ENTRY = int(EntryKind.NORMAL)
+NOOP = int(EntryKind.NOOP)
+CONF_CHANGE = int(EntryKind.CONF_CHANGE)
+_KINDS: dict[int, EntryKind] = {int(kind): kind for kind in EntryKind}
+RECORD_TYPES = frozenset(_KINDS)
 
 _HEAD = struct.Struct("<IBQQ")  # length, type, term, index: the checksummed header part
 _RECORD = struct.Struct("<IBQQI")  # the whole header, crc included
@@ -67,7 +74,7 @@ def encode_entries(entries: Iterable[Entry]) -> bytes:
     crc32 = zlib.crc32
     for entry in entries:
         data = entry.data
-        header = head(len(data), ENTRY, entry.term, entry.index)
+        header = head(len(data), entry.kind, entry.term, entry.index)
         append(header)
         append(crc_pack(crc32(data, crc32(header))))
         append(data)
@@ -85,6 +92,7 @@ def scan(buf: bytes, first_index: int | None = None, start: int = 0) -> ScanResu
     size = len(buf)
     unpack = _RECORD.unpack_from
     crc32 = zlib.crc32
+    kinds = _KINDS
     entries: list[Entry] = []
     append = entries.append
     expected = first_index
@@ -103,13 +111,14 @@ def scan(buf: bytes, first_index: int | None = None, start: int = 0) -> ScanResu
         if crc32(view[start:end], crc32(view[pos : pos + _HEAD.size])) != crc:
             problem = f"bad checksum at offset {pos}"
             break
-        if rtype not in RECORD_TYPES:
+        kind = kinds.get(rtype)
+        if kind is None:
             problem = f"unknown record type {rtype} at offset {pos}"
             break
         if expected is not None and index != expected:
             problem = f"index {index} where {expected} was expected at offset {pos}"
             break
-        append(Entry(term, index, bytes(view[start:end])))
+        append(Entry(term, index, bytes(view[start:end]), kind))
         expected = index + 1
         pos = end
     return ScanResult(entries, pos, problem)
@@ -127,7 +136,24 @@ def record_at(buf: bytes, pos: int) -> Entry | None:
     view = memoryview(buf)
     if zlib.crc32(view[start:end], zlib.crc32(view[pos : pos + _HEAD.size])) != crc:
         return None
-    return Entry(term, index, bytes(view[start:end]))
+    return Entry(term, index, bytes(view[start:end]), _KINDS[rtype])
+
+
+def offset_of(buf: bytes, start: int, first_index: int, index: int) -> int:
+    """The byte offset where the record of ``index`` starts (or would start, for the index
+    one past the last record), in a buffer of valid records beginning at ``start`` with
+    ``first_index``. Reads only the length fields: the records were checked when read."""
+    if index < first_index:
+        raise ValueError(f"index {index} lies before the first record {first_index}")
+    pos = start
+    for _ in range(index - first_index):
+        if len(buf) - pos < HEADER_SIZE:
+            raise ValueError(f"index {index} lies past the records in the buffer")
+        (length,) = _CRC.unpack_from(buf, pos)  # the length is the header's first u32
+        pos += HEADER_SIZE + length
+    if pos > len(buf):
+        raise ValueError(f"index {index} lies past the records in the buffer")
+    return pos
 
 
 def valid_record_after(buf: bytes, pos: int, expected_index: int) -> int | None:

@@ -5,22 +5,36 @@ its driver, and between the driver and the disk. They are small frozen, slotted 
 nothing mutates them after creation, so the core can hand the same ``Entry`` objects to the
 disk writer and to the state machine without copying.
 
-``Message`` is the shape peers will exchange; a one-member cluster never sends one yet.
+Every entry has a kind (``EntryKind``): a command for the state machine (``NORMAL``), Raft's
+own no-op that a new leader appends (``NOOP``), or a membership change (``CONF_CHANGE``; none is
+proposed yet). The kind travels on disk as the record's type byte (``records``), so the kind
+values are the record types. ``data`` is never inspected to tell them apart.
+
+``Message`` is what members exchange: vote requests and answers, appends and their answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
+
+
+class EntryKind(IntEnum):
+    """What an entry is. The values are the record types of the disk format."""
+
+    NORMAL = 1  # a command for the state machine
+    NOOP = 2  # a new leader's first entry: commits its term, applies to nothing
+    CONF_CHANGE = 3  # a membership change: Raft's own, never handed to the state machine
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log entry. ``data`` is opaque to Raft; empty ``data`` is a leader's no-op."""
+    """One log entry. ``data`` is opaque to Raft; ``kind`` says whose entry it is."""
 
     term: int
     index: int
     data: bytes
+    kind: EntryKind = EntryKind.NORMAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +61,7 @@ class SnapshotMeta:
 
 
 class MessageKind(Enum):
-    """The messages of the Raft paper. None is sent yet: there are no peers."""
+    """The messages of the Raft paper."""
 
     VOTE = "vote"
     VOTE_RESPONSE = "vote_response"
@@ -58,7 +72,10 @@ class MessageKind(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A message between members. Fields beyond the envelope arrive with replication."""
+    """A message between members. For ``APPEND``: ``index``/``log_term`` are the position
+    just before ``entries`` and ``commit`` the leader's commit index; for ``VOTE``: the
+    candidate's last position; for answers, ``index`` is the highest index the sender
+    matches and ``reject`` says no."""
 
     kind: MessageKind
     src: str
@@ -69,3 +86,20 @@ class Message:
     commit: int = 0
     entries: tuple[Entry, ...] = field(default=())
     reject: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """What a node is right now, not persisted: its role and the leader it knows of."""
+
+    role: str
+    leader: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """The answer to ``RaftCore.read_index(ctx)``: once ``index`` is applied, a read sees
+    everything committed before the request was made (a linearizable read)."""
+
+    index: int
+    ctx: object

@@ -3,8 +3,9 @@
 Theory of operation: a store calls ``apply`` once for every committed command, in index order,
 on every replica, including commands replayed after a restart. ``snapshot`` captures everything
 applied so far; ``restore`` replaces the whole state with a snapshot's. No store interprets
-``data``. An entry with empty ``data`` is a store's own no-op (the Raft store appends one at the
-start of each term): a state machine must treat it as doing nothing.
+``data``. Only commands reach ``apply``: a store's own entries (the Raft store's no-op at the
+start of each term, membership changes) are never handed to the state machine, so ``index``
+may skip numbers.
 
 ``apply`` must be deterministic (same commands, same state on every replica) and must not raise
 for a bad command: it returns a rejection as its result. An exception from ``apply`` is a bug;

@@ -6,12 +6,15 @@ import pytest
 
 from taskd.errors import NotLeader
 from taskd.raft.core import TRANSITIONS, RaftCore, Ready, Role
-from taskd.raft.types import Entry, HardState, Message, MessageKind, SnapshotMeta
+from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind, SnapshotMeta
+
+NOOP = EntryKind.NOOP
 
 
 def persist(core: RaftCore, ready: Ready) -> None:
     if ready.entries_to_persist:
-        core.persisted(ready.entries_to_persist[-1].index)
+        last = ready.entries_to_persist[-1]
+        core.persisted(last.term, last.index)
 
 
 def test_starts_as_follower_and_refuses_proposals() -> None:
@@ -24,17 +27,17 @@ def test_starts_as_follower_and_refuses_proposals() -> None:
 
 def test_first_tick_elects_itself_in_a_new_term_with_a_noop() -> None:
     core = RaftCore("n1", ["n1"], hard_state=HardState(term=4, vote="n1", commit=0))
-    core.tick(0.0)
+    core.tick()
     assert (core.role, core.term, core.leader) == (Role.LEADER, 5, "n1")
     ready = core.ready()
     assert ready.hard_state == HardState(5, "n1", 0)
-    assert ready.entries_to_persist == [Entry(5, 1, b"")]
+    assert ready.entries_to_persist == [Entry(5, 1, b"", NOOP)]
     assert ready.committed_entries == [] and ready.messages == []
 
 
 def test_entry_commits_once_persisted_and_is_handed_out_once() -> None:
     core = RaftCore("n1", ["n1"])
-    core.tick(0.0)
+    core.tick()
     assert core.propose(b"a") == 2
     first = core.ready()
     assert [e.index for e in first.entries_to_persist] == [1, 2]
@@ -52,7 +55,7 @@ def test_entry_commits_once_persisted_and_is_handed_out_once() -> None:
 
 def test_max_entries_limits_a_ready() -> None:
     core = RaftCore("n1", ["n1"])
-    core.tick(0.0)
+    core.tick()
     core.propose_many([b"x"] * 9)
     assert len(core.ready(max_entries=4).entries_to_persist) == 4
     assert core.has_ready()
@@ -61,12 +64,12 @@ def test_max_entries_limits_a_ready() -> None:
 
 def test_restart_takes_a_term_above_its_log_and_commits_old_entries_with_the_noop() -> None:
     # Given a log whose last entry is from a term the hard state never saw (crash between)
-    old = [Entry(1, 1, b""), Entry(1, 2, b"a"), Entry(2, 3, b"b")]
+    old = [Entry(1, 1, b"", NOOP), Entry(1, 2, b"a"), Entry(2, 3, b"b")]
     core = RaftCore("n1", ["n1"], hard_state=HardState(1, "n1", 0), entries=old)
-    core.tick(0.0)
+    core.tick()
     assert core.term == 3
     ready = core.ready()
-    assert ready.entries_to_persist == [Entry(3, 4, b"")]
+    assert ready.entries_to_persist == [Entry(3, 4, b"", NOOP)]
     assert ready.committed_entries == []  # old terms commit only through the new no-op
     persist(core, ready)
     assert [e.index for e in core.ready().committed_entries] == [1, 2, 3, 4]
@@ -74,7 +77,7 @@ def test_restart_takes_a_term_above_its_log_and_commits_old_entries_with_the_noo
 
 def test_compaction_forgets_applied_entries() -> None:
     core = RaftCore("n1", ["n1"])
-    core.tick(0.0)
+    core.tick()
     core.propose_many([b"a", b"b", b"c"])
     persist(core, core.ready())
     core.advance(core.ready())
@@ -92,22 +95,23 @@ def test_restored_from_snapshot_continues_after_it() -> None:
         entries=[Entry(2, 10, b"old"), Entry(2, 11, b"x")],
     )
     assert core.applied_index == 10
-    core.tick(0.0)
+    core.tick()
     persist(core, core.ready())
     assert [e.index for e in core.ready().committed_entries] == [11, 12]
 
 
-def test_messages_from_strangers_are_dropped_and_peers_are_not_implemented() -> None:
+def test_messages_from_strangers_are_dropped() -> None:
     core = RaftCore("n1", ["n1"])
     core.step(Message(MessageKind.VOTE, src="n9", dst="n1", term=99))
     assert core.term == 0
-    with pytest.raises(NotImplementedError):
-        RaftCore("n1", ["n1", "n2", "n3"])
+    assert not core.has_ready()
+    with pytest.raises(ValueError):
+        RaftCore("n1", ["n2", "n3"])
 
 
 def test_status_and_transition_table() -> None:
     core = RaftCore("n1", ["n1"])
-    core.tick(0.0)
+    core.tick()
     status = core.status()
     assert (status.id, status.role, status.term, status.leader) == ("n1", "leader", 1, "n1")
     assert [m.id for m in status.members] == ["n1"]
@@ -117,7 +121,7 @@ def test_status_and_transition_table() -> None:
 def test_discard_unpersisted_forgets_the_unwritten_tail_and_resends_the_hard_state() -> None:
     # Given a leader with persisted entries, a batch handed out and more proposed after it
     core = RaftCore("n1", ["n1"])
-    core.tick(0.0)
+    core.tick()
     persist(core, core.ready())
     core.propose_many([b"a", b"b"])
     persist(core, core.ready())

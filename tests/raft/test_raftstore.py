@@ -159,7 +159,7 @@ async def test_disk_error_fails_proposals_and_stops_writes(
     assert machine.items == [b"ok"]
 
 
-async def test_state_machine_receives_noops_with_empty_data(tmp_path: Path) -> None:
+async def test_state_machine_is_never_handed_a_noop(tmp_path: Path) -> None:
     seen: list[tuple[int, bytes]] = []
 
     class Recorder(AppendLog):
@@ -170,7 +170,7 @@ async def test_state_machine_receives_noops_with_empty_data(tmp_path: Path) -> N
     store = RaftStore(tmp_path, Recorder())
     async with running(store):
         await store.propose(b"x")
-    assert seen == [(1, b""), (2, b"x")]
+    assert seen == [(2, b"x")]  # the no-op at index 1 is Raft's own
 
 
 class _SlowSnapshots(AppendLog):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from taskd.raft import records
-from taskd.raft.types import Entry
+from taskd.raft.types import Entry, EntryKind
 
 payloads = st.lists(st.binary(max_size=64), min_size=1, max_size=12)
 
@@ -149,3 +150,35 @@ def test_find_valid_after_ignores_records_below_the_index_it_looks_for() -> None
     buf = b"\x00" * 30 + stale
     assert records.find_valid_after(buf, 0, 4, (3,)) is None
     assert records.find_valid_after(buf, 0, 1, (3,)) == (30, Entry(3, 1, b"old"))
+
+
+def test_entry_kinds_round_trip_as_record_types() -> None:
+    entries = [
+        Entry(2, 1, b"", EntryKind.NOOP),
+        Entry(2, 2, b"cmd"),
+        Entry(2, 3, b"conf", EntryKind.CONF_CHANGE),
+    ]
+    buf = records.encode_entries(entries)
+    assert [buf[pos + 4] for pos in record_starts(entries)] == [
+        records.NOOP,
+        records.ENTRY,
+        records.CONF_CHANGE,
+    ]
+    assert records.scan(buf, 1).entries == entries
+    assert records.record_at(buf, record_starts(entries)[2]) == entries[2]
+    # A no-op after damage is found like any other record
+    damaged = bytes(8) + buf
+    assert records.find_valid_after(damaged, 0, 1, (2,)) == (8, entries[0])
+
+
+def test_offset_of_walks_to_an_index() -> None:
+    entries = make_entries([b"a", b"bb", b"ccc"], first=5)
+    buf = b"HEAD" + records.encode_entries(entries)
+    starts = [4 + pos for pos in record_starts(entries)]
+    assert [records.offset_of(buf, 4, 5, i) for i in (5, 6, 7, 8)] == [*starts, len(buf)]
+    with pytest.raises(ValueError):
+        records.offset_of(buf, 4, 5, 9)
+
+
+def record_starts(entries: list[Entry]) -> list[int]:
+    return [0, *record_ends(entries)[:-1]]
