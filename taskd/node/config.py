@@ -18,8 +18,8 @@ from pathlib import Path
 from taskd import __version__
 from taskd.exec.concurrency import Concurrency
 from taskd.node import limits
-from taskd.node.memory import parse_size
-from taskd.node.origin import normalize_origin
+from taskd.node.api.http.origin import normalize_origin
+from taskd.node.app.memory import parse_size
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"
@@ -58,7 +58,7 @@ class NodeConfig:
     accept_data_loss: bool = False
     log_level: str = "info"
     log_format: str = "json"
-    # transport limits (taskd/node/transport.py); 0 connections = derived from RLIMIT_NOFILE
+    # transport limits (taskd/node/api/transport.py); 0 connections = derived from RLIMIT_NOFILE
     max_connections: int = 0
     idle_timeout: float = 60.0
     grpc_keepalive: float = 60.0

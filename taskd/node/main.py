@@ -1,7 +1,7 @@
 """The ``taskd`` command: run a node (no subcommand), or act as a client of one.
 
 ``taskd [flags]`` runs a node; ``taskd bench ...`` runs the benchmarks against a node;
-``taskd submit|get|list|...`` talk to a node over REST (see ``taskd.node.cli``).
+``taskd submit|get|list|...`` talk to a node over REST (see ``taskd.cli.commands``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import trio
 
 from taskd.errors import TaskdError, first_of
 from taskd.node import config as node_config
-from taskd.node import logs
+from taskd.node.observe import logs
 
 CLIENT_COMMANDS = frozenset(
     {
@@ -36,7 +36,7 @@ CLIENT_COMMANDS = frozenset(
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in CLIENT_COMMANDS:
-        from taskd.node.cli import run_client  # noqa: PLC0415  # a node never loads client code
+        from taskd.cli.commands import run_client  # noqa: PLC0415  # a node never loads client code
 
         status: int = run_client(args)
         return status

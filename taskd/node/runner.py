@@ -1,7 +1,7 @@
 """One node: the root nursery that owns every long-lived task of the process.
 
 Start-up order matters and is visible here: recover the store (replaying the log), start the
-leader duties' supervisor (``taskd.node.duties``) and wait until it settled, start the
+leader duties' supervisor (``taskd.node.app.duties``) and wait until it settled, start the
 executors, then open the gRPC and HTTP ports and report ready. Nothing here assumes this node
 leads: whenever the store reports leadership gained in a term, the supervisor logs the limits
 the flags ask for, releases attempts this node's local executors held (their processes died
@@ -33,23 +33,15 @@ from taskd.api import speedups
 from taskd.errors import ClusterError, StartupError
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
-from taskd.node import grpc as grpc_api
-from taskd.node.bridge import TrioBridge
-from taskd.node.config import NodeConfig, split_host_port
-from taskd.node.duties import LeaderDuties
-from taskd.node.grpcserver import GuardedServer
-from taskd.node.http import HttpExtras, create_app
-from taskd.node.httpserver import hypercorn_config, serve_http
-from taskd.node.httpworkers import HttpWorkerTracker
-from taskd.node.leaderclock import LeaderClock
-from taskd.node.machine import SchedulerMachine
-from taskd.node.memory import MemoryBounds, available_memory, default_bounds
-from taskd.node.metrics import NodeGauge, NodeMetrics
-from taskd.node.origin import OriginPolicy, is_loopback_listener
-from taskd.node.raftstore import RaftStore
-from taskd.node.service import NodeService, ServiceConfig
-from taskd.node.sources import LOCAL_LEASE, ServiceSource
-from taskd.node.transport import (
+from taskd.node.api.grpc import handlers as grpc_api
+from taskd.node.api.grpc.bridge import TrioBridge
+from taskd.node.api.grpc.server import GuardedServer
+from taskd.node.api.grpc.workers import WorkerStreamService
+from taskd.node.api.http.app import HttpExtras, create_app
+from taskd.node.api.http.origin import OriginPolicy, is_loopback_listener
+from taskd.node.api.http.server import hypercorn_config, serve_http
+from taskd.node.api.http.workers import HttpWorkerTracker
+from taskd.node.api.transport import (
     SHED_QUIET,
     ConnectionTable,
     LogEvery,
@@ -58,10 +50,18 @@ from taskd.node.transport import (
     raise_open_files_limit,
     sweep,
 )
-from taskd.node.workers import WorkerStreamService
+from taskd.node.app.duties import LeaderDuties
+from taskd.node.app.leaderclock import LeaderClock
+from taskd.node.app.machine import SchedulerMachine
+from taskd.node.app.memory import MemoryBounds, available_memory, default_bounds
+from taskd.node.app.service import NodeService, ServiceConfig
+from taskd.node.app.sources import LOCAL_LEASE, ServiceSource
+from taskd.node.config import NodeConfig, split_host_port
+from taskd.node.observe.metrics import NodeGauge, NodeMetrics
 from taskd.queue import codec
 from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
+from taskd.store.raft.driver import RaftStore
 
 log = logging.getLogger("taskd.node")
 

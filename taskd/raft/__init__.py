@@ -1,7 +1,7 @@
 """Consensus: a replicated, durable log of opaque commands, as a pure state machine.
 
 Theory of operation: ``RaftCore`` (``core.py``) is Raft without I/O, clock or randomness, in
-the style of etcd-io/raft. Its driver (``taskd.node.raftstore``) feeds it proposals, ticks and
+the style of etcd-io/raft. Its driver (``taskd.store.raft.driver``) feeds it proposals, ticks and
 messages, and asks it for a ``Ready``: the hard state and entries to persist, the messages to
 send once those are durable, and the committed entries to apply to the state machine
 (``taskd.store.statemachine``, which Raft does not import). The

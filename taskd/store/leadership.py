@@ -10,7 +10,7 @@ back.
 
 The Raft store (one member today) gains leadership once, after replay, and loses it when
 ``serve`` ends; the memory store gains it when it starts. Leader-only duties start and stop on
-this signal (``taskd.node.duties.LeaderDuties``).
+this signal (``taskd.node.app.duties.LeaderDuties``).
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from taskd.errors import ClusterError
-from taskd.node.http import HttpExtras, create_app
-from taskd.node.machine import SchedulerMachine
-from taskd.node.service import NodeService
+from taskd.node.api.http.app import HttpExtras, create_app
+from taskd.node.app.machine import SchedulerMachine
+from taskd.node.app.service import NodeService
 from taskd.queue.task import SchedulerConfig
 from taskd.store.memory import MemoryStore
 from tests.http.asgi import Reply, call

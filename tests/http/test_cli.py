@@ -15,7 +15,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from taskd.node.cli import run_client
+from taskd.cli.commands import run_client
 from tests.conftest import free_ports
 from tests.http.conftest import Api, make_api
 

@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from taskd.errors import NotLeader, Unavailable
-from taskd.node.http import HttpExtras, create_app
-from taskd.node.machine import SchedulerMachine
-from taskd.node.service import NodeService
+from taskd.node.api.http.app import HttpExtras, create_app
+from taskd.node.app.machine import SchedulerMachine
+from taskd.node.app.service import NodeService
 from taskd.queue.task import SchedulerConfig
 from tests.http.asgi import call
 from tests.http.conftest import CLUSTER, WORKERS, Api, FailingStore

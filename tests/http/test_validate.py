@@ -11,8 +11,10 @@ import pytest
 
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError
-from taskd.node import jsonnum, limits, validate, wire
-from taskd.node.present import (
+from taskd.node import limits
+from taskd.node.api import jsonnum, validate
+from taskd.node.api.grpc import wire
+from taskd.node.api.present import (
     decode_bytes,
     printable_json,
     rfc3339,

@@ -1,4 +1,4 @@
-"""The strict protobuf pre-check (``taskd.node.wire``) over every request message of taskd.v1.
+"""The strict protobuf pre-check (``taskd.node.api.grpc.wire``) over every taskd.v1 request.
 
 Each rule is tried on every field of every message a client can send, not on one sample:
 truncation at every offset, every forbidden wire type, the wrong wire type and invalid UTF-8
@@ -16,8 +16,9 @@ import pytest
 from betterproto2 import TYPE_MAP, TYPE_MESSAGE, TYPE_STRING
 
 from taskd.api.taskd import v1 as pb
-from taskd.node import limits, wire
-from taskd.node.grpc import StrictCodec
+from taskd.node import limits
+from taskd.node.api.grpc import wire
+from taskd.node.api.grpc.handlers import StrictCodec
 from tests.node.wireclient import ld, tag, varint
 
 # Every message a client sends (unary requests and the worker stream's messages).

@@ -45,7 +45,7 @@ def test_importing_the_api_does_not_patch_betterproto2() -> None:
     script = (
         "import betterproto2\n"
         "from taskd.api import speedups\n"
-        "import taskd.node.grpc\n"
+        "import taskd.node.api.grpc.handlers\n"
         "assert betterproto2.Message._get_field_default is speedups.ORIGINAL\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from taskd.node.duties import LeaderDuties
-from taskd.node.service import DUTY_RETRY
+from taskd.node.app.duties import LeaderDuties
+from taskd.node.app.service import DUTY_RETRY
 from taskd.store.leadership import Leadership
 from tests.node.test_leader_duties import FULL, make_service
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from taskd.exec.work import WorkerRegistry, WorkItem
-from taskd.node.httpworkers import HttpWorkerTracker
+from taskd.node.api.http.workers import HttpWorkerTracker
 
 
 def _item(task_id: str, epoch: int) -> WorkItem:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ulid import ULID
 
-from taskd.node.ids import IdGenerator
+from taskd.node.app.ids import IdGenerator
 
 
 @given(

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import trio
 
 from taskd.errors import StorageFault
-from taskd.node.http import HttpExtras, create_app
-from taskd.node.machine import SchedulerMachine
-from taskd.node.service import DUTY_RETRY, NodeService
+from taskd.node.api.http.app import HttpExtras, create_app
+from taskd.node.app.machine import SchedulerMachine
+from taskd.node.app.service import DUTY_RETRY, NodeService
 from taskd.queue.commands import State, TaskSpec
 from taskd.queue.task import SchedulerConfig
 from taskd.store.memory import MemoryStore

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskd.node.leaderclock import LeaderClock
+from taskd.node.app.leaderclock import LeaderClock
 
 
 def test_a_wall_clock_step_does_not_move_leader_time() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from taskd.node.app.memory import TASK_OVERHEAD, available_memory, default_bounds, parse_size
 from taskd.node.config import ConfigError, load
-from taskd.node.memory import TASK_OVERHEAD, available_memory, default_bounds, parse_size
 from taskd.node.runner import _memory_bounds
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from taskd.node.metrics import NodeMetrics
+from taskd.node.observe.metrics import NodeMetrics
 from taskd.queue.commands import Complete, Lease, Submit, TaskSpec
 from taskd.queue.scheduler import Scheduler
 from taskd.queue.task import SchedulerConfig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskd.node.rates import QueueRates
+from taskd.node.observe.rates import QueueRates
 from taskd.queue.commands import Outcome, State, StateChanged, Tick
 
 

@@ -11,14 +11,14 @@ import trio
 import trio_asyncio
 
 from taskd.node import config as node_config
-from taskd.node.runner import AsyncioErrorLog
-from taskd.node.transport import (
+from taskd.node.api.transport import (
     MAX_DERIVED_CONNECTIONS,
     MIN_CONNECTIONS,
     ConnectionTable,
     LogEvery,
     connection_cap,
 )
+from taskd.node.runner import AsyncioErrorLog
 
 
 class FakeClock:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import trio
 
-from taskd.node.raftstore import RaftStore
 from taskd.raft import records
 from taskd.raft.types import Entry
+from taskd.store.raft.driver import RaftStore
 
 
 class Counter:

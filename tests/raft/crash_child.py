@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from taskd.node.raftstore import RaftStore
+from taskd.store.raft.driver import RaftStore
 from tests.raft.fakes import AppendLog
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from taskd.node.raftstore import RaftStore
+from taskd.store.raft.driver import RaftStore
 from tests.raft.fakes import AppendLog
 
 ROOT = Path(__file__).resolve().parents[2]

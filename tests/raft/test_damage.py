@@ -27,8 +27,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from taskd.errors import first_of
-from taskd.node import durablemark
-from taskd.node.disklog import (
+from taskd.raft import records
+from taskd.raft.types import Entry, HardState, SnapshotMeta
+from taskd.store.raft import durablemark
+from taskd.store.raft.disklog import (
     SEGMENT_HEADER_SIZE,
     DiskLog,
     LogCorrupted,
@@ -36,9 +38,7 @@ from taskd.node.disklog import (
     segment_header,
     segment_name,
 )
-from taskd.node.raftstore import RaftStore
-from taskd.raft import records
-from taskd.raft.types import Entry, HardState, SnapshotMeta
+from taskd.store.raft.driver import RaftStore
 from tests.raft.fakes import AppendLog
 
 ROUNDS = 12

@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskd.node.disklog import (
+from taskd.raft import records
+from taskd.raft.types import Entry, HardState, SnapshotMeta
+from taskd.store.raft.disklog import (
     SEGMENT_HEADER_SIZE,
     DiskLog,
     LogCorrupted,
     LogInUse,
     segment_name,
 )
-from taskd.raft import records
-from taskd.raft.types import Entry, HardState, SnapshotMeta
 
 
 def entries(first: int, last: int, term: int = 1) -> list[Entry]:

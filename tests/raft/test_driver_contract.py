@@ -15,10 +15,10 @@ import pytest
 import trio
 
 from taskd.errors import NotLeader, Unavailable
-from taskd.node.disklog import DiskLog
-from taskd.node.raftstore import RaftStore
 from taskd.raft.core import RaftConfig, RaftCore, Ready, Role
 from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind
+from taskd.store.raft.disklog import DiskLog
+from taskd.store.raft.driver import RaftStore
 from tests.raft.fakes import AppendLog
 from tests.raft.test_raftstore import running
 

@@ -15,10 +15,10 @@ import pytest
 import trio
 
 from taskd.errors import StorageFault, Unavailable
-from taskd.node.disklog import DiskLog
-from taskd.node.raftstore import RaftStore
-from taskd.node.store import Store
 from taskd.raft.types import Entry
+from taskd.store.raft.disklog import DiskLog
+from taskd.store.raft.driver import RaftStore
+from taskd.store.seam import Store
 from tests.raft.fakes import AppendLog
 
 

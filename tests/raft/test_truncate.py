@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from taskd.node import durablemark
-from taskd.node.disklog import DiskLog, LogCorrupted, Recovered
 from taskd.raft.types import Entry, EntryKind, HardState
+from taskd.store.raft import durablemark
+from taskd.store.raft.disklog import DiskLog, LogCorrupted, Recovered
 
 SEGMENT_BYTES = 400  # a handful of entries per segment
 

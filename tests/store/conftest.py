@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from taskd.errors import StorageFault
-from taskd.node.disklog import DiskLog
 from taskd.store.memory import MemoryStore
 from taskd.store.raft import RaftStore
+from taskd.store.raft.disklog import DiskLog
 from taskd.store.seam import Store
 from tests.raft.fakes import AppendLog
 

@@ -1,12 +1,13 @@
 """The Raft store: the embedded Raft log as a ``taskd.store.seam.Store``.
 
-Its driver, disk log and snapshotter live in ``taskd.node`` for now (``raftstore``,
-``disklog``, ``snapshotter``); this package is where they move, and what the rest of taskd
-imports the Raft store from.
+``driver`` is the trio loop around ``taskd.raft.RaftCore`` (group commit, snapshots, the
+leadership signal, the read barrier); ``disklog`` the segments, hard state and recovery;
+``durablemark`` how far the synced log reaches; ``diskfault`` what a failed write means;
+``snapshotter`` the forked child that writes snapshots.
 """
 
 from __future__ import annotations
 
-from taskd.node.raftstore import RaftStore
+from taskd.store.raft.driver import RaftStore
 
 __all__ = ["RaftStore"]

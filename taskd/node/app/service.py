@@ -27,11 +27,11 @@ import trio
 from taskd.errors import CallerError, ClusterError
 from taskd.exec.work import Report, WorkItem
 from taskd.node import limits
-from taskd.node.events import EventHub
-from taskd.node.ids import IdGenerator
-from taskd.node.leaderclock import LeaderClock
-from taskd.node.machine import SchedulerMachine
-from taskd.node.rates import QueueRates
+from taskd.node.app.ids import IdGenerator
+from taskd.node.app.leaderclock import LeaderClock
+from taskd.node.app.machine import SchedulerMachine
+from taskd.node.observe.events import EventHub
+from taskd.node.observe.rates import QueueRates
 from taskd.queue import codec
 from taskd.queue.commands import (
     Cancel,

@@ -30,7 +30,8 @@ import orjson
 
 from taskd.api.taskd import v1 as pb
 from taskd.exec.work import WorkItem
-from taskd.node import jsonnum, limits
+from taskd.node import limits
+from taskd.node.api import jsonnum
 from taskd.queue.commands import State
 from taskd.queue.queues import QueueStats
 from taskd.queue.task import Task

@@ -3,7 +3,7 @@
 The stream's logic (capacity, leases, acks, releasing on disconnect) lives transport-free in
 ``taskd.exec.remote.StreamSession``; this module only moves messages between grpclib (asyncio,
 via trio-asyncio) and the session (trio). The first message must be a ``WorkerHello``. Every
-message's fields are checked with the rules REST uses (``taskd.node.validate``: worker names,
+message's fields are checked with the rules REST uses (``taskd.node.api.validate``: worker names,
 queue names, ids, error texts, result sizes) before the session sees them; the wire-level
 bounds were already enforced while decoding (``StrictCodec``).
 """
@@ -22,11 +22,12 @@ from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError, first_of
 from taskd.exec.remote import Assignment, Outbound, ResultAck, Revocation, StreamSession
 from taskd.exec.work import Report, WorkerRegistry
-from taskd.node import limits, validate
-from taskd.node.bridge import TrioBridge, mark_retrieved
-from taskd.node.grpc import grpc_error
-from taskd.node.service import NodeService
-from taskd.node.sources import ServiceSource
+from taskd.node import limits
+from taskd.node.api import validate
+from taskd.node.api.grpc.bridge import TrioBridge, mark_retrieved
+from taskd.node.api.grpc.handlers import grpc_error
+from taskd.node.app.service import NodeService
+from taskd.node.app.sources import ServiceSource
 
 # Back-pressure on one stream. Inbound: past this many messages not yet handled by the session,
 # stop reading (HTTP/2 flow control then stops the worker). Outbound: past this many messages

@@ -43,12 +43,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
-from taskd.node import jsonnum, limits, validate
+from taskd.node import limits
+from taskd.node.api import jsonnum, validate
 from taskd.node.api.codes import http_status
-from taskd.node.httpworkers import HttpWorkerTracker
-from taskd.node.origin import OriginGuard, OriginPolicy
-from taskd.node.present import printable_json, stats_to_json, task_to_json, work_item_to_json
-from taskd.node.service import NodeService
+from taskd.node.api.http.origin import OriginGuard, OriginPolicy
+from taskd.node.api.http.workers import HttpWorkerTracker
+from taskd.node.api.present import printable_json, stats_to_json, task_to_json, work_item_to_json
+from taskd.node.app.service import NodeService
 from taskd.queue.commands import State
 
 log = logging.getLogger("taskd.http")

@@ -28,7 +28,7 @@ member that is the next round. While a disk fault stops the rounds, nothing can 
 barrier returns at once when everything committed is applied (reads go on through a fault).
 
 Start-up (``serve``): open and repair the log in a thread (refusing, with ``LogCorrupted``,
-damage a crash cannot explain unless ``accept_data_loss``; see ``taskd.node.disklog``),
+damage a crash cannot explain unless ``accept_data_loss``; see ``taskd.store.raft.disklog``),
 restore the latest snapshot into the state machine, let the core elect itself in a new term
 (appending its no-op), and run rounds until everything up to that no-op is applied — the
 replay — then raise the leadership signal (``gained(term)``) and report ``started``. The
@@ -71,12 +71,12 @@ from pathlib import Path
 import trio
 
 from taskd.errors import NotLeader, StorageFault, Unavailable
-from taskd.node import diskfault
-from taskd.node.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
-from taskd.node.snapshotter import start_child, wait_child
 from taskd.raft.core import RaftConfig, RaftCore, RaftStatus, Ready, Role
 from taskd.raft.types import EntryKind, ReadState, SnapshotMeta, SoftState
 from taskd.store.leadership import Leadership
+from taskd.store.raft import diskfault
+from taskd.store.raft.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
+from taskd.store.raft.snapshotter import start_child, wait_child
 from taskd.store.statemachine import StateMachine
 
 log = logging.getLogger("taskd.raft")

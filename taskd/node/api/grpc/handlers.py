@@ -22,12 +22,14 @@ from grpclib.encoding.proto import ProtoCodec
 
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError, StorageFault
-from taskd.node import limits, validate, wire
+from taskd.node import limits
+from taskd.node.api import validate
 from taskd.node.api.codes import grpc_status
-from taskd.node.bridge import TrioBridge
-from taskd.node.present import PB_TO_STATE, STATE_TO_PB, stats_to_proto, task_to_proto
-from taskd.node.service import NodeService
-from taskd.node.validate import spec_from_proto
+from taskd.node.api.grpc import wire
+from taskd.node.api.grpc.bridge import TrioBridge
+from taskd.node.api.present import PB_TO_STATE, STATE_TO_PB, stats_to_proto, task_to_proto
+from taskd.node.api.validate import spec_from_proto
+from taskd.node.app.service import NodeService
 
 log = logging.getLogger("taskd.grpc")
 

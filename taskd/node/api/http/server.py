@@ -33,7 +33,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
-from taskd.node.transport import ConnectionTable, accept_loop
+from taskd.node.api.transport import ConnectionTable, accept_loop
 
 SEND_CHUNK = 64 << 10  # a slow reader that still reads is not idle: progress per chunk
 EOF_GRACE = 1.0  # seconds a connection may live on after its client closed its side

@@ -17,7 +17,7 @@ a directory fsync when a segment was created). The driver calls these from a wor
 once per batch; ``save_snapshot``/``compact`` may run in another thread at the same time, so
 the segment list is guarded by a lock.
 
-The durable mark (``taskd.node.durablemark``: two checksummed slots overwritten in place, in
+The durable mark (``taskd.store.raft.durablemark``: two checksummed slots overwritten in place, in
 turn) holds the highest index whose fsync returned and the highest commit index the driver
 reported. Each ``sync`` first writes (to the page cache) the mark of the PREVIOUS
 sync, entries already durable, so whenever that page reaches the disk it tells the truth: the
@@ -91,10 +91,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskd.errors import TaskdError
-from taskd.node import durablemark
-from taskd.node.durablemark import MarkFile
 from taskd.raft import records
 from taskd.raft.types import Entry, HardState, SnapshotMeta
+from taskd.store.raft import durablemark
+from taskd.store.raft.durablemark import MarkFile
 
 log = logging.getLogger("taskd.raft.disk")
 

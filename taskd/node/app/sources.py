@@ -3,7 +3,7 @@
 One class serves both kinds of holder; they differ only in lease length. Local executors
 live in this process and enforce timeouts themselves, so their leases last as long as any
 attempt may (the scheduler still ends each attempt at its own timeout), and a new leader's
-takeover releases them at once (``ReleaseWorker``, see ``taskd.node.duties``); until that is
+takeover releases them at once (``ReleaseWorker``, see ``taskd.node.app.duties``); until that is
 written, the gate keeps local executors from leasing. Remote workers hold short leases that
 heartbeats extend, so a vanished worker's tasks come back after ``--worker-lease`` seconds.
 """
@@ -16,7 +16,7 @@ import trio
 
 from taskd.errors import CallerError
 from taskd.exec.work import Report, WorkItem
-from taskd.node.service import NodeService
+from taskd.node.app.service import NodeService
 
 LOCAL_LEASE = 8 * 24 * 3600.0  # longer than the longest allowed timeout (7 days)
 _GATE_WAIT = 1.0  # seconds a lease waits, finding nothing, while the gate is closed

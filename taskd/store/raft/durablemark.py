@@ -10,7 +10,7 @@ slot in place (the next sequence number), never renaming the file, so a write to
 spoils at most that slot and the other still holds the previous mark; ``read`` takes the
 valid slot with the highest sequence. ``put`` only writes to the page cache; ``sync``
 fdatasyncs. Callers put only indexes that are already durable, so whenever the page reaches
-the disk it tells the truth (``taskd.node.disklog`` says when it puts and syncs). The mark
+the disk it tells the truth (``taskd.store.raft.disklog`` says when it puts and syncs). The mark
 usually moves forward; it moves back only before a deliberate truncation of the log's suffix,
 put and synced before any entry is cut, so it never claims an entry that is gone. A new file
 is written whole with ``create`` (the caller's atomic write: temp file, fsync, rename).

@@ -16,7 +16,7 @@ in a nursery of that term:
 When leadership is lost, or gained again in a newer term, the term's nursery is cancelled, and
 a new one starts for the new term. ``taken_over()`` is True only while this node leads in a
 term whose takeover is written: local executors lease nothing otherwise (the gate in
-``taskd.node.sources``). ``settled()`` returns once this node does not lead, or the current
+``taskd.node.app.sources``). ``settled()`` returns once this node does not lead, or the current
 term's takeover was tried once: the node reports ready only then, so a one-member node answers
 its first request with its limits and releases in place, as it always did.
 """

@@ -44,7 +44,7 @@ from grpclib.protocol import Buffer, H2Protocol
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler, Server
 
-from taskd.node.transport import ConnectionTable, accept_loop
+from taskd.node.api.transport import ConnectionTable, accept_loop
 
 _H2_MIN_WINDOW = 65_535
 _H2_MAX_WINDOW = 2**31 - 1

@@ -1,0 +1,1 @@
+"""The taskd client subcommands (submit, get, list, ...)."""

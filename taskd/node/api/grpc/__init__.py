@@ -1,0 +1,1 @@
+"""The gRPC API: handlers, the strict wire check, the server, workers."""

@@ -1,0 +1,1 @@
+"""The REST API: the Starlette app, origin guard, server, HTTP workers."""

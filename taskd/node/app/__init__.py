@@ -1,0 +1,1 @@
+"""The application layer: NodeService and what stamps its commands."""

@@ -1,0 +1,1 @@
+"""Observing a node: events, rates, metrics and logs."""
