@@ -43,7 +43,12 @@ class FakeSource:
         self.queues: dict[str, deque[str]] = {}
         self.lease_calls: list[tuple[str, int, int]] = []  # (queue, max, handed out)
         self.reports: list[tuple[str, str, int, bool]] = []  # (kind, id, epoch, accepted)
-        self.max_running = 0
+        self.max_running = 0  # most tasks leased and not yet reported, at any lease
+        # Set by a test to the executor's own count of attempts in flight: an attempt's slot
+        # is free once its process ended, before its report lands (by design), so on a
+        # loaded machine ``max_running`` may briefly pass the executor's concurrency.
+        self.in_flight: Callable[[], int] | None = None
+        self.max_in_flight = 0  # most attempts in flight right after a lease handed them out
         self._changed = trio.Event()
         self._seq = 0
 
@@ -100,6 +105,9 @@ class FakeSource:
             )
         self.lease_calls.append((queue, max, len(items)))
         self.max_running = builtins.max(self.max_running, self.running())
+        if self.in_flight is not None:
+            in_flight = self.in_flight() + len(items)
+            self.max_in_flight = builtins.max(self.max_in_flight, in_flight)
         self._notify()
         return items
 

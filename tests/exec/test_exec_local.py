@@ -230,13 +230,16 @@ async def test_concurrency_grows_with_the_backlog_then_shrinks_when_idle(source)
     # Given a 1-3 executor and a backlog of 8 tasks
     tasks = [source.submit() for _ in range(8)]
     registry = WorkerRegistry()
+    running: list[LocalExecutor] = []
+    source.in_flight = lambda: running[0].running if running else 0
     async with serving(
         source, ["sleep", "0.2"], concurrency="1-3", registry=registry, idle_shrink_after=0.3
-    ):
+    ) as executor:
+        running.append(executor)
         # When they run
         await source.settled(*tasks)
         # Expect three at a time, leased three in one call
-        assert source.max_running == 3
+        assert source.max_in_flight == 3
         assert source.lease_calls[0] == ("q", 3, 3)
         # (the registry's capacity may already be shrinking: idle_shrink_after is short)
         [info] = registry.workers()
