@@ -13,7 +13,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from taskd.raft.core import RaftConfig, RaftCore, Role
-from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind, SnapshotMeta
+from taskd.raft.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageKind,
+    ReadState,
+    SnapshotMeta,
+)
 
 CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2)
 
@@ -26,6 +34,7 @@ class Node:
     applied: list[bytes] = field(default_factory=list)  # the state machine
     snapshot: SnapshotMeta | None = None  # the durable snapshot (the disk log's base)
     snapshot_data: list[bytes] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
     down: bool = False
 
 
@@ -76,6 +85,7 @@ class Net:
                 if entry.kind is EntryKind.NORMAL:
                     node.applied.append(entry.data)
             core.advance(ready)
+            node.read_states += ready.read_states
             if ready.hard_state is not None:
                 node.hard_state = ready.hard_state
             if ready.entries_to_persist:
