@@ -31,7 +31,7 @@ def answer(core: RaftCore, beat: Message) -> None:
 
 def test_a_read_is_confirmed_only_after_a_majority_answered_a_heartbeat_round() -> None:
     # Given a leader with a committed no-op
-    net, core = leader_with_quiet_followers()
+    _, core = leader_with_quiet_followers()
     # When a read comes in
     core.read_index("r1")
     beats = heartbeats(core)
@@ -46,7 +46,7 @@ def test_a_read_is_confirmed_only_after_a_majority_answered_a_heartbeat_round() 
 
 
 def test_an_answer_to_an_older_round_confirms_nothing() -> None:
-    net, core = leader_with_quiet_followers()
+    _, core = leader_with_quiet_followers()
     core.read_index("r1")
     first = heartbeats(core)
     answer(core, first[0])
@@ -58,7 +58,7 @@ def test_an_answer_to_an_older_round_confirms_nothing() -> None:
 
 
 def test_reads_queued_during_a_round_share_the_next_one() -> None:
-    net, core = leader_with_quiet_followers()
+    _, core = leader_with_quiet_followers()
     core.read_index("a")
     core.read_index("b")  # before the round went out: same round
     first = heartbeats(core)
