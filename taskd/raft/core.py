@@ -926,8 +926,9 @@ class RaftCore:
         self._read_states.extend(states)
 
     def _commit_is_current(self) -> bool:
-        committed = self.log.committed
-        return committed > self.log.offset and self.log.term_at(committed) == self.term
+        """Whether this term has committed an entry (the snapshot's term counts at its
+        index: a leader may have compacted up to its commit index)."""
+        return self.log.term_at(self.log.committed) == self.term
 
     def _hard_state_changed(self) -> bool:
         return self.term != self._saved.term or self.vote != self._saved.vote
