@@ -64,6 +64,7 @@ class SafetyChecker:
         self.applied: dict[int, Entry] = {}
         self.chain: dict[int, bytes] = {}
         self.read_floor: dict[object, int] = {}
+        self.last_conf_change: Entry | None = None  # the latest committed CONF_CHANGE
         self.reads_checked = 0
         self._seen_commit: dict[str, tuple[int, int]] = {}  # node -> (incarnation, index)
 
@@ -202,6 +203,10 @@ class SafetyChecker:
             known = self.committed.get(index)
             if known is None:
                 self.committed[index] = entry
+                if entry.kind is EntryKind.CONF_CHANGE and (
+                    self.last_conf_change is None or index > self.last_conf_change.index
+                ):
+                    self.last_conf_change = entry
             elif known != entry:
                 raise Violation(
                     "state machine safety",

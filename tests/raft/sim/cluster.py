@@ -31,6 +31,7 @@ from tests.raft.sim.checkers import SafetyChecker, Violation
 from tests.raft.sim.clients import ClientProfile, Clients
 from tests.raft.sim.features import Features
 from tests.raft.sim.loop import MS, SECOND, EventLoop
+from tests.raft.sim.membership import Membership
 from tests.raft.sim.nemesis import Nemesis, NemesisProfile
 from tests.raft.sim.network import Network, NetworkProfile
 from tests.raft.sim.node import ACKED, NodeTiming, SimNode
@@ -168,10 +169,14 @@ class Simulation:
         self.clients = Clients(
             self.nodes, self.setup.clients, self.checker, self.loop, self.rng, self.trace
         )
+        self.membership = Membership(
+            self.nodes, self.setup.voters, self.checker, self.rng, self.trace
+        )
         self.nemesis = Nemesis(
             self.nodes,
             self.voters,
             self.members,
+            self.membership,
             self.network,
             self.setup.nemesis,
             self.features,
@@ -183,10 +188,10 @@ class Simulation:
     # -- membership as the cluster sees it ------------------------------------------------
 
     def voters(self) -> set[str]:
-        return set(self.setup.voters)
+        return self.membership.voters()
 
     def members(self) -> set[str]:
-        return set(self.setup.voters)
+        return self.membership.members()
 
     # -- the run --------------------------------------------------------------------------
 

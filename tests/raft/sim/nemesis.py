@@ -10,7 +10,8 @@ Theory of operation: every few tens of milliseconds the nemesis draws one action
   partition heals after a random time (a new partition replaces the old one);
 - skew a node's clock: its ticks run a little faster or slower than real time;
 - transfer leadership (to a random voter or to "the most caught-up");
-- membership: add a spare node as a learner, or remove a member (see ``membership``).
+- membership: add a spare node as a learner, or remove a member; nodes no configuration
+  names any more are stopped and wiped (see ``membership``).
 
 ``calm`` ends the faults for the end of the run: it heals the network and restarts every
 member that is down.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from taskd.errors import NotLeader
 from tests.raft.sim.features import Features
 from tests.raft.sim.loop import MS, EventLoop
+from tests.raft.sim.membership import Membership
 from tests.raft.sim.network import Network
 from tests.raft.sim.node import SimNode
 from tests.raft.sim.trace import Trace
@@ -46,6 +48,7 @@ class Nemesis:
         nodes: dict[str, SimNode],
         voters: Callable[[], set[str]],
         members: Callable[[], set[str]],
+        membership: Membership,
         network: Network,
         profile: NemesisProfile,
         features: Features,
@@ -56,6 +59,7 @@ class Nemesis:
         self.nodes = nodes
         self.voters = voters
         self.members = members
+        self.membership = membership
         self.network = network
         self.profile = profile
         self.features = features
@@ -74,6 +78,8 @@ class Nemesis:
         }
         if features.transfer:
             self.actions["transfer"] = self.transfer
+        if features.membership:
+            self.actions["membership"] = self.change_membership
 
     def start(self) -> None:
         self.running = True
@@ -93,6 +99,8 @@ class Nemesis:
     def _act(self) -> None:
         if not self.running:
             return
+        if self.features.membership:
+            self.membership.reap()
         names = [name for name in self.actions if self.profile.weights.get(name, 0) > 0]
         if names:
             weights = [self.profile.weights[name] for name in names]
@@ -191,3 +199,7 @@ class Nemesis:
         except (NotLeader, ValueError) as exc:
             self.trace.log("nemesis", "transfer refused: %s", exc)
         return True
+
+    def change_membership(self) -> bool:
+        leader = self.leader()
+        return leader is not None and self.membership.change(leader)

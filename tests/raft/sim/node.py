@@ -355,7 +355,11 @@ class SimNode:
     def snapshot_meta(self, core: RaftCore, index: int) -> SnapshotMeta:
         """The meta of a snapshot at ``index``: its term and, once membership exists, the
         configuration as of ``index``."""
-        return SnapshotMeta(index, core.term_at(index))
+        term = core.term_at(index)
+        if not self.features.membership:
+            return SnapshotMeta(index, term)
+        conf = core.conf_at(index)
+        return SnapshotMeta(index, term, conf.voters, conf.learners)
 
     def _snapshot_written(self, generation: int, meta: SnapshotMeta, state: SMSnapshot) -> None:
         core = self.core
