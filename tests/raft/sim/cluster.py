@@ -39,6 +39,7 @@ from tests.raft.sim.trace import Trace
 
 LIVENESS_BOUND = 10 * SECOND  # after healing: a leader that commits (50+ election timeouts)
 CONVERGE_BOUND = 10 * SECOND  # then: every live member applied up to the marker
+MARKER_PATIENCE = 500 * MS  # a marker attempt not acknowledged by then: propose another
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +165,10 @@ class Simulation:
         self.network = Network(
             self.nodes, self.setup.network, self.features, self.loop, self.rng, self.trace
         )
+        spread = self.setup.nemesis.skew
         for node in self.nodes.values():
             node.outbox = self.network
+            node.clock_rate = self.rng.uniform(1 - spread, 1 + spread)
         self.clients = Clients(
             self.nodes, self.setup.clients, self.checker, self.loop, self.rng, self.trace
         )
@@ -245,15 +248,18 @@ class Simulation:
         self._propose_marker(marker)
         if not self._run_until(lambda: bool(marker), start + LIVENESS_BOUND):
             raise Violation("liveness", self._no_progress("nothing committed", start))
-        _, index = marker[0]
+        # Every acknowledged index (a later marker attempt may be acked too) on every member.
+        clients = self.clients
         converged = self._run_until(
-            lambda: all(self.nodes[m].sm.index >= index for m in self._live_members()),
+            lambda: all(self.nodes[m].sm.index >= clients.max_acked_index
+                        for m in self._live_members()),
             self.loop.now + CONVERGE_BOUND,
-        )
+        )  # fmt: skip
         if not converged:
             behind = {m: self.nodes[m].sm.index for m in self._live_members()}
             raise Violation(
-                "liveness", f"members did not catch up with the marker at {index}: {behind}"
+                "liveness",
+                f"members did not catch up with index {clients.max_acked_index}: {behind}",
             )
         self._check_acked()
 
@@ -263,24 +269,27 @@ class Simulation:
     def _live_members(self) -> list[str]:
         return sorted(m for m in self.members() if self.nodes[m].alive)
 
-    def _propose_marker(self, marker: list[tuple[int, int]]) -> None:
-        """Propose the end-of-run marker on the leader; retry until it is acknowledged."""
+    def _propose_marker(self, marker: list[tuple[int, int]], attempt: int = 1) -> None:
+        """Propose the end-of-run marker on the leader until one attempt is acknowledged: a
+        new attempt (a new command) when one fails, or after ``MARKER_PATIENCE``."""
         if marker:
             return
+        data = f"marker.{attempt}".encode()
+
+        def done(outcome: str) -> None:
+            if outcome == ACKED and not marker:
+                ack = self.clients.acked[data]
+                marker.append((ack.term, ack.index))
+
         leader = self.nemesis.leader()
+        delay = 50 * MS
         if leader is not None:
-
-            def done(outcome: str) -> None:
-                if outcome == ACKED:
-                    ack = self.clients.acked[b"marker"]
-                    marker.append((ack.term, ack.index))
-
             try:
-                self.clients.propose(leader, b"marker", done)
-                return
+                self.clients.propose(leader, data, done)
+                delay = MARKER_PATIENCE
             except NotLeader:
                 pass
-        self.loop.call_later(50 * MS, lambda: self._propose_marker(marker))
+        self.loop.call_later(delay, lambda: self._propose_marker(marker, attempt + 1))
 
     def _no_progress(self, what: str, since: int) -> str:
         roles = {

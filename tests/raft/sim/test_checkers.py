@@ -34,6 +34,13 @@ class MinorityCommitter(RaftCore):
             self.log.commit_to(self.log.stable)
 
 
+class Mute(RaftCore):
+    """Never campaigns: a cluster of these never elects anyone."""
+
+    def tick(self) -> None:
+        pass
+
+
 def failures(core_class: type[RaftCore], seeds: range) -> list[str]:
     found = []
     for seed in seeds:
@@ -53,6 +60,12 @@ def test_commits_on_a_minority_are_caught() -> None:
     found = failures(MinorityCommitter, range(1, 21))
     invariants = {f.split(":")[0] for f in found}
     assert invariants & {"leader completeness", "state machine safety", "commit"}, found
+
+
+def test_a_cluster_that_never_elects_fails_liveness() -> None:
+    result = Simulation(1, steps=500, core_class=Mute).run()
+    assert not result.ok and result.failure is not None
+    assert result.failure.startswith("liveness"), result.failure
 
 
 # -- forged histories ----------------------------------------------------------------------
