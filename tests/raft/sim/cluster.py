@@ -320,6 +320,9 @@ class Simulation:
             "acked": len(self.clients.acked),
             "outcomes": dict(self.clients.outcomes),
             "reads": self.checker.reads_checked,
+            "snapshots": sum(n.counts["installed"] for n in self.nodes.values()),
+            "compactions": sum(n.counts["compacted"] for n in self.nodes.values()),
+            "conf": self.membership.changes,
             "nemesis": dict(sorted(self.nemesis.counts.items())),
             "net": f"{self.network.delivered}/{self.network.sent}",
         }

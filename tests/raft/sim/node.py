@@ -123,6 +123,7 @@ class SimNode:
         self.staged: dict[SnapshotMeta, SMSnapshot] = {}
         self.snapshot_in_flight = False
         self.incarnations = 0
+        self.counts = {"installed": 0, "compacted": 0}
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -332,6 +333,7 @@ class SimNode:
             term, callback = self.waiters.pop(index)
             callback(UNKNOWN, term, index)
         self.trace.log(self.id, "installs snapshot %d/%d", meta.index, meta.term)
+        self.counts["installed"] += 1
         return staged
 
     # -- local snapshots ------------------------------------------------------------------
@@ -371,6 +373,7 @@ class SimNode:
         self.disk.compact(meta, state)
         self._guard(lambda: core.compact(meta.index, meta.term))
         self.trace.log(self.id, "compacts to %d/%d", meta.index, meta.term)
+        self.counts["compacted"] += 1
 
     def snapshot_file(self, meta: SnapshotMeta) -> SMSnapshot | None:
         """The snapshot file of ``meta``, as the leader's driver would stream it."""
