@@ -102,6 +102,10 @@ class Network:
 
     def send(self, src: SimNode, message: Message) -> None:
         self.sent += 1
+        meta: SnapshotMeta | None = getattr(message, "snapshot", None)
+        if message.kind is MessageKind.SNAPSHOT and meta is not None:
+            self._stream(src, message, meta)  # the stream reports its own failures
+            return
         dst = self.nodes.get(message.dst)
         if dst is None:
             self._drop(message, "no such node")
@@ -110,10 +114,6 @@ class Network:
             self._drop(message, "link cut" if dst.alive else "peer down")
             if self.features.unreachable and self.rng.random() < self.profile.unreachable_reports:
                 src.invoke("report_unreachable", message.dst)
-            return
-        meta: SnapshotMeta | None = getattr(message, "snapshot", None)
-        if message.kind is MessageKind.SNAPSHOT and meta is not None:
-            self._stream(src, message, meta)
             return
         if self.rng.random() < self.profile.drop:
             self._drop(message, "lost")
@@ -162,8 +162,12 @@ class Network:
             self.loop.call_later(delay, lambda: report(False))
             return
         lost = self.rng.random() < self.profile.drop
+        if message.dst not in self.nodes:
+            lost = True
 
         def arrive() -> None:
+            if lost:
+                self._drop(message, "stream broken")
             ok = not lost and self._deliver(src.id, message, staged)
             report(ok)
 
