@@ -249,7 +249,7 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.votes: dict[str, bool] = {}  # this campaign's answers (pre-vote or vote)
-        self.elapsed = 0  # ticks since heard from a leader, voted or campaigned; leader: lease
+        self.elapsed = 0  # ticks since heard from a leader, voted or campaigned; leader: won
         self.ticks = 0  # ticks since start: when a member was last heard from
         self.timeout = self._random_timeout()
         self.replication = Replication(self)
@@ -423,8 +423,7 @@ class RaftCore:
         elif self.conf.voters == (self.id,):
             self._read_states.append(ReadState(self.log.committed, ctx))
         else:
-            self.reads.add(self.log.committed, ctx)
-            self.replication.start_read_round()
+            self.reads.add(self.log.committed, ctx)  # its round starts with the next Ready
 
     def persisted(self, term: int, index: int) -> None:
         """The driver has fsynced the entries it was handed up to the one at ``index``, of
@@ -850,11 +849,13 @@ class RaftCore:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= config.election_ticks:
                 self.transfer_target = None  # gave up: take proposals again
-        if self.elapsed >= config.election_ticks:
-            self.elapsed = 0
-            if config.check_quorum and not self.replication.quorum_active():
-                self._step_down(Event.QUORUM_LOST)
-                return
+        if (
+            config.check_quorum
+            and self.elapsed >= config.election_ticks
+            and not self.replication.quorum_active()
+        ):
+            self._step_down(Event.QUORUM_LOST)
+            return
         self.replication.tick()
 
     # -- leader's helpers -----------------------------------------------------------------
