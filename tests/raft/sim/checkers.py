@@ -19,6 +19,9 @@ work (never a rescan of every log after every event):
 - state machine safety: the entry applied at each index, and the state machine's chain hash
   after it, are the same on every node (and a restored snapshot's chain matches what was
   applied at its index); a command applied twice on one node is a violation;
+- acknowledged appends stay: once a node answered a leader of term t that it holds up to
+  index i, its log does not end below i while its term is still t (crashes included: the
+  answer went out only after the fsync);
 - linearizable reads: a ``ReadState`` must not be below the highest index acknowledged to a
   client before the read was asked (``read_floor``, set by the clients).
 
@@ -157,6 +160,13 @@ class SafetyChecker:
             if node.is_leader():
                 self._check_leader(node, core)
             self._check_commit(node, core, live)
+            term, index = node.acked_append
+            if term == core.term and core.log.last_index < index:
+                raise Violation(
+                    "acknowledged append lost",
+                    f"{node.id} told the leader of term {term} it holds up to {index}, but its "
+                    f"log now ends at {core.log.last_index} (snapshot {core.log.offset})",
+                )
 
     def _check_leader(self, node: SimNode, core: RaftCore) -> None:
         term = core.term

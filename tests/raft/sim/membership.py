@@ -98,4 +98,4 @@ class Membership:
             if node.alive and node.id not in members:
                 self.trace.log("nemesis", "%s is no member: stopped, its disk wiped", node.id)
                 node.crash()
-                node.disk.wipe()
+                node.wipe()

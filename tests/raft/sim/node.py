@@ -124,6 +124,9 @@ class SimNode:
         self.snapshot_in_flight = False
         self.incarnations = 0
         self.counts = {"installed": 0, "compacted": 0}
+        # The highest (term, index) this node told a leader it holds (APPEND_RESPONSE): in
+        # that term its log may never end below it again (checkers).
+        self.acked_append = (0, 0)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -180,6 +183,14 @@ class SimNode:
         for term, callback in waiters.values():
             callback(UNKNOWN, term, 0)
         self.trace.log(self.id, "CRASH (kept %d operations of the pending write)", survive)
+
+    def wipe(self) -> None:
+        """Delete its data (a stopped node that no configuration names any more): it can join
+        again later as a new member, with nothing it promised before."""
+        if self.core is not None:
+            raise AssertionError(f"{self.id}: wipe a running node")
+        self.disk.wipe()
+        self.acked_append = (0, 0)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -306,6 +317,8 @@ class SimNode:
         if self.outbox is None:
             return
         for message in messages:
+            if message.kind is MessageKind.APPEND_RESPONSE and not message.reject:
+                self.acked_append = max(self.acked_append, (message.term, message.index))
             self.outbox.send(self, message)
 
     def _apply(self, entries: list[Entry]) -> None:
