@@ -7,6 +7,9 @@ forged history fed straight to the checker, expect the exact violation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pytest
 
 from taskd.raft import Entry, EntryKind, Message, RaftCore, ReadState
@@ -32,6 +35,14 @@ class MinorityCommitter(RaftCore):
         super().persisted(term, index)
         if self.role.value == "leader":
             self.log.commit_to(self.log.stable)
+
+
+class ForgetfulRestart(RaftCore):
+    """Loses the last entry of its disk log at every restart, as if the fsync had lied."""
+
+    def __init__(self, node_id: str, voters: Sequence[str], **kwargs: Any) -> None:
+        entries = list(kwargs.pop("entries", ()))
+        super().__init__(node_id, voters, entries=entries[:-1], **kwargs)
 
 
 class Mute(RaftCore):
@@ -60,6 +71,11 @@ def test_commits_on_a_minority_are_caught() -> None:
     found = failures(MinorityCommitter, range(1, 21))
     invariants = {f.split(":")[0] for f in found}
     assert invariants & {"leader completeness", "state machine safety", "commit"}, found
+
+
+def test_a_node_that_forgets_fsynced_entries_breaks_its_promise() -> None:
+    found = failures(ForgetfulRestart, range(1, 21))
+    assert any(f.startswith("acknowledged append lost") for f in found), found
 
 
 def test_a_cluster_that_never_elects_fails_liveness() -> None:
