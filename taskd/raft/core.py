@@ -313,7 +313,7 @@ class RaftCore:
             self._tick_leader()
             return
         self.elapsed += 1
-        if self.id not in self.conf.voters:
+        if not self._may_campaign():
             if self.role is not Role.FOLLOWER:
                 self._become(Event.REMOVED)
             return
@@ -321,14 +321,14 @@ class RaftCore:
             self._start_election()
 
     def step(self, message: Message) -> None:
-        """A message from another node. Messages not for this node are dropped, and so are
-        vote requests from non-members and answers from older terms."""
+        """A message from another node, member or not (a joining node knows no one; a node
+        that lags may not know a new member yet). Messages not for this node are dropped, and
+        so are campaigns while a leader is heard from (check-quorum's lease: this is what
+        keeps a removed node that does not know it from disrupting, with pre-vote)."""
         if message.dst != self.id:
             return
         kind = message.kind
         voting = kind is MessageKind.VOTE or kind is MessageKind.PRE_VOTE
-        if voting and message.src not in self.conf:
-            return  # a removed node that does not know it yet: no disruption
         if message.term > self.term:
             if voting and message.context != CAMPAIGN_TRANSFER and in_lease(self):
                 return  # a leader is alive (check-quorum): ignore the campaign
@@ -730,7 +730,7 @@ class RaftCore:
         self._send(MessageKind.APPEND_RESPONSE, message.src, index=meta.index, after=meta.index)
 
     def _on_timeout_now(self, message: Message) -> None:
-        if self.role is not Role.LEADER and self.id in self.conf.voters:
+        if self.role is not Role.LEADER and self._may_campaign():
             self._campaign(Event.TIMEOUT_NOW)
 
     def _on_append_response(self, message: Message) -> None:
@@ -765,6 +765,15 @@ class RaftCore:
     def _random_timeout(self) -> int:
         ticks = self.config.election_ticks
         return ticks + self._rand.below(ticks)
+
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a node whose removal is not committed yet (as far as it
+        knows): it may hold the only copy of that change, and the voters it would leave
+        behind could then never elect anyone. It counts votes in its latest configuration,
+        without its own, and steps down once its removal commits."""
+        if self.id in self.conf.voters:
+            return True
+        return self.id in self.membership.conf_at(self.log.committed).voters
 
     def _start_election(self) -> None:
         if not self.config.pre_vote:
@@ -926,8 +935,9 @@ class RaftCore:
         self._read_states.extend(states)
 
     def _commit_is_current(self) -> bool:
-        committed = self.log.committed
-        return committed > self.log.offset and self.log.term_at(committed) == self.term
+        """Whether this term has committed an entry (the snapshot's term counts at its
+        index: a leader may have compacted up to its commit index)."""
+        return self.log.term_at(self.log.committed) == self.term
 
     def _hard_state_changed(self) -> bool:
         return self.term != self._saved.term or self.vote != self._saved.vote

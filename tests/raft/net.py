@@ -162,6 +162,8 @@ class Net:
                 return count
             message, *self.queue = self.queue
             if (message.src, message.dst) in self.blocked or self.drop_if(message):
+                if message.kind is MessageKind.SNAPSHOT:  # the sender's stream failed
+                    self.nodes[message.src].core.report_snapshot(message.dst, False)
                 continue
             target = self.nodes.get(message.dst)
             if target is None or target.down:
