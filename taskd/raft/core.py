@@ -632,8 +632,7 @@ class RaftCore:
             )
         if not self._commit_is_current():
             raise ConfChangeError(
-                "a membership change is in progress: this leader has not committed an entry "
-                "of its term yet; retry in a moment"
+                "this leader has not committed an entry of its term yet; retry in a moment"
             )
 
     def _append_conf(self, conf: ConfState) -> int:

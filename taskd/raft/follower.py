@@ -39,7 +39,9 @@ def on_append(core: RaftCore, message: Message) -> None:
     log = core.log
     if message.index < log.committed:
         # Everything up to the commit index matches the leader's already.
-        core.send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
+        core.send(
+            MessageKind.APPEND_RESPONSE, message.src, index=log.committed, after=log.committed
+        )
         return
     if not log.matches(message.index, message.log_term):
         hint = log.last_at_or_below_term(min(message.index, log.last_index), message.log_term)
@@ -81,7 +83,9 @@ def on_snapshot(core: RaftCore, message: Message) -> None:
     follow(core, message.src)
     log = core.log
     if meta.index <= log.committed:
-        core.send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
+        core.send(
+            MessageKind.APPEND_RESPONSE, message.src, index=log.committed, after=log.committed
+        )
         return
     if log.matches(meta.index, meta.term):
         # The log already holds it (a late offer): installing would forget entries past
