@@ -200,3 +200,17 @@ def test_an_answer_never_claims_entries_before_they_are_handed_out_to_persist() 
         (MessageKind.APPEND_RESPONSE, 3),
         (MessageKind.HEARTBEAT_RESPONSE, 0),
     ]
+
+
+def test_a_leader_whose_disk_refused_sent_entries_steps_down() -> None:
+    # Given a leader that sent entries it then could not persist
+    net = Net(["n1", "n2", "n3"])
+    net.elect("n1")
+    core = net.core("n1")
+    core.propose(b"x")
+    ready = core.ready()
+    assert any(m.entries for m in ready.messages)
+    # When the driver discards them
+    assert core.discard_unpersisted() == 1
+    # Expect it to step down (it must never give those indexes other entries in its term)
+    assert core.role is Role.FOLLOWER and core.leader is None
