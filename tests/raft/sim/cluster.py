@@ -74,6 +74,8 @@ class Setup:
                 duplicate=rng.choice((0.0, 0.02, 0.1)),
                 snapshot_us=(5 * MS, 50 * MS),
                 unreachable_reports=0.3,
+                straggle=rng.choice((0.0, 0.005, 0.02)),
+                straggle_us=1 * SECOND,
             ),
             clients=ClientProfile(
                 clients=rng.randint(1, 4),
