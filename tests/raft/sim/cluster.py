@@ -95,6 +95,7 @@ class Setup:
                     "isolate_leader": 2,
                     "one_way": 1,
                     "skew": 1,
+                    "pause": 2,
                     "transfer": 1,
                     "membership": 1,
                 },

@@ -8,6 +8,8 @@ Theory of operation: every few tens of milliseconds the nemesis draws one action
   down briefly, so progress stops and must resume;
 - partition the network: a random split, the leader isolated, or a few one-way cuts; the
   partition heals after a random time (a new partition replaces the old one);
+- freeze a member (often the leader) as SIGSTOP does, and thaw it later: what arrived
+  meanwhile is handled then, in order;
 - skew a node's clock: its ticks run a little faster or slower than real time;
 - transfer leadership (to a random voter or to "the most caught-up");
 - membership: add a spare node as a learner, or remove a member; nodes no configuration
@@ -75,6 +77,7 @@ class Nemesis:
             "isolate_leader": self.isolate_leader,
             "one_way": self.one_way,
             "skew": self.skew,
+            "pause": self.pause,
         }
         if features.transfer:
             self.actions["transfer"] = self.transfer
@@ -90,6 +93,7 @@ class Nemesis:
         self._partition_token += 1
         self.network.heal()
         for node in self.nodes.values():
+            node.resume()
             if not node.alive and node.id in self.members():
                 node.start()
 
@@ -123,7 +127,7 @@ class Nemesis:
         if not live:
             return False
         victim = self.nodes[self.rng.choice(live)]
-        down = sum(1 for v in voters if v in self.nodes and not self.nodes[v].alive)
+        down = sum(1 for v in voters if v in self.nodes and not self.nodes[v].available)
         down_after = down + (victim.id in voters)
         minority = down_after * 2 < len(voters)
         brief = not minority and self.rng.random() < self.profile.majority_chance
@@ -141,6 +145,32 @@ class Nemesis:
                 victim.start()
 
         self.loop.call_later(downtime, restart)
+        return True
+
+    def pause(self) -> bool:
+        """Freeze a member (the leader half of the time), as SIGSTOP does, for a while."""
+        voters = self.voters()
+        leader = self.leader()
+        candidates = sorted(n.id for n in self.nodes.values() if n.available)
+        if not candidates:
+            return False
+        if leader is not None and leader.available and self.rng.random() < 0.5:
+            victim = leader
+        else:
+            victim = self.nodes[self.rng.choice(candidates)]
+        down = sum(1 for v in voters if v in self.nodes and not self.nodes[v].available)
+        if (down + (victim.id in voters)) * 2 >= len(voters):
+            return False
+        victim.pause()
+        generation = victim.generation
+        frozen = self.rng.randint(*self.profile.partition_us)
+        self.trace.log("nemesis", "freeze %s for %d ms", victim.id, frozen // MS)
+
+        def thaw() -> None:
+            if victim.generation == generation:
+                victim.resume()
+
+        self.loop.call_later(frozen, thaw)
         return True
 
     def _partition_for(self) -> None:

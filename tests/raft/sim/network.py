@@ -117,7 +117,7 @@ class Network:
         if not self.connected(src.id, dst.id) or not dst.alive:
             self._drop(message, "link cut" if dst.alive else "peer down")
             if self.features.unreachable and self.rng.random() < self.profile.unreachable_reports:
-                src.invoke("report_unreachable", message.dst)
+                src.report("report_unreachable", message.dst)
             return
         if self.rng.random() < self.profile.drop:
             self._drop(message, "lost")
@@ -159,7 +159,7 @@ class Network:
             if src.generation == generation and src.alive:
                 self.trace.log(src.id, "snapshot %d/%d to %s: %s", meta.index, meta.term,
                                peer, "sent" if ok else "FAILED")  # fmt: skip
-                src.invoke("report_snapshot", peer, ok)
+                src.report("report_snapshot", peer, ok)
 
         low, high = self.profile.snapshot_us
         delay = self.rng.randint(low, high)

@@ -127,12 +127,19 @@ class SimNode:
         # The highest (term, index) this node told a leader it holds (APPEND_RESPONSE): in
         # that term its log may never end below it again (checkers).
         self.acked_append = (0, 0)
+        self.paused = False  # frozen (SIGSTOP): everything waits in ``_backlog``
+        self._backlog: list[Callable[[], object]] = []
 
     # -- life cycle -----------------------------------------------------------------------
 
     @property
     def alive(self) -> bool:
         return self.core is not None
+
+    @property
+    def available(self) -> bool:
+        """Running and not frozen."""
+        return self.core is not None and not self.paused
 
     def start(self) -> None:
         disk = self.disk
@@ -178,6 +185,8 @@ class SimNode:
             self.observer.on_durable(self, written)
         self.core = None
         self.generation += 1
+        self.paused = False
+        self._backlog.clear()
         self.staged.clear()
         waiters, self.waiters = self.waiters, {}
         for term, callback in waiters.values():
@@ -192,6 +201,29 @@ class SimNode:
         self.disk.wipe()
         self.acked_append = (0, 0)
 
+    def pause(self) -> None:
+        """Freeze (SIGSTOP): no ticks, no messages handled, no round goes on; everything
+        that arrives waits for ``resume``, then runs in order (the fsync in flight was done by
+        the kernel meanwhile, but its completion is seen only then)."""
+        if self.core is not None:
+            self.paused = True
+            self.trace.log(self.id, "PAUSED")
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self.trace.log(self.id, "resumed (%d waiting events)", len(self._backlog))
+        backlog, self._backlog = self._backlog, []
+        for action in backlog:
+            action()
+
+    def _deferred(self, action: Callable[[], object]) -> bool:
+        if not self.paused:
+            return False
+        self._backlog.append(action)
+        return True
+
     # -- inputs ---------------------------------------------------------------------------
 
     def _schedule_tick(self) -> None:
@@ -202,13 +234,15 @@ class SimNode:
     def _tick(self, generation: int) -> None:
         if generation != self.generation or self.core is None:
             return
+        if self._deferred(lambda: self._tick(generation)):
+            return
         self._guard(self.core.tick)
         self._schedule_tick()
         self.kick()
 
     def receive(self, message: Message, staged: SMSnapshot | None) -> None:
         core = self.core
-        if core is None:
+        if core is None or self._deferred(lambda: self.receive(message, staged)):
             return
         meta: SnapshotMeta | None = getattr(message, "snapshot", None)
         if message.kind is MessageKind.SNAPSHOT and meta is not None:
@@ -221,7 +255,7 @@ class SimNode:
     def propose(self, data: bytes, on_outcome: OutcomeCallback) -> tuple[int, int]:
         """Propose on this node's core; raises ``NotLeader`` like the core does."""
         core = self.core
-        if core is None:
+        if core is None or self.paused:  # a frozen node never answers: the client gives up
             raise NotLeader(None)
         index = core.propose(data)
         self.waiters[index] = (core.term, on_outcome)
@@ -232,7 +266,7 @@ class SimNode:
         """Run ``action`` on the live core (a read, a transfer, a membership change) and let
         the round pick up the work it made."""
         core = self.core
-        if core is None:
+        if core is None or self.paused:
             raise NotLeader(None)
         try:
             return action(core)
@@ -243,6 +277,13 @@ class SimNode:
         """Call a core method by name: one that not every core version has (the features
         decide whether it is called at all)."""
         return self.call(lambda core: getattr(core, method)(*args))
+
+    def report(self, method: str, *args: object) -> None:
+        """The driver's own report to its core (``report_snapshot``, ``report_unreachable``):
+        waits while the node is frozen; lost if it crashed."""
+        if self.core is None or self._deferred(lambda: self.report(method, *args)):
+            return
+        self.invoke(method, *args)
 
     def _guard(self, action: Callable[[], object]) -> None:
         try:
@@ -263,6 +304,8 @@ class SimNode:
     def _round(self, generation: int) -> None:
         core = self.core
         if generation != self.generation or core is None:
+            return
+        if self._deferred(lambda: self._round(generation)):
             return
         self.round_scheduled = False
         ready = core.ready()
@@ -298,6 +341,8 @@ class SimNode:
     def _synced(self, generation: int, ready: Ready) -> None:
         core = self.core
         if generation != self.generation or core is None:
+            return
+        if self._deferred(lambda: self._synced(generation, ready)):
             return
         written = self.disk.sync()
         if written:
@@ -379,6 +424,8 @@ class SimNode:
     def _snapshot_written(self, generation: int, meta: SnapshotMeta, state: SMSnapshot) -> None:
         core = self.core
         if generation != self.generation or core is None:
+            return
+        if self._deferred(lambda: self._snapshot_written(generation, meta, state)):
             return
         self.snapshot_in_flight = False
         if meta.index <= self.disk.snapshot.index:
