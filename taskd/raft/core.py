@@ -723,6 +723,12 @@ class RaftCore:
         if meta.index <= log.committed:
             self._send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
             return
+        if log.matches(meta.index, meta.term):
+            # The log already holds it (a late offer): installing would forget entries past
+            # it that this node may have acknowledged. Only the commit index moves.
+            log.commit_to(meta.index)
+            self._send(MessageKind.APPEND_RESPONSE, message.src, index=meta.index, after=meta.index)
+            return
         log.restore(meta)
         self.membership.restored(meta)
         self._drop_messages_past(meta.index)

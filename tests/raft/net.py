@@ -63,6 +63,7 @@ class Net:
                 )
             )
         self.queue: list[Message] = []
+        self.snapshot_files: dict[SnapshotMeta, list[bytes]] = {}
         self.blocked: set[tuple[str, str]] = set()  # (src, dst) links that drop everything
         self.delivered: list[Message] = []
         self.drop_if: Callable[[Message], bool] = lambda message: False
@@ -97,11 +98,10 @@ class Net:
             self.queue.extend(ready.messages)
 
     def _install(self, node: Node, meta: SnapshotMeta) -> None:
-        # The sender streamed the file of that meta: find it on any node that has it.
-        sources = [n for n in self.nodes.values() if n.snapshot == meta]
-        assert sources, f"no node holds snapshot {meta}"
+        # The sender streamed the file of that meta (it had it when it sent the offer).
+        assert meta in self.snapshot_files, f"no node ever took snapshot {meta}"
         node.snapshot = meta
-        node.snapshot_data = list(sources[0].snapshot_data)
+        node.snapshot_data = list(self.snapshot_files[meta])
         node.applied = list(node.snapshot_data)
         node.disk = []
 
@@ -113,6 +113,7 @@ class Net:
         core.compact(index, core.term_at(index))
         node.snapshot = core.log.snapshot
         node.snapshot_data = list(node.applied)
+        self.snapshot_files[node.snapshot] = node.snapshot_data
         node.disk = [e for e in node.disk if e.index > index]
         return node.snapshot
 

@@ -107,3 +107,21 @@ def test_a_joining_node_starts_from_the_snapshot_and_its_configuration() -> None
     n4 = net.nodes["n4"]
     assert n4.applied == [b"a", b"b"]
     assert n4.core.conf.voters == ("n1", "n2", "n3", "n4")
+
+
+def test_a_late_offer_of_a_snapshot_the_log_already_holds_forgets_nothing() -> None:
+    # Given a follower that holds and acknowledged entries 1..5 (sim seed 1122, 134)
+    core = RaftCore("n3", ["n1", "n2", "n3"])
+    entries = tuple(Entry(1, i, b"e") for i in range(1, 6))
+    core.step(Message(MessageKind.APPEND, "n1", "n3", 1, 0, 0, 2, entries))
+    ready = core.ready()
+    core.persisted(1, 5)
+    assert [m.index for m in ready.messages] == [5]
+    # When an older offer of a snapshot at 3 arrives (3 is ahead of its commit index, 2)
+    core.step(Message(MessageKind.SNAPSHOT, "n1", "n3", 1, 3, 1, snapshot=SnapshotMeta(3, 1)))
+    # Expect no install, the entries kept, and the commit index moved to the snapshot's
+    ready = core.ready()
+    assert ready.snapshot is None
+    assert core.last_index == 5 and core.log.committed == 3
+    (answer,) = ready.messages
+    assert (answer.index, answer.reject) == (3, False)
