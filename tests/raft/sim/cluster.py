@@ -59,12 +59,20 @@ class Setup:
         return cls(
             voters=ids[:size],
             spares=ids[size:],
-            raft=RaftConfig(election_ticks=10, heartbeat_ticks=2),
+            raft=RaftConfig(
+                election_ticks=10,
+                heartbeat_ticks=2,
+                max_append_entries=rng.choice((1, 4, 64, 1024)),
+                max_inflight=rng.choice((1, 4, 64)),
+                promote_lag=rng.choice((0, 5, 1000)),
+                pre_vote=rng.random() < 0.8,
+                check_quorum=rng.random() < 0.8,
+            ),
             timing=NodeTiming(
                 tick_us=10 * MS,
                 fsync_us=(200, rng.choice((2, 5, 15)) * MS),
                 round_us=50,
-                snapshot_every=rng.choice((20, 50, 200)),
+                snapshot_every=rng.choice((5, 20, 50, 200)),
                 snapshot_us=(1 * MS, 20 * MS),
                 torn_write=0.5,
             ),

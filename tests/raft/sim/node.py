@@ -27,6 +27,7 @@ disk holds: hard state, snapshot, entries.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,11 +146,7 @@ class SimNode:
         disk = self.disk
         self.incarnations += 1
         seed = self.rng.getrandbits(32)
-        config = RaftConfig(
-            election_ticks=self.config.election_ticks,
-            heartbeat_ticks=self.config.heartbeat_ticks,
-            seed=seed,
-        )
+        config = dataclasses.replace(self.config, seed=seed)
         kwargs: dict[str, Any] = {
             "config": config,
             "hard_state": disk.hard_state(),
