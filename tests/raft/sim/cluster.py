@@ -104,6 +104,7 @@ class Setup:
                     "one_way": 1,
                     "skew": 1,
                     "pause": 2,
+                    "disk_full": 1,
                     "transfer": 1,
                     "membership": 1,
                 },
@@ -311,6 +312,15 @@ class Simulation:
         return f"{what} within {(self.loop.now - since) / SECOND:.1f} s of healing; {roles}"
 
     def _check_acked(self) -> None:
+        failed = self.clients.failed
+        for node in self.nodes.values():
+            for command in node.sm.commands:
+                if command in failed:
+                    raise Violation(
+                        "failed write applied",
+                        f"{command!r} was applied on {node.id}, but its proposer said it was "
+                        f"not ({failed[command]})",
+                    )
         for member in self._live_members():
             node = self.nodes[member]
             counts: dict[bytes, int] = {}

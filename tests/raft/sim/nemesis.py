@@ -10,6 +10,7 @@ Theory of operation: every few tens of milliseconds the nemesis draws one action
   partition heals after a random time (a new partition replaces the old one);
 - freeze a member (often the leader) as SIGSTOP does, and thaw it later: what arrived
   meanwhile is handled then, in order;
+- fill a member's disk for a while (its writes fail with ENOSPC, see ``node``);
 - skew a node's clock: its ticks run a little faster or slower than real time;
 - transfer leadership (to a random voter or to "the most caught-up");
 - membership: add a spare node as a learner, or remove a member; nodes no configuration
@@ -78,6 +79,7 @@ class Nemesis:
             "one_way": self.one_way,
             "skew": self.skew,
             "pause": self.pause,
+            "disk_full": self.disk_full,
         }
         if features.transfer:
             self.actions["transfer"] = self.transfer
@@ -94,6 +96,7 @@ class Nemesis:
         self.network.heal()
         for node in self.nodes.values():
             node.resume()
+            node.disk_freed()
             if not node.alive and node.id in self.members():
                 node.start()
 
@@ -171,6 +174,24 @@ class Nemesis:
                 victim.resume()
 
         self.loop.call_later(frozen, thaw)
+        return True
+
+    def disk_full(self) -> bool:
+        """Fill a member's disk for a while: its next write fails (ENOSPC)."""
+        candidates = sorted(n.id for n in self.nodes.values() if n.alive and not n.disk_full)
+        if not candidates:
+            return False
+        victim = self.nodes[self.rng.choice(candidates)]
+        victim.disk_full = True
+        generation = victim.generation
+        lasting = self.rng.randint(*self.profile.partition_us) // 2
+        self.trace.log("nemesis", "%s's disk is full for %d ms", victim.id, lasting // MS)
+
+        def free() -> None:
+            if victim.generation == generation:
+                victim.disk_freed()
+
+        self.loop.call_later(lasting, free)
         return True
 
     def _partition_for(self) -> None:

@@ -128,6 +128,8 @@ class SimNode:
         # The highest (term, index) this node told a leader it holds (APPEND_RESPONSE): in
         # that term its log may never end below it again (checkers).
         self.acked_append = (0, 0)
+        self.disk_full = False  # writes fail with ENOSPC (nemesis)
+        self.write_fault = False  # a write failed: no rounds until the disk has room again
         self.paused = False  # frozen (SIGSTOP): everything waits in ``_backlog``
         self._backlog: list[Callable[[], object]] = []
 
@@ -182,7 +184,7 @@ class SimNode:
             self.observer.on_durable(self, written)
         self.core = None
         self.generation += 1
-        self.paused = False
+        self.paused = self.disk_full = self.write_fault = False
         self._backlog.clear()
         self.staged.clear()
         waiters, self.waiters = self.waiters, {}
@@ -292,7 +294,9 @@ class SimNode:
 
     def kick(self) -> None:
         core = self.core
-        if core is None or self.busy or self.round_scheduled or not core.has_ready():
+        if core is None or self.busy or self.round_scheduled or self.write_fault:
+            return
+        if not core.has_ready():
             return
         self.round_scheduled = True
         generation = self.generation
@@ -321,6 +325,9 @@ class SimNode:
             self._maybe_snapshot(core)
         for state in ready.read_states:
             self.observer.on_read_state(self, state)
+        if ready.must_sync and ready.snapshot is None and self.disk_full:
+            self._out_of_space(core)
+            return
         if ready.must_sync or ready.snapshot is not None:
             write.hard_state = ready.hard_state
             write.entries = list(ready.entries_to_persist)
@@ -354,6 +361,26 @@ class SimNode:
             self._guard(lambda: installed(meta))
         self._send(ready.messages)
         self.kick()
+
+    def _out_of_space(self, core: RaftCore) -> None:
+        """The round's write failed with ENOSPC, as the real driver handles it: the disk is
+        cut back to what was synced (nothing of this write reached it), the core forgets its
+        unpersisted entries, their proposers are told "not applied", the round's messages are
+        dropped, and no round runs until the disk has room again (``disk_freed``)."""
+        dropped = core.discard_unpersisted()
+        stable = core.log.stable
+        self.write_fault = True
+        self.trace.log(self.id, "DISK FULL: write failed, %d unpersisted entries dropped", dropped)
+        for index in sorted(i for i in self.waiters if i > stable):
+            term, callback = self.waiters.pop(index)
+            callback(FAILED, term, index)
+
+    def disk_freed(self) -> None:
+        self.disk_full = False
+        if self.write_fault:
+            self.write_fault = False
+            self.trace.log(self.id, "disk has room again: writes resume")
+            self.kick()
 
     def _send(self, messages: list[Message]) -> None:
         if self.outbox is None:
