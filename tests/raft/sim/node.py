@@ -23,6 +23,12 @@ its disk and its core.
 A crash bumps ``generation`` (so the events of the old incarnation are ignored), lets the
 disk lose its pending write, and forgets the core; ``start`` rebuilds the core from what the
 disk holds: hard state, snapshot, entries.
+
+Two more faults live here because they are the driver's business: ``pause`` freezes the node
+(SIGSTOP: its ticks, deliveries, rounds and fsync completions queue up and run in order on
+``resume``; a client asking a frozen node gives up), and ``disk_full`` makes the next write
+fail with ENOSPC, handled as the real driver does (``_out_of_space``: ``discard_unpersisted``,
+"not applied" to the proposers of the dropped entries, no rounds until ``disk_freed``).
 """
 
 from __future__ import annotations
