@@ -9,9 +9,9 @@ prefix of the in-flight write survives, as on a real disk) and rebuilds the core
 disk holds. The network (``network``) delays, drops, duplicates and reorders messages and
 cuts links; clients (``clients``) propose and read through whoever leads; a nemesis
 (``nemesis``) crashes, freezes and restarts nodes, fills their disks, partitions the network,
-skews clocks, changes the membership and transfers leadership. After EVERY event the checkers (``checkers``) verify
-Raft's safety properties; at the end (``cluster``) the network heals, every member restarts,
-and liveness and "no acknowledged write lost" are checked.
+skews clocks, changes the membership and transfers leadership. After EVERY event the
+checkers (``checkers``) verify Raft's safety properties; at the end (``cluster``) the network
+heals, every member restarts, and liveness and "no acknowledged write lost" are checked.
 
 Everything is driven by one discrete-event loop (``loop``) on a mock clock (integer
 microseconds) and one ``random.Random(seed)``: the same seed gives the same run, event for
