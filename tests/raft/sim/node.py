@@ -70,6 +70,18 @@ class CoreFailure(Exception):
     """A core raised: it found one of its own invariants broken (or the driver misused it)."""
 
 
+def _empty(ready: Ready) -> bool:
+    return not (
+        ready.hard_state
+        or ready.entries_to_persist
+        or ready.messages
+        or ready.committed_entries
+        or ready.soft_state
+        or ready.snapshot
+        or ready.read_states
+    )
+
+
 class NodeObserver(Protocol):
     """What the checkers want to see of a node, as it happens."""
 
@@ -316,6 +328,13 @@ class SimNode:
             return
         self.round_scheduled = False
         ready = core.ready()
+        if _empty(ready):
+            # kick() saw has_ready(); a driver that trusts it would spin on empty rounds.
+            raise CoreFailure(
+                f"{self.id}: has_ready() was True but ready() handed out nothing "
+                f"(commit {core.log.committed}, stable {core.log.stable}, last "
+                f"{core.log.last_index}, handed {core.log.handed})"
+            )
         if ready.soft_state is not None:
             self.trace.log(
                 self.id, "is %s (leader %s) term %d", ready.soft_state.role,
