@@ -73,7 +73,7 @@ from dataclasses import replace
 
 from taskd.errors import NotLeader
 from taskd.raft.config import RaftConfig, SplitMix64
-from taskd.raft.confstate import ConfChangeError, Membership
+from taskd.raft.confstate import ConfChangeError, Membership, changed, promoted
 from taskd.raft.election import (
     campaign,
     in_lease,
@@ -268,19 +268,7 @@ class RaftCore:
         if (add is None) == (remove is None):
             raise ConfChangeError("name exactly one member, to add or to remove")
         self._check_change_allowed()
-        conf = self.conf
-        if add is not None:
-            if add in conf:
-                raise ConfChangeError(f"{add} is already a member")
-            return self._append_conf(ConfState(conf.voters, (*conf.learners, add)))
-        assert remove is not None
-        if remove not in conf:
-            raise ConfChangeError(f"{remove} is not a member")
-        if conf.voters == (remove,):
-            raise ConfChangeError(f"cannot remove the last voter ({remove}); add another first")
-        voters = tuple(v for v in conf.voters if v != remove)
-        learners = tuple(m for m in conf.learners if m != remove)
-        return self._append_conf(ConfState(voters, learners))
+        return self._append_conf(changed(self.conf, add=add, remove=remove))
 
     def transfer_leadership(self, target: str | None = None) -> None:
         """Hand leadership to ``target`` (None: the most caught-up other voter): bring it up
@@ -661,13 +649,10 @@ class RaftCore:
             return
         if self.membership.last_change > self.log.committed or not self._commit_is_current():
             return
-        conf = self.conf
-        for learner in conf.learners:
+        for learner in self.conf.learners:
             progress = self.replication.progress.get(learner)
             if progress is not None and self._caught_up(progress):
-                voters = (*conf.voters, learner)
-                learners = tuple(m for m in conf.learners if m != learner)
-                self._append_conf(ConfState(voters, learners))
+                self._append_conf(promoted(self.conf, learner))
                 return
 
     def _caught_up(self, progress: Progress) -> bool:
