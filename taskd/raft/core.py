@@ -75,6 +75,7 @@ from taskd.errors import NotLeader
 from taskd.raft.config import RaftConfig, SplitMix64
 from taskd.raft.confstate import ConfChangeError, Membership, changed, promoted
 from taskd.raft.election import (
+    ask_pre_votes,
     campaign,
     in_lease,
     may_campaign,
@@ -214,6 +215,8 @@ class RaftCore:
             return
         if self.conf.voters == (self.id,) or self.elapsed >= self.timeout:
             start_election(self)
+        elif self.role is Role.PRE_CANDIDATE:
+            ask_pre_votes(self)  # a voter still in its lease ignored us: ask again
 
     def step(self, message: Message) -> None:
         """A message from another node, member or not (a joining node knows no one; a node
