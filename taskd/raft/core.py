@@ -381,12 +381,11 @@ class RaftCore:
 
     def snapshot_installed(self, meta: SnapshotMeta) -> None:
         """The driver restored the state machine from the snapshot handed out in
-        ``Ready.snapshot`` and made it the durable base of its log."""
-        if self._installing is not None and meta != self._installing:
-            raise ValueError(
-                f"snapshot_installed({meta}) but the snapshot handed out is {self._installing}"
-            )
-        self._installing = None
+        ``Ready.snapshot`` and made it the durable base of its log. (The core's log restarted
+        at it when it was accepted; this only closes the hand-over. A report for a snapshot
+        other than the one handed out last is ignored.)"""
+        if meta == self._installing:
+            self._installing = None
 
     # -- outputs --------------------------------------------------------------------------
 
