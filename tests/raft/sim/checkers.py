@@ -19,6 +19,8 @@ work (never a rescan of every log after every event):
 - state machine safety: the entry applied at each index, and the state machine's chain hash
   after it, are the same on every node (and a restored snapshot's chain matches what was
   applied at its index); a command applied twice on one node is a violation;
+- commit on a durable majority: when a leader's commit index moves, a majority of the
+  voters of its configuration hold that entry on disk (learners never count);
 - acknowledged appends stay: once a node answered a leader of term t that it holds up to
   index i, its log does not end below i while its term is still t (crashes included: the
   answer went out only after the fsync);
@@ -29,8 +31,6 @@ A violation raises ``Violation`` naming the invariant, which ends the run with i
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from taskd.raft import Entry, EntryKind, RaftCore, ReadState
 from tests.raft.sim.node import SimNode
@@ -57,6 +57,11 @@ def _log_entry(core: RaftCore, index: int) -> Entry | None:
     return found[0] if found else None
 
 
+def _holds(node: SimNode, entry: Entry) -> bool:
+    disk = node.disk
+    return disk.snapshot.index >= entry.index or disk.term_at(entry.index) == entry.term
+
+
 class SafetyChecker:
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
@@ -70,6 +75,7 @@ class SafetyChecker:
         self.last_conf_change: Entry | None = None  # the latest committed CONF_CHANGE
         self.reads_checked = 0
         self._seen_commit: dict[str, tuple[int, int]] = {}  # node -> (incarnation, index)
+        self._voters_seen: dict[str, tuple[str, ...]] = {}  # leader -> its voters last seen
 
     # -- NodeObserver ---------------------------------------------------------------------
 
@@ -152,14 +158,17 @@ class SafetyChecker:
 
     # -- after every event ----------------------------------------------------------------
 
-    def after_event(self, nodes: Iterable[SimNode]) -> None:
-        live = [node for node in nodes if node.core is not None]
+    def after_event(self, everyone: dict[str, SimNode]) -> None:
+        live = [node for node in everyone.values() if node.core is not None]
         for node in live:
             core = node.core
             assert core is not None
             if node.is_leader():
                 self._check_leader(node, core)
-            self._check_commit(node, core, live)
+            self._check_commit(node, core, live, everyone)
+            if node.is_leader():
+                conf = getattr(core, "conf", None)
+                self._voters_seen[node.id] = conf.voters if conf is not None else node.bootstrap
             term, index = node.acked_append
             if term == core.term and core.log.last_index < index:
                 raise Violation(
@@ -195,7 +204,9 @@ class SafetyChecker:
                 f"{_entry(entry)} was committed in term {self.commit_term[entry.index]}",
             )
 
-    def _check_commit(self, node: SimNode, core: RaftCore, live: list[SimNode]) -> None:
+    def _check_commit(
+        self, node: SimNode, core: RaftCore, live: list[SimNode], everyone: dict[str, SimNode]
+    ) -> None:
         incarnation, seen = self._seen_commit.get(node.id, (-1, 0))
         if incarnation != node.incarnations:
             seen = core.log.offset
@@ -235,4 +246,32 @@ class SafetyChecker:
                     if other is not node and other_core is not None and other.is_leader():
                         if other_core.term > core.term:
                             self._check_holds(other, other_core, entry, other_core.term)
+        if leading:
+            self._check_durable_quorum(node, core, commit, everyone)
         self._seen_commit[node.id] = (node.incarnations, commit)
+
+    def _check_durable_quorum(
+        self, node: SimNode, core: RaftCore, index: int, everyone: dict[str, SimNode]
+    ) -> None:
+        """A leader just committed up to ``index``: a majority of its configuration's voters
+        must hold that entry on DISK now (an acknowledgement is sent only after the fsync, so
+        a correct leader can count only durable copies; learners never count)."""
+        entry = self.committed[index]
+        conf = getattr(core, "conf", None)
+        voters = tuple(conf.voters) if conf is not None else tuple(node.bootstrap)
+        # The configuration may have changed within this event, after the commit was decided
+        # (a promotion appended right after an answer moved the commit): the one seen after
+        # the previous event counts too.
+        before = self._voters_seen.get(node.id, voters)
+        self._voters_seen[node.id] = voters
+        holders = {
+            voter
+            for voter in {*voters, *before}
+            if voter in everyone and _holds(everyone[voter], entry)
+        }
+        if not any(len(holders & set(c)) * 2 > len(c) for c in (voters, before)):
+            raise Violation(
+                "commit on a durable majority",
+                f"{node.id} (leader of term {core.term}) committed {_entry(entry)}, but only "
+                f"{sorted(holders)} of the voters {sorted(voters)} hold it on disk",
+            )
