@@ -21,6 +21,8 @@ work (never a rescan of every log after every event):
   applied at its index); a command applied twice on one node is a violation;
 - commit on a durable majority: when a leader's commit index moves, a majority of the
   voters of its configuration hold that entry on disk (learners never count);
+- one membership change at a time: a leader's log never holds two configuration changes
+  above the highest commit index any node has reached;
 - acknowledged appends stay: once a node answered a leader of term t that it holds up to
   index i, its log does not end below i while its term is still t (crashes included: the
   answer went out only after the fsync);
@@ -73,9 +75,12 @@ class SafetyChecker:
         self.chain: dict[int, bytes] = {}
         self.read_floor: dict[object, int] = {}
         self.last_conf_change: Entry | None = None  # the latest committed CONF_CHANGE
+        self.max_committed = 0
         self.reads_checked = 0
         self._seen_commit: dict[str, tuple[int, int]] = {}  # node -> (incarnation, index)
         self._voters_seen: dict[str, tuple[str, ...]] = {}  # leader -> its voters last seen
+        # leader -> (term, log end scanned, indexes of its CONF_CHANGE entries above its offset)
+        self._conf_entries: dict[str, tuple[int, int, list[int]]] = {}
 
     # -- NodeObserver ---------------------------------------------------------------------
 
@@ -167,6 +172,7 @@ class SafetyChecker:
                 self._check_leader(node, core)
             self._check_commit(node, core, live, everyone)
             if node.is_leader():
+                self._check_one_change_at_a_time(node, core)
                 conf = getattr(core, "conf", None)
                 self._voters_seen[node.id] = conf.voters if conf is not None else node.bootstrap
             term, index = node.acked_append
@@ -191,6 +197,30 @@ class SafetyChecker:
         for index, entry in self.committed.items():
             if self.commit_term.get(index, term) < term:
                 self._check_holds(node, core, entry, term)
+
+    def _check_one_change_at_a_time(self, node: SimNode, core: RaftCore) -> None:
+        """A leader's log holds at most one configuration change that is not known to be
+        committed: a change is appended only once the previous one committed (so its commit
+        was seen, after the event that made it, before the next could be appended)."""
+        log = core.log
+        term, scanned, found = self._conf_entries.get(node.id, (-1, log.offset, []))
+        if term != core.term or scanned > log.last_index:
+            scanned, found = log.offset, []
+        if log.last_index > scanned:
+            for entry in log.slice(scanned + 1, log.last_index):
+                if entry.kind is EntryKind.CONF_CHANGE:
+                    found.append(entry.index)
+            scanned = log.last_index
+        committed = self.max_committed
+        found = [index for index in found if index > log.offset]
+        self._conf_entries[node.id] = (core.term, scanned, found)
+        pending = [index for index in found if index > committed]
+        if len(pending) > 1:
+            raise Violation(
+                "one membership change at a time",
+                f"{node.id} (leader of term {core.term}) holds configuration changes at "
+                f"{pending}, none of them known to be committed (highest commit {committed})",
+            )
 
     def _check_holds(self, node: SimNode, core: RaftCore, entry: Entry, term: int) -> None:
         if entry.index <= core.log.offset:
@@ -224,6 +254,7 @@ class SafetyChecker:
             known = self.committed.get(index)
             if known is None:
                 self.committed[index] = entry
+                self.max_committed = max(self.max_committed, index)
                 if entry.kind is EntryKind.CONF_CHANGE and (
                     self.last_conf_change is None or index > self.last_conf_change.index
                 ):
