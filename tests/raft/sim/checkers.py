@@ -173,8 +173,7 @@ class SafetyChecker:
             self._check_commit(node, core, live, everyone)
             if node.is_leader():
                 self._check_one_change_at_a_time(node, core)
-                conf = getattr(core, "conf", None)
-                self._voters_seen[node.id] = conf.voters if conf is not None else node.bootstrap
+                self._voters_seen[node.id] = core.conf.voters
             term, index = node.acked_append
             if term == core.term and core.log.last_index < index:
                 raise Violation(
@@ -288,8 +287,7 @@ class SafetyChecker:
         must hold that entry on DISK now (an acknowledgement is sent only after the fsync, so
         a correct leader can count only durable copies; learners never count)."""
         entry = self.committed[index]
-        conf = getattr(core, "conf", None)
-        voters = tuple(conf.voters) if conf is not None else tuple(node.bootstrap)
+        voters = core.conf.voters
         # The configuration may have changed within this event, after the commit was decided
         # (a promotion appended right after an answer moved the commit): the one seen after
         # the previous event counts too.

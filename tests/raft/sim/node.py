@@ -37,7 +37,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from taskd.errors import NotLeader
 from taskd.raft import (
@@ -167,16 +167,17 @@ class SimNode:
         self.incarnations += 1
         seed = self.rng.getrandbits(32)
         config = dataclasses.replace(self.config, seed=seed)
-        kwargs: dict[str, Any] = {
-            "config": config,
-            "hard_state": disk.hard_state(),
-            "snapshot": disk.snapshot,
-            "entries": list(disk.entries),
-        }
         self.sm = ChainStateMachine(disk.sm)
         if disk.sm is not None:
             self.observer.on_restore(self, disk.sm)
-        self.core = self.core_class(self.id, self.bootstrap, **kwargs)
+        self.core = self.core_class(
+            self.id,
+            self.bootstrap,
+            config=config,
+            hard_state=disk.hard_state(),
+            snapshot=disk.snapshot,
+            entries=list(disk.entries),
+        )
         self.busy = self.round_scheduled = self.snapshot_in_flight = False
         self.trace.log(
             self.id,
@@ -261,7 +262,7 @@ class SimNode:
         core = self.core
         if core is None or self._deferred(lambda: self.receive(message, staged)):
             return
-        meta: SnapshotMeta | None = getattr(message, "snapshot", None)
+        meta = message.snapshot
         if message.kind is MessageKind.SNAPSHOT and meta is not None:
             if staged is None:
                 return  # the file did not arrive whole: the driver never steps the message
@@ -290,17 +291,12 @@ class SimNode:
         finally:
             self.kick()
 
-    def invoke(self, method: str, *args: object) -> object:
-        """Call a core method by name: one that not every core version has (the features
-        decide whether it is called at all)."""
-        return self.call(lambda core: getattr(core, method)(*args))
-
-    def report(self, method: str, *args: object) -> None:
+    def report(self, action: Callable[[RaftCore], object]) -> None:
         """The driver's own report to its core (``report_snapshot``, ``report_unreachable``):
         waits while the node is frozen; lost if it crashed."""
-        if self.core is None or self._deferred(lambda: self.report(method, *args)):
+        if self.core is None or self._deferred(lambda: self.report(action)):
             return
-        self.invoke(method, *args)
+        self.call(action)
 
     def _guard(self, action: Callable[[], object]) -> None:
         try:
@@ -381,9 +377,8 @@ class SimNode:
             last = ready.entries_to_persist[-1]
             self._guard(lambda: core.persisted(last.term, last.index))
         if ready.snapshot is not None:
-            installed = getattr(core, "snapshot_installed")  # noqa: B009  # not in every core
             meta = ready.snapshot
-            self._guard(lambda: installed(meta))
+            self._guard(lambda: core.snapshot_installed(meta))
         self._send(ready.messages)
         self.kick()
 
