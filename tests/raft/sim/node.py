@@ -2,11 +2,12 @@
 trio driver drives them (contract §1).
 
 Theory of operation: the node runs *rounds*, one at a time. A round takes the core's
-``Ready``; installs its snapshot if it names one (the state machine is restored from the file
-the network staged when the SNAPSHOT arrived); applies its committed entries (``NORMAL`` ones
-to the state machine, Raft's own skipped) and calls ``advance``; then, when ``must_sync``,
-hands the hard state and entries to the disk as a pending write and waits for the fsync event.
-When the fsync completes (and only then) the write is durable, ``persisted(term, index)`` and
+``Ready`` (at most ``max_batch`` new entries, as the real driver caps a round); installs its
+snapshot if it names one (the state machine is restored from the file the network staged when
+the SNAPSHOT arrived); applies its committed entries (``NORMAL`` ones to the state machine,
+Raft's own skipped) and calls ``advance``; then, when ``must_sync``, hands the hard state and
+entries to the disk as a pending write and waits for the fsync event. When the fsync
+completes (and only then) the write is durable, ``persisted(term, index)`` and
 ``snapshot_installed`` are called and the round's messages are sent. While a fsync is in
 flight the core keeps taking ticks and messages (as in the real driver, where they come from
 other tasks); their work waits for the next round.
@@ -103,6 +104,7 @@ class NodeTiming:
     snapshot_every: int  # applied entries between local snapshots (0: never)
     snapshot_us: tuple[int, int]  # latency of writing a snapshot file
     torn_write: float  # probability that a crash keeps a prefix of the pending write
+    max_batch: int | None = None  # new entries a round persists at most (the driver's cap)
 
 
 class SimNode:
@@ -323,7 +325,7 @@ class SimNode:
         if self._deferred(lambda: self._round(generation)):
             return
         self.round_scheduled = False
-        ready = core.ready()
+        ready = core.ready(self.timing.max_batch)
         if _empty(ready):
             # kick() saw has_ready(); a driver that trusts it would spin on empty rounds.
             raise CoreFailure(

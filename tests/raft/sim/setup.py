@@ -58,6 +58,7 @@ class Setup:
                 snapshot_every=rng.choice((5, 20, 50, 200)),
                 snapshot_us=(1 * MS, 20 * MS),
                 torn_write=0.5,
+                max_batch=rng.choice((None, None, 1, 8, 64)),
             ),
             network=NetworkProfile(
                 delay_us=(100, rng.choice((2, 10, 30)) * MS),
