@@ -445,9 +445,9 @@ class RaftCore:
             else:
                 role = "learner" if member in learners else Role.FOLLOWER.value
             members.append(MemberStatus(member, role, match, reachable))
-        own_role = self.role.value
-        if self.role is Role.FOLLOWER and self.id in learners:
-            own_role = "learner"
+        # design.md §3 names three roles: a pre-candidate is campaigning, so "candidate" (a
+        # learner shows as such in ``members``).
+        own_role = Role.CANDIDATE.value if self.role is Role.PRE_CANDIDATE else self.role.value
         return RaftStatus(
             id=self.id,
             role=own_role,
