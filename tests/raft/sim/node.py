@@ -220,6 +220,11 @@ class SimNode:
             raise AssertionError(f"{self.id}: wipe a running node")
         self.disk.wipe()
         self.acked_append = (0, 0)
+        # It comes back as a joining node (``--join``): restarted with the original ``--peers``
+        # and an empty disk it would be a voter with no log and no vote, able to win an
+        # election in the bootstrap configuration (seed 3289, harsh: an operator error that
+        # Raft cannot guard against, not a core bug).
+        self.bootstrap = ()
 
     def pause(self) -> None:
         """Freeze (SIGSTOP): no ticks, no messages handled, no round goes on; everything
