@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
-from taskd.errors import NotLeader, Unavailable
+from taskd.errors import Unavailable
 from taskd.raft.types import Message, SnapshotMeta
 from taskd.store.raft import wire
 
@@ -70,10 +70,13 @@ class Inbox(Protocol):
 
     async def change_membership(self, add: str | None, remove: str | None) -> None: ...
 
-    async def transfer_leadership(self, target: str | None, timeout: float) -> None: ...
+    async def transfer_leadership(self, target: str | None, patience: float) -> None: ...
 
     def unreachable(self, peer: str) -> None:
         """Something sent to ``peer`` could not be delivered."""
+
+    def member_ids(self) -> Collection[str]:
+        """Who may call this node's internal service."""
 
 
 class Transport(Protocol):
@@ -90,11 +93,11 @@ class Transport(Protocol):
     async def send_snapshot(self, peer: str, term: int, meta: SnapshotMeta, path: Path) -> None:
         """Stream the snapshot file to ``peer``; raises ``Unavailable`` if it did not land."""
 
-    async def change_membership(self, leader: str, add: str | None, remove: str | None) -> None:
-        ...
+    async def change_membership(self, leader: str, add: str | None, remove: str | None) -> None: ...
 
-    async def transfer_leadership(self, leader: str, target: str | None, timeout: float) -> None:
-        ...
+    async def transfer_leadership(
+        self, leader: str, target: str | None, patience: float
+    ) -> None: ...
 
 
 class MemoryNetwork:
@@ -211,9 +214,5 @@ class MemoryTransport:
     async def change_membership(self, leader: str, add: str | None, remove: str | None) -> None:
         await self._peer_inbox(leader).change_membership(add, remove)
 
-    async def transfer_leadership(self, leader: str, target: str | None, timeout: float) -> None:
-        await self._peer_inbox(leader).transfer_leadership(target, timeout)
-
-
-def not_leader(hint: str | None) -> NotLeader:
-    return NotLeader(hint)
+    async def transfer_leadership(self, leader: str, target: str | None, patience: float) -> None:
+        await self._peer_inbox(leader).transfer_leadership(target, patience)
