@@ -50,6 +50,7 @@ class Cluster:
         self.snapshot_every = snapshot_every
         self.store_options = store_options
         self.members: dict[str, Member] = {}
+        self._prepared: dict[str, Member] = {}
 
     def make(self, node_id: str, *, join: bool = False) -> Member:
         machine = AppendLog()
@@ -62,13 +63,20 @@ class Cluster:
             transport=self._transport(node_id),
             snapshot_every=self.snapshot_every,
             tick_seconds=TICK,
-            raft_config=RaftConfig(election_ticks=10, heartbeat_ticks=2, seed=zlib.crc32(node_id.encode())),
+            raft_config=RaftConfig(
+                election_ticks=10, heartbeat_ticks=2, seed=zlib.crc32(node_id.encode())
+            ),
             **self.store_options,  # type: ignore[arg-type]  # test knobs, by name
         )
         return Member(node_id, store, machine)
 
+    def prepare(self, node_id: str, *, join: bool = False) -> Member:
+        """Make a member now (to mount its handlers), start it later with ``start``."""
+        member = self._prepared[node_id] = self.make(node_id, join=join)
+        return member
+
     async def start(self, node_id: str, *, join: bool = False) -> Member:
-        member = self.make(node_id, join=join)
+        member = self._prepared.pop(node_id, None) or self.make(node_id, join=join)
         self.members[node_id] = member
 
         async def run(task_status: trio.TaskStatus[None]) -> None:

@@ -19,7 +19,9 @@ IDS = ["n1", "n2", "n3"]
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path, ids: list[str] = IDS, **options: object) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path, ids: list[str] = IDS, **options: object
+) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
         c = Cluster(nursery, tmp_path, ids, **options)  # type: ignore[arg-type]
         await c.start_all()
