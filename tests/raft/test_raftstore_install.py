@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from taskd.raft.types import Entry, HardState, SnapshotMeta
-from taskd.store.raft import disklog
 from taskd.store.raft.disklog import DiskLog, encode_snapshot, parse_snapshot, snapshot_name
 
 META = SnapshotMeta(50, 3, ("a:1", "b:1", "c:1"), ("d:1",))
@@ -130,7 +129,7 @@ def test_every_crash_state_of_an_install_recovers(
         if crash_after == "mark" and (tmp_path / "raft" / snapshot_name(META)).exists():
             raise Crash
 
-    monkeypatch.setattr(disklog.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(Path, "unlink", unlink)
     monkeypatch.setattr(disk._mark, "sync", mark_sync)
     # When the install stops at that point (a crash: nothing more is written)

@@ -7,12 +7,12 @@ page cache) and start it again on the same directory.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
-import zlib
 
 from taskd.raft.core import RaftConfig
 from taskd.store.raft import RaftStore
@@ -124,3 +124,12 @@ class Cluster:
                 if all(i == items[0] for i in items) and len(set(indexes)) == 1:
                     return
                 await trio.sleep(TICK)
+
+
+async def eventually(predicate: Callable[[], bool], *, patience: float = 5.0) -> None:
+    """Return once ``predicate()`` holds (polled every tick); fail after ``patience``."""
+    with trio.fail_after(patience):
+        while True:
+            if predicate():
+                return
+            await trio.sleep(TICK)

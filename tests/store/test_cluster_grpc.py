@@ -5,9 +5,10 @@ batches, forwards, read index, snapshots streamed as chunks, refused callers; th
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -19,7 +20,7 @@ from taskd.raft.types import Message, MessageKind, SnapshotMeta
 from taskd.store.raft import wire
 from taskd.store.raft.grpctransport import GrpcTransport, RaftService
 from taskd.store.raft.transport import ChunkSource, PeerUnreachable
-from tests.store.cluster import Cluster
+from tests.store.cluster import Cluster, eventually
 
 _ports = itertools.count(21000)
 
@@ -76,7 +77,7 @@ class FakeInbox:
 
 
 @asynccontextmanager
-async def grpc_server(handlers: list[object], at: int) -> AsyncIterator[Server]:
+async def grpc_server(handlers: Sequence[Any], at: int) -> AsyncIterator[Server]:
     server = Server(handlers)
     await trio_asyncio.aio_as_trio(server.start)("127.0.0.1", at)
     try:
@@ -156,9 +157,7 @@ async def test_an_unreachable_peer_is_reported() -> None:
             await nursery.start(transport.serve, inbox)
             dead = f"127.0.0.1:{port()}"
             transport.send(dead, [Message(MessageKind.HEARTBEAT, "127.0.0.1:1", dead, 1)])
-            with trio.fail_after(5):
-                while not inbox.unreachable_peers:
-                    await trio.sleep(0.01)
+            await eventually(lambda: bool(inbox.unreachable_peers))
             with pytest.raises(PeerUnreachable):
                 await transport.forward(dead, wire.encode_commands([b"a"]))
             nursery.cancel_scope.cancel()

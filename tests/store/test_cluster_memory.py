@@ -13,7 +13,7 @@ import trio
 
 from taskd.errors import NotLeader, Unavailable
 from taskd.raft.confstate import ConfChangeError
-from tests.store.cluster import Cluster
+from tests.store.cluster import Cluster, eventually
 
 IDS = ["n1", "n2", "n3"]
 
@@ -107,9 +107,8 @@ async def test_a_partitioned_leader_loses_leadership_and_the_majority_goes_on(
         others = [i for i in IDS if i != leader.id]
         new = await c.leader(among=others)
         await new.store.propose(b"majority")
-        with trio.fail_after(5):  # check-quorum: the old leader steps down by itself
-            while leader.store.leadership.term is not None:
-                await trio.sleep(0.01)
+        # check-quorum: the old leader steps down by itself
+        await eventually(lambda: leader.store.leadership.term is None)
         c.network.heal()
         await c.converged()
         assert leader.machine.items == [b"before", b"majority"]
@@ -142,14 +141,13 @@ async def test_members_are_added_and_removed(tmp_path: Path) -> None:
         await follower.store.add_member("n4")  # from a follower: forwarded to the leader
         await c.converged()
         assert joiner.machine.items == [b"x"]
-        with trio.fail_after(5):  # promoted to voter once caught up
-            while "n4" not in leader.store._core.conf.voters:  # type: ignore[union-attr]
-                await trio.sleep(0.01)
+        core = leader.store._core
+        assert core is not None
+        await eventually(lambda: "n4" in core.conf.voters)  # promoted once caught up
         with pytest.raises(ConfChangeError):
             await leader.store.add_member("n4")
         await leader.store.remove_member("n4")
-        core = leader.store._core
-        assert core is not None and "n4" not in core.conf.voters
+        assert "n4" not in core.conf.voters
 
 
 async def test_leadership_is_transferred_on_request(tmp_path: Path) -> None:
@@ -193,10 +191,6 @@ async def test_status_and_readiness(tmp_path: Path) -> None:
         assert status.role == "leader" and status.leader == leader.id
         assert {m.id for m in status.members} == set(IDS)
         follower = c.followers(leader)[0]
-        with trio.fail_after(5):
-            while follower.store.not_ready_reason() is not None:
-                await trio.sleep(0.01)
+        await eventually(lambda: follower.store.not_ready_reason() is None)
         c.network.isolate(follower.id, IDS)
-        with trio.fail_after(5):
-            while follower.store.not_ready_reason() is None:
-                await trio.sleep(0.01)
+        await eventually(lambda: follower.store.not_ready_reason() is not None)
