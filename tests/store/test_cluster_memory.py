@@ -143,8 +143,11 @@ async def test_members_are_added_and_removed(tmp_path: Path) -> None:
         assert joiner.machine.items == [b"x"]
         core = leader.store._core
         assert core is not None
-        await eventually(lambda: "n4" in core.conf.voters)  # promoted once caught up
-        with pytest.raises(ConfChangeError):
+        # promoted by the leader once caught up (its own conf change, committed)
+        await eventually(
+            lambda: "n4" in core.conf.voters and core.log.committed == core.last_index
+        )
+        with pytest.raises(ConfChangeError, match="already a member"):
             await leader.store.add_member("n4")
         await leader.store.remove_member("n4")
         assert "n4" not in core.conf.voters
