@@ -103,10 +103,11 @@ class _Peer:
         host, port = split_address(transport.routes.get(peer, peer))
         self.channel = Channel(host, port, config=_CLIENT_CONFIG)
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(_QUEUE)
+        self.closed = False  # the transport stopped: the pump ends
 
     async def pump(self) -> None:
         backoff = _BACKOFF_MIN
-        while True:
+        while not self.closed:
             blob = await self.queue.get()
             try:
                 async with self.channel.request(
@@ -116,9 +117,9 @@ class _Peer:
                     pb.SendAck,
                     metadata=self.transport.metadata,
                 ) as stream:
-                    await asyncio.wait_for(
-                        stream.send_message(pb.MessageBatch(blob=blob)), _SEND_TIMEOUT
-                    )
+                    # (asyncio.timeout, not wait_for: wait_for of 3.11 can swallow a cancel)
+                    async with asyncio.timeout(_SEND_TIMEOUT):
+                        await stream.send_message(pb.MessageBatch(blob=blob))
                     backoff = _BACKOFF_MIN
                     # The peer answers only when the stream ends: an answer (or an error) now
                     # means it refused or went away, which writes alone may never show.
@@ -137,13 +138,14 @@ class _Peer:
                             if ended.done():
                                 ended.result()  # raises what ended the stream
                                 raise StreamTerminatedError("the peer ended the Send stream")
-                            await asyncio.wait_for(
-                                stream.send_message(pb.MessageBatch(blob=getting.result())),
-                                _SEND_TIMEOUT,
-                            )
+                            async with asyncio.timeout(_SEND_TIMEOUT):
+                                await stream.send_message(pb.MessageBatch(blob=getting.result()))
                     finally:
                         ended.cancel()
             except Exception as exc:  # any failure of the stream: report, back off, reconnect
+                task = asyncio.current_task()
+                if self.closed or (task is not None and task.cancelling()):
+                    raise  # grpclib may turn our cancellation into a stream error
                 try:
                     self.transport.failed(self.peer, exc)
                     while not self.queue.empty():
@@ -205,6 +207,8 @@ class GrpcTransport:
         finally:
             self._inbox = None
             pumps = list(self._pumps.values())
+            for peer in self._peers.values():
+                peer.closed = True
             for task in pumps:
                 task.cancel()
             if pumps:  # let them end before the asyncio loop may close
