@@ -5,6 +5,7 @@ batches, forwards, read index, snapshots streamed as chunks, refused callers; th
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,14 +23,23 @@ from taskd.store.raft.grpctransport import GrpcTransport, RaftService
 from taskd.store.raft.transport import ChunkSource, PeerUnreachable
 from tests.store.cluster import Cluster, eventually
 
-_ports = itertools.count(21000)
+_ports = iter(range(21000, 22000))
 
 # Real clocks: elections take a few hundred milliseconds.
 pytestmark = pytest.mark.slow
 
 
 def port() -> int:
-    return next(_ports)
+    """The next port of this area's range (21000-21999) that is free now."""
+    for candidate in _ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        return candidate
+    raise RuntimeError("no free port left in 21000-21999")
 
 
 class FakeInbox:
@@ -200,16 +210,14 @@ async def test_an_unreachable_peer_is_reported() -> None:
 
 async def test_three_stores_over_grpc_elect_replicate_and_forward(tmp_path: Path) -> None:
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        base = port()
-        for _ in range(3):
-            port()
-        ids = [f"127.0.0.1:{base + i}" for i in range(3)]
+        ids = [f"127.0.0.1:{port()}" for _ in range(3)]
         c = Cluster(nursery, tmp_path, ids, transport=lambda i: GrpcTransport(i))
         handlers = [c.prepare(i).store.grpc_handlers() for i in ids]
+        at = [int(i.rsplit(":", 1)[1]) for i in ids]
         async with (
-            grpc_server(handlers[0], base),
-            grpc_server(handlers[1], base + 1),
-            grpc_server(handlers[2], base + 2),
+            grpc_server(handlers[0], at[0]),
+            grpc_server(handlers[1], at[1]),
+            grpc_server(handlers[2], at[2]),
         ):
             await c.start_all()
             leader = await c.leader()
@@ -227,10 +235,7 @@ async def test_over_grpc_with_a_secret_a_killed_leader_is_replaced_and_nothing_i
     tmp_path: Path,
 ) -> None:
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        base = port()
-        for _ in range(3):
-            port()
-        ids = [f"127.0.0.1:{base + i}" for i in range(3)]
+        ids = [f"127.0.0.1:{port()}" for _ in range(3)]
         c = Cluster(
             nursery, tmp_path, ids, transport=lambda i: GrpcTransport(i, cluster_secret="s3cret")
         )
