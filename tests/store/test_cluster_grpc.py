@@ -4,7 +4,6 @@ batches, forwards, read index, snapshots streamed as chunks, refused callers; th
 
 from __future__ import annotations
 
-import itertools
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
