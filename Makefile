@@ -29,6 +29,7 @@ SEED ?= 1
 SEEDS ?= 1
 STEPS ?= 3000
 VERBOSE ?=
+PROFILE ?= default
 
 .PHONY: help venv run test build smoke proto proto-check lint bench sim clean distclean
 
@@ -40,7 +41,7 @@ help:
 	@echo "make smoke        test the built dist/taskd (tests/build)"
 	@echo "make proto        regenerate taskd/api from the .proto files; proto-check: is it current?"
 	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
-	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [VERBOSE=1]"
+	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [PROFILE=harsh] [VERBOSE=1]"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
 venv: $(STAMP)
@@ -104,7 +105,7 @@ bench: venv
 # Replays one seed exactly; a failure prints the tail of its trace (VERBOSE=1: all of it).
 sim: venv
 	$(BIN)/python -m tests.raft.sim --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) \
-		$(if $(VERBOSE),--verbose)
+		--profile $(PROFILE) $(if $(VERBOSE),--verbose)
 
 clean:
 	rm -rf dist build/work .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
