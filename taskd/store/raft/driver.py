@@ -77,6 +77,7 @@ limits bound them today).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -104,7 +105,7 @@ from taskd.store.leadership import Leadership
 from taskd.store.raft import diskfault, wire
 from taskd.store.raft.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
 from taskd.store.raft.forwarding import EarlyResults, Forwarded, Forwarder
-from taskd.store.raft.grpctransport import GrpcTransport
+from taskd.store.raft.grpctransport import BATCH_BYTES, GrpcTransport
 from taskd.store.raft.snapshotter import start_child, wait_child
 from taskd.store.raft.transport import ChunkSource, Transport
 from taskd.store.statemachine import StateMachine
@@ -208,7 +209,11 @@ class RaftStore:
         self.max_batch = max_batch
         self.accept_data_loss = accept_data_loss
         self.segment_bytes = segment_bytes
-        self.raft_config = raft_config or RaftConfig(seed=zlib.crc32(node_id.encode()))
+        config = raft_config or RaftConfig(seed=zlib.crc32(node_id.encode()))
+        if isinstance(transport, GrpcTransport) and config.max_append_bytes > BATCH_BYTES:
+            # an APPEND must fit the gRPC message limit of the node (grpctransport.BATCH_BYTES)
+            config = dataclasses.replace(config, max_append_bytes=BATCH_BYTES)
+        self.raft_config = config
         self.tick_seconds = tick_seconds
         self.fsync_rounds = 0  # write+fsync rounds so far: proposals per round = batching
         self.snapshots_written = 0

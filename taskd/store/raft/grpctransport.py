@@ -67,6 +67,9 @@ log = logging.getLogger("taskd.raft.transport")
 SECRET_HEADER = "x-taskd-cluster-secret"
 _SERVICE = "/taskd.internal.v1.Raft/"
 _QUEUE = 256  # message batches queued per peer before new ones are dropped
+# Entry bytes per MessageBatch (and the most a leader puts in one APPEND, see RaftStore): well
+# under the node's default --max-payload (1 MiB), which its gRPC server applies to bytes fields.
+BATCH_BYTES = 512 * 1024
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
 _CALL_TIMEOUT = 3.0  # seconds for a unary call (forward, read index)
@@ -239,8 +242,10 @@ class GrpcTransport:
             self._pumps[dst] = asyncio.get_event_loop().create_task(
                 peer.pump(), name=f"raft-send {self.node_id} -> {dst}"
             )
-        with contextlib.suppress(asyncio.QueueFull):  # Raft tolerates a lost batch
-            peer.queue.put_nowait(wire.encode_batch(self.node_id, dst, messages))
+        encode, node_id = wire.encode_batch, self.node_id
+        for part in _parts(messages):
+            with contextlib.suppress(asyncio.QueueFull):  # Raft tolerates a lost batch
+                peer.queue.put_nowait(encode(node_id, dst, part))
 
     def failed(self, peer: str, exc: BaseException) -> None:
         reason = _describe(exc)
@@ -371,6 +376,31 @@ class GrpcTransport:
     def handlers(self, inbox: Any) -> list[Any]:
         """The internal service for the node's gRPC server."""
         return [RaftService(inbox, self.cluster_secret)]
+
+
+def _parts(messages: Sequence[Message]) -> list[Sequence[Message]]:
+    """Split a round's messages for one peer so that no ``MessageBatch`` carries much more than
+    ``BATCH_BYTES`` of entries (the node's gRPC server refuses bytes fields over its
+    --max-payload); a single message larger than that still goes, alone."""
+    size = 0
+    for message in messages:
+        for entry in message.entries:
+            size += len(entry.data)
+    if size <= BATCH_BYTES:
+        return [messages]
+    parts: list[Sequence[Message]] = []
+    part: list[Message] = []
+    size = 0
+    for message in messages:
+        weight = sum(len(entry.data) for entry in message.entries)
+        if part and size + weight > BATCH_BYTES:
+            parts.append(part)
+            part, size = [], 0
+        part.append(message)
+        size += weight
+    if part:
+        parts.append(part)
+    return parts
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
