@@ -236,6 +236,7 @@ class RaftStore:
         self._early = EarlyResults()
         self._forwarder: Forwarder | None = None
         self._remote_reads: list[_Read] = []  # follower barriers waiting for a ReadIndex call
+        self.read_index_calls = 0  # ReadIndex calls a follower made: barriers per call = batching
         self._remote_read_work = trio.Event()
         self._leader_seen = trio.Event()  # set (and replaced) when the known leader changes
         self._staged: dict[tuple[int, int], Path] = {}  # received snapshots, by (index, term)
@@ -416,6 +417,7 @@ class RaftStore:
                 leader = await self._leader_or_wait(self.leader_wait)
                 if leader is None:
                     raise NotLeader(None)
+                self.read_index_calls += 1
                 if leader == self.node_id:
                     index = await self.read_index()
                 else:
