@@ -790,7 +790,11 @@ class RaftStore:
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state)
         if ready.snapshot is not None:
-            await self._install_snapshot(core, disk, ready.snapshot)
+            try:
+                await self._install_snapshot(core, disk, ready.snapshot)
+            except OSError as exc:  # the disk refused it: as for any failed write
+                await self._fail(exc, core, disk, _NOTHING, nursery)
+                return
         if ready.committed_entries:
             await self._apply(core, ready)
             core.advance(ready)
