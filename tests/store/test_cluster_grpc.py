@@ -333,3 +333,11 @@ async def test_over_grpc_a_follower_far_behind_catches_up_by_a_streamed_snapshot
             for server in servers.values():
                 server.close()
             nursery.cancel_scope.cancel()
+
+
+async def test_members_named_by_host_name_are_resolved_for_the_address_check() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        inbox = FakeInbox(f"localhost:{at}", [f"localhost:{at}", "localhost:1"])
+        async with grpc_server([RaftService(inbox, None)], at), client("localhost:1") as t:
+            assert await t.forward(f"127.0.0.1:{at}", wire.encode_commands([b"a"])) == (7, 100)
