@@ -1,0 +1,60 @@
+"""How the cluster's refusals reach gRPC clients (status, message, ``x-taskd-leader``), and
+how ``--election-timeout`` becomes the Raft core's ticks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpclib.const import Status
+
+from taskd.errors import NotLeader, StorageFault, Unavailable
+from taskd.node.api.grpc.handlers import LEADER_KEY, LeaderHint, add_leader_trailer, grpc_error
+from taskd.node.config import load
+from taskd.node.runner import TICK_SECONDS, raft_config
+
+
+@dataclass
+class Trailers:
+    """What grpclib hands a ``SendTrailingMetadata`` listener."""
+
+    status_details: Any
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+async def test_not_leader_is_unavailable_naming_the_leader_in_a_trailer() -> None:
+    # Given a refusal on a follower that knows the leader
+    error = grpc_error(NotLeader("10.0.0.2:50051"))
+    # Expect UNAVAILABLE, what to do, and the leader in the trailing metadata
+    assert error.status is Status.UNAVAILABLE
+    assert "retry, or send it to the leader at 10.0.0.2:50051" in str(error.message)
+    trailers = Trailers(error.details)
+    await add_leader_trailer(trailers)  # type: ignore[arg-type]
+    assert trailers.metadata == {LEADER_KEY: "10.0.0.2:50051"}
+
+
+async def test_unavailable_names_the_leader_this_member_knows() -> None:
+    error = grpc_error(Unavailable("no quorum"), "10.0.0.3:50051")
+    assert error.details == LeaderHint("10.0.0.3:50051")
+    assert error.message == "no quorum; retry, or send it to the leader at 10.0.0.3:50051"
+
+
+async def test_no_leader_known_means_no_trailer() -> None:
+    error = grpc_error(NotLeader(None))
+    assert error.details is None and "no leader is known yet" in str(error.message)
+    trailers = Trailers(error.details)
+    await add_leader_trailer(trailers)  # type: ignore[arg-type]
+    assert trailers.metadata == {}
+    disk = grpc_error(StorageFault("disk full in /d: free space", resumes_by_itself=True), "x:1")
+    assert disk.details is None and disk.message == "disk full in /d: free space"
+
+
+def test_election_timeout_in_ticks() -> None:
+    default = raft_config(load([], {}))
+    assert TICK_SECONDS == 0.05
+    assert (default.election_ticks, default.heartbeat_ticks) == (10, 2)
+    fast = raft_config(load(["--election-timeout", "0.3"], {}))
+    assert (fast.election_ticks, fast.heartbeat_ticks) == (6, 1)
+    a = raft_config(load(["--peers", "a,b,c", "--grpc", "a"], {}))
+    b = raft_config(load(["--peers", "a,b,c", "--grpc", "b"], {}))
+    assert a.seed != b.seed  # each member its own randomised timeouts
