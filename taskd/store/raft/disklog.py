@@ -160,7 +160,7 @@ def segment_header(first_index: int) -> bytes:
 
 def encode_snapshot(meta: SnapshotMeta, data: bytes) -> bytes:
     """The bytes of a snapshot file: header (position, configuration), checksum, data."""
-    conf = msgpack.packb([list(meta.voters), list(meta.learners)], use_bin_type=True)
+    conf: bytes = msgpack.packb([list(meta.voters), list(meta.learners)], use_bin_type=True)
     head = _SNAP_MAGIC + _SNAP2.pack(meta.index, meta.term, len(conf), len(data)) + conf
     return head + _CRC.pack(zlib.crc32(data, zlib.crc32(head))) + data
 

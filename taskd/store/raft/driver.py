@@ -79,9 +79,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 import zlib
-import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -104,8 +104,9 @@ from taskd.store.leadership import Leadership
 from taskd.store.raft import diskfault, wire
 from taskd.store.raft.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
 from taskd.store.raft.forwarding import EarlyResults, Forwarded, Forwarder
+from taskd.store.raft.grpctransport import GrpcTransport
 from taskd.store.raft.snapshotter import start_child, wait_child
-from taskd.store.raft.transport import ChunkSource, PeerUnreachable, Transport
+from taskd.store.raft.transport import ChunkSource, Transport
 from taskd.store.statemachine import StateMachine
 
 log = logging.getLogger("taskd.raft")
@@ -196,8 +197,6 @@ class RaftStore:
         self.join = join
         self.clustered = join or len(self.peers) > 1 or transport is not None
         if self.clustered and transport is None:
-            from taskd.store.raft.grpctransport import GrpcTransport  # grpclib only if needed
-
             transport = GrpcTransport(node_id, routes=routes, cluster_secret=cluster_secret)
         self.transport = transport
         self.stamp = stamp
@@ -299,7 +298,11 @@ class RaftStore:
     def placed(self, forwarded: Forwarded) -> None:
         """The leader appended ``forwarded`` at (term, first ..): wait for its apply here,
         taking the results of entries already applied from the early record."""
-        term, first, last = forwarded.term, forwarded.first, forwarded.first + len(forwarded.items) - 1
+        term, first, last = (
+            forwarded.term,
+            forwarded.first,
+            forwarded.first + len(forwarded.items) - 1,
+        )
         early = self._early.results
         results: list[object] = []
         index = first
@@ -452,7 +455,9 @@ class RaftStore:
             raise waiter.error
 
     async def transfer_leadership(
-        self, target: str | None = None, timeout: float = _TRANSFER_TIMEOUT
+        self,
+        target: str | None = None,
+        timeout: float = _TRANSFER_TIMEOUT,  # noqa: ASYNC109 (the contract's name; a cap)
     ) -> None:
         """Hand leadership to ``target`` (None: the most caught-up voter) and return once
         this node no longer leads. From any member (forwarded to the leader). Raises
@@ -551,12 +556,25 @@ class RaftStore:
             await trio.to_thread.run_sync(_unlink, staged)
             raise
         await trio.to_thread.run_sync(handle.close)
-        old = self._staged.pop((meta.index, meta.term), None)
-        if old is not None and old != staged:
-            await trio.to_thread.run_sync(_unlink, old)
+        # Only the newest received snapshot can still be installed: drop the others.
+        for key, old in list(self._staged.items()):
+            if old != staged:
+                del self._staged[key]
+                await trio.to_thread.run_sync(_unlink, old)
         self._staged[(meta.index, meta.term)] = staged
         core.step(Message(MessageKind.SNAPSHOT, leader, self.node_id, term, snapshot=meta))
         self._work.set()
+
+    def member_ids(self) -> set[str]:
+        """Every member this node knows of (current configuration and ``peers``): who may
+        call its internal service."""
+        members = set(self.peers)
+        core = self._core
+        if core is not None:
+            conf = core.conf
+            members.update(conf.voters)
+            members.update(conf.learners)
+        return members
 
     def unreachable(self, peer: str) -> None:
         core = self._core
@@ -611,16 +629,12 @@ class RaftStore:
             )
         lag = core.log.committed - core.applied_index
         if lag > _APPLY_LAG:
-            return (
-                f"catching up with the leader {leader}: {lag} committed entries still to apply"
-            )
+            return f"catching up with the leader {leader}: {lag} committed entries still to apply"
         return None
 
     def grpc_handlers(self) -> list[Any]:
         """The internal Raft service, for the node's gRPC server (grpclib ``__mapping__``
         objects). Empty for a one-member store."""
-        from taskd.store.raft.grpctransport import GrpcTransport
-
         if not isinstance(self.transport, GrpcTransport):
             return []
         return self.transport.handlers(self)

@@ -21,20 +21,21 @@ member whose ``serve`` ended is gone from the network.
 messages go through the real wire codec (``wire``) and are delivered in order by a task of
 the receiver, so they arrive between the receiver's rounds as from a socket. Links can be cut
 (``cut(a, b)``, ``isolate(a)``, ``heal()``) and messages dropped at random with a seeded rate
-(``drop_rate``); a cut link fails ``forward`` and friends with ``PeerUnreachable``.
+(``drop_rate``); a cut link fails ``forward`` and friends with ``PeerUnreachable``, and
+``lose_forward_replies`` loses the answers of forwards that reached the leader.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
-from taskd.errors import NotLeader, Unavailable
+from taskd.errors import Unavailable
 from taskd.raft.types import Message, SnapshotMeta
 from taskd.store.raft import wire
 
@@ -70,10 +71,13 @@ class Inbox(Protocol):
 
     async def change_membership(self, add: str | None, remove: str | None) -> None: ...
 
-    async def transfer_leadership(self, target: str | None, timeout: float) -> None: ...
+    async def transfer_leadership(self, target: str | None, patience: float) -> None: ...
 
     def unreachable(self, peer: str) -> None:
         """Something sent to ``peer`` could not be delivered."""
+
+    def member_ids(self) -> Collection[str]:
+        """Who may call this node's internal service."""
 
 
 class Transport(Protocol):
@@ -90,11 +94,11 @@ class Transport(Protocol):
     async def send_snapshot(self, peer: str, term: int, meta: SnapshotMeta, path: Path) -> None:
         """Stream the snapshot file to ``peer``; raises ``Unavailable`` if it did not land."""
 
-    async def change_membership(self, leader: str, add: str | None, remove: str | None) -> None:
-        ...
+    async def change_membership(self, leader: str, add: str | None, remove: str | None) -> None: ...
 
-    async def transfer_leadership(self, leader: str, target: str | None, timeout: float) -> None:
-        ...
+    async def transfer_leadership(
+        self, leader: str, target: str | None, patience: float
+    ) -> None: ...
 
 
 class MemoryNetwork:
@@ -104,6 +108,7 @@ class MemoryNetwork:
         self._members: dict[str, MemoryTransport] = {}
         self._cut: set[frozenset[str]] = set()
         self.drop_rate = 0.0
+        self.lose_forward_replies = False  # forwards reach the leader, their answers are lost
         self._random = random.Random(seed)
         self.delivered = 0
 
@@ -185,7 +190,7 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
         answer = inbox.accept_forward(blob)
         await trio.lowlevel.checkpoint()
-        if not self.network.linked(self.node_id, leader):
+        if not self.network.linked(self.node_id, leader) or self.network.lose_forward_replies:
             raise Unavailable(
                 f"the connection to {leader} broke after the forward was sent: outcome "
                 "unknown; read it back before retrying"
@@ -211,9 +216,5 @@ class MemoryTransport:
     async def change_membership(self, leader: str, add: str | None, remove: str | None) -> None:
         await self._peer_inbox(leader).change_membership(add, remove)
 
-    async def transfer_leadership(self, leader: str, target: str | None, timeout: float) -> None:
-        await self._peer_inbox(leader).transfer_leadership(target, timeout)
-
-
-def not_leader(hint: str | None) -> NotLeader:
-    return NotLeader(hint)
+    async def transfer_leadership(self, leader: str, target: str | None, patience: float) -> None:
+        await self._peer_inbox(leader).transfer_leadership(target, patience)

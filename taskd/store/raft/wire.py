@@ -21,7 +21,7 @@ import msgpack
 
 from taskd.errors import TaskdError
 from taskd.raft import records
-from taskd.raft.types import Message, MessageKind, SnapshotMeta
+from taskd.raft.types import Entry, Message, MessageKind, SnapshotMeta
 
 VERSION = 1
 _KINDS: list[MessageKind] = list(MessageKind)
@@ -68,7 +68,7 @@ def decode_batch(blob: bytes) -> tuple[str, str, list[Message]]:
         kinds = _KINDS
         messages = []
         for kind, term, index, log_term, commit, reject, hint, ctx, blob_e, snap in items:
-            entries: tuple[records.Entry, ...] = ()
+            entries: tuple[Entry, ...] = ()
             if blob_e:
                 scanned = records.scan(blob_e)
                 if scanned.problem is not None:
