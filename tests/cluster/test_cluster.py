@@ -204,8 +204,9 @@ def test_add_a_fourth_member_then_remove_one_under_load(cluster_of: ClusterOf) -
 
 
 def test_executors_on_followers_run_tasks(cluster_of: ClusterOf) -> None:
-    # Given every member running a queue's tasks as a local command
-    cluster = cluster_of(3, "--exec", "work=true", "--concurrency", "2")
+    # Given every member running a queue's tasks as a local command, one at a time each
+    # (0.2 s each: the leader alone cannot take them all as they arrive)
+    cluster = cluster_of(3, "--exec", "work=sleep 0.2", "--concurrency", "1")
     cluster.start()
     leader = cluster.wait_for_leader()
     # When many tasks are submitted
