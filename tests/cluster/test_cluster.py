@@ -167,21 +167,24 @@ def test_add_a_fourth_member_then_remove_one_under_load(cluster_of: ClusterOf) -
     leader = cluster.wait_for_leader()
     with loading(cluster) as load:
         time.sleep(0.5)
-        # When a fourth node starts with --join and is added through a follower
+        # When a fourth node starts with --join and is added with the CLI
         fourth = cluster.add_member()
-        follower = cluster.followers(leader)[0]
-        code, status = follower.post("/api/v1/cluster/members", {"address": fourth.address})
-        assert code == 201, status
-        # Expect it to be promoted to voter once it caught up
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            view = cluster.wait_for_leader().status() or {}
-            roles = {m["address"]: m["role"] for m in view.get("members", [])}
-            if roles.get(fourth.address) in ("follower", "leader"):
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"{fourth} was not promoted: {view}")
+        cli = [sys.executable, "-m", "taskd", "cluster", "--server", leader.http_url]
+        added = subprocess.run(
+            [*cli, "add", fourth.address, "--wait", "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        # Expect progress lines until it is promoted to voter
+        assert added.returncode == 0, added
+        lines = added.stdout.splitlines()
+        assert lines[0] == f"added {fourth.address} as a learner", lines
+        assert f"{fourth.address} caught up and is a voter (follower)" in lines, lines
+        view = cluster.wait_for_leader().status() or {}
+        roles = {m["address"]: m["role"] for m in view.get("members", [])}
+        assert roles.get(fourth.address) in ("follower", "leader"), view
         # When a member (not the one being talked to) is removed
         leader = cluster.wait_for_leader()
         removed = next(m for m in cluster.followers(leader) if m is not fourth)
