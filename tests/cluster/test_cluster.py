@@ -309,3 +309,32 @@ def test_bad_cluster_flags_exit_2_naming_the_flag(args: list[str], words: str) -
     )
     assert result.returncode == 2, result
     assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_follower_far_behind_catches_up_by_snapshot(cluster_of: ClusterOf) -> None:
+    # Given a cluster that snapshots (and compacts its log) every 50 entries
+    cluster = cluster_of(3, "--snapshot-every", "50")
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    behind = cluster.followers(leader)[0]
+    # When a follower is down while the others commit far past a snapshot
+    behind.kill()
+    ids = []
+    for n in range(6):
+        code, reply = leader.post(
+            "/api/v1/tasks/batch", {"tasks": [{"queue": "load", "payload": n}] * 40}
+        )
+        assert code == 201, reply
+        ids += [task["id"] for task in reply["tasks"]]
+    for n in range(60):  # one entry each: the leader's log moves past its snapshots
+        ids.append(submit(leader, queue="load", payload=n))
+    deadline = time.monotonic() + 15
+    while "snapshot at index" not in leader.stderr_text():
+        assert time.monotonic() < deadline, "the leader wrote no snapshot"
+        time.sleep(0.1)
+    # and it restarts
+    behind.start()
+    # Expect it to catch up (from the leader's snapshot) and know every task
+    cluster.wait_caught_up(behind)
+    assert missing(behind, ids) == []
+    assert "installed the leader's snapshot" in behind.stderr_text()
