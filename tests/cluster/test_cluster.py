@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.cluster.conftest import ClusterOf
-from tests.cluster.harness import Member, loading, missing
+from tests.cluster.harness import Cluster, Member, loading, missing
 from tests.node import rest
 
 pytestmark = pytest.mark.slow
@@ -338,3 +338,62 @@ def test_a_follower_far_behind_catches_up_by_snapshot(cluster_of: ClusterOf) -> 
     cluster.wait_caught_up(behind)
     assert missing(behind, ids) == []
     assert "installed the leader's snapshot" in behind.stderr_text()
+
+
+def _runner_of(cluster: Cluster, task_id: str, deadline: float = 15.0) -> Member:
+    """The member whose local executor runs ``task_id`` now."""
+    end = time.monotonic() + deadline
+    task: dict[str, object] = {}
+    while time.monotonic() < end:
+        code, task = cluster.running()[0].get(f"/api/v1/tasks/{task_id}")
+        if code == 200 and task["state"] == "running":
+            worker = str(task["worker"])
+            return cluster.by_address(worker.removeprefix("local@"))
+        time.sleep(0.05)
+    raise AssertionError(f"{task_id} never ran: {task}")
+
+
+def test_a_member_that_leads_again_keeps_running_its_own_attempts(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a local attempt running on a follower
+    cluster = cluster_of(3, "--exec", "slow=sleep 4", "--concurrency", "1")
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    task_id = submit(leader, queue="slow")
+    runner = _runner_of(cluster, task_id)
+    if runner is leader:  # make it a follower first
+        other = cluster.followers(leader)[0]
+        code, status = leader.post("/api/v1/cluster/transfer", {"address": other.address})
+        assert code == 200, status
+    # When leadership moves to the member that runs the attempt
+    code, status = runner.post("/api/v1/cluster/transfer", {"address": runner.address})
+    assert code == 200 and status["leader"] == runner.address, status
+    # Expect its attempt to run on, uninterrupted, and succeed as the first attempt
+    task = rest.wait_for_task(runner.http_url, task_id, {"succeeded", "failed", "queued"}, 20)
+    assert task["state"] == "succeeded" and task["attempt"] == 1, task
+
+
+def test_a_restarted_member_releases_its_previous_attempts_at_once(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a long local attempt running on some member
+    cluster = cluster_of(3, "--exec", "slow=sleep 6", "--concurrency", "1")
+    cluster.start()
+    cluster.wait_for_leader()
+    task_id = submit(cluster.members[0], queue="slow", timeout=600)
+    runner = _runner_of(cluster, task_id)
+    # When that member is killed and restarted
+    runner.kill()
+    cluster.wait_for_leader()
+    runner.start()
+    # Expect its attempt released by the restart (long before the task's timeout): run again
+    deadline = time.monotonic() + 20
+    task: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        code, task = cluster.wait_for_leader().get(f"/api/v1/tasks/{task_id}")
+        if code == 200 and int(str(task["attempt"])) >= 2:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the restarted member did not release its attempt: {task}")
