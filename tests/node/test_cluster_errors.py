@@ -1,12 +1,20 @@
 """How the cluster's refusals reach gRPC clients (status, message, ``x-taskd-leader``), and
-how ``--election-timeout`` becomes the Raft core's ticks."""
+how ``--election-timeout`` becomes the Raft core's ticks. The last test runs a real grpclib
+server and client on their own asyncio loop."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from grpclib.const import Status
+import grpclib
+import grpclib.events
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.server import Server
+
+from taskd.api.taskd import v1 as pb
 
 from taskd.errors import NotLeader, StorageFault, Unavailable
 from taskd.node.api.grpc.handlers import LEADER_KEY, LeaderHint, add_leader_trailer, grpc_error
@@ -58,3 +66,42 @@ def test_election_timeout_in_ticks() -> None:
     a = raft_config(load(["--peers", "a,b,c", "--grpc", "a"], {}))
     b = raft_config(load(["--peers", "a,b,c", "--grpc", "b"], {}))
     assert a.seed != b.seed  # each member its own randomised timeouts
+
+
+def test_the_leader_trailer_reaches_a_real_grpc_client() -> None:
+    # Given a grpclib server with the node's trailer listener, whose Get refuses as a follower
+    class Follower(pb.TaskServiceBase):
+        async def get(self, message: pb.GetRequest) -> pb.Task:
+            raise grpc_error(NotLeader("10.0.0.9:50051"))
+
+    async def scenario() -> tuple[Status, str | None, str]:
+        server = Server([Follower()])
+        grpclib.events.listen(server, grpclib.events.SendTrailingMetadata, add_leader_trailer)
+        await server.start("127.0.0.1", 0)
+        port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        channel = Channel("127.0.0.1", port)
+        try:
+            stub = pb.TaskServiceStub(channel)
+            async with stub.get.__self__.channel.request(  # type: ignore[attr-defined]
+                "/taskd.v1.TaskService/Get",
+                grpclib.const.Cardinality.UNARY_UNARY,
+                pb.GetRequest,
+                pb.Task,
+            ) as stream:
+                await stream.send_message(pb.GetRequest(id="x"), end=True)
+                try:
+                    await stream.recv_message()
+                except grpclib.GRPCError as exc:
+                    trailers = stream.trailing_metadata or stream.initial_metadata or {}
+                    return exc.status, dict(trailers).get(LEADER_KEY), str(exc.message)
+            raise AssertionError("the call succeeded")
+        finally:
+            channel.close()
+            server.close()
+            await server.wait_closed()
+
+    # When a client calls it, Expect UNAVAILABLE with the leader in the trailing metadata
+    status, leader, message = asyncio.run(scenario())
+    assert status is Status.UNAVAILABLE
+    assert leader == "10.0.0.9:50051"
+    assert "send it to the leader at 10.0.0.9:50051" in message
