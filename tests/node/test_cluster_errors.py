@@ -15,7 +15,6 @@ from grpclib.const import Cardinality, Status
 from grpclib.server import Server
 
 from taskd.api.taskd import v1 as pb
-
 from taskd.errors import NotLeader, StorageFault, Unavailable
 from taskd.node.api.grpc.handlers import LEADER_KEY, LeaderHint, add_leader_trailer, grpc_error
 from taskd.node.config import load
@@ -81,12 +80,8 @@ def test_the_leader_trailer_reaches_a_real_grpc_client() -> None:
         port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         channel = Channel("127.0.0.1", port)
         try:
-            stub = pb.TaskServiceStub(channel)
-            async with stub.get.__self__.channel.request(  # type: ignore[attr-defined]
-                "/taskd.v1.TaskService/Get",
-                grpclib.const.Cardinality.UNARY_UNARY,
-                pb.GetRequest,
-                pb.Task,
+            async with channel.request(
+                "/taskd.v1.TaskService/Get", Cardinality.UNARY_UNARY, pb.GetRequest, pb.Task
             ) as stream:
                 await stream.send_message(pb.GetRequest(id="x"), end=True)
                 try:
