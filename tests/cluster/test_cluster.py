@@ -12,10 +12,12 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import grpclib
 import pytest
 from grpclib.client import Channel
+from grpclib.exceptions import StreamTerminatedError
 
 from taskd.api.taskd import v1 as pb
 from tests.cluster.conftest import ClusterOf
@@ -420,3 +422,48 @@ def test_a_restarted_member_releases_its_previous_attempts_at_once(
         time.sleep(0.1)
     else:
         raise AssertionError(f"the restarted member did not release its attempt: {task}")
+
+
+def test_sigterm_on_a_follower_releases_its_stream_workers_leases_promptly(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a stream worker on a follower, holding two tasks it never finishes
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    follower = cluster.followers(leader)[0]
+    ids = [submit(leader, queue="held") for _ in range(2)]
+    stopped: list[float] = []
+
+    async def hold() -> None:
+        channel = Channel("127.0.0.1", follower.grpc_port)
+        stub = pb.WorkerServiceStub(channel)
+        hello = pb.WorkerMessage(hello=pb.WorkerHello(worker="holder", queues=["held"], capacity=2))
+
+        async def outgoing() -> AsyncIterator[pb.WorkerMessage]:
+            yield hello
+            await asyncio.sleep(3600)  # keep our side open, send nothing more
+
+        held: set[str] = set()
+        try:
+            async for message in stub.work(outgoing()):
+                if message.assignment is not None:
+                    held.update(item.id for item in message.assignment.items)
+                if held == set(ids):
+                    # When the follower is told to stop while the worker holds both
+                    started = time.monotonic()
+                    await asyncio.to_thread(follower.terminate)
+                    stopped.append(time.monotonic() - started)
+        except (StreamTerminatedError, grpclib.GRPCError, ConnectionError):
+            pass  # the node closed the stream on its way down
+        finally:
+            channel.close()
+
+    asyncio.run(asyncio.wait_for(hold(), 30))
+    # Expect it to stop without waiting out the drain, and both attempts released as lost
+    assert follower.proc is not None and follower.proc.returncode == 0
+    assert stopped and stopped[0] < 4.0, stopped
+    for task_id in ids:
+        code, task = leader.get(f"/api/v1/tasks/{task_id}")
+        assert code == 200 and task["state"] in ("pending", "queued"), task
+        assert task["error"] == "worker lost" and task["attempt"] == 1, task
