@@ -24,7 +24,13 @@ BENCH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test build smoke proto proto-check lint bench clean distclean
+# `make sim`: seeds SEED..SEED+SEEDS-1, STEPS events of faults each (tests/raft/sim).
+SEED ?= 1
+SEEDS ?= 1
+STEPS ?= 3000
+VERBOSE ?=
+
+.PHONY: help venv run test build smoke proto proto-check lint bench sim clean distclean
 
 help:
 	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
@@ -34,6 +40,7 @@ help:
 	@echo "make smoke        test the built dist/taskd (tests/build)"
 	@echo "make proto        regenerate taskd/api from the .proto files; proto-check: is it current?"
 	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
+	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [VERBOSE=1]"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
 venv: $(STAMP)
@@ -76,6 +83,7 @@ lint: venv
 	echo "== ruff check"; $(BIN)/ruff check . || status=1; \
 	echo "== ruff format --check"; $(BIN)/ruff format --check . || status=1; \
 	echo "== mypy"; $(BIN)/mypy || status=1; \
+	echo "== mypy (simulation)"; $(BIN)/mypy --strict tests/raft/sim || status=1; \
 	echo "== lint-imports"; $(BIN)/lint-imports || status=1; \
 	echo "== proto-check"; $(MAKE) --no-print-directory proto-check || status=1; \
 	exit $$status
@@ -92,6 +100,11 @@ bench: venv
 	curl -sf -o /dev/null "http://$(BENCH_HTTP)/readyz" \
 		|| { echo "bench: node not ready after 30 s" >&2; cat "$$tmp/node.log" >&2; exit 1; }; \
 	$(BIN)/taskd bench --server-http "http://$(BENCH_HTTP)" --server-grpc $(BENCH_GRPC) $(BENCH_ARGS)
+
+# Replays one seed exactly; a failure prints the tail of its trace (VERBOSE=1: all of it).
+sim: venv
+	$(BIN)/python -m tests.raft.sim --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) \
+		$(if $(VERBOSE),--verbose)
 
 clean:
 	rm -rf dist build/work .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
