@@ -106,33 +106,41 @@ def test_leader_sigkill_under_load_loses_nothing_and_the_node_catches_up(
 def test_a_paused_leader_is_replaced_without_split_brain_and_steps_down(
     cluster_of: ClusterOf,
 ) -> None:
-    # Given a cluster with a leader
+    # Given a cluster with a leader, under load
     cluster = cluster_of(3)
     cluster.start()
     leader = cluster.wait_for_leader()
     term = leader.status()["term"]  # type: ignore[index]
-    # When the leader is frozen (SIGSTOP)
-    leader.pause()
-    try:
-        # Expect the others to elect one of them in a newer term, and take writes
-        others = cluster.followers(leader)
-        new_leader = cluster.wait_for_leader(among=others)
-        new_term = new_leader.status()["term"]  # type: ignore[index]
-        assert new_term > term
-        task_id = submit(others[0], queue="pause")
-    finally:
-        # When the old leader wakes up (SIGCONT)
-        leader.resume()
-    # Expect it to step down, name the new leader and know the write made meanwhile
-    deadline = time.monotonic() + 10
-    seen: dict[str, object] | None = None
-    while time.monotonic() < deadline:
-        seen = leader.status()
-        if seen is not None and seen["role"] != "leader" and seen["leader"] == new_leader.address:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"the woken leader did not step down: {seen}")
+    others = cluster.followers(leader)
+    with loading(cluster) as load:
+        time.sleep(0.5)
+        # When the leader is frozen (SIGSTOP)
+        leader.pause()
+        try:
+            # Expect the others to elect one of them in a newer term, and take writes
+            new_leader = cluster.wait_for_leader(among=others)
+            new_term = new_leader.status()["term"]  # type: ignore[index]
+            assert new_term > term
+            task_id = submit(others[0], queue="pause")
+            time.sleep(0.5)
+        finally:
+            # When the old leader wakes up (SIGCONT)
+            leader.resume()
+        # Expect it to step down, name the new leader and know the write made meanwhile
+        deadline = time.monotonic() + 10
+        seen: dict[str, object] | None = None
+        while time.monotonic() < deadline:
+            seen = leader.status()
+            if (
+                seen is not None
+                and seen["role"] != "leader"
+                and seen["leader"] == new_leader.address
+            ):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the woken leader did not step down: {seen}")
+        time.sleep(0.5)
     assert leader.get(f"/api/v1/tasks/{task_id}")[0] == 200
     # and never two leaders in one term: every member names the same leader per term
     by_term: dict[int, set[str]] = {}
@@ -141,6 +149,11 @@ def test_a_paused_leader_is_replaced_without_split_brain_and_steps_down(
         assert status is not None
         by_term.setdefault(status["term"], set()).add(status["leader"])
     assert all(len(leaders) == 1 for leaders in by_term.values()), by_term
+    # and nothing acknowledged before, during or after the freeze is lost anywhere
+    assert len(load.acknowledged) > 10, (load.refused, load.errors[-10:])
+    for member in cluster.members:
+        cluster.wait_caught_up(member)
+        assert missing(member, load.acknowledged) == [], member
 
 
 def test_sigkill_of_every_member_then_restart_keeps_everything_acknowledged(
