@@ -61,8 +61,16 @@ def cluster_ports(count: int) -> list[int]:
 class Member(NodeProcess):
     """One member: a ``NodeProcess`` with its address in the cluster and REST helpers."""
 
-    def __init__(self, args: list[str], *, workdir: Path, grpc_port: int, http_port: int) -> None:
-        super().__init__(args, workdir=workdir, grpc_port=grpc_port, http_port=http_port)
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        workdir: Path,
+        grpc_port: int,
+        http_port: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(args, workdir=workdir, grpc_port=grpc_port, http_port=http_port, env=env)
         self.address = f"127.0.0.1:{grpc_port}"
         self.paused = False
         self.stopped = True  # not started, or stopped on purpose (kill, terminate)
@@ -132,9 +140,11 @@ class Cluster:
         extra_args: Sequence[str] = (),
         spare: int = 1,
         election_timeout: float = ELECTION_TIMEOUT,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.base = base
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
         self.election_timeout = election_timeout
         ports = cluster_ports(2 * (size + spare))
         self._grpc = ports[: size + spare]

@@ -480,3 +480,21 @@ def test_sigterm_on_a_follower_releases_its_stream_workers_leases_promptly(
         code, task = leader.get(f"/api/v1/tasks/{task_id}")
         assert code == 200 and task["state"] in ("pending", "queued"), task
         assert task["error"] == "worker lost" and task["attempt"] == 1, task
+
+
+def test_a_member_without_the_cluster_secret_is_shut_out(cluster_of: ClusterOf) -> None:
+    # Given three members sharing a cluster secret, but the third was given another one
+    secret = "0123456789abcdef0123456789abcdef"
+    cluster = cluster_of(3, env={"TASKD_CLUSTER_SECRET": secret})
+    cluster.members[2].extra_env["TASKD_CLUSTER_SECRET"] = "f" * 32
+    cluster.start()
+    # When they settle
+    leader = cluster.wait_for_leader(among=cluster.members[:2])
+    # Expect the two with the secret to form the cluster, and the third to know no leader
+    outsider = cluster.members[2]
+    assert leader is not outsider
+    submit(leader, queue="secret")
+    time.sleep(1.0)
+    status = outsider.status()
+    assert status is not None and status["leader"] is None, status
+    assert outsider.get("/readyz")[0] == 503
