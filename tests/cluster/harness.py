@@ -335,3 +335,47 @@ def missing(member: Member, ids: Sequence[str], queue: str = "load") -> list[str
     """The acknowledged ``ids`` that ``member`` does not know."""
     known = task_ids(member, queue)
     return [task_id for task_id in ids if task_id not in known]
+
+
+class TcpProxy:
+    """A loopback TCP forwarder (threads): what ``--peer-route`` is for. Counts connections."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port = port
+        self.target = target
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self._open: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            self.connections += 1
+            self._open += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()
