@@ -19,8 +19,9 @@ A store whose disk refuses writes (``StorageFault``) is a 503 "unavailable" whos
 the fault's own (what is wrong, where, what an operator must do), never "retry shortly"; it
 carries Retry-After only when writes come back by themselves (space freed).
 
-Reading bodies and the error shape itself live in ``messages``. Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
-non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
+Reading bodies and the error shape itself live in ``messages``. Bad input is never a 500:
+malformed JSON, invalid UTF-8, a non-JSON content type and a non-object body are 400s; a body
+over ``max_body`` is refused from its Content-Length or, when
 that is absent or lies, as soon as the streamed bytes pass the limit — a body is never
 buffered beyond ``max_body``. A JSON number the node could not store exactly (beyond 64-bit
 integers, underflowing, more digits than a double) is a 400 naming where it is
