@@ -255,7 +255,7 @@ async def test_transfer_to_a_member_or_the_most_caught_up(node: Node) -> None:
     assert stranger.status == 404 and stranger.error["field"] == "address"
 
 
-async def test_a_single_node_refuses_membership_changes_and_says_how_to_grow() -> None:
+async def test_a_single_node_refuses_membership_changes_and_says_what_to_do() -> None:
     # Given a node started alone
     machine = SchedulerMachine(SchedulerConfig())
     store = FakeClusterStore(machine, Cluster())
@@ -271,5 +271,5 @@ async def test_a_single_node_refuses_membership_changes_and_says_how_to_grow() -
     ]
     # Expect 409s that say what to do, and nothing changed
     for reply in replies:
-        assert reply.status == 409 and "restart it with --peers" in reply.error["message"]
+        assert reply.status == 409 and "start a cluster with --peers" in reply.error["message"]
     assert store.learners == [] and B in store.voters and store.transfers == []

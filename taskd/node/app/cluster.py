@@ -74,8 +74,8 @@ def status_json(s: StatusView) -> dict[str, Any]:
 
 ALONE = (
     "this node runs alone (started without several --peers), so it has no Raft transport to "
-    "reach other members; to make it a cluster, restart it with --peers naming it and the new "
-    "members, and start each of them with the same --peers"
+    "reach other members, and a single node does not grow into a cluster in this version: "
+    "start a cluster with --peers naming every member from the beginning"
 )
 
 
