@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test build smoke proto proto-check lint bench clean distclean
+.PHONY: help venv run test build smoke proto proto-check lint bench chaos clean distclean
 
 help:
 	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
@@ -34,6 +34,7 @@ help:
 	@echo "make smoke        test the built dist/taskd (tests/build)"
 	@echo "make proto        regenerate taskd/api from the .proto files; proto-check: is it current?"
 	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
+	@echo "make chaos        a cluster under load and faults, then its account (DURATION= NODES= SEED=)"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
 venv: $(STAMP)
@@ -92,6 +93,15 @@ bench: venv
 	curl -sf -o /dev/null "http://$(BENCH_HTTP)/readyz" \
 		|| { echo "bench: node not ready after 30 s" >&2; cat "$$tmp/node.log" >&2; exit 1; }; \
 	$(BIN)/taskd bench --server-http "http://$(BENCH_HTTP)" --server-grpc $(BENCH_GRPC) $(BENCH_ARGS)
+
+# `make chaos DURATION=60 NODES=3 SEED=7`: a real cluster, a load, a seeded nemesis; exits 1 on
+# any violation of design.md §5 (the account and the history land in chaos-runs/).
+DURATION ?= 60
+NODES ?= 3
+SEED ?=
+CHAOS_ARGS ?=
+chaos: venv
+	$(BIN)/python -m chaos --duration $(DURATION) --nodes $(NODES) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf dist build/work .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
