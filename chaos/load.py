@@ -230,11 +230,14 @@ class Submitter:
             count = self.rng.randint(2, 5) if api.endswith("batch") else 1
             plans = [self.plan() for _ in range(count)]
             tries = 1 + (_KEY_RETRIES if all(p.key for p in plans) else 0)
+            outcome = INFO
             for _ in range(tries):
                 member = self.rng.choice(list(self.urls))
-                if await self.call(member, api, plans) != INFO:
+                if (outcome := await self.call(member, api, plans)) != INFO:
                     break
                 await trio.sleep(0.2)
+            if outcome != OK:  # that member is down or busy: do not spin on it
+                await trio.sleep(self.rng.uniform(0.1, 0.3))
             await trio.sleep(self.rng.uniform(*self.cfg.think))
 
     async def call(self, member: str, api: str, plans: list[TaskPlan]) -> Outcome:
