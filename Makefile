@@ -13,7 +13,7 @@ STAMP := $(VENV)/.stamp
 # Generated protobuf code (committed): taskd/api/{__init__,message_pool}.py and
 # taskd/api/taskd/**/__init__.py come from these sources.
 PROTO_ROOT := taskd/api
-PROTOS := $(wildcard $(PROTO_ROOT)/taskd/v1/*.proto)
+PROTOS := $(wildcard $(PROTO_ROOT)/taskd/v1/*.proto) $(wildcard $(PROTO_ROOT)/taskd/internal/v1/*.proto)
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I $(PROTO_ROOT) \
 	--python_betterproto2_opt=client_generation=async,server_generation=async
 

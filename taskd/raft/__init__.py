@@ -21,8 +21,10 @@ membership changes come with the cluster (issue 7).
 from __future__ import annotations
 
 from taskd.errors import NotLeader, Unavailable
+from taskd.raft.confstate import ConfChangeError
 from taskd.raft.core import MemberStatus, RaftConfig, RaftCore, RaftStatus, Ready, Role
 from taskd.raft.types import (
+    ConfState,
     Entry,
     EntryKind,
     HardState,
@@ -31,9 +33,13 @@ from taskd.raft.types import (
     ReadState,
     SnapshotMeta,
     SoftState,
+    decode_conf,
+    encode_conf,
 )
 
 __all__ = [
+    "ConfChangeError",
+    "ConfState",
     "Entry",
     "EntryKind",
     "HardState",
@@ -50,4 +56,6 @@ __all__ = [
     "SnapshotMeta",
     "SoftState",
     "Unavailable",
+    "decode_conf",
+    "encode_conf",
 ]

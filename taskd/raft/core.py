@@ -50,6 +50,7 @@ from enum import Enum
 from taskd.errors import NotLeader
 from taskd.raft.raftlog import RaftLog
 from taskd.raft.types import (
+    ConfState,
     Entry,
     HardState,
     Message,
@@ -62,6 +63,7 @@ from taskd.raft.types import (
 
 class Role(Enum):
     FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
 
@@ -88,11 +90,18 @@ TRANSITIONS: dict[tuple[Role, Event], Role] = {
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
     """How the core counts time, in ticks of the driver's clock, and the seed of its
-    randomised election timeouts."""
+    randomised election timeouts; how much a leader sends per message and per follower; when
+    a learner is promoted; whether pre-vote and check-quorum are on."""
 
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     seed: int = 0
+    promote_lag: int = 1000  # a learner this close to the leader's last index becomes a voter
+    max_append_entries: int = 1024  # per APPEND message
+    max_append_bytes: int = 1 << 20  # per APPEND message (at least one entry is always sent)
+    max_inflight: int = 64  # unacknowledged APPEND messages per follower (pipelining)
+    pre_vote: bool = True
+    check_quorum: bool = True
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
@@ -100,6 +109,11 @@ class RaftConfig:
                 f"need 1 <= heartbeat_ticks < election_ticks, got heartbeat "
                 f"{self.heartbeat_ticks} and election {self.election_ticks}"
             )
+        for name in ("max_append_entries", "max_append_bytes", "max_inflight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.promote_lag < 0:
+            raise ValueError(f"promote_lag must be at least 0, got {self.promote_lag}")
 
 
 class _SplitMix64:
@@ -165,6 +179,7 @@ class RaftCore:
         node_id: str,
         voters: Sequence[str],
         *,
+        learners: Sequence[str] = (),
         config: RaftConfig | None = None,
         hard_state: HardState | None = None,
         snapshot: SnapshotMeta | None = None,
@@ -238,6 +253,49 @@ class RaftCore:
         elif kind is MessageKind.APPEND:
             self._on_append(message)
         # APPEND_RESPONSE and SNAPSHOT: the leader's side of replication is not here yet.
+
+    def propose_conf_change(self, add: str | None = None, remove: str | None = None) -> int:
+        """Propose one membership change as the leader; returns the index of its entry.
+
+        ``add`` adds a LEARNER (the leader promotes it to voter by itself, with another change,
+        once it is within ``config.promote_lag`` entries of the leader's log); ``remove``
+        removes a voter or a learner, this leader included (it steps down once the change
+        commits). Raises ``NotLeader`` on a follower or while transferring leadership, and
+        ``ConfChangeError`` when a change is still uncommitted, ``add`` is already a member,
+        ``remove`` is not one or is the last voter."""
+        raise NotImplementedError("h7-core: membership changes")
+
+    def transfer_leadership(self, target: str | None = None) -> None:
+        """Hand leadership to ``target`` (None: the most caught-up other voter): bring it up
+        to date, then send it ``TIMEOUT_NOW`` so that it campaigns at once. Proposals are
+        refused (``NotLeader(None)``) while the transfer runs, for at most one election
+        timeout. Raises ``NotLeader`` on a follower, ``ConfChangeError`` when the target is
+        not a voter or there is no other voter."""
+        raise NotImplementedError("h7-core: leadership transfer")
+
+    def report_unreachable(self, peer: str) -> None:
+        """The driver could not deliver a message to ``peer``: stop pipelining to it and probe."""
+        raise NotImplementedError("h7-core: replication")
+
+    def report_snapshot(self, peer: str, ok: bool) -> None:
+        """The driver finished streaming the snapshot the core asked it to send to ``peer``:
+        ``ok`` → wait for the follower's answer; not ok → probe it again later."""
+        raise NotImplementedError("h7-core: snapshots")
+
+    def snapshot_installed(self, meta: SnapshotMeta) -> None:
+        """The driver restored the state machine from the snapshot handed out in
+        ``Ready.snapshot`` and made it the durable base of its log."""
+        raise NotImplementedError("h7-core: snapshots")
+
+    @property
+    def conf(self) -> ConfState:
+        """The configuration in force: the latest in the log, else the snapshot's, else the
+        bootstrap one."""
+        raise NotImplementedError("h7-core: membership")
+
+    def conf_at(self, index: int) -> ConfState:
+        """The configuration as of ``index`` (what a snapshot at ``index`` must carry)."""
+        raise NotImplementedError("h7-core: membership")
 
     def propose(self, data: bytes) -> int:
         """Append ``data`` to the log as the leader; returns its index."""

@@ -90,6 +90,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgpack
+
 from taskd.errors import TaskdError
 from taskd.raft import records
 from taskd.raft.types import Entry, HardState, SnapshotMeta
@@ -107,8 +109,12 @@ _MARK = "durable"
 _LOST = "lost+found"
 _HS_MAGIC = b"TKHS\x01"
 _HS = struct.Struct("<QQH")  # term, commit, vote length; then vote (utf-8), then crc u32
-_SNAP_MAGIC = b"TKSN\x01"
-_SNAP = struct.Struct("<QQQ")  # index, term, data length; then crc u32, then data
+_SNAP_MAGIC_V1 = b"TKSN\x01"
+_SNAP = struct.Struct("<QQQ")  # v1: index, term, data length; then crc u32, then data
+_SNAP_MAGIC = b"TKSN\x02"
+# v2: index, term, conf length, data length; then the conf (msgpack [voters, learners]),
+# then crc u32 (of everything before it and the data), then data
+_SNAP2 = struct.Struct("<QQQQ")
 _CRC = struct.Struct("<I")
 _SEG_MAGIC = b"TKSEG\x01\x00\x00"
 _SEG_HEAD = struct.Struct("<8sQ")  # magic, first index; then crc u32 of these 16 bytes
@@ -150,6 +156,46 @@ def snapshot_name(meta: SnapshotMeta) -> str:
 def segment_header(first_index: int) -> bytes:
     head = _SEG_HEAD.pack(_SEG_MAGIC, first_index)
     return head + _CRC.pack(zlib.crc32(head))
+
+
+def encode_snapshot(meta: SnapshotMeta, data: bytes) -> bytes:
+    """The bytes of a snapshot file: header (position, configuration), checksum, data."""
+    conf: bytes = msgpack.packb([list(meta.voters), list(meta.learners)], use_bin_type=True)
+    head = _SNAP_MAGIC + _SNAP2.pack(meta.index, meta.term, len(conf), len(data)) + conf
+    return head + _CRC.pack(zlib.crc32(data, zlib.crc32(head))) + data
+
+
+def parse_snapshot(buf: bytes) -> tuple[SnapshotMeta, bytes] | None:
+    """(meta, data) of a snapshot file's bytes, or None when damaged. Reads the current
+    format (with the configuration) and the first one (without: empty voters)."""
+    if buf.startswith(_SNAP_MAGIC_V1):
+        head = len(_SNAP_MAGIC_V1) + _SNAP.size
+        if len(buf) < head + _CRC.size:
+            return None
+        index, term, length = _SNAP.unpack_from(buf, len(_SNAP_MAGIC_V1))
+        (crc,) = _CRC.unpack_from(buf, head)
+        data = buf[head + _CRC.size :]
+        if length != len(data) or crc != zlib.crc32(data, zlib.crc32(buf[:head])):
+            return None
+        return SnapshotMeta(index, term), data
+    if not buf.startswith(_SNAP_MAGIC):
+        return None
+    fixed = len(_SNAP_MAGIC) + _SNAP2.size
+    if len(buf) < fixed + _CRC.size:
+        return None
+    index, term, conf_len, length = _SNAP2.unpack_from(buf, len(_SNAP_MAGIC))
+    head = fixed + conf_len
+    if len(buf) != head + _CRC.size + length:
+        return None
+    (crc,) = _CRC.unpack_from(buf, head)
+    data = buf[head + _CRC.size :]
+    if crc != zlib.crc32(data, zlib.crc32(buf[:head])):
+        return None
+    try:
+        voters, learners = msgpack.unpackb(buf[fixed:head], raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    return SnapshotMeta(index, term, tuple(voters), tuple(learners)), data
 
 
 def _header_problem(buf: bytes, first: int) -> tuple[str, bool] | None:
@@ -287,9 +333,10 @@ class DiskLog:
             hard_state = HardState()
         self._last_index = last
         if snapshot is not None:
-            if entries and entries[-1].index < snapshot.index:
-                # The flag cut the log below the snapshot: every segment left is covered by
-                # it, and appending must start a new segment at snapshot + 1.
+            if self._segments and (not entries or entries[-1].index < snapshot.index):
+                # Every segment left is covered by the snapshot (an installed snapshot whose
+                # segment deletion a crash interrupted, or the flag cut the log below it):
+                # appending must start a new segment at snapshot + 1.
                 for _, covered in self._segments:
                     covered.unlink()
                 self._segments = []
@@ -388,20 +435,11 @@ class DiskLog:
             return None, None
         index, term, path = found[-1]
         buf = path.read_bytes()
-        head = len(_SNAP_MAGIC) + _SNAP.size
-        ok = len(buf) >= head + _CRC.size and buf.startswith(_SNAP_MAGIC)
-        data = b""
-        if ok:
-            s_index, s_term, length = _SNAP.unpack_from(buf, len(_SNAP_MAGIC))
-            (crc,) = _CRC.unpack_from(buf, head)
-            data = buf[head + _CRC.size :]
-            ok = (s_index, s_term, length) == (index, term, len(data)) and crc == zlib.crc32(
-                data, zlib.crc32(buf[:head])
-            )
-        if ok:
+        parsed = parse_snapshot(buf)
+        if parsed is not None and (parsed[0].index, parsed[0].term) == (index, term):
             for _, _, older in found[:-1]:  # a crash may have come before their removal
                 older.unlink()
-            return SnapshotMeta(index, term), data
+            return parsed
         self._damaged(
             f"snapshot {path}",
             f"the snapshot is damaged (bad header or checksum, {len(buf)} bytes)",
@@ -786,14 +824,59 @@ class DiskLog:
         self._write_atomic(self.dir / _HARDSTATE, body + _CRC.pack(zlib.crc32(body)))
 
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Durably store a snapshot, then remove older ones."""
-        head = _SNAP_MAGIC + _SNAP.pack(meta.index, meta.term, len(data))
-        crc = _CRC.pack(zlib.crc32(data, zlib.crc32(head)))
+        """Durably store a snapshot (its header carries the configuration as of its index),
+        then remove older ones (never a newer one: an installed snapshot may be ahead)."""
         path = self.dir / snapshot_name(meta)
-        self._write_atomic(path, head + crc + data)
+        self._write_atomic(path, encode_snapshot(meta, data))
+        self._remove_snapshots_below(meta.index)
+
+    def _remove_snapshots_below(self, index: int) -> None:
         for other in self.dir.iterdir():
-            if _SNAPSHOT.match(other.name) and other != path:
+            m = _SNAPSHOT.match(other.name)
+            if m and int(m[1]) < index:
                 other.unlink()
+
+    def install_snapshot(self, meta: SnapshotMeta, staged: Path) -> bytes:
+        """Make the snapshot file ``staged`` (written and fsynced by the caller, in this
+        directory) the durable base of the log: every entry is dropped and the log continues
+        at ``meta.index + 1``. Returns the snapshot's data for the state machine.
+
+        Order, so that every crash state in between recovers (module docstring): (1) rename
+        the staged file to its snapshot name and fsync the directory: recovery then starts
+        from it, keeping the old entries above it, if any (uncommitted; the leader replaces
+        them), and dropping those below; (2) lower the durable mark to ``meta.index`` and
+        fsync it, so it never claims entries about to be deleted; (3) delete every segment,
+        last first, and fsync the directory: a crash leaves a contiguous prefix of the old
+        segments, which (1) already handles; (4) remove older snapshots."""
+        buf = staged.read_bytes()
+        parsed = parse_snapshot(buf)
+        if parsed is None or (parsed[0].index, parsed[0].term) != (meta.index, meta.term):
+            staged.unlink(missing_ok=True)
+            raise ValueError(
+                f"the snapshot received for index {meta.index} (term {meta.term}) is damaged "
+                "or names another position; the leader will send it again"
+            )
+        if self._broken:
+            raise OSError(f"the Raft log in {self.dir} failed before; it takes no more writes")
+        with self._lock:
+            path = self.dir / snapshot_name(meta)
+            os.replace(staged, path)
+            self._fsync_dir()
+            self._durable = meta.index
+            self._commit = max(self._commit, meta.index)
+            self._mark.put(meta.index, meta.index)
+            self._mark.sync()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            while self._segments:
+                _, segment = self._segments.pop()
+                segment.unlink()
+            self._fsync_dir()
+            self._active_size = 0
+            self._last_index = meta.index
+            self._remove_snapshots_below(meta.index)
+        return parsed[1]
 
     def compact(self, index: int) -> None:
         """Delete segments whose every entry is at or below ``index`` (a durable snapshot

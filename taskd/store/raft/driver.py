@@ -53,30 +53,60 @@ proposal with a ``StorageFault`` naming the data directory, the error and the re
   entries of the failed batch may or may not be on disk: their proposers are told the outcome
   is unknown; entries proposed after that batch are told "not applied".
 
-Not here yet: peers (the store runs a one-member core: messages from ``Ready`` are not sent
-anywhere and ``step`` is not fed; soft-state changes are only logged), and back-pressure on
-proposals beyond ``max_batch`` per round (the node's admission limits bound them today).
+With peers (``peers`` names several members, or ``join``, or a ``transport`` is given) the
+same loop drives a member of a cluster (``taskd.store.raft.transport``): what peers send is
+stepped into the core as it arrives (``deliver``) and the loop is woken; each round's messages
+go out, grouped by destination, only AFTER that round's persist (a vote or an append
+acknowledged before it is on disk could be forgotten by a crash). ``SNAPSHOT`` messages start a
+task that streams the named snapshot file to that peer (``report_snapshot`` when done); a
+follower stages a received snapshot in the data directory (fsynced), steps it, and when the
+``Ready`` names it installs it (``DiskLog.install_snapshot``), restores the state machine and
+calls ``snapshot_installed`` before sending that round's messages. The leadership signal is
+``gained(term)`` once this node leads and has applied its term's no-op, ``lost()`` when it
+steps down; then local read barriers fail with ``NotLeader(leader)``, and waiters whose entries
+a new leader cut from the log fail with ``NotLeader`` at once (the others stay: their entries
+may still commit, and the apply answers them either way). A follower's writes go to the
+leader through ``forwarding.Forwarder``; its read barrier asks the leader for a read index
+(batched: all barriers waiting share one call) and waits for its own apply to reach it.
+Membership changes and leadership transfer started on a follower are forwarded too.
+``join``: start with no configuration (never campaigns) and wait to be added.
+
+Not here yet: back-pressure on proposals beyond ``max_batch`` per round (the node's admission
+limits bound them today).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from taskd.errors import NotLeader, StorageFault, Unavailable
 from taskd.raft.core import RaftConfig, RaftCore, RaftStatus, Ready, Role
-from taskd.raft.types import EntryKind, ReadState, SnapshotMeta, SoftState
+from taskd.raft.types import (
+    EntryKind,
+    Message,
+    MessageKind,
+    ReadState,
+    SnapshotMeta,
+    SoftState,
+    decode_conf,
+)
 from taskd.store.leadership import Leadership
-from taskd.store.raft import diskfault
+from taskd.store.raft import diskfault, wire
 from taskd.store.raft.disklog import SEGMENT_BYTES, DiskLog, snapshot_name
+from taskd.store.raft.forwarding import EarlyResults, Forwarded, Forwarder
+from taskd.store.raft.grpctransport import GrpcTransport
 from taskd.store.raft.snapshotter import start_child, wait_child
+from taskd.store.raft.transport import ChunkSource, Transport
 from taskd.store.statemachine import StateMachine
 
 log = logging.getLogger("taskd.raft")
@@ -90,36 +120,46 @@ _MARK_FLUSH_DELAY = 0.05
 _NOTHING = Ready(hard_state=None, entries_to_persist=[], messages=[], committed_entries=[])
 _TICK_SECONDS = 0.1  # one logical Raft tick
 _NORMAL = EntryKind.NORMAL
+_CONF_CHANGE = EntryKind.CONF_CHANGE
+_LEADER_WAIT = 2.0  # seconds a follower waits for a leader before NotLeader(None)
+_REFORWARD_FOR = 3.0  # seconds a forwarded write is re-sent to a new leader before giving up
+_TRANSFER_TIMEOUT = 2.0
+_APPLY_LAG = 1000  # entries applied behind the known commit index before "not ready"
 
 
 class _Waiter:
     """One propose call: the term its entries were appended in, the indexes it waits for
     and the results collected so far."""
 
-    __slots__ = ("error", "event", "first", "last", "results", "term")
+    __slots__ = ("count", "error", "event", "first", "last", "results", "term")
 
     def __init__(self, term: int, first: int, last: int) -> None:
         self.term = term
         self.first = first
         self.last = last
+        self.count = last - first + 1  # commands of the request (``first`` may move up)
         self.results: list[object] = []
         self.event = trio.Event()
         self.error: BaseException | None = None
 
 
 class _Read:
-    """One read_barrier call: the read index once the core gave it."""
+    """One read_barrier call: the read index once the core (``local``) or the leader gave
+    it."""
 
-    __slots__ = ("error", "event", "index")
+    __slots__ = ("error", "event", "index", "local", "only_index")
 
-    def __init__(self) -> None:
+    def __init__(self, *, local: bool = True, only_index: bool = False) -> None:
         self.index: int | None = None
         self.event = trio.Event()
         self.error: BaseException | None = None
+        self.local = local
+        self.only_index = only_index  # a follower's ReadIndex call: done once index is known
 
 
 class RaftStore:
-    """The ``taskd.store.seam.Store`` on an embedded Raft log (one member today)."""
+    """The ``taskd.store.seam.Store`` on an embedded Raft log: one member, or a member of a
+    cluster (``peers``, ``join``, ``transport``)."""
 
     durable = True
 
@@ -135,11 +175,32 @@ class RaftStore:
         segment_bytes: int = SEGMENT_BYTES,
         raft_config: RaftConfig | None = None,
         tick_seconds: float = _TICK_SECONDS,
+        peers: Sequence[str] = (),
+        join: bool = False,
+        transport: Transport | None = None,
+        stamp: Callable[[bytes], bytes] | None = None,
+        routes: Mapping[str, str] | None = None,
+        cluster_secret: str | None = None,
+        leader_wait: float = _LEADER_WAIT,
     ) -> None:
         if snapshot_every < 1 or max_batch < 1:
             raise ValueError("snapshot_every and max_batch must be at least 1")
         if tick_seconds <= 0:
             raise ValueError("tick_seconds must be positive")
+        peers = tuple(peers)
+        if peers and node_id not in peers and not join:
+            raise ValueError(
+                f"--peers {','.join(peers)} does not name this node ({node_id}): list every "
+                "member, this one included, or start it with --join to be added later"
+            )
+        self.peers = peers or (node_id,)
+        self.join = join
+        self.clustered = join or len(self.peers) > 1 or transport is not None
+        if self.clustered and transport is None:
+            transport = GrpcTransport(node_id, routes=routes, cluster_secret=cluster_secret)
+        self.transport = transport
+        self.stamp = stamp
+        self.leader_wait = leader_wait
         self.data_dir = Path(data_dir)
         self.state_machine = state_machine
         self.node_id = node_id
@@ -163,8 +224,18 @@ class RaftStore:
         self._snapshot_index = 0
         self._snapshot_in_flight = False
         self._writes_resumed = trio.Event()  # set (and replaced) when a disk-full fault clears
-        # Gained once, after replay (one member elects itself); lost when ``serve`` ends.
+        # One member: gained once, after replay; lost when ``serve`` ends. In a cluster:
+        # gained when this node leads and applied its term's no-op, lost when it steps down.
         self.leadership = Leadership()
+        self._early = EarlyResults()
+        self._forwarder: Forwarder | None = None
+        self._remote_reads: list[_Read] = []  # follower barriers waiting for a ReadIndex call
+        self._remote_read_work = trio.Event()
+        self._leader_seen = trio.Event()  # set (and replaced) when the known leader changes
+        self._staged: dict[tuple[int, int], Path] = {}  # received snapshots, by (index, term)
+        self._sending_snapshot: set[str] = set()
+        self._applied_conf: tuple[tuple[str, ...], tuple[str, ...]] = (self.peers, ())
+        self._nursery: trio.Nursery | None = None
 
     # -- the store seam -------------------------------------------------------------------
 
@@ -172,9 +243,12 @@ class RaftStore:
         """Make ``data`` durable, apply it, and return what the state machine returned.
 
         Raises ``NotLeader`` or ``Unavailable``. If the caller is cancelled while waiting, the
-        entry may still commit and be applied; only its result is lost.
+        entry may still commit and be applied; only its result is lost. On a follower the
+        command is forwarded to the leader (module docstring).
         """
         core = self._writable()
+        if core.role is not Role.LEADER and self.clustered:
+            return (await self._forward((data,)))[0]
         index = core.propose(data)
         waiter = self._wait_for(core.term, index, index)
         await waiter.event.wait()
@@ -187,6 +261,8 @@ class RaftStore:
         if not items:
             return []
         core = self._writable()
+        if core.role is not Role.LEADER and self.clustered:
+            return await self._forward(items)
         indexes = core.propose_many(items)
         waiter = self._wait_for(core.term, indexes.start, indexes.stop - 1)
         await waiter.event.wait()
@@ -194,25 +270,314 @@ class RaftStore:
             raise waiter.error
         return waiter.results
 
-    async def read_barrier(self) -> None:
+    async def _forward(self, items: Sequence[bytes]) -> list[object]:
+        """A follower's write: the leader appends it, this node's apply answers it. Sent again
+        (to whoever leads then) while another term's entry took its place, for at most
+        ``_REFORWARD_FOR`` seconds."""
+        deadline = time.monotonic() + _REFORWARD_FOR
+        while True:
+            core = self._writable()
+            if core.role is Role.LEADER:  # this node won an election meanwhile
+                indexes = core.propose_many(items)
+                waiter = self._wait_for(core.term, indexes.start, indexes.stop - 1)
+            else:
+                assert self._forwarder is not None
+                forwarded = self._forwarder.submit(items, deadline - time.monotonic())
+                await forwarded.event.wait()
+                if forwarded.error is not None:
+                    raise forwarded.error
+                waiter = forwarded.waiter
+            await waiter.event.wait()
+            error = waiter.error
+            if error is None:
+                return waiter.results
+            if isinstance(error, NotLeader) and time.monotonic() < deadline:
+                continue  # nothing of it was applied: another term took its indexes
+            raise error
+
+    def placed(self, forwarded: Forwarded) -> None:
+        """The leader appended ``forwarded`` at (term, first ..): wait for its apply here,
+        taking the results of entries already applied from the early record."""
+        term, first, last = (
+            forwarded.term,
+            forwarded.first,
+            forwarded.first + len(forwarded.items) - 1,
+        )
+        early = self._early.results
+        results: list[object] = []
+        index = first
+        waiter = _Waiter(term, first, last)
+        forwarded.waiter = waiter
+        while index <= last and index in early:
+            entry_term, result = early.pop(index)
+            if entry_term != term:
+                waiter.results = results
+                self._answer_stale(waiter)
+                return
+            results.append(result)
+            index += 1
+        waiter.results = results
+        if index > last:
+            waiter.event.set()
+            return
+        core = self._core
+        if core is not None and core.applied_index >= index:
+            waiter.error = Unavailable(
+                f"the entries of this request (from index {index}) were applied through a "
+                "snapshot, so their results are not known here: the outcome is unknown; read "
+                "it back before retrying"
+            )
+            waiter.event.set()
+            return
+        waiter.first = index
+        waiter.count = last - first + 1
+        self._insert_waiter(waiter)
+
+    def _answer_stale(self, waiter: _Waiter) -> None:
+        applied = len(waiter.results)
+        if applied:
+            waiter.error = Unavailable(
+                f"leadership changed: the first {applied} of the {waiter.count} commands "
+                f"of this request were applied, the rest were not"
+            )
+        else:
+            core = self._core
+            leader = core.leader if core is not None else None
+            waiter.error = NotLeader(leader if leader != self.node_id else None)
+        waiter.event.set()
+
+    def _insert_waiter(self, waiter: _Waiter) -> None:
+        waiters = self._waiters
+        if not waiters or waiters[-1].first <= waiter.first:
+            waiters.append(waiter)
+        else:
+            position = len(waiters)
+            while position and waiters[position - 1].first > waiter.first:
+                position -= 1
+            waiters.insert(position, waiter)
+        self._work.set()
+
+    async def read_barrier(self, stale: bool = False) -> None:
         """Return once everything committed before this call has been applied (a
-        linearizable read may follow). Raises ``NotLeader`` or ``Unavailable``."""
+        linearizable read may follow). Raises ``NotLeader`` or ``Unavailable``. ``stale``:
+        return at once (a read of the local replica, possibly behind the leader)."""
         core = self._core
         if core is None or not self._serving:
             raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
+        if stale:
+            return
         if self._failure is not None:
             # No round runs while the disk refuses writes, so nothing commits meanwhile.
             if core.role is Role.LEADER and core.applied_index >= core.log.committed:
                 return
             raise self._failure
+        if core.role is not Role.LEADER and self.clustered:
+            read = _Read(local=False)
+            self._remote_reads.append(read)
+            self._remote_read_work.set()
+        else:
+            read = self._local_read(core)
+        await read.event.wait()
+        if read.error is not None:
+            raise read.error
+
+    def _local_read(self, core: RaftCore) -> _Read:
         ctx = next(self._read_ids)
         read = _Read()
         core.read_index(ctx)  # raises NotLeader on a follower
         self._reads[ctx] = read
         self._work.set()
+        return read
+
+    async def _remote_read_loop(self) -> None:
+        """Follower barriers: every barrier waiting shares one ReadIndex call to the leader."""
+        assert self.transport is not None
+        while True:
+            while not self._remote_reads:
+                self._remote_read_work = trio.Event()
+                await self._remote_read_work.wait()
+            batch, self._remote_reads = self._remote_reads, []
+            core = self._core
+            assert core is not None
+            try:
+                leader = await self._leader_or_wait(self.leader_wait)
+                if leader is None:
+                    raise NotLeader(None)
+                if leader == self.node_id:
+                    index = await self.read_index()
+                else:
+                    index = await self.transport.read_index(leader)
+            except (NotLeader, Unavailable) as exc:
+                for read in batch:
+                    read.error = exc
+                    read.event.set()
+                continue
+            for read in batch:
+                read.index = index
+                self._reads[object()] = read
+            self._release_reads(core.applied_index)
+
+    async def _leader_or_wait(self, patience: float) -> str | None:
+        """The leader this node knows of; waits up to ``patience`` seconds for one."""
+        with trio.move_on_after(patience):
+            while True:
+                core = self._core
+                if core is not None and core.leader is not None:
+                    return core.leader
+                await self._leader_seen.wait()
+        return None
+
+    # -- membership and transfer ----------------------------------------------------------
+
+    async def add_member(self, address: str) -> None:
+        """Add ``address`` as a learner (the leader promotes it to voter once it caught up);
+        returns once the change committed. From any member. Raises ``ConfChangeError``,
+        ``NotLeader``, ``Unavailable``."""
+        await self.change_membership(address, None)
+
+    async def remove_member(self, address: str) -> None:
+        """Remove a voter or learner (the leader too); returns once the change committed."""
+        await self.change_membership(None, address)
+
+    async def change_membership(self, add: str | None, remove: str | None) -> None:
+        core = self._writable()
+        if core.role is not Role.LEADER:
+            leader = await self._leader_or_wait(self.leader_wait)
+            if leader is None or leader == self.node_id:
+                raise NotLeader(None)
+            assert self.transport is not None
+            await self.transport.change_membership(leader, add, remove)
+            return
+        index = core.propose_conf_change(add=add, remove=remove)
+        waiter = self._wait_for(core.term, index, index)
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+    async def transfer_leadership(
+        self,
+        target: str | None = None,
+        timeout: float = _TRANSFER_TIMEOUT,  # noqa: ASYNC109 (the contract's name; a cap)
+    ) -> None:
+        """Hand leadership to ``target`` (None: the most caught-up voter) and return once
+        this node no longer leads. From any member (forwarded to the leader). Raises
+        ``Unavailable`` when the transfer did not complete within ``timeout``."""
+        core = self._writable()
+        if core.role is not Role.LEADER:
+            leader = await self._leader_or_wait(self.leader_wait)
+            if leader is None:
+                raise NotLeader(None)
+            if leader == target:
+                return
+            if leader != self.node_id:
+                assert self.transport is not None
+                await self.transport.transfer_leadership(leader, target, timeout)
+                return
+        if target == self.node_id:
+            return
+        core.transfer_leadership(target)
+        self._work.set()
+        with trio.move_on_after(timeout):
+            while core.role is Role.LEADER:
+                await self._leader_seen.wait()
+            return
+        raise Unavailable(
+            f"leadership transfer to {target or 'the most caught-up voter'} did not complete "
+            f"within {timeout:g}s (is the target reachable and caught up?); this node still leads"
+        )
+
+    # -- the inbox: what peers send (``taskd.store.raft.transport.Inbox``) ------------------
+
+    def deliver(self, blob: bytes) -> None:
+        """Raft messages from a peer: stepped into the core now; the loop does the rest."""
+        core = self._core
+        if core is None:
+            return
+        try:
+            _, dst, messages = wire.decode_batch(blob)
+        except wire.WireError as exc:
+            log.warning("dropped a Raft message batch: %s", exc)
+            return
+        if dst != self.node_id:
+            return
+        step = core.step
+        snapshot = MessageKind.SNAPSHOT
+        for message in messages:
+            if message.kind is not snapshot:  # snapshots arrive with their file only
+                step(message)
+        self._work.set()
+
+    def accept_forward(self, blob: bytes) -> tuple[int, int]:
+        """A follower's batch of commands: stamp, append, answer (term, first index) now."""
+        core = self._core
+        if core is None or not self._serving or self._failure is not None:
+            raise Unavailable(f"the Raft store in {self.data_dir} is not taking writes")
+        commands = wire.decode_commands(blob)
+        if self.stamp is not None:
+            stamp = self.stamp
+            commands = [stamp(command) for command in commands]
+        indexes = core.propose_many(commands)  # raises NotLeader
+        self._work.set()
+        return core.term, indexes.start
+
+    async def read_index(self) -> int:
+        """A read index for a follower: the commit index, confirmed current by a quorum."""
+        core = self._core
+        if core is None or not self._serving:
+            raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
+        ctx = next(self._read_ids)
+        read = _Read(only_index=True)  # answered once the index is known, not applied
+        core.read_index(ctx)  # raises NotLeader
+        self._reads[ctx] = read
+        self._work.set()
         await read.event.wait()
         if read.error is not None:
             raise read.error
+        assert read.index is not None
+        return read.index
+
+    async def install_snapshot(
+        self, leader: str, term: int, meta: SnapshotMeta, chunks: ChunkSource
+    ) -> None:
+        """Stage the leader's snapshot file (fsynced, in the log's directory) and step it into
+        the core; the round that names it installs it."""
+        disk = self._disk
+        core = self._core
+        if disk is None or core is None:
+            raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
+        staged = disk.dir / f"incoming-{meta.index:020d}-{meta.term:020d}.tmp"
+        handle = await trio.to_thread.run_sync(open, staged, "wb")
+        try:
+            while (chunk := await chunks()) is not None:
+                await trio.to_thread.run_sync(handle.write, chunk)
+            await trio.to_thread.run_sync(_flush_and_sync, handle)
+        except BaseException:
+            await trio.to_thread.run_sync(handle.close)
+            await trio.to_thread.run_sync(_unlink, staged)
+            raise
+        await trio.to_thread.run_sync(handle.close)
+        old = self._staged.pop((meta.index, meta.term), None)
+        if old is not None and old != staged:
+            await trio.to_thread.run_sync(_unlink, old)
+        self._staged[(meta.index, meta.term)] = staged
+        core.step(Message(MessageKind.SNAPSHOT, leader, self.node_id, term, snapshot=meta))
+        self._work.set()
+
+    def member_ids(self) -> set[str]:
+        """Every member this node knows of (current configuration and ``peers``): who may
+        call its internal service."""
+        members = set(self.peers)
+        core = self._core
+        if core is not None:
+            conf = core.conf
+            members.update(conf.voters)
+            members.update(conf.learners)
+        return members
+
+    def unreachable(self, peer: str) -> None:
+        core = self._core
+        if core is not None:
+            core.report_unreachable(peer)
 
     async def wait_for_snapshot(self, count: int = 1) -> None:
         """Return once at least ``count`` snapshots were written since start."""
@@ -229,6 +594,49 @@ class RaftStore:
             return RaftStatus(self.node_id, "follower", 0, None, 0, 0, [])
         return self._core.status()
 
+    def not_ready_reason(self) -> str | None:
+        """None when this member can serve: a leader is known and heard from recently, the
+        log is applied up to the known commit index, the disk takes writes. Else why not,
+        and what to do."""
+        core = self._core
+        if core is None or not self._serving:
+            return f"the Raft store in {self.data_dir} is starting (replaying its log)"
+        if self._failure is not None:
+            return str(self._failure)
+        leader = core.leader
+        if leader is None:
+            if self.join and not core.conf.voters:
+                return (
+                    "this node was started with --join and is not a member yet: add it from "
+                    f"any member (taskd cluster add {self.node_id})"
+                )
+            return (
+                "no leader is known (an election is under way, or fewer than a majority of "
+                "the members are reachable): check that most --peers are up and can reach "
+                "each other"
+            )
+        if leader == self.node_id:
+            if self.leadership.term != core.term:
+                return "this node was just elected and is applying its log"
+            return None
+        heard = any(m.id == leader and m.reachable for m in core.status().members)
+        if not heard:
+            return (
+                f"the leader {leader} has not been heard from within an election timeout: "
+                "check the network between this node and the leader"
+            )
+        lag = core.log.committed - core.applied_index
+        if lag > _APPLY_LAG:
+            return f"catching up with the leader {leader}: {lag} committed entries still to apply"
+        return None
+
+    def grpc_handlers(self) -> list[Any]:
+        """The internal Raft service, for the node's gRPC server (grpclib ``__mapping__``
+        objects). Empty for a one-member store."""
+        if not isinstance(self.transport, GrpcTransport):
+            return []
+        return self.transport.handlers(self)
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, replay, report started, then run group-commit rounds until cancelled."""
         disk = DiskLog(
@@ -243,31 +651,54 @@ class RaftStore:
             raise Unavailable(f"cannot open the Raft log in {disk.dir}: {exc}") from exc
         try:
             self._disk = disk
-            if recovered.snapshot is not None and recovered.snapshot_data is not None:
+            snapshot = recovered.snapshot
+            if snapshot is not None and recovered.snapshot_data is not None:
                 self.state_machine.restore(recovered.snapshot_data)
-                self._snapshot_index = recovered.snapshot.index
+                self._snapshot_index = snapshot.index
+                if snapshot.voters:
+                    self._applied_conf = (snapshot.voters, snapshot.learners)
+            if self.join:
+                self._applied_conf = ((), ())
             core = RaftCore(
                 self.node_id,
-                [self.node_id],
+                () if self.join else list(self.peers),
                 config=self.raft_config,
                 hard_state=recovered.hard_state,
-                snapshot=recovered.snapshot,
+                snapshot=snapshot,
                 entries=recovered.entries,
             )
             self._core = core
             replay = core.last_index - core.applied_index
             if replay > _REPLAY_CHUNK:
                 log.info("replaying %d Raft log entries from %s", replay, disk.dir)
-            core.tick()  # one member: elects itself at once, appends the new term's no-op
-            ready_at = core.last_index
+            if not self.clustered:
+                core.tick()  # one member: elects itself at once, appends the new term's no-op
+                ready_at = core.last_index
+            else:
+                ready_at = min(core.log.committed, core.last_index)
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._ticker, core)
+                if self.transport is not None:
+                    await nursery.start(self.transport.serve, self)
+                    self._forwarder = Forwarder(
+                        self.transport,
+                        leader=lambda: core.leader,
+                        wait_for_leader=self._leader_or_wait,
+                        applied=lambda: core.applied_index,
+                        early=self._early,
+                        placement=self,
+                        leader_wait=self.leader_wait,
+                    )
+                    nursery.start_soon(self._forwarder.run)
+                    nursery.start_soon(self._remote_read_loop)
                 while core.applied_index < ready_at:
                     await self._round(core, disk, nursery)
                     if self._failure is not None:
                         raise self._failure
                 self._serving = True
-                self.leadership.gained(core.term)
+                if not self.clustered:
+                    self.leadership.gained(core.term)
                 log.info(
                     "Raft log ready in %s: term %d, applied index %d",
                     disk.dir,
@@ -282,8 +713,15 @@ class RaftStore:
                     await self._round(core, disk, nursery)
         finally:
             self._serving = False
+            self._nursery = None
             self.leadership.lost()
-            self._fail_waiters(Unavailable(f"the Raft store in {self.data_dir} has stopped"))
+            stopped = Unavailable(f"the Raft store in {self.data_dir} has stopped")
+            self._fail_waiters(stopped)
+            if self._forwarder is not None:
+                self._forwarder.fail_all(stopped)
+            for staged in self._staged.values():
+                _unlink(staged)
+            self._staged.clear()
             disk.close()
 
     async def _ticker(self, core: RaftCore) -> None:
@@ -319,6 +757,8 @@ class RaftStore:
         ready = core.ready(self._batch_limit(core))
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state)
+        if ready.snapshot is not None:
+            await self._install_snapshot(core, disk, ready.snapshot)
         if ready.committed_entries:
             await self._apply(core, ready)
             core.advance(ready)
@@ -328,6 +768,8 @@ class RaftStore:
         if self._reads:
             self._release_reads(core.applied_index)
         if ready.must_sync:  # new entries or a new term/vote: written and fsynced
+            new = ready.entries_to_persist
+            cuts = bool(new) and new[0].index <= disk.last_index and bool(self._waiters)
             try:
                 await trio.to_thread.run_sync(self._persist, disk, ready)
             except OSError as exc:
@@ -336,7 +778,104 @@ class RaftStore:
             self.fsync_rounds += 1
             if ready.entries_to_persist:
                 last = ready.entries_to_persist[-1]
+                if cuts:
+                    self._drop_cut_waiters(new[0])
                 core.persisted(last.term, last.index)
+        if ready.messages:
+            self._send(ready.messages, nursery)
+        if self.clustered:
+            self._check_leadership(core)
+
+    def _send(self, messages: list[Message], nursery: trio.Nursery) -> None:
+        """A round's messages, after its persist: one batch per destination; a SNAPSHOT
+        message starts streaming that snapshot's file to its peer."""
+        transport = self.transport
+        if transport is None:
+            return
+        groups: dict[str, list[Message]] = {}
+        for message in messages:
+            if message.kind is MessageKind.SNAPSHOT:
+                if message.dst not in self._sending_snapshot and message.snapshot is not None:
+                    self._sending_snapshot.add(message.dst)
+                    nursery.start_soon(self._send_snapshot, message)
+                continue
+            group = groups.get(message.dst)
+            if group is None:
+                groups[message.dst] = [message]
+            else:
+                group.append(message)
+        for dst, group in groups.items():
+            transport.send(dst, group)
+
+    async def _send_snapshot(self, message: Message) -> None:
+        meta = message.snapshot
+        transport = self.transport
+        disk = self._disk
+        assert meta is not None and transport is not None and disk is not None
+        peer = message.dst
+        path = disk.dir / snapshot_name(meta)
+        ok = False
+        started = time.monotonic()
+        try:
+            await transport.send_snapshot(peer, message.term, meta, path)
+            ok = True
+        except (Unavailable, NotLeader, OSError) as exc:
+            log.warning("sending the snapshot at %d to %s failed: %s", meta.index, peer, exc)
+        finally:
+            self._sending_snapshot.discard(peer)
+            core = self._core
+            if core is not None:
+                core.report_snapshot(peer, ok)
+                self._work.set()
+        if ok:
+            log.info(
+                "sent the snapshot at index %d to %s in %.2fs",
+                meta.index,
+                peer,
+                time.monotonic() - started,
+            )
+
+    async def _install_snapshot(self, core: RaftCore, disk: DiskLog, meta: SnapshotMeta) -> None:
+        """The core accepted a received snapshot: make it the base of the disk log, restore
+        the state machine from it, tell the core (before this round's messages go out)."""
+        staged = self._staged.pop((meta.index, meta.term))
+        data = await trio.to_thread.run_sync(disk.install_snapshot, meta, staged)
+        self.state_machine.restore(data)
+        self._snapshot_index = meta.index
+        self._applied_conf = (meta.voters, meta.learners)
+        # Entries up to meta.index were applied by the snapshot: their results are unknown.
+        while self._waiters and self._waiters[0].first <= meta.index:
+            waiter = self._waiters.popleft()
+            waiter.error = Unavailable(
+                "the entries of this request were applied through a snapshot from the leader, "
+                "so their results are not known here: read it back before retrying"
+            )
+            waiter.event.set()
+        core.snapshot_installed(meta)
+        log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
+
+    def _drop_cut_waiters(self, first_new: Any) -> None:
+        """A new leader's entries replace ours from ``first_new.index``: a waiter whose
+        entries all lay there, in another term, will never see them commit: NotLeader now."""
+        index, term = first_new.index, first_new.term
+        kept: deque[_Waiter] = deque()
+        for waiter in self._waiters:
+            if waiter.first >= index and waiter.term != term and not waiter.results:
+                self._answer_stale(waiter)
+            else:
+                kept.append(waiter)
+        self._waiters = kept
+
+    def _check_leadership(self, core: RaftCore) -> None:
+        """Raise the signal once this node leads and applied its term's no-op."""
+        if core.role is Role.LEADER:
+            if self.leadership.term != core.term and self._serving:
+                applied = core.applied_index
+                if applied and core.term_at(applied) == core.term:
+                    log.info("leading in term %d (applied index %d)", core.term, applied)
+                    self.leadership.gained(core.term)
+        elif self.leadership.term is not None:
+            self.leadership.lost()
 
     def _batch_limit(self, core: RaftCore) -> int:
         """How many new entries this round persists: at most ``max_batch``, ending where a
@@ -375,6 +914,8 @@ class RaftStore:
         apply = self.state_machine.apply
         waiters = self._waiters
         normal = _NORMAL
+        # While forwards are in flight, every result is kept by index (forwarding.py).
+        early = self._early.results if self._early.recording else None
         started = time.monotonic()
         for chunk_start in range(0, len(entries), _REPLAY_CHUNK):
             if chunk_start:
@@ -395,6 +936,11 @@ class RaftStore:
                         raise
                 else:
                     result = None  # Raft's own entry: never handed to the state machine
+                    if entry.kind is _CONF_CHANGE:
+                        conf = decode_conf(entry.data)
+                        self._applied_conf = (conf.voters, conf.learners)
+                if early is not None:
+                    early[entry.index] = (entry.term, result)
                 # Waiters are registered in index order, right after their entries were
                 # appended; entries without one (no-ops, replayed entries) are skipped over.
                 if waiters and waiters[0].first <= entry.index:
@@ -433,14 +979,23 @@ class RaftStore:
 
     def _on_soft_state(self, soft: SoftState) -> None:
         log.debug("Raft: %s, leader %s", soft.role, soft.leader or "unknown")
-        if soft.role != Role.LEADER.value and self._reads:
-            self._fail_reads(NotLeader(soft.leader))
+        self._leader_seen.set()
+        self._leader_seen = trio.Event()
+        if soft.role != Role.LEADER.value:
+            if self._reads:
+                self._fail_reads(NotLeader(soft.leader), local_only=True)
+            if self.leadership.term is not None:
+                log.info("no longer the leader (now %s; leader %s)", soft.role, soft.leader)
+                self.leadership.lost()
 
     def _note_reads(self, read_states: list[ReadState]) -> None:
         for state in read_states:
             read = self._reads.get(state.ctx)
             if read is not None:
                 read.index = state.index
+                if read.only_index:
+                    del self._reads[state.ctx]
+                    read.event.set()
 
     def _release_reads(self, applied: int) -> None:
         done = [
@@ -451,17 +1006,28 @@ class RaftStore:
         for ctx in done:
             self._reads.pop(ctx).event.set()
 
-    def _fail_reads(self, error: BaseException) -> None:
+    def _fail_reads(self, error: BaseException, *, local_only: bool = False) -> None:
+        """Fail waiting read barriers (only those the local core confirms: ``local_only``;
+        a follower's barrier waiting for its apply stays valid across leader changes)."""
         reads, self._reads = self._reads, {}
-        for read in reads.values():
+        for ctx, read in reads.items():
+            if local_only and not read.local:
+                self._reads[ctx] = read
+                continue
             read.error = error
             read.event.set()
+        if not local_only:
+            remote, self._remote_reads = self._remote_reads, []
+            for read in remote:
+                read.error = error
+                read.event.set()
 
     def _maybe_snapshot(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
         applied = core.applied_index
         if self._snapshot_in_flight or applied - self._snapshot_index < self.snapshot_every:
             return
-        meta = SnapshotMeta(applied, core.term_at(applied))
+        voters, learners = self._applied_conf  # the configuration as of ``applied``
+        meta = SnapshotMeta(applied, core.term_at(applied), voters, learners)
 
         def serialize_and_write() -> None:  # in a forked child: the state as of ``meta``
             disk.release_in_child()
@@ -503,6 +1069,8 @@ class RaftStore:
             return
         finally:
             self._snapshot_in_flight = False
+        if meta.index <= self._snapshot_index:  # a snapshot from the leader got further
+            return
         core.compact(meta.index, meta.term)
         self._snapshot_index = meta.index
         self.snapshots_written += 1
@@ -610,8 +1178,18 @@ class RaftStore:
         self._work.set()
 
     def _fail_waiters(self, error: Unavailable) -> None:
+        """Answer every waiting proposal and read with ``error``."""
         self._fail_reads(error)
         while self._waiters:
             waiter = self._waiters.popleft()
             waiter.error = error
             waiter.event.set()
+
+
+def _flush_and_sync(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
