@@ -396,7 +396,8 @@ class Node:
                     lease_ttl=self.config.worker_lease,
                     max_payload=self.config.max_payload,
                 ),
-                *self.store.grpc_handlers(),  # Raft between members (empty for one member)
+                # Raft between members (a single node has no one to talk to)
+                *(self.store.grpc_handlers() if self.config.clustered else []),
             ],
             codec=grpc_api.StrictCodec(max_payload=self.config.max_payload),
             table=self.grpc_connections,

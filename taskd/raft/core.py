@@ -1,55 +1,78 @@
 """RaftCore: the Raft state machine, without I/O, clock or randomness (etcd-io/raft style).
 
 Theory of operation: the driver owns the disk, the network and the clock; the core owns the
-decisions. Inputs are ``propose``/``propose_many``, ``tick()`` (one logical tick: the driver
-turns its clock into ticks), ``step(message)``, ``read_index(ctx)`` and the driver's
-acknowledgements ``persisted(term, index)`` (entries are on disk) and ``advance(ready)`` (the
-committed entries of that ``Ready`` were applied). Output is ``ready()``: the soft state when
-it changed, the hard state and entries to persist (``must_sync``: fsync them before sending
-the messages and before answering anyone), the messages, the committed entries to apply and
-the read states. ``Ready.snapshot`` is always None today (nothing installs or sends one).
+decisions. Inputs are ``propose``/``propose_many``/``propose_conf_change``, ``tick()`` (one
+logical tick: the driver turns its clock into ticks), ``step(message)``, ``read_index(ctx)``,
+``transfer_leadership``, the driver's reports (``report_unreachable``, ``report_snapshot``,
+``snapshot_installed``) and its acknowledgements ``persisted(term, index)`` (entries are on
+disk) and ``advance(ready)`` (the committed entries of that ``Ready`` were applied). Output is
+``ready()``: the soft state when it changed, a snapshot to install, the hard state and entries
+to persist (``must_sync``: fsync them before sending the messages and before answering
+anyone), the messages, the committed entries to apply and the read states.
 
-The driver's loop, in order: take a ``Ready``; apply its committed entries and ``advance``;
-persist its hard state and entries (fsync when ``must_sync``; entries that start at or below
-the disk's last index replace the disk's suffix from there) and call ``persisted``; only then
-send its messages. Committed entries are always already durable locally.
+The driver's loop, in order: take a ``Ready``; install its snapshot if any (then
+``snapshot_installed``); apply its committed entries and ``advance``; persist its hard state
+and entries (fsync when ``must_sync``; entries that start at or below the disk's last index
+replace the disk's suffix from there) and call ``persisted``; only then send its messages.
+Committed entries are always already durable locally. (A leader's own ``APPEND`` messages may
+go out before its entries are durable, Raft §10.2.1; the answers a follower sends may not, and
+the core never hands out an answer before the entries it acknowledges.)
 
-Configuration is a frozen ``RaftConfig``: election timeout and heartbeat in ticks and a seed.
-The election timeout of each term is drawn from ``[election_ticks, 2 * election_ticks)`` by a
-small deterministic generator seeded with ``seed``, so the same seed and the same inputs give
-the same decisions, tick for tick (give each member its own seed).
+Configuration is a frozen ``RaftConfig``: election timeout and heartbeat in ticks, a seed, the
+replication caps, pre-vote and check-quorum. The election timeout of each campaign is drawn
+from ``[election_ticks, 2 * election_ticks)`` by a small deterministic generator seeded with
+``seed``, so the same seed and the same inputs give the same decisions, tick for tick (give
+each member its own seed).
 
 Roles move only along ``TRANSITIONS``, one table keyed by (role, event).
 
-What is implemented: a one-member cluster elects itself on its first tick, in a term one
-above anything it has seen, appends a ``NOOP`` entry and commits each entry as soon as it is
-persisted; ``read_index`` is answered as soon as the leader has committed an entry of its own
-term (at once, after its no-op). With peers in ``voters``: a follower or candidate campaigns
-after its randomised timeout (vote requests to every peer), grants at most one vote per term
-to a candidate whose log is at least as up to date, becomes leader on a quorum of votes
-(appending its no-op), steps down on any higher term, and as a follower takes a leader's
-appends: it checks the entry before them, cuts its uncommitted tail at the first conflicting
-term, appends the rest and follows the leader's commit index. What is not implemented yet
-(issue 7): the leader's side of replication (it sends no appends or heartbeats and ignores
-their answers, so with peers it commits nothing), ``read_index`` on a leader with peers
-(raises ``NotImplementedError``), snapshots sent to followers and membership changes.
+What is implemented:
+- Elections (``election.py`` has the vote rules): a voter whose timeout passed without hearing
+  from a leader first asks for pre-votes for the next term without taking it, and campaigns
+  only with a majority of yes; a vote is granted at most once per term to a log at least as
+  up to date, and not while the voter heard from a leader within an election timeout
+  (check-quorum's lease) unless the campaign is a leadership transfer. A sole voter elects
+  itself on its first tick. Learners, joining nodes and removed nodes never campaign.
+- Replication (``replication.py``, ``progress.py``): per-follower probe/replicate/snapshot
+  states, pipelined APPENDs within ``max_inflight``/``max_append_entries``/``max_append_bytes``,
+  fast backtracking with ``reject_hint``, heartbeats, commit by counting current-term entries
+  on a majority of voters, followers commit what the leader says they hold; check-quorum (a
+  leader that did not hear from a majority within an election timeout steps down).
+- ReadIndex (``readonly.py``): a read waits for the term's first commit, then for one
+  heartbeat round answered by a majority; rounds are batched.
+- Membership (``confstate.py``): the configuration is the latest ``CONF_CHANGE`` in the log,
+  else the snapshot's, else the bootstrap one; one change at a time, and only once the leader
+  committed an entry of its term; learners are promoted by the leader once caught up; a removed
+  leader steps down once its removal commits (asking the most caught-up voter to campaign).
+- Snapshots to followers behind the compacted log, and their installation on the follower.
+- Leadership transfer (``TIMEOUT_NOW``).
 
-Invariants: the term never goes backwards; at most one vote per term; an entry is committed
-only once a quorum of voters has it on disk, and a leader commits by counting only entries of
-its own term (Raft §5.4.2; the no-op it appends at the start of its term gets it there); a
-committed entry is never cut; an acknowledgement for an entry that was since replaced by
-another term's is ignored.
+Not implemented: joint consensus (changes go one server at a time), leader leases for reads
+(reads always cost a heartbeat round), learners that forward reads, and flow control by bytes
+in flight (only messages in flight are counted).
+
+Invariants: the term never goes backwards; at most one vote per term; at most one leader per
+term; an entry is committed only once a majority of voters has it on disk, and a leader
+commits by counting only entries of its own term (Raft §5.4.2; the no-op it appends at the
+start of its term gets it there); a committed entry is never cut; an acknowledgement for an
+entry that was since replaced by another term's is ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from taskd.errors import NotLeader
+from taskd.raft.confstate import ConfChangeError, Membership, Tally, tally
+from taskd.raft.election import grants_vote, in_lease
+from taskd.raft.progress import Progress, ProgressState
 from taskd.raft.raftlog import RaftLog
+from taskd.raft.readonly import ReadOnly
+from taskd.raft.replication import Replication
 from taskd.raft.types import (
+    CAMPAIGN_TRANSFER,
     ConfState,
     Entry,
     HardState,
@@ -58,6 +81,7 @@ from taskd.raft.types import (
     ReadState,
     SnapshotMeta,
     SoftState,
+    encode_conf,
 )
 
 
@@ -69,21 +93,41 @@ class Role(Enum):
 
 
 class Event(Enum):
+    PRE_VOTE_TIMEOUT = "election timeout, asking for pre-votes first"
+    WON_PRE_VOTE = "won the pre-vote"
     ELECTION_TIMEOUT = "election timeout"
+    TIMEOUT_NOW = "the leader asked it to campaign"
     WON_ELECTION = "won election"
+    LOST_ELECTION = "a majority refused"
     HIGHER_TERM = "saw a higher term"
     LEADER_SEEN = "heard from the leader of its term"
+    QUORUM_LOST = "did not hear from a majority within an election timeout"
+    REMOVED = "left the voters"
+    DISK_FAULT = "could not persist entries it had sent"
 
+
+_FROM_LEADER = (MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT)
+_ALL = (Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE, Role.LEADER)
+_NOT_LEADER = (Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE)
 
 TRANSITIONS: dict[tuple[Role, Event], Role] = {
+    (Role.FOLLOWER, Event.PRE_VOTE_TIMEOUT): Role.PRE_CANDIDATE,
+    (Role.PRE_CANDIDATE, Event.PRE_VOTE_TIMEOUT): Role.PRE_CANDIDATE,
+    (Role.CANDIDATE, Event.PRE_VOTE_TIMEOUT): Role.PRE_CANDIDATE,
+    (Role.PRE_CANDIDATE, Event.WON_PRE_VOTE): Role.CANDIDATE,
     (Role.FOLLOWER, Event.ELECTION_TIMEOUT): Role.CANDIDATE,
     (Role.CANDIDATE, Event.ELECTION_TIMEOUT): Role.CANDIDATE,
+    (Role.FOLLOWER, Event.TIMEOUT_NOW): Role.CANDIDATE,
+    (Role.PRE_CANDIDATE, Event.TIMEOUT_NOW): Role.CANDIDATE,
+    (Role.CANDIDATE, Event.TIMEOUT_NOW): Role.CANDIDATE,
     (Role.CANDIDATE, Event.WON_ELECTION): Role.LEADER,
-    (Role.FOLLOWER, Event.HIGHER_TERM): Role.FOLLOWER,
-    (Role.CANDIDATE, Event.HIGHER_TERM): Role.FOLLOWER,
-    (Role.LEADER, Event.HIGHER_TERM): Role.FOLLOWER,
-    (Role.FOLLOWER, Event.LEADER_SEEN): Role.FOLLOWER,
-    (Role.CANDIDATE, Event.LEADER_SEEN): Role.FOLLOWER,
+    (Role.PRE_CANDIDATE, Event.LOST_ELECTION): Role.FOLLOWER,
+    (Role.CANDIDATE, Event.LOST_ELECTION): Role.FOLLOWER,
+    **{(role, Event.HIGHER_TERM): Role.FOLLOWER for role in _ALL},
+    **{(role, Event.LEADER_SEEN): Role.FOLLOWER for role in _NOT_LEADER},
+    (Role.LEADER, Event.QUORUM_LOST): Role.FOLLOWER,
+    **{(role, Event.REMOVED): Role.FOLLOWER for role in _ALL},
+    (Role.LEADER, Event.DISK_FAULT): Role.FOLLOWER,
 }
 
 
@@ -135,11 +179,13 @@ class _SplitMix64:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """Work for the driver. Persist ``hard_state`` and ``entries_to_persist`` (fsync first when
-    ``must_sync``; then ``persisted``), send ``messages`` only after that, apply
+    """Work for the driver. Install ``snapshot`` first when set (restore the state machine
+    from the staged file, make it the durable base of the disk log with no entries, then
+    ``snapshot_installed``); persist ``hard_state`` and ``entries_to_persist`` (fsync first
+    when ``must_sync``; then ``persisted``), send ``messages`` only after that, apply
     ``committed_entries`` (then ``advance``). ``entries_to_persist`` may start at or below the
     last index on disk: they replace the disk's entries from their first index on.
-    ``soft_state`` is set when role or leader changed; ``snapshot`` is always None today."""
+    ``soft_state`` is set when role or leader changed."""
 
     hard_state: HardState | None
     entries_to_persist: list[Entry]
@@ -154,9 +200,9 @@ class Ready:
 @dataclass(frozen=True, slots=True)
 class MemberStatus:
     id: str
-    role: str
-    match_index: int
-    reachable: bool
+    role: str  # "leader" | "follower" | "learner"
+    match_index: int  # as the leader knows it (0 elsewhere; a node knows its own)
+    reachable: bool  # heard from within the last election timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,229 +231,65 @@ class RaftCore:
         snapshot: SnapshotMeta | None = None,
         entries: Sequence[Entry] = (),
     ) -> None:
-        if node_id not in voters or len(set(voters)) != len(voters):
-            raise ValueError(f"voters {list(voters)!r} must name {node_id!r} once, no duplicates")
+        bootstrap = ConfState(tuple(voters), tuple(learners))  # checks for duplicates
         hs = hard_state or HardState()
         self.id = node_id
-        self.voters = tuple(voters)
-        self.peers = tuple(v for v in voters if v != node_id)
         self.config = config or RaftConfig()
         self._rand = _SplitMix64(self.config.seed)
-        self.log = RaftLog(snapshot or SnapshotMeta(0, 0), entries, hs.commit)
+        snap = snapshot or SnapshotMeta(0, 0)
+        self.log = RaftLog(snap, entries, hs.commit)
+        self.membership = Membership(bootstrap, snap, self.log.entries)
+        if not snap.voters and self.membership.base.voters:
+            # A snapshot sent on must say which configuration it was taken under.
+            base = self.membership.base
+            self.log.snapshot = replace(snap, voters=base.voters, learners=base.learners)
         # An entry's term may be ahead of the saved term if a crash came between the two.
         self.term = max(hs.term, self.log.last_term)
         self.vote = hs.vote if hs.term == self.term else None
         self.role = Role.FOLLOWER
         self.leader: str | None = None
-        self.match: dict[str, int] = {node_id: self.log.stable}
-        self.votes: dict[str, bool] = {}  # this term's answers, while a candidate
-        self.elapsed = 0  # ticks since the last reset (heard from a leader, voted, campaigned)
+        self.votes: dict[str, bool] = {}  # this campaign's answers (pre-vote or vote)
+        self.elapsed = 0  # ticks since heard from a leader, voted or campaigned; leader: lease
+        self.ticks = 0  # ticks since start: when a member was last heard from
         self.timeout = self._random_timeout()
+        self.replication = Replication(self)
+        self.reads = ReadOnly()
+        self._reads_waiting: list[object] = []  # until this term's first commit
+        self.transfer_target: str | None = None
+        self._transfer_elapsed = 0
+        self._to_install: SnapshotMeta | None = None  # accepted, not yet handed out
+        self._installing: SnapshotMeta | None = None  # handed out, not yet installed
         self._saved = HardState(hs.term, hs.vote, hs.commit)  # last hard state handed out
         self._soft = SoftState(self.role.value, self.leader)  # last soft state handed out
-        self._messages: list[Message] = []
+        # Each message waits until the log is handed out up to its index (an answer never
+        # leaves before the entries it acknowledges are persisted).
+        self._messages: list[tuple[int, Message]] = []
         self._read_states: list[ReadState] = []
-        self._pending_reads: list[object] = []  # waiting for this term's first commit
 
-    # -- inputs ---------------------------------------------------------------------------
-
-    def tick(self) -> None:
-        """One logical tick. Alone, a node need not wait for anybody: it campaigns at once.
-        With peers, a follower or candidate campaigns once ``timeout`` ticks passed without
-        hearing from a leader or granting a vote."""
-        if self.role is Role.LEADER:
-            return  # heartbeats arrive with the leader's side of replication
-        if not self.peers:
-            self._campaign()
-            return
-        self.elapsed += 1
-        if self.elapsed >= self.timeout:
-            self._campaign()
-
-    def step(self, message: Message) -> None:
-        """A message from a peer. Messages from non-voters, or not for this node, are dropped;
-        so are answers from older terms."""
-        if message.src not in self.peers or message.dst != self.id:
-            return
-        if message.term > self.term:
-            self._become(Event.HIGHER_TERM)
-            self.term = message.term
-            self.vote = None
-            self.leader = None
-            self.votes = {}
-            self._pending_reads.clear()
-        kind = message.kind
-        if message.term < self.term:
-            if kind is MessageKind.VOTE or kind is MessageKind.APPEND:
-                answer = (
-                    MessageKind.VOTE_RESPONSE
-                    if kind is MessageKind.VOTE
-                    else MessageKind.APPEND_RESPONSE
-                )
-                self._send(answer, message.src, reject=True)
-            return
-        if kind is MessageKind.VOTE:
-            self._on_vote(message)
-        elif kind is MessageKind.VOTE_RESPONSE:
-            self._on_vote_response(message)
-        elif kind is MessageKind.APPEND:
-            self._on_append(message)
-        # APPEND_RESPONSE and SNAPSHOT: the leader's side of replication is not here yet.
-
-    def propose_conf_change(self, add: str | None = None, remove: str | None = None) -> int:
-        """Propose one membership change as the leader; returns the index of its entry.
-
-        ``add`` adds a LEARNER (the leader promotes it to voter by itself, with another change,
-        once it is within ``config.promote_lag`` entries of the leader's log); ``remove``
-        removes a voter or a learner, this leader included (it steps down once the change
-        commits). Raises ``NotLeader`` on a follower or while transferring leadership, and
-        ``ConfChangeError`` when a change is still uncommitted, ``add`` is already a member,
-        ``remove`` is not one or is the last voter."""
-        raise NotImplementedError("h7-core: membership changes")
-
-    def transfer_leadership(self, target: str | None = None) -> None:
-        """Hand leadership to ``target`` (None: the most caught-up other voter): bring it up
-        to date, then send it ``TIMEOUT_NOW`` so that it campaigns at once. Proposals are
-        refused (``NotLeader(None)``) while the transfer runs, for at most one election
-        timeout. Raises ``NotLeader`` on a follower, ``ConfChangeError`` when the target is
-        not a voter or there is no other voter."""
-        raise NotImplementedError("h7-core: leadership transfer")
-
-    def report_unreachable(self, peer: str) -> None:
-        """The driver could not deliver a message to ``peer``: stop pipelining to it and probe."""
-        raise NotImplementedError("h7-core: replication")
-
-    def report_snapshot(self, peer: str, ok: bool) -> None:
-        """The driver finished streaming the snapshot the core asked it to send to ``peer``:
-        ``ok`` → wait for the follower's answer; not ok → probe it again later."""
-        raise NotImplementedError("h7-core: snapshots")
-
-    def snapshot_installed(self, meta: SnapshotMeta) -> None:
-        """The driver restored the state machine from the snapshot handed out in
-        ``Ready.snapshot`` and made it the durable base of its log."""
-        raise NotImplementedError("h7-core: snapshots")
+    # -- what the node is -----------------------------------------------------------------
 
     @property
     def conf(self) -> ConfState:
         """The configuration in force: the latest in the log, else the snapshot's, else the
         bootstrap one."""
-        raise NotImplementedError("h7-core: membership")
+        return self.membership.current
 
     def conf_at(self, index: int) -> ConfState:
         """The configuration as of ``index`` (what a snapshot at ``index`` must carry)."""
-        raise NotImplementedError("h7-core: membership")
+        return self.membership.conf_at(index)
 
-    def propose(self, data: bytes) -> int:
-        """Append ``data`` to the log as the leader; returns its index."""
-        return self.propose_many((data,)).start
+    @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
 
-    def propose_many(self, items: Sequence[bytes]) -> range:
-        """Append one ``NORMAL`` entry per item; returns their indexes."""
-        if self.role is not Role.LEADER:
-            raise NotLeader(self.leader)
-        first = self.log.append(self.term, items)
-        return range(first, first + len(items))
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return self.conf.voters
 
-    def read_index(self, ctx: object) -> None:
-        """Ask for a linearizable read: a ``ReadState(index, ctx)`` comes out in a ``Ready``
-        once the commit index is known to be current (this leader committed an entry of its
-        term); a read sees everything committed before this call once ``index`` is applied."""
-        if self.role is not Role.LEADER:
-            raise NotLeader(self.leader)
-        if self.peers:
-            raise NotImplementedError("a leader with peers confirms reads with replication")
-        if self._commit_is_current():
-            self._read_states.append(ReadState(self.log.committed, ctx))
-        else:
-            self._pending_reads.append(ctx)
-
-    def persisted(self, term: int, index: int) -> None:
-        """The driver has fsynced the entries it was handed up to the one at ``index``, of
-        ``term``. Ignored if that entry has since been replaced by another term's."""
-        if not self.log.stable_to(term, index):
-            return
-        self.match[self.id] = self.log.stable
-        if self.role is Role.LEADER:
-            self._maybe_commit()
-
-    def discard_unpersisted(self) -> int:
-        """The driver could not persist what it was handed (a full disk) and cut the disk back
-        to what was durable: forget every entry not yet persisted, so that the log continues
-        from what is on disk and none of them can ever commit, and hand the hard state out
-        again with the next ``Ready`` (it may not have reached the disk either; writing it
-        twice is harmless). Returns how many entries were dropped."""
-        dropped = self.log.truncate_unstable()
-        self._saved = HardState(term=-1)  # no real term is -1: the next ready() re-sends it
-        return dropped
-
-    def advance(self, ready: Ready) -> None:
-        """The driver applied ``ready.committed_entries``."""
-        if ready.committed_entries:
-            self.log.applied_to(ready.committed_entries[-1].index)
-
-    def compact(self, index: int, term: int) -> None:
-        """A durable snapshot covers the log up to ``index``: forget those entries."""
-        self.log.compact(SnapshotMeta(index, term))
-
-    # -- outputs --------------------------------------------------------------------------
-
-    def has_ready(self) -> bool:
-        log = self.log
-        return (
-            self._hard_state_changed()
-            or log.handed < log.last_index
-            or min(log.committed, log.stable) > log.applying
-            or bool(self._messages)
-            or bool(self._read_states)
-            or self._soft_state_changed()
-        )
-
-    def ready(self, max_entries: int | None = None) -> Ready:
-        """Collect the work accumulated since the last call (at most ``max_entries`` new
-        entries to persist). Each piece of work is handed out once."""
-        hard_state = None
-        if self._hard_state_changed():
-            hard_state = HardState(self.term, self.vote, self.log.committed)
-            self._saved = hard_state
-        soft_state = None
-        if self._soft_state_changed():
-            soft_state = self._soft = SoftState(self.role.value, self.leader)
-        entries = self.log.take_unstable(max_entries)
-        messages = self._messages
-        read_states = self._read_states
-        if messages:
-            self._messages = []
-        if read_states:
-            self._read_states = []
-        return Ready(
-            hard_state=hard_state,
-            entries_to_persist=entries,
-            messages=messages if messages else [],
-            committed_entries=self.log.take_committed(),
-            soft_state=soft_state,
-            snapshot=None,
-            must_sync=hard_state is not None or bool(entries),
-            read_states=read_states if read_states else [],
-        )
-
-    def status(self) -> RaftStatus:
-        return RaftStatus(
-            id=self.id,
-            role=self.role.value,
-            term=self.term,
-            leader=self.leader,
-            commit_index=self.log.committed,
-            applied_index=self.log.applied,
-            members=[
-                MemberStatus(
-                    id=member,
-                    role=self.role.value if member == self.id else Role.FOLLOWER.value,
-                    match_index=self.match.get(member, 0),
-                    reachable=member == self.id,
-                )
-                for member in self.voters
-            ],
-        )
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """The other members (voters and learners)."""
+        return tuple(m for m in self.conf.members if m != self.id)
 
     @property
     def last_index(self) -> int:
@@ -420,6 +302,278 @@ class RaftCore:
     def term_at(self, index: int) -> int:
         return self.log.term_at(index)
 
+    # -- inputs ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One logical tick. A leader heartbeats and checks its quorum; a voter campaigns
+        once ``timeout`` ticks passed without hearing from a leader or granting a vote (a
+        sole voter at once)."""
+        self.ticks += 1
+        if self.role is Role.LEADER:
+            self._tick_leader()
+            return
+        self.elapsed += 1
+        if self.id not in self.conf.voters:
+            if self.role is not Role.FOLLOWER:
+                self._become(Event.REMOVED)
+            return
+        if self.conf.voters == (self.id,) or self.elapsed >= self.timeout:
+            self._start_election()
+
+    def step(self, message: Message) -> None:
+        """A message from another node. Messages not for this node are dropped, and so are
+        vote requests from non-members and answers from older terms."""
+        if message.dst != self.id:
+            return
+        kind = message.kind
+        voting = kind is MessageKind.VOTE or kind is MessageKind.PRE_VOTE
+        if voting and message.src not in self.conf:
+            return  # a removed node that does not know it yet: no disruption
+        if message.term > self.term:
+            if voting and message.context != CAMPAIGN_TRANSFER and in_lease(self):
+                return  # a leader is alive (check-quorum): ignore the campaign
+            keep_term = kind is MessageKind.PRE_VOTE or (
+                kind is MessageKind.PRE_VOTE_RESPONSE and not message.reject
+            )
+            if not keep_term:
+                from_leader = kind in (
+                    MessageKind.APPEND,
+                    MessageKind.HEARTBEAT,
+                    MessageKind.SNAPSHOT,
+                )
+                self._become_follower(message.term, message.src if from_leader else None)
+        elif message.term < self.term:
+            self._answer_stale(message)
+            return
+        handler = self._HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, message)
+
+    def propose(self, data: bytes) -> int:
+        """Append ``data`` to the log as the leader; returns its index."""
+        return self.propose_many((data,)).start
+
+    def propose_many(self, items: Sequence[bytes]) -> range:
+        """Append one ``NORMAL`` entry per item; returns their indexes. Raises ``NotLeader``
+        on a follower, and ``NotLeader(None)`` while leadership is being transferred."""
+        self._check_proposals()
+        first = self.log.append(self.term, items)
+        return range(first, first + len(items))
+
+    def propose_conf_change(self, add: str | None = None, remove: str | None = None) -> int:
+        """Propose one membership change as the leader; returns the index of its entry.
+
+        ``add`` adds a LEARNER (the leader promotes it to voter by itself, with another change,
+        once it is within ``config.promote_lag`` entries of the leader's log); ``remove``
+        removes a voter or a learner, this leader included (it steps down once the change
+        commits). Raises ``NotLeader`` on a follower or while transferring leadership, and
+        ``ConfChangeError`` when a change is still uncommitted, ``add`` is already a member,
+        ``remove`` is not one or is the last voter."""
+        self._check_proposals()
+        if (add is None) == (remove is None):
+            raise ConfChangeError("name exactly one member, to add or to remove")
+        self._check_change_allowed()
+        conf = self.conf
+        if add is not None:
+            if add in conf:
+                raise ConfChangeError(f"{add} is already a member")
+            return self._append_conf(ConfState(conf.voters, (*conf.learners, add)))
+        assert remove is not None
+        if remove not in conf:
+            raise ConfChangeError(f"{remove} is not a member")
+        if conf.voters == (remove,):
+            raise ConfChangeError(f"cannot remove the last voter ({remove}); add another first")
+        voters = tuple(v for v in conf.voters if v != remove)
+        learners = tuple(m for m in conf.learners if m != remove)
+        return self._append_conf(ConfState(voters, learners))
+
+    def transfer_leadership(self, target: str | None = None) -> None:
+        """Hand leadership to ``target`` (None: the most caught-up other voter): bring it up
+        to date, then send it ``TIMEOUT_NOW`` so that it campaigns at once. Proposals are
+        refused (``NotLeader(None)``) while the transfer runs, for at most one election
+        timeout. Raises ``NotLeader`` on a follower, ``ConfChangeError`` when the target is
+        not a voter or there is no other voter."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if target == self.id:
+            return
+        progress = self.replication.progress
+        if target is None:
+            others = [v for v in self.conf.voters if v != self.id and v in progress]
+            if not others:
+                raise ConfChangeError("there is no other voter to hand leadership to")
+            target = max(others, key=lambda v: progress[v].match)
+        elif target not in self.conf.voters or target not in progress:
+            raise ConfChangeError(f"{target} is not a voter; only a voter can take leadership")
+        self.transfer_target = target
+        self._transfer_elapsed = 0
+        if progress[target].match == self.log.last_index:
+            self._send(MessageKind.TIMEOUT_NOW, target)
+
+    def read_index(self, ctx: object) -> None:
+        """Ask for a linearizable read: a ``ReadState(index, ctx)`` comes out in a ``Ready``
+        once the commit index is known to be current (this leader committed an entry of its
+        term) and, with other voters, once a majority answered a heartbeat round sent after
+        this call; a read sees everything committed before this call once ``index`` is
+        applied."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if not self._commit_is_current():
+            self._reads_waiting.append(ctx)
+        elif self.conf.voters == (self.id,):
+            self._read_states.append(ReadState(self.log.committed, ctx))
+        else:
+            self.reads.add(self.log.committed, ctx)
+            self.replication.start_read_round()
+
+    def persisted(self, term: int, index: int) -> None:
+        """The driver has fsynced the entries it was handed up to the one at ``index``, of
+        ``term``. Ignored if that entry has since been replaced by another term's."""
+        if self.log.stable_to(term, index) and self.role is Role.LEADER:
+            self.replication.maybe_commit()
+
+    def discard_unpersisted(self) -> int:
+        """The driver could not persist what it was handed (a full disk) and cut the disk back
+        to what was durable: forget every entry not yet persisted, so that the log continues
+        from what is on disk and none of them can ever commit, and hand the hard state out
+        again with the next ``Ready`` (it may not have reached the disk either; writing it
+        twice is harmless). A leader with peers steps down: they may hold entries it forgot,
+        which it must never reuse the indexes of in its term. Returns how many entries were
+        dropped."""
+        dropped = self.log.truncate_unstable()
+        self._saved = HardState(term=-1)  # no real term is -1: the next ready() re-sends it
+        self._drop_messages_past(self.log.last_index)
+        if self.membership.cut(self.log.last_index + 1) and self.role is Role.LEADER:
+            self.replication.sync_progress()
+        if dropped and self.role is Role.LEADER and self.peers:
+            self._step_down(Event.DISK_FAULT)
+        return dropped
+
+    def advance(self, ready: Ready) -> None:
+        """The driver applied ``ready.committed_entries`` (ignored when a snapshot installed
+        since covers them)."""
+        if ready.committed_entries:
+            last = ready.committed_entries[-1].index
+            if last > self.log.applied:
+                self.log.applied_to(last)
+
+    def compact(self, index: int, term: int) -> None:
+        """A durable snapshot covers the log up to ``index``: forget those entries."""
+        if index <= self.log.offset:
+            return
+        conf = self.membership.conf_at(index)
+        self.log.compact(SnapshotMeta(index, term, conf.voters, conf.learners))
+        self.membership.compacted(index)
+
+    def report_unreachable(self, peer: str) -> None:
+        """The driver could not deliver a message to ``peer``: stop pipelining to it and probe."""
+        progress = self.replication.progress.get(peer)
+        if self.role is Role.LEADER and progress is not None:
+            if progress.state is ProgressState.REPLICATE:
+                progress.become_probe()
+
+    def report_snapshot(self, peer: str, ok: bool) -> None:
+        """The driver finished streaming the snapshot the core asked it to send to ``peer``:
+        ``ok`` → wait for the follower's answer; not ok → probe it again later (a heartbeat
+        answer resumes it)."""
+        progress = self.replication.progress.get(peer)
+        if self.role is not Role.LEADER or progress is None:
+            return
+        if progress.state is ProgressState.SNAPSHOT:
+            if not ok:
+                progress.pending_snapshot = 0
+            progress.become_probe()
+            progress.probe_sent = True
+
+    def snapshot_installed(self, meta: SnapshotMeta) -> None:
+        """The driver restored the state machine from the snapshot handed out in
+        ``Ready.snapshot`` and made it the durable base of its log."""
+        if self._installing is not None and meta != self._installing:
+            raise ValueError(
+                f"snapshot_installed({meta}) but the snapshot handed out is {self._installing}"
+            )
+        self._installing = None
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        self.replication.flush()
+        log = self.log
+        return (
+            self._hard_state_changed()
+            or log.handed < log.last_index
+            or min(log.committed, log.stable) > log.applying
+            or bool(self._messages)
+            or bool(self._read_states)
+            or self._to_install is not None
+            or self._soft_state_changed()
+        )
+
+    def ready(self, max_entries: int | None = None) -> Ready:
+        """Collect the work accumulated since the last call (at most ``max_entries`` new
+        entries to persist). Each piece of work is handed out once."""
+        self.replication.flush()
+        hard_state = None
+        if self._hard_state_changed():
+            hard_state = HardState(self.term, self.vote, self.log.committed)
+            self._saved = hard_state
+        soft_state = None
+        if self._soft_state_changed():
+            soft_state = self._soft = SoftState(self.role.value, self.leader)
+        snapshot = self._to_install
+        if snapshot is not None:
+            self._installing, self._to_install = snapshot, None
+        entries = self.log.take_unstable(max_entries)
+        messages = self._take_messages()
+        read_states = self._read_states
+        if read_states:
+            self._read_states = []
+        return Ready(
+            hard_state=hard_state,
+            entries_to_persist=entries,
+            messages=messages,
+            committed_entries=self.log.take_committed(),
+            soft_state=soft_state,
+            snapshot=snapshot,
+            must_sync=hard_state is not None or bool(entries) or snapshot is not None,
+            read_states=read_states if read_states else [],
+        )
+
+    def status(self) -> RaftStatus:
+        conf = self.conf
+        learners = set(conf.learners)
+        progress = self.replication.progress
+        leading = self.role is Role.LEADER
+        window = self.config.election_ticks
+        members = []
+        for member in conf.members:
+            if member == self.id:
+                match, reachable = self.log.stable, True
+            elif leading and member in progress:
+                heard = progress[member].last_heard
+                match = progress[member].match
+                reachable = heard is not None and self.ticks - heard < window
+            else:
+                match = 0
+                reachable = member == self.leader and self.elapsed < window
+            if member == self.leader:
+                role = Role.LEADER.value
+            else:
+                role = "learner" if member in learners else Role.FOLLOWER.value
+            members.append(MemberStatus(member, role, match, reachable))
+        own_role = self.role.value
+        if self.role is Role.FOLLOWER and self.id in learners:
+            own_role = "learner"
+        return RaftStatus(
+            id=self.id,
+            role=own_role,
+            term=self.term,
+            leader=self.leader,
+            commit_index=self.log.committed,
+            applied_index=self.log.applied,
+            members=members,
+        )
+
     # -- messages -------------------------------------------------------------------------
 
     def _send(
@@ -427,47 +581,179 @@ class RaftCore:
         kind: MessageKind,
         dst: str,
         *,
+        term: int | None = None,
         index: int = 0,
         log_term: int = 0,
+        commit: int = 0,
+        entries: tuple[Entry, ...] = (),
         reject: bool = False,
+        reject_hint: int = 0,
+        context: int = 0,
+        snapshot: SnapshotMeta | None = None,
+        after: int = 0,
     ) -> None:
-        self._messages.append(
-            Message(kind, self.id, dst, self.term, index=index, log_term=log_term, reject=reject)
+        """Queue a message; it leaves with the first ``Ready`` that hands out the log up to
+        ``after`` (an answer that acknowledges entries waits until they are persisted)."""
+        message = Message(
+            kind,
+            self.id,
+            dst,
+            self.term if term is None else term,
+            index=index,
+            log_term=log_term,
+            commit=commit,
+            entries=entries,
+            reject=reject,
+            reject_hint=reject_hint,
+            context=context,
+            snapshot=snapshot,
         )
+        self._messages.append((after, message))
+
+    def _take_messages(self) -> list[Message]:
+        handed = self.log.handed
+        queued = self._messages
+        ready = 0
+        while ready < len(queued) and queued[ready][0] <= handed:
+            ready += 1
+        if not ready:
+            return []
+        self._messages = queued[ready:]
+        return [message for _, message in queued[:ready]]
+
+    def _drop_messages_past(self, index: int) -> None:
+        """Answers that acknowledge entries past ``index`` are no longer true: drop them."""
+        self._messages = [(after, m) for after, m in self._messages if after <= index]
+
+    def _answer_stale(self, message: Message) -> None:
+        """A message from an older term: tell the sender the current term so that it steps
+        down (a stale leader) or catches up (a stale candidate)."""
+        kind = message.kind
+        if kind in _FROM_LEADER:
+            self._send(MessageKind.APPEND_RESPONSE, message.src, reject=True)
+        elif kind is MessageKind.VOTE:
+            self._send(MessageKind.VOTE_RESPONSE, message.src, reject=True)
+        elif kind is MessageKind.PRE_VOTE:
+            self._send(MessageKind.PRE_VOTE_RESPONSE, message.src, reject=True)
 
     def _on_vote(self, message: Message) -> None:
-        log = self.log
-        up_to_date = message.log_term > log.last_term or (
-            message.log_term == log.last_term and message.index >= log.last_index
-        )
-        grant = self.vote in (None, message.src) and up_to_date and self.leader is None
-        if grant:
-            self.vote = message.src
-            self.elapsed = 0
-        self._send(MessageKind.VOTE_RESPONSE, message.src, reject=not grant)
+        pre = message.kind is MessageKind.PRE_VOTE
+        answer = MessageKind.PRE_VOTE_RESPONSE if pre else MessageKind.VOTE_RESPONSE
+        if grants_vote(self, message):
+            if not pre:
+                self.vote = message.src
+                self.elapsed = 0
+            self._send(answer, message.src, term=message.term)
+        else:
+            self._send(answer, message.src, reject=True)
 
     def _on_vote_response(self, message: Message) -> None:
-        if self.role is not Role.CANDIDATE:
+        pre = message.kind is MessageKind.PRE_VOTE_RESPONSE
+        if pre:
+            granted_term = self.term + 1
+            if self.role is not Role.PRE_CANDIDATE:
+                return
+        else:
+            granted_term = self.term
+            if self.role is not Role.CANDIDATE:
+                return
+        if not message.reject and message.term != granted_term:
             return
         self.votes[message.src] = not message.reject
-        if sum(self.votes.values()) * 2 > len(self.voters):
-            self._win()
+        result = tally(self.conf.voters, self.votes)
+        if result is Tally.WON:
+            if pre:
+                self._campaign(Event.WON_PRE_VOTE)
+            else:
+                self._win()
+        elif result is Tally.LOST:
+            self._become(Event.LOST_ELECTION)
+            self.votes = {}
+
+    def _follow(self, leader: str) -> None:
+        if self.role is Role.LEADER:
+            raise AssertionError(f"two leaders in term {self.term}: {self.id}, {leader}")
+        self._become(Event.LEADER_SEEN)
+        self.leader = leader
+        self.elapsed = 0
 
     def _on_append(self, message: Message) -> None:
-        if self.role is Role.LEADER:
-            raise AssertionError(f"two leaders in term {self.term}: {self.id}, {message.src}")
-        self._become(Event.LEADER_SEEN)
-        self.leader = message.src
-        self.elapsed = 0
+        self._follow(message.src)
         log = self.log
-        if not log.matches(message.index, message.log_term):
-            self._send(MessageKind.APPEND_RESPONSE, message.src, index=message.index, reject=True)
+        if message.index < log.committed:
+            # Everything up to the commit index matches the leader's already.
+            self._send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
             return
-        log.merge(message.entries)
+        if not log.matches(message.index, message.log_term):
+            hint = log.last_at_or_below_term(min(message.index, log.last_index), message.log_term)
+            self._send(
+                MessageKind.APPEND_RESPONSE,
+                message.src,
+                index=message.index,
+                reject=True,
+                reject_hint=hint,
+                log_term=log.term_at(hint),
+            )
+            return
+        old_last = log.last_index
+        cut = log.merge(message.entries)
+        first_new = old_last + 1 if cut is None else cut
+        if cut is not None:
+            self.membership.cut(cut)
+            self._drop_messages_past(cut - 1)
+        self.membership.appended(e for e in message.entries if e.index >= first_new)
         last_new = message.index + len(message.entries)
         if message.commit > log.committed:
             log.commit_to(min(message.commit, last_new))
-        self._send(MessageKind.APPEND_RESPONSE, message.src, index=last_new)
+        self._send(MessageKind.APPEND_RESPONSE, message.src, index=last_new, after=last_new)
+
+    def _on_heartbeat(self, message: Message) -> None:
+        self._follow(message.src)
+        log = self.log
+        if message.commit > log.committed:
+            # The leader sends at most what it knows this log matches.
+            log.commit_to(min(message.commit, log.last_index))
+        self._send(MessageKind.HEARTBEAT_RESPONSE, message.src, context=message.context)
+
+    def _on_snapshot(self, message: Message) -> None:
+        meta = message.snapshot
+        if meta is None:
+            return
+        self._follow(message.src)
+        log = self.log
+        if meta.index <= log.committed:
+            self._send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
+            return
+        log.restore(meta)
+        self.membership.restored(meta)
+        self._drop_messages_past(meta.index)
+        self._to_install = meta
+        self._send(MessageKind.APPEND_RESPONSE, message.src, index=meta.index, after=meta.index)
+
+    def _on_timeout_now(self, message: Message) -> None:
+        if self.role is not Role.LEADER and self.id in self.conf.voters:
+            self._campaign(Event.TIMEOUT_NOW)
+
+    def _on_append_response(self, message: Message) -> None:
+        if self.role is Role.LEADER:
+            self.replication.on_append_response(message)
+
+    def _on_heartbeat_response(self, message: Message) -> None:
+        if self.role is Role.LEADER:
+            self.replication.on_heartbeat_response(message)
+
+    _HANDLERS = {
+        MessageKind.VOTE: _on_vote,
+        MessageKind.PRE_VOTE: _on_vote,
+        MessageKind.VOTE_RESPONSE: _on_vote_response,
+        MessageKind.PRE_VOTE_RESPONSE: _on_vote_response,
+        MessageKind.APPEND: _on_append,
+        MessageKind.HEARTBEAT: _on_heartbeat,
+        MessageKind.SNAPSHOT: _on_snapshot,
+        MessageKind.TIMEOUT_NOW: _on_timeout_now,
+        MessageKind.APPEND_RESPONSE: _on_append_response,
+        MessageKind.HEARTBEAT_RESPONSE: _on_heartbeat_response,
+    }
 
     # -- transitions ----------------------------------------------------------------------
 
@@ -481,38 +767,162 @@ class RaftCore:
         ticks = self.config.election_ticks
         return ticks + self._rand.below(ticks)
 
-    def _campaign(self) -> None:
-        self._become(Event.ELECTION_TIMEOUT)
+    def _start_election(self) -> None:
+        if not self.config.pre_vote:
+            self._campaign(Event.ELECTION_TIMEOUT)
+            return
+        self._become(Event.PRE_VOTE_TIMEOUT)
+        self.leader = None
+        self.elapsed = 0
+        self.timeout = self._random_timeout()
+        self.votes = {self.id: True}
+        if tally(self.conf.voters, self.votes) is Tally.WON:
+            self._campaign(Event.WON_PRE_VOTE)
+            return
+        for voter in self.conf.voters:
+            if voter != self.id:
+                self._send(
+                    MessageKind.PRE_VOTE,
+                    voter,
+                    term=self.term + 1,
+                    index=self.log.last_index,
+                    log_term=self.log.last_term,
+                )
+
+    def _campaign(self, event: Event) -> None:
+        self._become(event)
         self.term += 1
         self.vote = self.id
         self.leader = None
         self.elapsed = 0
         self.timeout = self._random_timeout()
         self.votes = {self.id: True}
-        if len(self.votes) * 2 > len(self.voters):
+        if tally(self.conf.voters, self.votes) is Tally.WON:
             self._win()
             return
-        for peer in self.peers:
-            self._send(
-                MessageKind.VOTE, peer, index=self.log.last_index, log_term=self.log.last_term
-            )
+        context = CAMPAIGN_TRANSFER if event is Event.TIMEOUT_NOW else 0
+        for voter in self.conf.voters:
+            if voter != self.id:
+                self._send(
+                    MessageKind.VOTE,
+                    voter,
+                    index=self.log.last_index,
+                    log_term=self.log.last_term,
+                    context=context,
+                )
 
     def _win(self) -> None:
         self._become(Event.WON_ELECTION)
         self.leader = self.id
         self.votes = {}
+        self.elapsed = 0
+        self.replication.start()
         # Raft's no-op: lets this term commit, and with it every earlier entry.
         self.log.append_noop(self.term)
 
-    def _maybe_commit(self) -> None:
-        matched = sorted((self.match.get(v, 0) for v in self.voters), reverse=True)
-        quorum_index = matched[len(self.voters) // 2]
-        if quorum_index > self.log.committed and self.log.term_at(quorum_index) == self.term:
-            self.log.commit_to(quorum_index)
-            if self._pending_reads:
-                index = self.log.committed
-                self._read_states.extend(ReadState(index, ctx) for ctx in self._pending_reads)
-                self._pending_reads.clear()
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        was_leader = self.role is Role.LEADER
+        self._become(Event.HIGHER_TERM)
+        self.term = term
+        self.vote = None
+        self.leader = leader
+        self.votes = {}
+        if was_leader:
+            self._stop_leading()
+
+    def _step_down(self, event: Event) -> None:
+        self._become(event)
+        self.leader = None
+        self._stop_leading()
+
+    def _stop_leading(self) -> None:
+        self.replication.stop()
+        self.reads.clear()
+        self._reads_waiting.clear()
+        self.transfer_target = None
+        self.elapsed = 0
+        self.timeout = self._random_timeout()
+
+    def _tick_leader(self) -> None:
+        config = self.config
+        self.elapsed += 1
+        if self.transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= config.election_ticks:
+                self.transfer_target = None  # gave up: take proposals again
+        if self.elapsed >= config.election_ticks:
+            self.elapsed = 0
+            if config.check_quorum and not self.replication.quorum_active():
+                self._step_down(Event.QUORUM_LOST)
+                return
+        self.replication.tick()
+
+    # -- leader's helpers -----------------------------------------------------------------
+
+    def _check_proposals(self) -> None:
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.transfer_target is not None:
+            raise NotLeader(None)
+
+    def _check_change_allowed(self) -> None:
+        pending = self.membership.last_change
+        if pending > self.log.committed:
+            raise ConfChangeError(
+                f"a membership change is in progress (entry {pending} is not committed "
+                f"yet); retry once it commits"
+            )
+        if not self._commit_is_current():
+            raise ConfChangeError(
+                "a membership change is in progress: this leader has not committed an entry "
+                "of its term yet; retry in a moment"
+            )
+
+    def _append_conf(self, conf: ConfState) -> int:
+        index = self.log.append_conf(self.term, encode_conf(conf))
+        self.membership.appended(self.log.slice(index, index))
+        self.replication.sync_progress()
+        if self.transfer_target is not None and self.transfer_target not in conf.voters:
+            self.transfer_target = None
+        return index
+
+    def on_commit(self) -> None:
+        """The leader's commit index moved: release the reads that waited for it, and step
+        down if this commit removed the leader."""
+        if self._reads_waiting and self._commit_is_current():
+            waiting, self._reads_waiting = self._reads_waiting, []
+            for ctx in waiting:
+                self.read_index(ctx)
+        if self.membership.last_change <= self.log.committed and self.id not in self.conf.voters:
+            self.replication.hand_over()
+            self._step_down(Event.REMOVED)
+            return
+        self.maybe_promote()
+
+    def maybe_promote(self) -> None:
+        """Promote a caught-up learner, when no other change is in flight."""
+        if self.transfer_target is not None:
+            return
+        if self.membership.last_change > self.log.committed or not self._commit_is_current():
+            return
+        conf = self.conf
+        for learner in conf.learners:
+            progress = self.replication.progress.get(learner)
+            if progress is not None and self._caught_up(progress):
+                voters = (*conf.voters, learner)
+                learners = tuple(m for m in conf.learners if m != learner)
+                self._append_conf(ConfState(voters, learners))
+                return
+
+    def _caught_up(self, progress: Progress) -> bool:
+        return (
+            progress.state is ProgressState.REPLICATE
+            and progress.match > 0
+            and self.log.last_index - progress.match <= self.config.promote_lag
+        )
+
+    def read_states_confirmed(self, states: list[ReadState]) -> None:
+        self._read_states.extend(states)
 
     def _commit_is_current(self) -> bool:
         committed = self.log.committed

@@ -12,7 +12,8 @@ the last snapshot (0 before any). Four marks move forward along it::
 - ``applying``/``applied``: handed out for applying / confirmed applied.
 
 Entries recovered from disk start out stable. ``compact`` drops entries a durable snapshot
-covers.
+covers; ``restore`` restarts the log, empty, at a snapshot received from the leader (every
+mark at its index).
 
 The tail past ``committed`` can be cut: ``merge`` (a follower taking a leader's entries) cuts
 at the first entry whose term conflicts and appends the leader's from there, pulling
@@ -25,6 +26,7 @@ unless the entry at ``index`` still has ``term`` (a late fsync of a replaced ent
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 
 from taskd.raft.types import Entry, EntryKind, SnapshotMeta
@@ -78,6 +80,47 @@ class RaftLog:
         index = self.last_index + 1
         self.entries.append(Entry(term, index, b"", EntryKind.NOOP))
         return index
+
+    def append_conf(self, term: int, data: bytes) -> int:
+        """Append a membership change (``data`` is the full configuration); returns its index."""
+        index = self.last_index + 1
+        self.entries.append(Entry(term, index, data, EntryKind.CONF_CHANGE))
+        return index
+
+    def last_at_or_below_term(self, index: int, term: int) -> int:
+        """The largest index ``<= index`` whose entry's term is at most ``term`` (the snapshot
+        index when none after it is): where a log that holds ``term`` at most can agree with
+        this one. An ``index`` past the log or inside the snapshot is returned as it is (this
+        log cannot say more). Terms never decrease along a log, so this is a binary search."""
+        if index > self.last_index or index <= self.snapshot.index:
+            return index
+        count = index - self.snapshot.index
+        found = bisect_right(self.entries, term, hi=count, key=lambda entry: entry.term)
+        return self.snapshot.index + found
+
+    def slice_limited(self, low: int, max_entries: int, max_bytes: int) -> list[Entry]:
+        """Entries from ``low`` on: at most ``max_entries`` and, past the first, at most
+        ``max_bytes`` of data in all."""
+        batch = self.slice(low, min(self.last_index, low + max_entries - 1))
+        size = 0
+        for count, entry in enumerate(batch):
+            size += len(entry.data)
+            if size > max_bytes and count > 0:
+                return batch[:count]
+        return batch
+
+    def restore(self, snapshot: SnapshotMeta) -> None:
+        """Restart the log, empty, at ``snapshot`` (received from the leader, ahead of this
+        log's commit index): everything up to it is committed, applied and durable once the
+        driver has installed it."""
+        if snapshot.index <= self.committed:
+            raise ValueError(
+                f"restore({snapshot.index}) at or below the commit index {self.committed}"
+            )
+        self.snapshot = snapshot
+        self.entries = []
+        self.stable = self.handed = self.committed = snapshot.index
+        self.applying = self.applied = snapshot.index
 
     def matches(self, index: int, term: int) -> bool:
         """Whether the log holds an entry at ``index`` with ``term`` (or the snapshot ends

@@ -18,6 +18,7 @@ from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.machine import SchedulerMachine
 from taskd.node.app.service import NodeService
 from taskd.queue.task import SchedulerConfig
+from taskd.raft.confstate import ConfChangeError
 from taskd.store.memory import MemoryStore
 from taskd.store.seam import Member, StoreStatus
 from tests.http.asgi import Reply, call
@@ -25,8 +26,7 @@ from tests.http.asgi import Reply, call
 ME, B, C = "10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051"
 
 
-class ConfChange(ValueError):
-    """What the core raises for a refused change (``ConfChangeError`` is a ValueError)."""
+ConfChange = ConfChangeError
 
 
 @dataclass

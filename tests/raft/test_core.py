@@ -100,13 +100,23 @@ def test_restored_from_snapshot_continues_after_it() -> None:
     assert [e.index for e in core.ready().committed_entries] == [11, 12]
 
 
-def test_messages_from_strangers_are_dropped() -> None:
+def test_vote_requests_from_strangers_are_dropped() -> None:
     core = RaftCore("n1", ["n1"])
     core.step(Message(MessageKind.VOTE, src="n9", dst="n1", term=99))
+    core.step(Message(MessageKind.PRE_VOTE, src="n9", dst="n1", term=99))
     assert core.term == 0
     assert not core.has_ready()
     with pytest.raises(ValueError):
-        RaftCore("n1", ["n2", "n3"])
+        RaftCore("n1", ["n2", "n2"])
+
+
+def test_a_node_outside_the_voters_never_campaigns() -> None:
+    # A joining node (no configuration yet) and a learner only listen.
+    for core in (RaftCore("n4", []), RaftCore("n4", ["n1"], learners=["n4"])):
+        for _ in range(100):
+            core.tick()
+        assert core.role is Role.FOLLOWER and core.term == 0
+        assert not core.has_ready()
 
 
 def test_status_and_transition_table() -> None:

@@ -30,7 +30,7 @@ def persist(core: RaftCore, ready: Ready) -> None:
 
 
 def leader_of_term_1() -> RaftCore:
-    core = RaftCore("n1", ["n1", "n2", "n3"], config=RaftConfig(seed=3))
+    core = RaftCore("n1", ["n1", "n2", "n3"], config=RaftConfig(seed=3, pre_vote=False))
     while core.role is Role.FOLLOWER:
         core.tick()
     core.step(Message(MessageKind.VOTE_RESPONSE, "n2", "n1", core.term))

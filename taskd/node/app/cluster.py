@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from taskd.errors import CallerError
 from taskd.node import members
+from taskd.raft.confstate import ConfChangeError
 from taskd.store.seam import StatusView
 
 TRANSFER_TIMEOUT = 5.0  # seconds an explicit `taskd cluster transfer` may take
@@ -105,5 +106,5 @@ def _address(text: str) -> str:
 async def _changing(change: Any) -> None:
     try:
         await change
-    except ValueError as exc:  # the core's ConfChangeError (a ValueError): a refused change
+    except ConfChangeError as exc:
         raise CallerError("conflict", str(exc), "address") from None

@@ -556,9 +556,11 @@ class RaftStore:
             await trio.to_thread.run_sync(_unlink, staged)
             raise
         await trio.to_thread.run_sync(handle.close)
-        old = self._staged.pop((meta.index, meta.term), None)
-        if old is not None and old != staged:
-            await trio.to_thread.run_sync(_unlink, old)
+        # Only the newest received snapshot can still be installed: drop the others.
+        for key, old in list(self._staged.items()):
+            if old != staged:
+                del self._staged[key]
+                await trio.to_thread.run_sync(_unlink, old)
         self._staged[(meta.index, meta.term)] = staged
         core.step(Message(MessageKind.SNAPSHOT, leader, self.node_id, term, snapshot=meta))
         self._work.set()

@@ -1,0 +1,188 @@
+"""The Raft transport over real grpclib servers on loopback (ports 21000-21999): message
+batches, forwards, read index, snapshots streamed as chunks, refused callers; then three
+``RaftStore``s over it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_asyncio
+from grpclib.server import Server
+
+from taskd.errors import NotLeader
+from taskd.raft.types import Message, MessageKind, SnapshotMeta
+from taskd.store.raft import wire
+from taskd.store.raft.grpctransport import GrpcTransport, RaftService
+from taskd.store.raft.transport import ChunkSource, PeerUnreachable
+from tests.store.cluster import Cluster, eventually
+
+_ports = itertools.count(21000)
+
+
+def port() -> int:
+    return next(_ports)
+
+
+class FakeInbox:
+    """Records what arrives; answers forwards at a fixed place."""
+
+    def __init__(self, node_id: str, members: list[str], leader: bool = True) -> None:
+        self.node_id = node_id
+        self.members = members
+        self.leader = leader
+        self.delivered: list[bytes] = []
+        self.forwarded: list[bytes] = []
+        self.snapshots: list[tuple[SnapshotMeta, bytes]] = []
+        self.arrived = trio.Event()
+        self.unreachable_peers: list[str] = []
+
+    def deliver(self, blob: bytes) -> None:
+        self.delivered.append(blob)
+        self.arrived.set()
+
+    def accept_forward(self, blob: bytes) -> tuple[int, int]:
+        if not self.leader:
+            raise NotLeader("elsewhere:1")
+        self.forwarded.append(blob)
+        return 7, 100
+
+    async def read_index(self) -> int:
+        return 42
+
+    async def install_snapshot(
+        self, leader: str, term: int, meta: SnapshotMeta, chunks: ChunkSource
+    ) -> None:
+        data = b""
+        while (chunk := await chunks()) is not None:
+            data += chunk
+        self.snapshots.append((meta, data))
+
+    async def change_membership(self, add: str | None, remove: str | None) -> None:
+        pass
+
+    async def transfer_leadership(self, target: str | None, patience: float) -> None:
+        pass
+
+    def unreachable(self, peer: str) -> None:
+        self.unreachable_peers.append(peer)
+
+    def member_ids(self) -> list[str]:
+        return self.members
+
+
+@asynccontextmanager
+async def grpc_server(handlers: Sequence[Any], at: int) -> AsyncIterator[Server]:
+    server = Server(handlers)
+    await trio_asyncio.aio_as_trio(server.start)("127.0.0.1", at)
+    try:
+        yield server
+    finally:
+        server.close()
+        await trio_asyncio.aio_as_trio(server.wait_closed)()
+
+
+@asynccontextmanager
+async def client(node_id: str, **options: object) -> AsyncIterator[GrpcTransport]:
+    transport = GrpcTransport(node_id, **options)  # type: ignore[arg-type]
+    inbox = FakeInbox(node_id, [])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.serve, inbox)
+        yield transport
+        nursery.cancel_scope.cancel()
+
+
+async def test_batches_forwards_reads_and_snapshots_reach_the_peer(tmp_path: Path) -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        server_id = f"127.0.0.1:{at}"
+        inbox = FakeInbox(server_id, [server_id, "127.0.0.1:1"])
+        async with grpc_server([RaftService(inbox, None)], at), client("127.0.0.1:1") as t:
+            message = Message(MessageKind.HEARTBEAT, "127.0.0.1:1", server_id, 3, commit=9)
+            t.send(server_id, [message])
+            with trio.fail_after(5):
+                await inbox.arrived.wait()
+            assert wire.decode_batch(inbox.delivered[0]) == ("127.0.0.1:1", server_id, [message])
+            assert await t.forward(server_id, wire.encode_commands([b"a", b"b"])) == (7, 100)
+            assert wire.decode_commands(inbox.forwarded[0]) == [b"a", b"b"]
+            assert await t.read_index(server_id) == 42
+            snapshot = tmp_path / "snap"
+            snapshot.write_bytes(b"x" * (2 * 1024 * 1024 + 5))  # three chunks
+            meta = SnapshotMeta(10, 2, ("a:1",), ())
+            await t.send_snapshot(server_id, 3, meta, snapshot)
+            assert inbox.snapshots == [(meta, snapshot.read_bytes())]
+            inbox.leader = False
+            with pytest.raises(NotLeader) as refused:
+                await t.forward(server_id, wire.encode_commands([b"c"]))
+            assert refused.value.leader_hint == "elsewhere:1"
+
+
+async def test_a_caller_without_the_secret_is_refused_with_what_to_fix() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        server_id = f"127.0.0.1:{at}"
+        inbox = FakeInbox(server_id, [server_id])
+        async with grpc_server([RaftService(inbox, "s3cret")], at):
+            async with client("127.0.0.1:1", cluster_secret="wrong") as t:
+                with pytest.raises(PeerUnreachable, match="--cluster-secret"):
+                    await t.forward(server_id, wire.encode_commands([b"a"]))
+            async with client("127.0.0.1:1") as t:  # no secret at all
+                with pytest.raises(PeerUnreachable, match="--cluster-secret"):
+                    await t.forward(server_id, wire.encode_commands([b"a"]))
+            async with client("127.0.0.1:1", cluster_secret="s3cret") as t:
+                assert await t.forward(server_id, wire.encode_commands([b"a"])) == (7, 100)
+        assert len(inbox.forwarded) == 1
+
+
+async def test_a_caller_from_an_address_that_is_no_member_is_refused() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        inbox = FakeInbox("127.0.0.9:1", ["127.0.0.9:1", "127.0.0.8:1"])  # not 127.0.0.1
+        async with grpc_server([RaftService(inbox, None)], at), client("x") as t:
+            with pytest.raises(PeerUnreachable, match="not the address of a member"):
+                await t.forward(f"127.0.0.1:{at}", wire.encode_commands([b"a"]))
+            assert inbox.forwarded == []
+
+
+async def test_an_unreachable_peer_is_reported() -> None:
+    async with trio_asyncio.open_loop():
+        transport = GrpcTransport("127.0.0.1:1")
+        inbox = FakeInbox("127.0.0.1:1", [])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(transport.serve, inbox)
+            dead = f"127.0.0.1:{port()}"
+            transport.send(dead, [Message(MessageKind.HEARTBEAT, "127.0.0.1:1", dead, 1)])
+            await eventually(lambda: bool(inbox.unreachable_peers))
+            with pytest.raises(PeerUnreachable):
+                await transport.forward(dead, wire.encode_commands([b"a"]))
+            nursery.cancel_scope.cancel()
+
+
+async def test_three_stores_over_grpc_elect_replicate_and_forward(tmp_path: Path) -> None:
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        base = port()
+        for _ in range(3):
+            port()
+        ids = [f"127.0.0.1:{base + i}" for i in range(3)]
+        c = Cluster(nursery, tmp_path, ids, transport=lambda i: GrpcTransport(i))
+        handlers = [c.prepare(i).store.grpc_handlers() for i in ids]
+        async with (
+            grpc_server(handlers[0], base),
+            grpc_server(handlers[1], base + 1),
+            grpc_server(handlers[2], base + 2),
+        ):
+            await c.start_all()
+            leader = await c.leader()
+            await leader.store.propose(b"direct")
+            follower = c.followers(leader)[0]
+            result = await follower.store.propose(b"forwarded")
+            assert isinstance(result, tuple)
+            await follower.store.read_barrier()
+            assert follower.machine.items == [b"direct", b"forwarded"]
+            await c.converged()
+            nursery.cancel_scope.cancel()

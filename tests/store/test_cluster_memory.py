@@ -1,0 +1,196 @@
+"""Three ``RaftStore``s in one trio run over ``MemoryTransport``: the cluster behaviours of the
+driver (elections, replication, forwarding, failover, partitions, snapshots to a follower far
+behind, membership, transfer, follower reads)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from taskd.errors import NotLeader, Unavailable
+from taskd.raft.confstate import ConfChangeError
+from tests.store.cluster import Cluster, eventually
+
+IDS = ["n1", "n2", "n3"]
+
+
+@asynccontextmanager
+async def cluster(
+    tmp_path: Path, ids: list[str] = IDS, **options: object
+) -> AsyncIterator[Cluster]:
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery, tmp_path, ids, **options)  # type: ignore[arg-type]
+        await c.start_all()
+        yield c
+        nursery.cancel_scope.cancel()
+
+
+def index_of(result: object) -> int:
+    assert isinstance(result, tuple), result
+    return int(result[0])
+
+
+async def test_one_leader_is_elected_and_replicates_to_every_member(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        results = await leader.store.propose_many([b"a", b"b", b"c"])
+        assert [r[1] for r in results if isinstance(r, tuple)] == [0, 1, 2]
+        await c.converged()
+        for member in c.members.values():
+            assert member.machine.items == [b"a", b"b", b"c"]
+        assert len(c.leaders()) == 1
+
+
+async def test_a_proposal_on_a_follower_is_forwarded_and_returns_its_applied_result(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        follower = c.followers(leader)[0]
+        result = await follower.store.propose(b"via-follower")
+        index = index_of(result)
+        # the follower answered from its own apply: its machine holds the command at that index
+        assert follower.machine.indexes[follower.machine.items.index(b"via-follower")] == index
+        await c.converged()
+        assert leader.machine.items == [b"via-follower"]
+
+
+async def test_concurrent_follower_writes_are_coalesced_into_few_forwards(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        follower = c.followers(leader)[0]
+        results: dict[int, object] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await follower.store.propose(b"c%d" % i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+        assert len(results) == 200
+        positions = sorted(r[1] for r in results.values() if isinstance(r, tuple))
+        assert positions == list(range(200))
+        forwarder = follower.store._forwarder
+        assert forwarder is not None and forwarder.calls <= 20
+        await c.converged()
+
+
+async def test_killing_the_leader_elects_another_and_keeps_every_acknowledged_write(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        acked = [b"w%d" % i for i in range(20)]
+        for item in acked:
+            await leader.store.propose(item)
+        await c.kill(leader.id)
+        new = await c.leader()
+        assert new.id != leader.id
+        await new.store.propose(b"after")
+        await c.start(leader.id)  # the old leader comes back as a follower and catches up
+        await c.converged()
+        for member in c.members.values():
+            assert member.machine.items == [*acked, b"after"]
+
+
+async def test_a_partitioned_leader_loses_leadership_and_the_majority_goes_on(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        await leader.store.propose(b"before")
+        c.network.isolate(leader.id, IDS)
+        others = [i for i in IDS if i != leader.id]
+        new = await c.leader(among=others)
+        await new.store.propose(b"majority")
+        # check-quorum: the old leader steps down by itself
+        await eventually(lambda: leader.store.leadership.term is None)
+        c.network.heal()
+        await c.converged()
+        assert leader.machine.items == [b"before", b"majority"]
+
+
+async def test_a_follower_far_behind_a_compacted_log_catches_up_by_snapshot(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, snapshot_every=20) as c:
+        leader = await c.leader()
+        behind = c.followers(leader)[0]
+        await c.kill(behind.id)
+        for i in range(60):
+            await leader.store.propose(b"s%d" % i)
+        await leader.store.wait_for_snapshot()
+        restarted = await c.start(behind.id)
+        await c.converged(patience=10)
+        assert restarted.machine.items == [b"s%d" % i for i in range(60)]
+        assert restarted.store._snapshot_index > 0  # it got there through a snapshot
+
+
+async def test_members_are_added_and_removed(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        await leader.store.propose(b"x")
+        c.ids.append("n4")
+        joiner = await c.start("n4", join=True)
+        assert joiner.store.not_ready_reason() is not None
+        follower = c.followers(leader)[0]
+        await follower.store.add_member("n4")  # from a follower: forwarded to the leader
+        await c.converged()
+        assert joiner.machine.items == [b"x"]
+        core = leader.store._core
+        assert core is not None
+        await eventually(lambda: "n4" in core.conf.voters)  # promoted once caught up
+        with pytest.raises(ConfChangeError):
+            await leader.store.add_member("n4")
+        await leader.store.remove_member("n4")
+        assert "n4" not in core.conf.voters
+
+
+async def test_leadership_is_transferred_on_request(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        target = c.followers(leader)[0]
+        await leader.store.transfer_leadership(target.id)
+        new = await c.leader()
+        assert new.id == target.id
+        await new.store.propose(b"after transfer")
+
+
+async def test_a_read_barrier_on_a_follower_sees_a_write_acknowledged_elsewhere(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        follower = c.followers(leader)[0]
+        await leader.store.propose(b"seen")
+        await follower.store.read_barrier()
+        assert follower.machine.items == [b"seen"]
+
+
+async def test_a_stale_read_returns_at_once_even_without_a_leader(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        follower = c.followers(leader)[0]
+        c.network.isolate(follower.id, IDS)
+        with trio.fail_after(0.05):
+            await follower.store.read_barrier(stale=True)
+        with pytest.raises((NotLeader, Unavailable)):
+            with trio.fail_after(5):
+                await follower.store.read_barrier()
+
+
+async def test_status_and_readiness(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        assert leader.store.not_ready_reason() is None
+        status = leader.store.status()
+        assert status.role == "leader" and status.leader == leader.id
+        assert {m.id for m in status.members} == set(IDS)
+        follower = c.followers(leader)[0]
+        await eventually(lambda: follower.store.not_ready_reason() is None)
+        c.network.isolate(follower.id, IDS)
+        await eventually(lambda: follower.store.not_ready_reason() is not None)
