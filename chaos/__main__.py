@@ -46,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--election-timeout", type=float, default=None, help="nodes' flag")
     p.add_argument("--node-arg", action="append", default=[], help="extra node flag (repeat)")
+    p.add_argument(
+        "--no-proxies",
+        action="store_true",
+        help="nodes dial each other directly (no partitions or slow links; kills and pauses only)",
+    )
     p.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs")
     return p
 
@@ -85,6 +90,7 @@ def main(argv: list[str]) -> int:
         election_timeout=args.election_timeout,
         node_args=tuple(args.node_arg),
         keep_data=args.keep_data,
+        proxied=not args.no_proxies,
         taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
     )
     console = Console()

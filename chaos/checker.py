@@ -327,6 +327,9 @@ def check_convergence(h: History) -> Check:
         violations.extend(differences(h.truth, replica))
     if not h.replicas:
         violations.append("no replica was read after healing")
+    settled = h.meta.get("settled") or {}
+    for url in settled.get("not_ready", ()):
+        violations.append(f"not ready: {url} still answered /readyz 503 well after healing")
     counts: dict[str, int | str] = {
         "nodes read": sum(1 for r in h.replicas if not r.error),
         "tasks": len(h.truth.tasks),

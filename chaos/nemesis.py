@@ -52,10 +52,11 @@ class Fault:
     param: float = 0.0  # slow: the delay in seconds; split: a fraction picking the minority
 
 
-def schedule(seed: int, duration: float, members: int) -> list[Fault]:
-    """Faults from ``WARMUP`` to ``duration``; each healed before the next starts."""
+def schedule(seed: int, duration: float, members: int, *, network: bool = True) -> list[Fault]:
+    """Faults from ``WARMUP`` to ``duration``; each healed before the next starts. Without a
+    ``network`` (one member, or no proxies) only process faults."""
     rng = random.Random(seed)
-    kinds = [(k, w) for k, w in _KINDS if members > 1 or k in _LOCAL_KINDS]
+    kinds = [(k, w) for k, w in _KINDS if (network and members > 1) or k in _LOCAL_KINDS]
     faults: list[Fault] = []
     t = WARMUP
     while True:

@@ -6,8 +6,10 @@ target port (member b's gRPC port, for the directed link a→b that node a dials
 chunk is due ``delay`` seconds after it was read, so a slow link delays without reordering.
 
 - ``cut()``: every open connection is reset (``SO_LINGER`` 0, so both ends see the failure at
-  once instead of waiting on a timeout), and every new connection is accepted and reset at once
-  until ``heal()``. The listening socket stays bound, so healing never races for the port.
+  once instead of waiting on a timeout), and the listening socket is closed, so new connects
+  are refused (ECONNREFUSED, as from a peer that is down) until ``heal()`` binds it again.
+  (When the destination itself is down, the proxy has already accepted: the dialer sees its
+  connection reset right after connecting — the one way a proxy cannot be invisible.)
 - ``slow(seconds)``: the delay applies to chunks read from then on.
 
 ``Network`` is the set of links of one cluster, keyed by (source, destination) member, with
@@ -46,11 +48,26 @@ class Link:
         self.is_cut = False
         self.accepted = 0
         self.refused = 0
+        self.forwarded = 0  # bytes, both directions
         self._connections: set[trio.CancelScope] = set()
         self._streams: set[trio.SocketStream] = set()
+        self._listening: trio.CancelScope | None = None
+        self._healed = trio.Event()
+        self._bound = trio.Event()  # set while the port is listened on
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    async def wait_listening(self) -> None:
+        """Until the port is listened on (after ``serve`` started, or ``heal``)."""
+        await self._bound.wait()
 
     def cut(self) -> None:
         self.is_cut = True
+        self._bound = trio.Event()
+        if self._listening is not None:
+            self._listening.cancel()  # closes the listening socket: new connects are refused
         for stream in list(self._streams):
             _reset(stream)
         for scope in list(self._connections):
@@ -59,6 +76,7 @@ class Link:
     def heal(self) -> None:
         self.is_cut = False
         self.delay = 0.0
+        self._healed.set()
 
     def slow(self, seconds: float) -> None:
         self.delay = max(0.0, seconds)
@@ -66,21 +84,36 @@ class Link:
     async def serve(
         self, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Listen on ``port`` and forward until cancelled; ``task_status`` gets the port."""
-        listeners = await trio.open_tcp_listeners(port, host=self.host)
-        listener = listeners[0]
-        self.port = listener.socket.getsockname()[1]
+        """Listen on ``port`` and forward until cancelled; ``task_status`` gets the port.
+
+        While cut, the port is not listened on at all (connects are refused, as by a peer
+        that is down); healing binds it again (``SO_REUSEADDR``: no wait for old sockets)."""
         async with trio.open_nursery() as nursery:
-            task_status.started(self.port)
-            async with listener:
-                while True:
-                    stream = await listener.accept()
-                    if self.is_cut:
-                        self.refused += 1
-                        _reset(stream)
-                        continue
-                    self.accepted += 1
-                    nursery.start_soon(self._connection, stream)
+            while True:
+                [listener] = (await trio.open_tcp_listeners(port, host=self.host))[:1]
+                if not self.port:
+                    self.port = port = listener.socket.getsockname()[1]
+                    task_status.started(self.port)
+                if not self.is_cut:  # (a cut may have come while binding)
+                    with trio.CancelScope() as self._listening:
+                        self._bound.set()
+                        async with listener:
+                            await self._accept(listener, nursery)
+                    self._listening = None
+                await listener.aclose()
+                while self.is_cut:
+                    await self._healed.wait()
+                    self._healed = trio.Event()
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            stream = await listener.accept()
+            if self.is_cut:  # accepted by the kernel just before the cut closed the port
+                self.refused += 1
+                _reset(stream)
+                continue
+            self.accepted += 1
+            nursery.start_soon(self._connection, stream)
 
     async def _connection(self, inbound: trio.SocketStream) -> None:
         scope = trio.CancelScope()
@@ -124,6 +157,7 @@ class Link:
                     async for due, data in receive:
                         await trio.sleep_until(due)
                         await sink.send_all(data)
+                        self.forwarded += len(data)
                 except _BROKEN:
                     pass
 
@@ -181,6 +215,11 @@ class Network:
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {
-            link.name: {"accepted": link.accepted, "refused": link.refused}
+            link.name: {
+                "accepted": link.accepted,
+                "refused": link.refused,
+                "open": link.open_connections,
+                "bytes": link.forwarded,
+            }
             for link in self.links.values()
         }

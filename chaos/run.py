@@ -131,7 +131,9 @@ class ChaosRun:
         self.queues = [settings.load.queue]
         if settings.load.exec_queue:
             self.queues.append(settings.load.exec_queue)
-        self.faults = schedule(settings.seed, settings.duration, settings.nodes)
+        self.faults = schedule(
+            settings.seed, settings.duration, settings.nodes, network=self.network is not None
+        )
         self.history.meta = {
             "seed": settings.seed,
             "duration": settings.duration,
@@ -143,6 +145,7 @@ class ChaosRun:
             "schedule": [asdict(f) for f in self.faults],
             "worker_queues": [settings.load.queue],
             "queues": self.queues,
+            "proxied": self.network is not None,
             "started": time.time(),
         }
 
