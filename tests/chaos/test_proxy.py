@@ -3,7 +3,8 @@
 Given an echo server and a ``Link`` in front of it (real loopback sockets, chaos ports),
 When bytes go through, the link is cut, healed, and slowed,
 Expect the echo back; then a reset on the open connection and every new connect refused; then
-echoes again (the port bound anew); then each round trip taking at least twice the delay (both directions are delayed).
+echoes again (the port bound anew); then each round trip taking at least twice the delay
+(both directions are delayed).
 """
 
 from __future__ import annotations
