@@ -24,7 +24,13 @@ BENCH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test build smoke proto proto-check lint bench chaos clean distclean
+# `make sim`: seeds SEED..SEED+SEEDS-1, STEPS events of faults each (tests/raft/sim).
+SEED ?= 1
+SEEDS ?= 1
+STEPS ?= 3000
+VERBOSE ?=
+
+.PHONY: help venv run test build smoke proto proto-check lint bench sim chaos clean distclean
 
 help:
 	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
@@ -34,6 +40,7 @@ help:
 	@echo "make smoke        test the built dist/taskd (tests/build)"
 	@echo "make proto        regenerate taskd/api from the .proto files; proto-check: is it current?"
 	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
+	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [VERBOSE=1]"
 	@echo "make chaos        a cluster under load and faults, then its account (DURATION= NODES= SEED=)"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
@@ -77,6 +84,7 @@ lint: venv
 	echo "== ruff check"; $(BIN)/ruff check . || status=1; \
 	echo "== ruff format --check"; $(BIN)/ruff format --check . || status=1; \
 	echo "== mypy"; $(BIN)/mypy || status=1; \
+	echo "== mypy (simulation)"; $(BIN)/mypy --strict tests/raft/sim || status=1; \
 	echo "== lint-imports"; $(BIN)/lint-imports || status=1; \
 	echo "== proto-check"; $(MAKE) --no-print-directory proto-check || status=1; \
 	exit $$status
@@ -94,14 +102,19 @@ bench: venv
 		|| { echo "bench: node not ready after 30 s" >&2; cat "$$tmp/node.log" >&2; exit 1; }; \
 	$(BIN)/taskd bench --server-http "http://$(BENCH_HTTP)" --server-grpc $(BENCH_GRPC) $(BENCH_ARGS)
 
-# `make chaos DURATION=60 NODES=3 SEED=7`: a real cluster, a load, a seeded nemesis; exits 1 on
-# any violation of design.md §5 (the account and the history land in chaos-runs/).
+# Replays one seed exactly; a failure prints the tail of its trace (VERBOSE=1: all of it).
+sim: venv
+	$(BIN)/python -m tests.raft.sim --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) \
+		$(if $(VERBOSE),--verbose)
+
+# `make chaos DURATION=60 NODES=3 SEED=7`: a real cluster, a load, a seeded nemesis (SEED is
+# shared with `make sim`: 1 unless given); exits 1 on any violation of design.md §5 (the
+# account and the history land in chaos-runs/<time>-seed<n>/).
 DURATION ?= 60
 NODES ?= 3
-SEED ?=
 CHAOS_ARGS ?=
 chaos: venv
-	$(BIN)/python -m chaos --duration $(DURATION) --nodes $(NODES) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
+	$(BIN)/python -m chaos --duration $(DURATION) --nodes $(NODES) --seed $(SEED) $(CHAOS_ARGS)
 
 clean:
 	rm -rf dist build/work .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -249,7 +249,7 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.votes: dict[str, bool] = {}  # this campaign's answers (pre-vote or vote)
-        self.elapsed = 0  # ticks since heard from a leader, voted or campaigned; leader: lease
+        self.elapsed = 0  # ticks since heard from a leader, voted or campaigned; leader: won
         self.ticks = 0  # ticks since start: when a member was last heard from
         self.timeout = self._random_timeout()
         self.replication = Replication(self)
@@ -313,7 +313,7 @@ class RaftCore:
             self._tick_leader()
             return
         self.elapsed += 1
-        if self.id not in self.conf.voters:
+        if not self._may_campaign():
             if self.role is not Role.FOLLOWER:
                 self._become(Event.REMOVED)
             return
@@ -321,14 +321,14 @@ class RaftCore:
             self._start_election()
 
     def step(self, message: Message) -> None:
-        """A message from another node. Messages not for this node are dropped, and so are
-        vote requests from non-members and answers from older terms."""
+        """A message from another node, member or not (a joining node knows no one; a node
+        that lags may not know a new member yet). Messages not for this node are dropped, and
+        so are campaigns while a leader is heard from (check-quorum's lease: this is what
+        keeps a removed node that does not know it from disrupting, with pre-vote)."""
         if message.dst != self.id:
             return
         kind = message.kind
         voting = kind is MessageKind.VOTE or kind is MessageKind.PRE_VOTE
-        if voting and message.src not in self.conf:
-            return  # a removed node that does not know it yet: no disruption
         if message.term > self.term:
             if voting and message.context != CAMPAIGN_TRANSFER and in_lease(self):
                 return  # a leader is alive (check-quorum): ignore the campaign
@@ -423,8 +423,7 @@ class RaftCore:
         elif self.conf.voters == (self.id,):
             self._read_states.append(ReadState(self.log.committed, ctx))
         else:
-            self.reads.add(self.log.committed, ctx)
-            self.replication.start_read_round()
+            self.reads.add(self.log.committed, ctx)  # its round starts with the next Ready
 
     def persisted(self, term: int, index: int) -> None:
         """The driver has fsynced the entries it was handed up to the one at ``index``, of
@@ -724,6 +723,12 @@ class RaftCore:
         if meta.index <= log.committed:
             self._send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
             return
+        if log.matches(meta.index, meta.term):
+            # The log already holds it (a late offer): installing would forget entries past
+            # it that this node may have acknowledged. Only the commit index moves.
+            log.commit_to(meta.index)
+            self._send(MessageKind.APPEND_RESPONSE, message.src, index=meta.index, after=meta.index)
+            return
         log.restore(meta)
         self.membership.restored(meta)
         self._drop_messages_past(meta.index)
@@ -731,7 +736,7 @@ class RaftCore:
         self._send(MessageKind.APPEND_RESPONSE, message.src, index=meta.index, after=meta.index)
 
     def _on_timeout_now(self, message: Message) -> None:
-        if self.role is not Role.LEADER and self.id in self.conf.voters:
+        if self.role is not Role.LEADER and self._may_campaign():
             self._campaign(Event.TIMEOUT_NOW)
 
     def _on_append_response(self, message: Message) -> None:
@@ -766,6 +771,15 @@ class RaftCore:
     def _random_timeout(self) -> int:
         ticks = self.config.election_ticks
         return ticks + self._rand.below(ticks)
+
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a node whose removal is not committed yet (as far as it
+        knows): it may hold the only copy of that change, and the voters it would leave
+        behind could then never elect anyone. It counts votes in its latest configuration,
+        without its own, and steps down once its removal commits."""
+        if self.id in self.conf.voters:
+            return True
+        return self.id in self.membership.conf_at(self.log.committed).voters
 
     def _start_election(self) -> None:
         if not self.config.pre_vote:
@@ -850,11 +864,13 @@ class RaftCore:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= config.election_ticks:
                 self.transfer_target = None  # gave up: take proposals again
-        if self.elapsed >= config.election_ticks:
-            self.elapsed = 0
-            if config.check_quorum and not self.replication.quorum_active():
-                self._step_down(Event.QUORUM_LOST)
-                return
+        if (
+            config.check_quorum
+            and self.elapsed >= config.election_ticks
+            and not self.replication.quorum_active()
+        ):
+            self._step_down(Event.QUORUM_LOST)
+            return
         self.replication.tick()
 
     # -- leader's helpers -----------------------------------------------------------------
@@ -925,8 +941,9 @@ class RaftCore:
         self._read_states.extend(states)
 
     def _commit_is_current(self) -> bool:
-        committed = self.log.committed
-        return committed > self.log.offset and self.log.term_at(committed) == self.term
+        """Whether this term has committed an entry (the snapshot's term counts at its
+        index: a leader may have compacted up to its commit index)."""
+        return self.log.term_at(self.log.committed) == self.term
 
     def _hard_state_changed(self) -> bool:
         return self.term != self._saved.term or self.vote != self._saved.vote

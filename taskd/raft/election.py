@@ -11,7 +11,8 @@ Theory of operation (Raft §5.2, §5.4.1; dissertation §4.2.3 and §9.6):
   majority would elect bumps its term, so a node that was cut off and rejoins (its timeouts
   fired in isolation) cannot force the cluster into a new term.
 - The lease of check-quorum: a voter that heard from a leader within the last election timeout
-  (or a leader, within its current quorum check) ignores campaigns for a higher term, so a
+  (or a leader, which steps down by itself once it did not hear a majority for that long)
+  ignores campaigns for a higher term, so a
   member that cannot hear the leader cannot depose it; a campaign the leader asked for
   (``TIMEOUT_NOW``, marked ``CAMPAIGN_TRANSFER``) is the exception.
 
@@ -49,10 +50,9 @@ def grants_vote(core: RaftCore, message: Message) -> bool:
 
 
 def in_lease(core: RaftCore) -> bool:
-    """Whether ``core`` heard from a leader (or is one) within the last election timeout,
-    with check-quorum on: then it ignores campaigns for a higher term."""
-    return (
-        core.config.check_quorum
-        and core.leader is not None
-        and core.elapsed < core.config.election_ticks
-    )
+    """Whether ``core`` is a leader or heard from one within the last election timeout, with
+    check-quorum on: then it ignores campaigns for a higher term (a leader that lost its
+    majority steps down by itself)."""
+    if not core.config.check_quorum or core.leader is None:
+        return False
+    return core.leader == core.id or core.elapsed < core.config.election_ticks

@@ -68,7 +68,6 @@ class Progress:
         "next",
         "pending_snapshot",
         "probe_sent",
-        "recent_active",
         "sent_commit",
         "state",
     )
@@ -80,7 +79,6 @@ class Progress:
         self.probe_sent = False
         self.pending_snapshot = 0
         self.inflights = Inflights(max_inflight)
-        self.recent_active = False  # answered since the last check-quorum round
         self.last_heard: int | None = None  # the leader's tick count when it last answered
         self.sent_commit = 0  # the commit index this follower was last told
 

@@ -4,7 +4,8 @@ Theory of operation: ``Replication`` belongs to a ``RaftCore`` and acts only whi
 For every other member (voters and learners) it keeps a ``Progress`` (``progress.py``).
 Sending is lazy: proposals, answers and commits only change the progress, and ``flush`` —
 called when the driver asks for a ``Ready`` — turns it into messages, so everything proposed
-between two rounds leaves in as few APPENDs as the caps allow:
+between two rounds leaves in as few APPENDs as the caps allow, and every read asked for
+between two rounds shares one heartbeat round:
 
 - a member in ``REPLICATE`` gets APPENDs from ``next`` on, pipelined up to ``max_inflight``
   unacknowledged, each at most ``max_append_entries`` entries and ``max_append_bytes``;
@@ -76,12 +77,18 @@ class Replication:
             self.heartbeat(self.core.reads.context)
         self.core.maybe_promote()
 
+    def heard_within(self, member: str, ticks: int) -> bool:
+        progress = self.progress.get(member)
+        if progress is None or progress.last_heard is None:
+            return False
+        return self.core.ticks - progress.last_heard < ticks
+
     def quorum_active(self) -> bool:
-        """Whether a majority of voters answered since the last check; starts a new check."""
+        """Whether a majority of voters (this leader included) answered within the last
+        election timeout."""
         core = self.core
-        active = [core.id] + [m for m, p in self.progress.items() if p.recent_active]
-        for progress in self.progress.values():
-            progress.recent_active = False
+        window = core.config.election_ticks
+        active = [core.id] + [m for m in self.progress if self.heard_within(m, window)]
         return has_quorum(core.conf.voters, active)
 
     def hand_over(self) -> None:
@@ -101,6 +108,7 @@ class Replication:
         core = self.core
         if not core.is_leader:
             return
+        self.start_read_round()
         log = core.log
         for member, progress in self.progress.items():
             # Each APPEND in REPLICATE moves ``next`` on or tells the commit; PROBE and
@@ -164,7 +172,6 @@ class Replication:
     def _heard(self, message: Message) -> Progress | None:
         progress = self.progress.get(message.src)
         if progress is not None:
-            progress.recent_active = True
             progress.last_heard = self.core.ticks
         return progress
 

@@ -65,6 +65,19 @@ class Member(NodeProcess):
         super().__init__(args, workdir=workdir, grpc_port=grpc_port, http_port=http_port)
         self.address = f"127.0.0.1:{grpc_port}"
         self.paused = False
+        self.stopped = True  # not started, or stopped on purpose (kill, terminate)
+
+    def start(self) -> None:
+        super().start()
+        self.stopped = False
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        self.stopped = True
+        return super().terminate(timeout)
+
+    def crashed(self) -> bool:
+        """It exited although nobody stopped it."""
+        return not self.stopped and self.proc is not None and self.proc.poll() is not None
 
     @property
     def running(self) -> bool:
@@ -100,6 +113,7 @@ class Member(NodeProcess):
         self.paused = False
 
     def kill(self) -> None:
+        self.stopped = True
         if self.paused:
             with contextlib.suppress(ProcessLookupError):
                 self.resume()
@@ -193,12 +207,13 @@ class Cluster:
         end = time.monotonic() + deadline
         seen: dict[str, Any] = {}
         while time.monotonic() < end:
-            group = list(among) if among is not None else self.running()
-            for member in group:
-                if member.proc is not None and member.proc.poll() is not None:
+            for member in self.members:
+                if member.crashed():
+                    assert member.proc is not None
                     raise AssertionError(
                         f"{member} exited with {member.proc.returncode}\n{member._describe()}"
                     )
+            group = list(among) if among is not None else self.running()
             seen = {m.address: m.status() for m in group}
             leaders = {s["leader"] for s in seen.values() if s is not None}
             if len(leaders) == 1 and None not in seen.values():

@@ -13,7 +13,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from taskd.raft.core import RaftConfig, RaftCore, Role
-from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind, SnapshotMeta
+from taskd.raft.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MessageKind,
+    ReadState,
+    SnapshotMeta,
+)
 
 CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2)
 
@@ -26,6 +34,7 @@ class Node:
     applied: list[bytes] = field(default_factory=list)  # the state machine
     snapshot: SnapshotMeta | None = None  # the durable snapshot (the disk log's base)
     snapshot_data: list[bytes] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
     down: bool = False
 
 
@@ -54,6 +63,7 @@ class Net:
                 )
             )
         self.queue: list[Message] = []
+        self.snapshot_files: dict[SnapshotMeta, list[bytes]] = {}
         self.blocked: set[tuple[str, str]] = set()  # (src, dst) links that drop everything
         self.delivered: list[Message] = []
         self.drop_if: Callable[[Message], bool] = lambda message: False
@@ -76,6 +86,7 @@ class Net:
                 if entry.kind is EntryKind.NORMAL:
                     node.applied.append(entry.data)
             core.advance(ready)
+            node.read_states += ready.read_states
             if ready.hard_state is not None:
                 node.hard_state = ready.hard_state
             if ready.entries_to_persist:
@@ -87,11 +98,10 @@ class Net:
             self.queue.extend(ready.messages)
 
     def _install(self, node: Node, meta: SnapshotMeta) -> None:
-        # The sender streamed the file of that meta: find it on any node that has it.
-        sources = [n for n in self.nodes.values() if n.snapshot == meta]
-        assert sources, f"no node holds snapshot {meta}"
+        # The sender streamed the file of that meta (it had it when it sent the offer).
+        assert meta in self.snapshot_files, f"no node ever took snapshot {meta}"
         node.snapshot = meta
-        node.snapshot_data = list(sources[0].snapshot_data)
+        node.snapshot_data = list(self.snapshot_files[meta])
         node.applied = list(node.snapshot_data)
         node.disk = []
 
@@ -103,6 +113,7 @@ class Net:
         core.compact(index, core.term_at(index))
         node.snapshot = core.log.snapshot
         node.snapshot_data = list(node.applied)
+        self.snapshot_files[node.snapshot] = node.snapshot_data
         node.disk = [e for e in node.disk if e.index > index]
         return node.snapshot
 
@@ -152,6 +163,8 @@ class Net:
                 return count
             message, *self.queue = self.queue
             if (message.src, message.dst) in self.blocked or self.drop_if(message):
+                if message.kind is MessageKind.SNAPSHOT:  # the sender's stream failed
+                    self.nodes[message.src].core.report_snapshot(message.dst, False)
                 continue
             target = self.nodes.get(message.dst)
             if target is None or target.down:

@@ -100,11 +100,13 @@ def test_restored_from_snapshot_continues_after_it() -> None:
     assert [e.index for e in core.ready().committed_entries] == [11, 12]
 
 
-def test_vote_requests_from_strangers_are_dropped() -> None:
+def test_a_leader_ignores_campaigns_and_bad_voter_lists_are_refused() -> None:
     core = RaftCore("n1", ["n1"])
+    core.tick()
+    core.ready()
     core.step(Message(MessageKind.VOTE, src="n9", dst="n1", term=99))
     core.step(Message(MessageKind.PRE_VOTE, src="n9", dst="n1", term=99))
-    assert core.term == 0
+    assert core.term == 1 and core.role is Role.LEADER
     assert not core.has_ready()
     with pytest.raises(ValueError):
         RaftCore("n1", ["n2", "n2"])

@@ -150,7 +150,9 @@ def test_learners_receive_everything_but_never_count() -> None:
     assert net.core("n1").conf.learners == ("n3",)
     # When the learner says it holds all but the last entry
     committed = core.log.committed
-    core.step(Message(MessageKind.APPEND_RESPONSE, "n3", "n1", core.term, index=core.last_index - 1))
+    core.step(
+        Message(MessageKind.APPEND_RESPONSE, "n3", "n1", core.term, index=core.last_index - 1)
+    )
     # Expect nothing committed on the leader and the learner's word, and no promotion
     assert core.log.committed == committed
     assert core.conf.learners == ("n3",)

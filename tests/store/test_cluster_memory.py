@@ -104,6 +104,15 @@ async def test_a_partitioned_leader_loses_leadership_and_the_majority_goes_on(
         leader = await c.leader()
         await leader.store.propose(b"before")
         c.network.isolate(leader.id, IDS)
+        outcome: list[BaseException] = []
+
+        async def write_to_the_old_leader() -> None:
+            try:
+                await leader.store.propose(b"lost")
+            except NotLeader as exc:
+                outcome.append(exc)
+
+        c.nursery.start_soon(write_to_the_old_leader)
         others = [i for i in IDS if i != leader.id]
         new = await c.leader(among=others)
         await new.store.propose(b"majority")
@@ -112,6 +121,8 @@ async def test_a_partitioned_leader_loses_leadership_and_the_majority_goes_on(
         c.network.heal()
         await c.converged()
         assert leader.machine.items == [b"before", b"majority"]
+        # the write the old leader took was cut by the new leader's log: told "not applied"
+        await eventually(lambda: bool(outcome))
 
 
 async def test_a_follower_far_behind_a_compacted_log_catches_up_by_snapshot(
@@ -143,8 +154,9 @@ async def test_members_are_added_and_removed(tmp_path: Path) -> None:
         assert joiner.machine.items == [b"x"]
         core = leader.store._core
         assert core is not None
-        await eventually(lambda: "n4" in core.conf.voters)  # promoted once caught up
-        with pytest.raises(ConfChangeError):
+        # promoted by the leader once caught up (its own conf change, committed)
+        await eventually(lambda: "n4" in core.conf.voters and core.log.committed == core.last_index)
+        with pytest.raises(ConfChangeError, match="already a member"):
             await leader.store.add_member("n4")
         await leader.store.remove_member("n4")
         assert "n4" not in core.conf.voters
@@ -194,3 +206,31 @@ async def test_status_and_readiness(tmp_path: Path) -> None:
         await eventually(lambda: follower.store.not_ready_reason() is None)
         c.network.isolate(follower.id, IDS)
         await eventually(lambda: follower.store.not_ready_reason() is not None)
+
+
+async def test_without_a_leader_writes_and_reads_give_up_after_the_leader_wait(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery, tmp_path, IDS, leader_wait=0.2)
+        alone = await c.start("n1")  # the other two never start: no quorum
+        with trio.fail_after(2), pytest.raises(NotLeader) as refused:
+            await alone.store.propose(b"x")
+        assert refused.value.leader_hint is None
+        with trio.fail_after(2), pytest.raises(NotLeader):
+            await alone.store.read_barrier()
+        assert "no leader is known" in (alone.store.not_ready_reason() or "")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_forward_whose_answer_is_lost_has_an_unknown_outcome(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        follower = c.followers(leader)[0]
+        c.network.lose_forward_replies = True
+        with pytest.raises(Unavailable, match="outcome is unknown"):
+            await follower.store.propose(b"maybe")
+        c.network.lose_forward_replies = False
+        # it was appended, and it commits: reading it back shows it applied
+        await eventually(lambda: follower.machine.items == [b"maybe"])
+        await c.converged()

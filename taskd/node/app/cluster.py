@@ -7,6 +7,9 @@ surface (``ClusterStore``: ``status``, ``add_member``, ``remove_member``,
 leader. Addresses are normalised here exactly as ``--peers`` is (``taskd.node.members``), so
 ``taskd cluster add node-d`` and ``--peers ...,node-d:50051`` name the same member.
 
+``transfer`` answers once this member knows the new leader (at most ``TRANSFER_TIMEOUT``
+after the store handed leadership over), so the status it returns names it.
+
 ``status()`` is design.md §3's contract: ``{"id", "role", "term", "leader", "commit_index",
 "members": [{"address", "role", "match_index", "reachable"}]}``; it is this member's view (a
 follower knows the members but not their match index).
@@ -22,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import trio
+
 from taskd.errors import CallerError
 from taskd.node import members
 from taskd.raft.confstate import ConfChangeError
 from taskd.store.seam import StatusView
 
 TRANSFER_TIMEOUT = 5.0  # seconds an explicit `taskd cluster transfer` may take
+_LEADER_POLL = 0.02  # seconds between looks for the new leader after a transfer
 
 
 class ClusterStore(Protocol):
@@ -93,6 +99,13 @@ class ClusterAdmin:
         if target is not None and target not in self.member_ids():
             raise CallerError("not_found", f"{target} is not a member of this cluster", "address")
         await _changing(self.store.transfer_leadership(target, timeout=TRANSFER_TIMEOUT))
+        # The store returns once the old leader stepped down; answer with the new one.
+        with trio.move_on_after(TRANSFER_TIMEOUT):
+            while True:
+                leader = self.store.status().leader
+                if leader is not None and (target is None or leader == target):
+                    break
+                await trio.sleep(_LEADER_POLL)
         return self.status()
 
 

@@ -21,7 +21,8 @@ member whose ``serve`` ended is gone from the network.
 messages go through the real wire codec (``wire``) and are delivered in order by a task of
 the receiver, so they arrive between the receiver's rounds as from a socket. Links can be cut
 (``cut(a, b)``, ``isolate(a)``, ``heal()``) and messages dropped at random with a seeded rate
-(``drop_rate``); a cut link fails ``forward`` and friends with ``PeerUnreachable``.
+(``drop_rate``); a cut link fails ``forward`` and friends with ``PeerUnreachable``, and
+``lose_forward_replies`` loses the answers of forwards that reached the leader.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class MemoryNetwork:
         self._members: dict[str, MemoryTransport] = {}
         self._cut: set[frozenset[str]] = set()
         self.drop_rate = 0.0
+        self.lose_forward_replies = False  # forwards reach the leader, their answers are lost
         self._random = random.Random(seed)
         self.delivered = 0
 
@@ -188,7 +190,7 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
         answer = inbox.accept_forward(blob)
         await trio.lowlevel.checkpoint()
-        if not self.network.linked(self.node_id, leader):
+        if not self.network.linked(self.node_id, leader) or self.network.lose_forward_replies:
             raise Unavailable(
                 f"the connection to {leader} broke after the forward was sent: outcome "
                 "unknown; read it back before retrying"

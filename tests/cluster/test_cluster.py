@@ -1,0 +1,399 @@
+"""Three (or four) real ``taskd`` processes on loopback, faults by real signals.
+
+Every test is Given a started cluster / When a fault or a call / Expect what design.md §2 and
+§3 promise: one leader that every member names, writes accepted on any member, nothing
+acknowledged lost across SIGKILL, SIGSTOP and a restart of everything, membership changes
+under load, executors on followers, and clear errors for bad flags.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.cluster.conftest import ClusterOf
+from tests.cluster.harness import Cluster, Member, loading, missing
+from tests.node import rest
+
+pytestmark = pytest.mark.slow
+
+
+def submit(member: Member, **body: object) -> str:
+    code, task = member.post("/api/v1/tasks", body)
+    assert code == 201, (member, task)
+    return str(task["id"])
+
+
+def test_three_nodes_elect_one_leader_that_every_member_names(cluster_of: ClusterOf) -> None:
+    # Given three members started together
+    cluster = cluster_of(3)
+    cluster.start()
+    # When they settle
+    leader = cluster.wait_for_leader()
+    # Expect one leader, named by all, in one term, with the design's status shape
+    statuses = [m.status() for m in cluster.members]
+    assert all(s is not None for s in statuses)
+    assert {s["leader"] for s in statuses if s} == {leader.address}
+    assert [s["role"] for s in statuses if s].count("leader") == 1
+    assert len({s["term"] for s in statuses if s}) == 1
+    view = leader.status()
+    assert view is not None
+    assert sorted(m["address"] for m in view["members"]) == sorted(cluster.peers)
+    assert all(m["reachable"] for m in view["members"])
+    for member in cluster.members:  # every member ready: a leader known and caught up
+        code, body = member.get("/readyz")
+        assert code == 200, (member, body)
+
+
+def test_a_write_on_a_follower_is_visible_on_every_member(cluster_of: ClusterOf) -> None:
+    # Given a cluster with a leader
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    follower = cluster.followers(leader)[0]
+    # When a task is submitted on a follower
+    task_id = submit(follower, queue="visible", payload={"x": 1})
+    # Expect a linearizable read of it on every member at once (no waiting)
+    for member in cluster.members:
+        code, task = member.get(f"/api/v1/tasks/{task_id}")
+        assert code == 200 and task["payload"] == {"x": 1}, (member, task)
+    # and a cancel on the other follower, then the change seen on the leader
+    other = cluster.followers(leader)[1]
+    code, task = other.post(f"/api/v1/tasks/{task_id}/cancel")
+    assert code == 200 and task["state"] == "canceled", task
+    assert leader.get(f"/api/v1/tasks/{task_id}")[1]["state"] == "canceled"
+
+
+def test_leader_sigkill_under_load_loses_nothing_and_the_node_catches_up(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a cluster under a steady submit load through every member
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    with loading(cluster) as load:
+        time.sleep(1.0)
+        # When the leader is SIGKILLed
+        killed_at = time.monotonic()
+        leader.kill()
+        new_leader = cluster.wait_for_leader(not_=leader)
+        elected_after = time.monotonic() - killed_at
+        time.sleep(1.0)
+        # and restarted while the load goes on
+        leader.start()
+        time.sleep(1.0)
+    # Expect a new leader that took writes again, soon
+    recovered = load.first_ack_after(killed_at + 0.05)
+    assert recovered is not None and recovered < 5.0, (recovered, elected_after)
+    assert new_leader is not leader
+    assert len(load.acknowledged) > 50, (len(load.acknowledged), load.errors[-5:])
+    assert not [e for e in load.errors if not e.startswith(("503", "TimeoutError", "URLError"))]
+    # and the killed node caught up, with every acknowledged task on every member
+    cluster.wait_caught_up(leader)
+    for member in cluster.members:
+        assert missing(member, load.acknowledged) == [], member
+
+
+def test_a_paused_leader_is_replaced_without_split_brain_and_steps_down(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a cluster with a leader
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    term = leader.status()["term"]  # type: ignore[index]
+    # When the leader is frozen (SIGSTOP)
+    leader.pause()
+    try:
+        # Expect the others to elect one of them in a newer term, and take writes
+        others = cluster.followers(leader)
+        new_leader = cluster.wait_for_leader(among=others)
+        new_term = new_leader.status()["term"]  # type: ignore[index]
+        assert new_term > term
+        task_id = submit(others[0], queue="pause")
+    finally:
+        # When the old leader wakes up (SIGCONT)
+        leader.resume()
+    # Expect it to step down, name the new leader and know the write made meanwhile
+    deadline = time.monotonic() + 10
+    seen: dict[str, object] | None = None
+    while time.monotonic() < deadline:
+        seen = leader.status()
+        if seen is not None and seen["role"] != "leader" and seen["leader"] == new_leader.address:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the woken leader did not step down: {seen}")
+    assert leader.get(f"/api/v1/tasks/{task_id}")[0] == 200
+    # and never two leaders in one term: every member names the same leader per term
+    by_term: dict[int, set[str]] = {}
+    for member in cluster.members:
+        status = member.status()
+        assert status is not None
+        by_term.setdefault(status["term"], set()).add(status["leader"])
+    assert all(len(leaders) == 1 for leaders in by_term.values()), by_term
+
+
+def test_sigkill_of_every_member_then_restart_keeps_everything_acknowledged(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given acknowledged writes through every member
+    cluster = cluster_of(3)
+    cluster.start()
+    cluster.wait_for_leader()
+    with loading(cluster) as load:
+        time.sleep(1.5)
+        # When every member is SIGKILLed at once, mid-load
+        for member in cluster.members:
+            member.kill()
+    assert load.acknowledged
+    # and all restart
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    # Expect every acknowledged task on every member
+    for member in cluster.members:
+        cluster.wait_caught_up(member)
+        assert missing(member, load.acknowledged) == [], member
+    assert leader.status() is not None
+
+
+def test_add_a_fourth_member_then_remove_one_under_load(cluster_of: ClusterOf) -> None:
+    # Given a cluster under load
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    with loading(cluster) as load:
+        time.sleep(0.5)
+        # When a fourth node starts with --join and is added with the CLI
+        fourth = cluster.add_member()
+        cli = [sys.executable, "-m", "taskd", "cluster", "--server", leader.http_url]
+        added = subprocess.run(
+            [*cli, "add", fourth.address, "--wait", "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        # Expect progress lines until it is promoted to voter
+        assert added.returncode == 0, added
+        lines = added.stdout.splitlines()
+        assert lines[0] == f"added {fourth.address} as a learner", lines
+        assert f"{fourth.address} caught up and is a voter (follower)" in lines, lines
+        view = cluster.wait_for_leader().status() or {}
+        roles = {m["address"]: m["role"] for m in view.get("members", [])}
+        assert roles.get(fourth.address) in ("follower", "leader"), view
+        # When a member (not the one being talked to) is removed
+        leader = cluster.wait_for_leader()
+        removed = next(m for m in cluster.followers(leader) if m is not fourth)
+        code, status = leader.delete(f"/api/v1/cluster/members/{removed.address}")
+        assert code == 200, status
+        assert removed.address not in [m["address"] for m in status["members"]]
+        time.sleep(0.5)
+        removed.kill()  # the removed member's process is the operator's to stop
+        time.sleep(1.0)
+    # Expect the remaining three to agree and hold every acknowledged task
+    remaining = [m for m in cluster.members if m is not removed]
+    leader = cluster.wait_for_leader(among=remaining)
+    assert len(load.acknowledged) > 30
+    for member in remaining:
+        cluster.wait_caught_up(member)
+        assert missing(member, load.acknowledged) == [], member
+    view = leader.status()
+    assert view is not None
+    assert sorted(m["address"] for m in view["members"]) == sorted(m.address for m in remaining)
+
+
+def test_executors_on_followers_run_tasks(cluster_of: ClusterOf) -> None:
+    # Given every member running a queue's tasks as a local command, one at a time each
+    # (0.2 s each: the leader alone cannot take them all as they arrive)
+    cluster = cluster_of(3, "--exec", "work=sleep 0.2", "--concurrency", "1")
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    # When many tasks are submitted
+    ids = [submit(m, queue="work") for m in cluster.members for _ in range(10)]
+    # Expect all to succeed, some run by followers' executors (leases forwarded to the leader)
+    workers = set()
+    deadline = time.monotonic() + 30
+    for task_id in ids:
+        task = rest.wait_for_task(
+            leader.http_url, task_id, {"succeeded", "failed"}, deadline - time.monotonic()
+        )
+        assert task["state"] == "succeeded", task
+        workers.add(task["worker"])
+    follower_workers = {f"local@{m.address}" for m in cluster.followers(leader)}
+    assert workers & follower_workers, workers
+
+
+def test_sigterm_on_the_leader_hands_leadership_over(cluster_of: ClusterOf) -> None:
+    # Given a cluster with a leader
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    term = leader.status()["term"]  # type: ignore[index]
+    # When the leader gets SIGTERM
+    stopped_at = time.monotonic()
+    assert leader.terminate() == 0
+    # Expect another member to lead already (transfer, not an election timeout later)
+    new_leader = cluster.wait_for_leader(not_=leader)
+    assert time.monotonic() - stopped_at < 10
+    assert new_leader.status()["term"] > term  # type: ignore[index]
+    assert "leadership handed over" in leader.stderr_text()
+    submit(new_leader, queue="after-transfer")
+
+
+def test_a_new_leader_regrants_remote_leases_a_full_period(cluster_of: ClusterOf) -> None:
+    # Given an HTTP worker holding a 3 s lease from the leader
+    cluster = cluster_of(3, "--worker-lease", "3")
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    task_id = submit(leader, queue="held")
+    code, leased = leader.post("/api/v1/queues/held/lease", {"worker": "w1", "max": 1})
+    assert code == 200 and leased["tasks"], leased
+    epoch = leased["tasks"][0]["lease"]
+    leased_at = time.monotonic()
+    time.sleep(2.0)
+    # When the leader dies two seconds into the lease
+    leader.kill()
+    new_leader = cluster.wait_for_leader(not_=leader)
+    elected = time.monotonic()
+    # Expect the lease alive past its original end (a full period from the new leader)
+    time.sleep(max(0.0, leased_at + 3.8 - time.monotonic()))
+    assert elected - leased_at < 3.0, "the election took too long for this test to mean much"
+    code, task = new_leader.get(f"/api/v1/tasks/{task_id}")
+    assert code == 200 and task["state"] == "running" and task["attempt"] == 1, task
+    code, beat = new_leader.post(f"/api/v1/tasks/{task_id}/heartbeat", {"lease": epoch})
+    assert code == 200, beat
+
+
+def test_a_member_that_cannot_reach_a_majority_says_so(cluster_of: ClusterOf) -> None:
+    # Given a cluster that lost two of its three members
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    survivor = cluster.followers(leader)[0]
+    for member in cluster.members:
+        if member is not survivor:
+            member.kill()
+    # When a client writes to the survivor
+    started = time.monotonic()
+    code, body = survivor.post("/api/v1/tasks", {"queue": "lonely"}, timeout=15)
+    # Expect a 503 that says what to do, within the client's patience, and /readyz says why
+    assert code == 503, body
+    assert time.monotonic() - started < 10
+    assert "retry" in body["error"]["message"]
+    code, ready = survivor.get("/readyz")
+    assert code == 503 and "leader" in ready["error"]["message"], ready
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--peers", "127.0.0.1:1,127.0.0.1:2", "--grpc", "127.0.0.1:3"], "is not one of --peers"),
+        (["--peers", "127.0.0.1:1,127.0.0.1:2"], "several entries of --peers"),
+        (["--peers", "a,a"], "names a:50051 twice"),
+        (["--join"], "--join needs --grpc"),
+        (["--election-timeout", "0"], "--election-timeout must be"),
+        (["--peer-route", "nothing"], "MEMBER=HOST:PORT"),
+    ],
+)
+def test_bad_cluster_flags_exit_2_naming_the_flag(args: list[str], words: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "taskd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_follower_far_behind_catches_up_by_snapshot(cluster_of: ClusterOf) -> None:
+    # Given a cluster that snapshots (and compacts its log) every 50 entries
+    cluster = cluster_of(3, "--snapshot-every", "50")
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    behind = cluster.followers(leader)[0]
+    # When a follower is down while the others commit far past a snapshot
+    behind.kill()
+    ids = []
+    for n in range(6):
+        code, reply = leader.post(
+            "/api/v1/tasks/batch", {"tasks": [{"queue": "load", "payload": n}] * 40}
+        )
+        assert code == 201, reply
+        ids += [task["id"] for task in reply["tasks"]]
+    for n in range(60):  # one entry each: the leader's log moves past its snapshots
+        ids.append(submit(leader, queue="load", payload=n))
+    deadline = time.monotonic() + 15
+    while "snapshot at index" not in leader.stderr_text():
+        assert time.monotonic() < deadline, "the leader wrote no snapshot"
+        time.sleep(0.1)
+    # and it restarts
+    behind.start()
+    # Expect it to catch up (from the leader's snapshot) and know every task
+    cluster.wait_caught_up(behind)
+    assert missing(behind, ids) == []
+    assert "installed the leader's snapshot" in behind.stderr_text()
+
+
+def _runner_of(cluster: Cluster, task_id: str, deadline: float = 15.0) -> Member:
+    """The member whose local executor runs ``task_id`` now."""
+    end = time.monotonic() + deadline
+    task: dict[str, object] = {}
+    while time.monotonic() < end:
+        code, task = cluster.running()[0].get(f"/api/v1/tasks/{task_id}")
+        if code == 200 and task["state"] == "running":
+            worker = str(task["worker"])
+            return cluster.by_address(worker.removeprefix("local@"))
+        time.sleep(0.05)
+    raise AssertionError(f"{task_id} never ran: {task}")
+
+
+def test_a_member_that_leads_again_keeps_running_its_own_attempts(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a local attempt running on a follower
+    cluster = cluster_of(3, "--exec", "slow=sleep 4", "--concurrency", "1")
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    task_id = submit(leader, queue="slow")
+    runner = _runner_of(cluster, task_id)
+    if runner is leader:  # make it a follower first
+        other = cluster.followers(leader)[0]
+        code, status = leader.post("/api/v1/cluster/transfer", {"address": other.address})
+        assert code == 200, status
+    # When leadership moves to the member that runs the attempt
+    code, status = runner.post("/api/v1/cluster/transfer", {"address": runner.address})
+    assert code == 200 and status["leader"] == runner.address, status
+    # Expect its attempt to run on, uninterrupted, and succeed as the first attempt
+    task = rest.wait_for_task(runner.http_url, task_id, {"succeeded", "failed", "queued"}, 20)
+    assert task["state"] == "succeeded" and task["attempt"] == 1, task
+
+
+def test_a_restarted_member_releases_its_previous_attempts_at_once(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a long local attempt running on some member
+    cluster = cluster_of(3, "--exec", "slow=sleep 6", "--concurrency", "1")
+    cluster.start()
+    cluster.wait_for_leader()
+    task_id = submit(cluster.members[0], queue="slow", timeout=600)
+    runner = _runner_of(cluster, task_id)
+    # When that member is killed and restarted
+    runner.kill()
+    cluster.wait_for_leader()
+    runner.start()
+    # Expect its attempt released by the restart (long before the task's timeout): run again
+    deadline = time.monotonic() + 20
+    task: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        code, task = cluster.wait_for_leader().get(f"/api/v1/tasks/{task_id}")
+        if code == 200 and int(str(task["attempt"])) >= 2:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the restarted member did not release its attempt: {task}")
