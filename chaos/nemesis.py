@@ -113,12 +113,11 @@ class Nemesis:
         members = self.cluster.members
         what = f"{fault.kind} {fault.target} {target}"
         if fault.kind == "kill":
-            self.cluster.node(target).kill()
+            self._kill([target])
             self.record("kill", what, [target])
             return lambda: self._restart([target])
         if fault.kind == "kill-all":
-            for member in members:
-                self.cluster.node(member).kill()
+            self._kill(members)
             self.record("kill", "kill-all", members)
             return lambda: self._restart(members)
         if fault.kind == "pause":
@@ -146,9 +145,17 @@ class Nemesis:
         self.record("cut" if fault.kind != "slow" else "slow", what, cut)
         return self._heal_network
 
+    def _kill(self, members: list[str]) -> None:
+        for member in members:
+            self.cluster.node(member).kill()
+            if self.network is not None:
+                self.network.member_down(member)
+
     def _restart(self, members: list[str]) -> None:
         for member in members:
             self.cluster.node(member).start()
+            if self.network is not None:
+                self.network.member_up(member)
         self.record("restart", "restart " + ", ".join(members), members)
 
     def _resume(self, member: str) -> None:

@@ -12,6 +12,11 @@ chunk is due ``delay`` seconds after it was read, so a slow link delays without 
   connection reset right after connecting — the one way a proxy cannot be invisible.)
 - ``slow(seconds)``: the delay applies to chunks read from then on.
 
+A proxy must not add faults of its own: a direct connect to a dead member is refused, so
+``Network.member_down`` (told by the nemesis when it kills one) closes the links into it and
+``member_up`` opens them again once the restarted member's own port accepts. (A frozen member
+is left alone: the kernel still accepts its connections, with or without a proxy.)
+
 ``Network`` is the set of links of one cluster, keyed by (source, destination) member, with
 the partition shapes the nemesis uses: isolate a node, split into groups, cut one direction.
 """
@@ -26,6 +31,7 @@ import trio
 
 _CHUNK = 64 << 10
 _BUFFERED_CHUNKS = 64  # per direction: beyond this the reader waits (backpressure)
+_PROBE_EVERY = 0.02  # seconds between connects to a restarted destination's port
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -52,22 +58,36 @@ class Link:
         self._connections: set[trio.CancelScope] = set()
         self._streams: set[trio.SocketStream] = set()
         self._listening: trio.CancelScope | None = None
-        self._healed = trio.Event()
+        self._change = trio.Event()  # set (and replaced) on every cut, heal, down, up
         self._bound = trio.Event()  # set while the port is listened on
+        self.target_is_down = False  # the destination's process is dead (not merely frozen)
+        self._target_restarted = False
 
     @property
     def open_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def wanted(self) -> bool:
+        """Listen only when neither cut nor in front of a dead destination."""
+        return not self.is_cut and not self.target_is_down
+
     async def wait_listening(self) -> None:
-        """Until the port is listened on (after ``serve`` started, or ``heal``)."""
+        """Until the port is listened on (after ``serve`` started, ``heal``, or ``target_up``)."""
         await self._bound.wait()
+
+    def _changed(self) -> None:
+        if not self.wanted:
+            if self._bound.is_set():
+                self._bound = trio.Event()
+            if self._listening is not None:
+                self._listening.cancel()  # closes the listening socket: connects are refused
+        self._change.set()
+        self._change = trio.Event()
 
     def cut(self) -> None:
         self.is_cut = True
-        self._bound = trio.Event()
-        if self._listening is not None:
-            self._listening.cancel()  # closes the listening socket: new connects are refused
+        self._changed()
         for stream in list(self._streams):
             _reset(stream)
         for scope in list(self._connections):
@@ -76,39 +96,68 @@ class Link:
     def heal(self) -> None:
         self.is_cut = False
         self.delay = 0.0
-        self._healed.set()
+        self._changed()
 
     def slow(self, seconds: float) -> None:
         self.delay = max(0.0, seconds)
+
+    def target_down(self) -> None:
+        """The destination was killed: refuse connects, as the dead port itself would."""
+        self.target_is_down, self._target_restarted = True, False
+        self._changed()
+
+    def target_up(self) -> None:
+        """The destination was started again: listen once its own port accepts."""
+        self._target_restarted = True
+        self._changed()
+
+    async def _target_accepts(self) -> bool:
+        try:
+            probe = await trio.open_tcp_stream(self.host, self.target_port)
+        except OSError:
+            return False
+        await probe.aclose()
+        return True
+
+    async def _until_wanted(self) -> None:
+        while not self.wanted:
+            change = self._change
+            if self.target_is_down and self._target_restarted:
+                if await self._target_accepts():
+                    self.target_is_down = self._target_restarted = False
+                    break
+                with trio.move_on_after(_PROBE_EVERY):
+                    await change.wait()
+            else:
+                await change.wait()
 
     async def serve(
         self, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen on ``port`` and forward until cancelled; ``task_status`` gets the port.
 
-        While cut, the port is not listened on at all (connects are refused, as by a peer
-        that is down); healing binds it again (``SO_REUSEADDR``: no wait for old sockets)."""
+        While cut (or in front of a dead destination) the port is not listened on at all, so
+        connects are refused as by a member that is down; it is bound again (``SO_REUSEADDR``:
+        no wait for old sockets) on heal, or once a restarted destination accepts."""
         async with trio.open_nursery() as nursery:
             while True:
                 [listener] = (await trio.open_tcp_listeners(port, host=self.host))[:1]
                 if not self.port:
                     self.port = port = listener.socket.getsockname()[1]
                     task_status.started(self.port)
-                if not self.is_cut:  # (a cut may have come while binding)
+                if self.wanted:  # (it may have changed while binding)
                     with trio.CancelScope() as self._listening:
                         self._bound.set()
                         async with listener:
                             await self._accept(listener, nursery)
                     self._listening = None
                 await listener.aclose()
-                while self.is_cut:
-                    await self._healed.wait()
-                    self._healed = trio.Event()
+                await self._until_wanted()
 
     async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
             stream = await listener.accept()
-            if self.is_cut:  # accepted by the kernel just before the cut closed the port
+            if not self.wanted:  # accepted by the kernel just before the port closed
                 self.refused += 1
                 _reset(stream)
                 continue
@@ -208,6 +257,18 @@ class Network:
     def heal(self) -> None:
         for link in self.links.values():
             link.heal()
+
+    def member_down(self, member: str) -> None:
+        """``member`` was killed: every link into it refuses connects, as its port would."""
+        for (_, destination), link in self.links.items():
+            if destination == member:
+                link.target_down()
+
+    def member_up(self, member: str) -> None:
+        """``member`` was restarted: links into it listen again once its port accepts."""
+        for (_, destination), link in self.links.items():
+            if destination == member:
+                link.target_up()
 
     @property
     def faulted(self) -> bool:

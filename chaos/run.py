@@ -174,6 +174,10 @@ class ChaosRun:
         async with httpx.AsyncClient(limits=limits) as client, trio.open_nursery() as root:
             for pair, link in self.links.items():
                 await root.start(link.serve, self.link_ports[pair])
+            if self.network is not None:
+                for member in self.cluster.members:
+                    self.network.member_down(member)  # listen once each node's own port does
+                    self.network.member_up(member)
             self.cluster.start()
             observer = Observer(self.urls, self.history, client)
             await self._come_up(client, observer)

@@ -87,3 +87,24 @@ async def test_a_network_cuts_the_links_a_partition_names():
     net.heal()
     net.slow(0.1)
     assert net.faulted and all(link.delay == 0.1 for link in links.values())
+
+
+@pytest.mark.slow
+async def test_a_link_into_a_dead_member_refuses_until_the_member_listens_again():
+    # Given a link whose destination is down (killed), Expect connects refused, not reset
+    pool = PortPool()
+    target, front = pool.take(), pool.take()
+    async with trio.open_nursery() as nursery:
+        link = Link("a->b", target)
+        await nursery.start(link.serve, front)
+        link.target_down()
+        link.target_up()  # restarted, but its port is not bound yet
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", front)
+        assert link.accepted == 0
+        # When the destination listens again, Expect the link to follow and forward
+        await nursery.start(trio.serve_tcp, echo, target)
+        await link.wait_listening()
+        stream = await trio.open_tcp_stream("127.0.0.1", front)
+        assert await roundtrip(stream, b"back") == b"back"
+        nursery.cancel_scope.cancel()
