@@ -252,13 +252,27 @@ class Submitter:
                 outcome = OK
             else:
                 outcome, answers, error = await self._rest(member, api, plans)
-        except trio.Cancelled:
+        except trio.Cancelled:  # the run ended with this call in flight: it may still land
+            self._record(member, api, plans, invoked, INFO, [], "cancelled: the run ended")
             raise
         except Exception as exc:  # every failure is an outcome in the history
             outcome = grpc_error_outcome(exc) if api.startswith("grpc") else INFO
             if isinstance(exc, httpx.HTTPError):
                 outcome = http_error_outcome(exc)
             error = _describe(exc)
+        self._record(member, api, plans, invoked, outcome, answers, error)
+        return outcome
+
+    def _record(
+        self,
+        member: str,
+        api: str,
+        plans: list[TaskPlan],
+        invoked: float,
+        outcome: Outcome,
+        answers: list[tuple[str, bool]],
+        error: str,
+    ) -> None:
         completed = time.time()
         for i, p in enumerate(plans):
             task_id, duplicate = answers[i] if outcome == OK else (None, False)
@@ -283,7 +297,6 @@ class Submitter:
             )
             if task_id and p.queue == self.cfg.queue and not p.delay:
                 self.acked.add(task_id)
-        return outcome
 
     async def _rest(
         self, member: str, api: str, plans: list[TaskPlan]
@@ -382,6 +395,7 @@ class HttpWorker:
             body = {"lease": lease, "result": result}
         invoked = time.time()
         error = ""
+        outcome: Outcome = INFO
         try:
             response = await self.client.post(
                 f"{self.urls[member]}/api/v1/tasks/{task_id}/{kind}",
@@ -394,6 +408,23 @@ class HttpWorker:
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
         except httpx.HTTPError as exc:
             outcome, error = http_error_outcome(exc), _describe(exc)
+        except trio.Cancelled:  # the run ended with this call in flight: it may still land
+            error = "cancelled: the run ended"
+            raise
+        finally:
+            self._recorded(kind, member, task_id, lease, invoked, outcome, result, error)
+
+    def _recorded(
+        self,
+        kind: str,
+        member: str,
+        task_id: str,
+        lease: int,
+        invoked: float,
+        outcome: Outcome,
+        result: Any,
+        error: str,
+    ) -> None:
         self.history.reports.append(
             Report(
                 kind="complete" if kind == "complete" else "fail",
