@@ -14,7 +14,8 @@ each node's own replica is ``history.replicas`` (stale reads after a quiet perio
   the same task (*idempotency*); no task of the chaos queues came from an op nobody invoked
   (*unexpected*). Indeterminate (``info``) submits may or may not be there: both are fine.
 - completions: at most one accepted completion per task; an accepted completion's task is
-  ``succeeded`` with that result; a succeeded task's result was sent by some completion call.
+  ``succeeded`` with that result; a succeeded task's result was sent by a completion call that
+  was not refused (a refused request must change nothing).
 - attempts: no leased attempt and no final ``attempt`` beyond ``max_retries + 1``.
 - dependencies: a dependent was leased only with every dependency's result, each one a result
   a worker sent before the lease arrived; in the final state a dependent past ``blocked`` has
@@ -32,6 +33,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from chaos.history import FAIL, INFO, OK, FinalRead, History, TaskView
 
@@ -157,9 +160,22 @@ def check_completions(h: History) -> Check:
             violations.append(f"completion lost: task {tid} was completed but is {task.state}")
         elif task.result not in results:
             violations.append(f"completion lost: task {tid} holds a result no accepted call sent")
+    refused = {
+        (r.task_id, orjson.dumps(r.result, option=orjson.OPT_SORT_KEYS)): r
+        for r in h.reports
+        if r.kind == "complete" and r.outcome == FAIL
+    }
     for tid, task in sorted(truth.items()):
         if task.queue in worker_queues and task.state == "succeeded":
-            if task.result not in sent.get(tid, []):
+            if task.result in sent.get(tid, []):
+                continue
+            call = refused.get((tid, orjson.dumps(task.result, option=orjson.OPT_SORT_KEYS)))
+            if call is not None:
+                violations.append(
+                    f"refused yet applied: task {tid} succeeded with the result of a complete "
+                    f"call that {call.node} refused ({call.error[:120]})"
+                )
+            else:
                 violations.append(
                     f"phantom result: task {tid} succeeded with a result no worker sent"
                 )

@@ -228,3 +228,9 @@ def test_a_history_survives_its_json_form_and_is_judged_the_same():
     again = History.from_json(h.to_json())
     assert again == h
     assert checker.account(again).to_json() == checker.account(h).to_json()
+
+
+def test_a_refused_completion_that_took_effect_is_flagged():
+    h = clean()
+    h.reports[2] = dataclasses.replace(h.reports[2], outcome="fail", error="HTTP 409: stale lease")
+    assert any("refused yet applied: task t4" in v for v in flagged(h)["completions"])
