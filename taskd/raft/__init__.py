@@ -11,11 +11,12 @@ Raft never interprets the bytes of an entry. Each entry has a kind (``EntryKind`
 ``NORMAL`` entries are commands; a ``NOOP`` (appended by every new leader) and a
 ``CONF_CHANGE`` are Raft's own, and the driver never hands them to the state machine.
 
-What runs today is a one-member cluster: the node elects itself on its first tick, and an
-entry commits once it is persisted locally. The core also holds elections with votes among
-peers and takes a leader's appends as a follower (``core.py`` says exactly what is and is
-not implemented); the leader's side of replication, snapshots sent to followers and
-membership changes come with the cluster (issue 7).
+The core runs a one-member cluster (the node elects itself on its first tick, an entry
+commits once persisted locally) and a real cluster: pre-vote elections with check-quorum,
+pipelined replication with fast backtracking, ReadIndex, membership changes one server at a
+time through the log (learners first), snapshots sent to followers that fell behind, and
+leadership transfer. ``core.py`` says what is and is not implemented and where each rule
+lives.
 """
 
 from __future__ import annotations

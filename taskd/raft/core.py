@@ -24,28 +24,36 @@ from ``[election_ticks, 2 * election_ticks)`` by a small deterministic generator
 ``seed``, so the same seed and the same inputs give the same decisions, tick for tick (give
 each member its own seed).
 
-Roles move only along ``TRANSITIONS``, one table keyed by (role, event).
+Roles move only along ``TRANSITIONS`` (``roles.py``), one table keyed by (role, event).
+``RaftCore`` holds the state and dispatches; the rules live next to it, one concept per
+module: ``election.py`` (votes and campaigns), ``follower.py`` (taking appends, heartbeats,
+snapshots), ``replication.py`` with ``progress.py`` (the leader's sending and commit),
+``readonly.py`` (ReadIndex rounds), ``confstate.py`` (which configuration is in force).
 
 What is implemented:
-- Elections (``election.py`` has the vote rules): a voter whose timeout passed without hearing
+- Elections: a voter whose timeout passed without hearing
   from a leader first asks for pre-votes for the next term without taking it, and campaigns
   only with a majority of yes; a vote is granted at most once per term to a log at least as
   up to date, and not while the voter heard from a leader within an election timeout
   (check-quorum's lease) unless the campaign is a leadership transfer. A sole voter elects
-  itself on its first tick. Learners, joining nodes and removed nodes never campaign.
-- Replication (``replication.py``, ``progress.py``): per-follower probe/replicate/snapshot
+  itself on its first tick. Learners, joining nodes and removed nodes never campaign (a node
+whose removal it does not yet know to be committed still may: see ``election.py``).
+- Replication: per-follower probe/replicate/snapshot
   states, pipelined APPENDs within ``max_inflight``/``max_append_entries``/``max_append_bytes``,
   fast backtracking with ``reject_hint``, heartbeats, commit by counting current-term entries
   on a majority of voters, followers commit what the leader says they hold; check-quorum (a
   leader that did not hear from a majority within an election timeout steps down).
-- ReadIndex (``readonly.py``): a read waits for the term's first commit, then for one
-  heartbeat round answered by a majority; rounds are batched.
-- Membership (``confstate.py``): the configuration is the latest ``CONF_CHANGE`` in the log,
+- ReadIndex: a read waits for the term's first commit, then for one
+  heartbeat round answered by a majority of voters; all reads asked for between two
+  ``Ready``s share one round.
+- Membership: the configuration is the latest ``CONF_CHANGE`` in the log,
   else the snapshot's, else the bootstrap one; one change at a time, and only once the leader
   committed an entry of its term; learners are promoted by the leader once caught up; a removed
   leader steps down once its removal commits (asking the most caught-up voter to campaign).
-- Snapshots to followers behind the compacted log, and their installation on the follower.
-- Leadership transfer (``TIMEOUT_NOW``).
+- Snapshots to followers behind the compacted log, and their installation on the follower
+  (a late offer of a snapshot its log already holds only moves its commit index).
+- Leadership transfer (``TIMEOUT_NOW``), and a leader whose disk refused entries it had
+  already sent steps down (``discard_unpersisted``): it must never reuse their indexes.
 
 Not implemented: joint consensus (changes go one server at a time), leader leases for reads
 (reads always cost a heartbeat round), learners that forward reads, and flow control by bytes
@@ -60,17 +68,27 @@ entry that was since replaced by another term's is ignored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from taskd.errors import NotLeader
-from taskd.raft.confstate import ConfChangeError, Membership, Tally, tally
-from taskd.raft.election import grants_vote, in_lease
+from taskd.raft.config import RaftConfig, SplitMix64
+from taskd.raft.confstate import ConfChangeError, Membership
+from taskd.raft.election import (
+    campaign,
+    in_lease,
+    may_campaign,
+    on_vote,
+    on_vote_response,
+    start_election,
+)
+from taskd.raft.follower import on_append, on_heartbeat, on_snapshot
 from taskd.raft.progress import Progress, ProgressState
 from taskd.raft.raftlog import RaftLog
 from taskd.raft.readonly import ReadOnly
+from taskd.raft.ready import MemberStatus, RaftStatus, Ready
 from taskd.raft.replication import Replication
+from taskd.raft.roles import FROM_LEADER, TRANSITIONS, Event, Role
 from taskd.raft.types import (
     CAMPAIGN_TRANSFER,
     ConfState,
@@ -84,139 +102,16 @@ from taskd.raft.types import (
     encode_conf,
 )
 
-
-class Role(Enum):
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre-candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-
-
-class Event(Enum):
-    PRE_VOTE_TIMEOUT = "election timeout, asking for pre-votes first"
-    WON_PRE_VOTE = "won the pre-vote"
-    ELECTION_TIMEOUT = "election timeout"
-    TIMEOUT_NOW = "the leader asked it to campaign"
-    WON_ELECTION = "won election"
-    LOST_ELECTION = "a majority refused"
-    HIGHER_TERM = "saw a higher term"
-    LEADER_SEEN = "heard from the leader of its term"
-    QUORUM_LOST = "did not hear from a majority within an election timeout"
-    REMOVED = "left the voters"
-    DISK_FAULT = "could not persist entries it had sent"
-
-
-_FROM_LEADER = (MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT)
-_ALL = (Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE, Role.LEADER)
-_NOT_LEADER = (Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE)
-
-TRANSITIONS: dict[tuple[Role, Event], Role] = {
-    (Role.FOLLOWER, Event.PRE_VOTE_TIMEOUT): Role.PRE_CANDIDATE,
-    (Role.PRE_CANDIDATE, Event.PRE_VOTE_TIMEOUT): Role.PRE_CANDIDATE,
-    (Role.CANDIDATE, Event.PRE_VOTE_TIMEOUT): Role.PRE_CANDIDATE,
-    (Role.PRE_CANDIDATE, Event.WON_PRE_VOTE): Role.CANDIDATE,
-    (Role.FOLLOWER, Event.ELECTION_TIMEOUT): Role.CANDIDATE,
-    (Role.CANDIDATE, Event.ELECTION_TIMEOUT): Role.CANDIDATE,
-    (Role.FOLLOWER, Event.TIMEOUT_NOW): Role.CANDIDATE,
-    (Role.PRE_CANDIDATE, Event.TIMEOUT_NOW): Role.CANDIDATE,
-    (Role.CANDIDATE, Event.TIMEOUT_NOW): Role.CANDIDATE,
-    (Role.CANDIDATE, Event.WON_ELECTION): Role.LEADER,
-    (Role.PRE_CANDIDATE, Event.LOST_ELECTION): Role.FOLLOWER,
-    (Role.CANDIDATE, Event.LOST_ELECTION): Role.FOLLOWER,
-    **{(role, Event.HIGHER_TERM): Role.FOLLOWER for role in _ALL},
-    **{(role, Event.LEADER_SEEN): Role.FOLLOWER for role in _NOT_LEADER},
-    (Role.LEADER, Event.QUORUM_LOST): Role.FOLLOWER,
-    **{(role, Event.REMOVED): Role.FOLLOWER for role in _ALL},
-    (Role.LEADER, Event.DISK_FAULT): Role.FOLLOWER,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class RaftConfig:
-    """How the core counts time, in ticks of the driver's clock, and the seed of its
-    randomised election timeouts; how much a leader sends per message and per follower; when
-    a learner is promoted; whether pre-vote and check-quorum are on."""
-
-    election_ticks: int = 10
-    heartbeat_ticks: int = 1
-    seed: int = 0
-    promote_lag: int = 1000  # a learner this close to the leader's last index becomes a voter
-    max_append_entries: int = 1024  # per APPEND message
-    max_append_bytes: int = 1 << 20  # per APPEND message (at least one entry is always sent)
-    max_inflight: int = 64  # unacknowledged APPEND messages per follower (pipelining)
-    pre_vote: bool = True
-    check_quorum: bool = True
-
-    def __post_init__(self) -> None:
-        if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
-            raise ValueError(
-                f"need 1 <= heartbeat_ticks < election_ticks, got heartbeat "
-                f"{self.heartbeat_ticks} and election {self.election_ticks}"
-            )
-        for name in ("max_append_entries", "max_append_bytes", "max_inflight"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.promote_lag < 0:
-            raise ValueError(f"promote_lag must be at least 0, got {self.promote_lag}")
-
-
-class _SplitMix64:
-    """A tiny deterministic generator (SplitMix64): the core may not use ``random``."""
-
-    __slots__ = ("_state",)
-    _MASK = (1 << 64) - 1
-
-    def __init__(self, seed: int) -> None:
-        self._state = seed & self._MASK
-
-    def below(self, bound: int) -> int:
-        self._state = (self._state + 0x9E3779B97F4A7C15) & self._MASK
-        z = self._state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & self._MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & self._MASK
-        return (z ^ (z >> 31)) % bound
-
-
-@dataclass(frozen=True, slots=True)
-class Ready:
-    """Work for the driver. Install ``snapshot`` first when set (restore the state machine
-    from the staged file, make it the durable base of the disk log with no entries, then
-    ``snapshot_installed``); persist ``hard_state`` and ``entries_to_persist`` (fsync first
-    when ``must_sync``; then ``persisted``), send ``messages`` only after that, apply
-    ``committed_entries`` (then ``advance``). ``entries_to_persist`` may start at or below the
-    last index on disk: they replace the disk's entries from their first index on.
-    ``soft_state`` is set when role or leader changed."""
-
-    hard_state: HardState | None
-    entries_to_persist: list[Entry]
-    messages: list[Message]
-    committed_entries: list[Entry]
-    soft_state: SoftState | None = None
-    snapshot: SnapshotMeta | None = None
-    must_sync: bool = False
-    read_states: list[ReadState] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class MemberStatus:
-    id: str
-    role: str  # "leader" | "follower" | "learner"
-    match_index: int  # as the leader knows it (0 elsewhere; a node knows its own)
-    reachable: bool  # heard from within the last election timeout
-
-
-@dataclass(frozen=True, slots=True)
-class RaftStatus:
-    """What ``GET /api/v1/cluster`` shows. ``leader`` is the leader's member id (the node
-    layer names members by their gRPC address), or None while there is no leader."""
-
-    id: str
-    role: str
-    term: int
-    leader: str | None
-    commit_index: int
-    applied_index: int
-    members: list[MemberStatus]
+__all__ = [
+    "TRANSITIONS",
+    "Event",
+    "MemberStatus",
+    "RaftConfig",
+    "RaftCore",
+    "RaftStatus",
+    "Ready",
+    "Role",
+]
 
 
 class RaftCore:
@@ -235,7 +130,7 @@ class RaftCore:
         hs = hard_state or HardState()
         self.id = node_id
         self.config = config or RaftConfig()
-        self._rand = _SplitMix64(self.config.seed)
+        self._rand = SplitMix64(self.config.seed)
         snap = snapshot or SnapshotMeta(0, 0)
         self.log = RaftLog(snap, entries, hs.commit)
         self.membership = Membership(bootstrap, snap, self.log.entries)
@@ -251,13 +146,13 @@ class RaftCore:
         self.votes: dict[str, bool] = {}  # this campaign's answers (pre-vote or vote)
         self.elapsed = 0  # ticks since heard from a leader, voted or campaigned; leader: won
         self.ticks = 0  # ticks since start: when a member was last heard from
-        self.timeout = self._random_timeout()
+        self.timeout = self.random_timeout()
         self.replication = Replication(self)
         self.reads = ReadOnly()
         self._reads_waiting: list[object] = []  # until this term's first commit
         self.transfer_target: str | None = None
         self._transfer_elapsed = 0
-        self._to_install: SnapshotMeta | None = None  # accepted, not yet handed out
+        self.to_install: SnapshotMeta | None = None  # accepted, not yet handed out
         self._installing: SnapshotMeta | None = None  # handed out, not yet installed
         self._saved = HardState(hs.term, hs.vote, hs.commit)  # last hard state handed out
         self._soft = SoftState(self.role.value, self.leader)  # last soft state handed out
@@ -313,12 +208,12 @@ class RaftCore:
             self._tick_leader()
             return
         self.elapsed += 1
-        if not self._may_campaign():
+        if not may_campaign(self):
             if self.role is not Role.FOLLOWER:
-                self._become(Event.REMOVED)
+                self.become(Event.REMOVED)
             return
         if self.conf.voters == (self.id,) or self.elapsed >= self.timeout:
-            self._start_election()
+            start_election(self)
 
     def step(self, message: Message) -> None:
         """A message from another node, member or not (a joining node knows no one; a node
@@ -408,7 +303,7 @@ class RaftCore:
         self.transfer_target = target
         self._transfer_elapsed = 0
         if progress[target].match == self.log.last_index:
-            self._send(MessageKind.TIMEOUT_NOW, target)
+            self.send(MessageKind.TIMEOUT_NOW, target)
 
     def read_index(self, ctx: object) -> None:
         """Ask for a linearizable read: a ``ReadState(index, ctx)`` comes out in a ``Ready``
@@ -441,7 +336,7 @@ class RaftCore:
         dropped."""
         dropped = self.log.truncate_unstable()
         self._saved = HardState(term=-1)  # no real term is -1: the next ready() re-sends it
-        self._drop_messages_past(self.log.last_index)
+        self.drop_messages_past(self.log.last_index)
         if self.membership.cut(self.log.last_index + 1) and self.role is Role.LEADER:
             self.replication.sync_progress()
         if dropped and self.role is Role.LEADER and self.peers:
@@ -486,12 +381,11 @@ class RaftCore:
 
     def snapshot_installed(self, meta: SnapshotMeta) -> None:
         """The driver restored the state machine from the snapshot handed out in
-        ``Ready.snapshot`` and made it the durable base of its log."""
-        if self._installing is not None and meta != self._installing:
-            raise ValueError(
-                f"snapshot_installed({meta}) but the snapshot handed out is {self._installing}"
-            )
-        self._installing = None
+        ``Ready.snapshot`` and made it the durable base of its log. (The core's log restarted
+        at it when it was accepted; this only closes the hand-over. A report for a snapshot
+        other than the one handed out last is ignored.)"""
+        if meta == self._installing:
+            self._installing = None
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -504,7 +398,7 @@ class RaftCore:
             or min(log.committed, log.stable) > log.applying
             or bool(self._messages)
             or bool(self._read_states)
-            or self._to_install is not None
+            or self.to_install is not None
             or self._soft_state_changed()
         )
 
@@ -519,9 +413,9 @@ class RaftCore:
         soft_state = None
         if self._soft_state_changed():
             soft_state = self._soft = SoftState(self.role.value, self.leader)
-        snapshot = self._to_install
+        snapshot = self.to_install
         if snapshot is not None:
-            self._installing, self._to_install = snapshot, None
+            self._installing, self.to_install = snapshot, None
         entries = self.log.take_unstable(max_entries)
         messages = self._take_messages()
         read_states = self._read_states
@@ -575,7 +469,7 @@ class RaftCore:
 
     # -- messages -------------------------------------------------------------------------
 
-    def _send(
+    def send(
         self,
         kind: MessageKind,
         dst: str,
@@ -620,7 +514,7 @@ class RaftCore:
         self._messages = queued[ready:]
         return [message for _, message in queued[:ready]]
 
-    def _drop_messages_past(self, index: int) -> None:
+    def drop_messages_past(self, index: int) -> None:
         """Answers that acknowledge entries past ``index`` are no longer true: drop them."""
         self._messages = [(after, m) for after, m in self._messages if after <= index]
 
@@ -628,116 +522,16 @@ class RaftCore:
         """A message from an older term: tell the sender the current term so that it steps
         down (a stale leader) or catches up (a stale candidate)."""
         kind = message.kind
-        if kind in _FROM_LEADER:
-            self._send(MessageKind.APPEND_RESPONSE, message.src, reject=True)
+        if kind in FROM_LEADER:
+            self.send(MessageKind.APPEND_RESPONSE, message.src, reject=True)
         elif kind is MessageKind.VOTE:
-            self._send(MessageKind.VOTE_RESPONSE, message.src, reject=True)
+            self.send(MessageKind.VOTE_RESPONSE, message.src, reject=True)
         elif kind is MessageKind.PRE_VOTE:
-            self._send(MessageKind.PRE_VOTE_RESPONSE, message.src, reject=True)
-
-    def _on_vote(self, message: Message) -> None:
-        pre = message.kind is MessageKind.PRE_VOTE
-        answer = MessageKind.PRE_VOTE_RESPONSE if pre else MessageKind.VOTE_RESPONSE
-        if grants_vote(self, message):
-            if not pre:
-                self.vote = message.src
-                self.elapsed = 0
-            self._send(answer, message.src, term=message.term)
-        else:
-            self._send(answer, message.src, reject=True)
-
-    def _on_vote_response(self, message: Message) -> None:
-        pre = message.kind is MessageKind.PRE_VOTE_RESPONSE
-        if pre:
-            granted_term = self.term + 1
-            if self.role is not Role.PRE_CANDIDATE:
-                return
-        else:
-            granted_term = self.term
-            if self.role is not Role.CANDIDATE:
-                return
-        if not message.reject and message.term != granted_term:
-            return
-        self.votes[message.src] = not message.reject
-        result = tally(self.conf.voters, self.votes)
-        if result is Tally.WON:
-            if pre:
-                self._campaign(Event.WON_PRE_VOTE)
-            else:
-                self._win()
-        elif result is Tally.LOST:
-            self._become(Event.LOST_ELECTION)
-            self.votes = {}
-
-    def _follow(self, leader: str) -> None:
-        if self.role is Role.LEADER:
-            raise AssertionError(f"two leaders in term {self.term}: {self.id}, {leader}")
-        self._become(Event.LEADER_SEEN)
-        self.leader = leader
-        self.elapsed = 0
-
-    def _on_append(self, message: Message) -> None:
-        self._follow(message.src)
-        log = self.log
-        if message.index < log.committed:
-            # Everything up to the commit index matches the leader's already.
-            self._send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
-            return
-        if not log.matches(message.index, message.log_term):
-            hint = log.last_at_or_below_term(min(message.index, log.last_index), message.log_term)
-            self._send(
-                MessageKind.APPEND_RESPONSE,
-                message.src,
-                index=message.index,
-                reject=True,
-                reject_hint=hint,
-                log_term=log.term_at(hint),
-            )
-            return
-        old_last = log.last_index
-        cut = log.merge(message.entries)
-        first_new = old_last + 1 if cut is None else cut
-        if cut is not None:
-            self.membership.cut(cut)
-            self._drop_messages_past(cut - 1)
-        self.membership.appended(e for e in message.entries if e.index >= first_new)
-        last_new = message.index + len(message.entries)
-        if message.commit > log.committed:
-            log.commit_to(min(message.commit, last_new))
-        self._send(MessageKind.APPEND_RESPONSE, message.src, index=last_new, after=last_new)
-
-    def _on_heartbeat(self, message: Message) -> None:
-        self._follow(message.src)
-        log = self.log
-        if message.commit > log.committed:
-            # The leader sends at most what it knows this log matches.
-            log.commit_to(min(message.commit, log.last_index))
-        self._send(MessageKind.HEARTBEAT_RESPONSE, message.src, context=message.context)
-
-    def _on_snapshot(self, message: Message) -> None:
-        meta = message.snapshot
-        if meta is None:
-            return
-        self._follow(message.src)
-        log = self.log
-        if meta.index <= log.committed:
-            self._send(MessageKind.APPEND_RESPONSE, message.src, index=log.committed)
-            return
-        if log.matches(meta.index, meta.term):
-            # The log already holds it (a late offer): installing would forget entries past
-            # it that this node may have acknowledged. Only the commit index moves.
-            log.commit_to(meta.index)
-            self._send(MessageKind.APPEND_RESPONSE, message.src, index=meta.index, after=meta.index)
-            return
-        log.restore(meta)
-        self.membership.restored(meta)
-        self._drop_messages_past(meta.index)
-        self._to_install = meta
-        self._send(MessageKind.APPEND_RESPONSE, message.src, index=meta.index, after=meta.index)
+            self.send(MessageKind.PRE_VOTE_RESPONSE, message.src, reject=True)
 
     def _on_timeout_now(self, message: Message) -> None:
-        if self.role is not Role.LEADER and self._may_campaign():
-            self._campaign(Event.TIMEOUT_NOW)
+        if self.role is not Role.LEADER and may_campaign(self):
+            campaign(self, Event.TIMEOUT_NOW)
 
     def _on_append_response(self, message: Message) -> None:
         if self.role is Role.LEADER:
@@ -747,14 +541,14 @@ class RaftCore:
         if self.role is Role.LEADER:
             self.replication.on_heartbeat_response(message)
 
-    _HANDLERS = {
-        MessageKind.VOTE: _on_vote,
-        MessageKind.PRE_VOTE: _on_vote,
-        MessageKind.VOTE_RESPONSE: _on_vote_response,
-        MessageKind.PRE_VOTE_RESPONSE: _on_vote_response,
-        MessageKind.APPEND: _on_append,
-        MessageKind.HEARTBEAT: _on_heartbeat,
-        MessageKind.SNAPSHOT: _on_snapshot,
+    _HANDLERS: dict[MessageKind, Callable[[RaftCore, Message], None]] = {
+        MessageKind.VOTE: on_vote,
+        MessageKind.PRE_VOTE: on_vote,
+        MessageKind.VOTE_RESPONSE: on_vote_response,
+        MessageKind.PRE_VOTE_RESPONSE: on_vote_response,
+        MessageKind.APPEND: on_append,
+        MessageKind.HEARTBEAT: on_heartbeat,
+        MessageKind.SNAPSHOT: on_snapshot,
         MessageKind.TIMEOUT_NOW: _on_timeout_now,
         MessageKind.APPEND_RESPONSE: _on_append_response,
         MessageKind.HEARTBEAT_RESPONSE: _on_heartbeat_response,
@@ -762,71 +556,18 @@ class RaftCore:
 
     # -- transitions ----------------------------------------------------------------------
 
-    def _become(self, event: Event) -> None:
+    def become(self, event: Event) -> None:
         try:
             self.role = TRANSITIONS[(self.role, event)]
         except KeyError:
             raise AssertionError(f"no transition from {self.role} on {event}") from None
 
-    def _random_timeout(self) -> int:
+    def random_timeout(self) -> int:
         ticks = self.config.election_ticks
         return ticks + self._rand.below(ticks)
 
-    def _may_campaign(self) -> bool:
-        """A voter campaigns; so does a node whose removal is not committed yet (as far as it
-        knows): it may hold the only copy of that change, and the voters it would leave
-        behind could then never elect anyone. It counts votes in its latest configuration,
-        without its own, and steps down once its removal commits."""
-        if self.id in self.conf.voters:
-            return True
-        return self.id in self.membership.conf_at(self.log.committed).voters
-
-    def _start_election(self) -> None:
-        if not self.config.pre_vote:
-            self._campaign(Event.ELECTION_TIMEOUT)
-            return
-        self._become(Event.PRE_VOTE_TIMEOUT)
-        self.leader = None
-        self.elapsed = 0
-        self.timeout = self._random_timeout()
-        self.votes = {self.id: True}
-        if tally(self.conf.voters, self.votes) is Tally.WON:
-            self._campaign(Event.WON_PRE_VOTE)
-            return
-        for voter in self.conf.voters:
-            if voter != self.id:
-                self._send(
-                    MessageKind.PRE_VOTE,
-                    voter,
-                    term=self.term + 1,
-                    index=self.log.last_index,
-                    log_term=self.log.last_term,
-                )
-
-    def _campaign(self, event: Event) -> None:
-        self._become(event)
-        self.term += 1
-        self.vote = self.id
-        self.leader = None
-        self.elapsed = 0
-        self.timeout = self._random_timeout()
-        self.votes = {self.id: True}
-        if tally(self.conf.voters, self.votes) is Tally.WON:
-            self._win()
-            return
-        context = CAMPAIGN_TRANSFER if event is Event.TIMEOUT_NOW else 0
-        for voter in self.conf.voters:
-            if voter != self.id:
-                self._send(
-                    MessageKind.VOTE,
-                    voter,
-                    index=self.log.last_index,
-                    log_term=self.log.last_term,
-                    context=context,
-                )
-
-    def _win(self) -> None:
-        self._become(Event.WON_ELECTION)
+    def win(self) -> None:
+        self.become(Event.WON_ELECTION)
         self.leader = self.id
         self.votes = {}
         self.elapsed = 0
@@ -836,7 +577,7 @@ class RaftCore:
 
     def _become_follower(self, term: int, leader: str | None) -> None:
         was_leader = self.role is Role.LEADER
-        self._become(Event.HIGHER_TERM)
+        self.become(Event.HIGHER_TERM)
         self.term = term
         self.vote = None
         self.leader = leader
@@ -845,7 +586,7 @@ class RaftCore:
             self._stop_leading()
 
     def _step_down(self, event: Event) -> None:
-        self._become(event)
+        self.become(event)
         self.leader = None
         self._stop_leading()
 
@@ -855,7 +596,7 @@ class RaftCore:
         self._reads_waiting.clear()
         self.transfer_target = None
         self.elapsed = 0
-        self.timeout = self._random_timeout()
+        self.timeout = self.random_timeout()
 
     def _tick_leader(self) -> None:
         config = self.config
@@ -890,8 +631,7 @@ class RaftCore:
             )
         if not self._commit_is_current():
             raise ConfChangeError(
-                "a membership change is in progress: this leader has not committed an entry "
-                "of its term yet; retry in a moment"
+                "this leader has not committed an entry of its term yet; retry in a moment"
             )
 
     def _append_conf(self, conf: ConfState) -> int:

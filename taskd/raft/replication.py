@@ -98,7 +98,7 @@ class Replication:
         for voter in core.conf.voters:
             progress = self.progress.get(voter)
             if progress is not None and progress.match == last:
-                core._send(MessageKind.TIMEOUT_NOW, voter)
+                core.send(MessageKind.TIMEOUT_NOW, voter)
                 return
 
     # -- sending --------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class Replication:
         previous = progress.next - 1
         if previous < log.offset:
             snapshot = log.snapshot
-            core._send(
+            core.send(
                 MessageKind.SNAPSHOT,
                 member,
                 index=snapshot.index,
@@ -139,7 +139,7 @@ class Replication:
             if progress.next <= log.last_index
             else []
         )
-        core._send(
+        core.send(
             MessageKind.APPEND,
             member,
             index=previous,
@@ -154,7 +154,7 @@ class Replication:
         core = self.core
         committed = core.log.committed
         for member, progress in self.progress.items():
-            core._send(
+            core.send(
                 MessageKind.HEARTBEAT,
                 member,
                 commit=min(committed, progress.match),
@@ -202,7 +202,7 @@ class Replication:
             if not core.is_leader:
                 return
             if core.transfer_target == message.src and progress.match == log.last_index:
-                core._send(MessageKind.TIMEOUT_NOW, message.src)
+                core.send(MessageKind.TIMEOUT_NOW, message.src)
             if message.src in core.conf.learners:
                 core.maybe_promote()
 

@@ -8,12 +8,16 @@ under load, executors on followers, and clear errors for bad flags.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
 
+import grpclib
 import pytest
+from grpclib.client import Channel
 
+from taskd.api.taskd import v1 as pb
 from tests.cluster.conftest import ClusterOf
 from tests.cluster.harness import Cluster, Member, loading, missing
 from tests.node import rest
@@ -274,6 +278,8 @@ def test_a_member_that_cannot_reach_a_majority_says_so(cluster_of: ClusterOf) ->
     cluster.start()
     leader = cluster.wait_for_leader()
     survivor = cluster.followers(leader)[0]
+    task_id = submit(survivor, queue="lonely")
+    cluster.wait_caught_up(survivor)
     for member in cluster.members:
         if member is not survivor:
             member.kill()
@@ -286,6 +292,23 @@ def test_a_member_that_cannot_reach_a_majority_says_so(cluster_of: ClusterOf) ->
     assert "retry" in body["error"]["message"]
     code, ready = survivor.get("/readyz")
     assert code == 503 and "leader" in ready["error"]["message"], ready
+    # and reads: refused unless stale, on REST and gRPC alike
+    assert survivor.get(f"/api/v1/tasks/{task_id}", timeout=15)[0] == 503
+    assert survivor.get(f"/api/v1/tasks/{task_id}?stale=true")[0] == 200
+    assert asyncio.run(grpc_get(survivor, task_id, stale=True)) == "ok"
+    assert asyncio.run(grpc_get(survivor, task_id, stale=False)).startswith("UNAVAILABLE")
+
+
+async def grpc_get(member: Member, task_id: str, *, stale: bool) -> str:
+    """``TaskService.Get`` over gRPC: "ok", or the status name and message."""
+    channel = Channel("127.0.0.1", member.grpc_port)
+    try:
+        await pb.TaskServiceStub(channel).get(pb.GetRequest(id=task_id, stale=stale), timeout=15)
+    except grpclib.GRPCError as exc:
+        return f"{exc.status.name}: {exc.message}"
+    finally:
+        channel.close()
+    return "ok"
 
 
 @pytest.mark.parametrize(

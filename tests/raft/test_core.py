@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from taskd.errors import NotLeader
-from taskd.raft.core import TRANSITIONS, RaftCore, Ready, Role
+from taskd.raft import diagram
+from taskd.raft.core import TRANSITIONS, Event, RaftCore, Ready, Role
 from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind, SnapshotMeta
 
 NOOP = EntryKind.NOOP
@@ -154,3 +157,10 @@ def test_discard_unpersisted_forgets_the_unwritten_tail_and_resends_the_hard_sta
     assert [(e.index, e.data) for e in ready.entries_to_persist] == [(4, b"f")]
     persist(core, ready)
     assert [e.data for e in core.ready().committed_entries] == [b"f"]
+
+
+def test_committed_role_diagram_is_current_and_complete() -> None:
+    committed = (Path(__file__).parents[2] / "docs" / "raft-roles.md").read_text()
+    assert committed == diagram.render(), "run: python -m taskd.raft.diagram > docs/raft-roles.md"
+    used = {event for _, event in TRANSITIONS}
+    assert used == set(Event), f"events with no transition: {set(Event) - used}"

@@ -8,7 +8,7 @@ import pytest
 
 from taskd.errors import NotLeader
 from taskd.raft.confstate import ConfChangeError
-from taskd.raft.core import Role
+from taskd.raft.core import RaftCore, Role
 from taskd.raft.types import (
     ConfState,
     Entry,
@@ -187,3 +187,36 @@ def test_a_new_leader_cannot_change_membership_before_it_commits_its_term() -> N
                 core.step(Message(kind, "n2", "n1", m.term))
     with pytest.raises(ConfChangeError, match="not committed an entry of its term"):
         core.propose_conf_change(add="n4")
+
+
+def test_a_node_whose_removal_is_uncommitted_may_still_campaign_and_finish_it() -> None:
+    # Given voters n1, n3 where n3 led, appended its own removal and crashed before it
+    # committed: n3 alone holds the change (found by the seeded fuzz, seed 31)
+    net = Net(["n1", "n3"])
+    net.elect("n3")
+    net.propose("n3", b"a")
+    net.isolate("n3")
+    net.core("n3").propose_conf_change(remove="n3")
+    net.deliver()
+    net.restart("n3")
+    n3 = net.core("n3")
+    assert n3.conf.voters == ("n1",) and n3.log.committed < n3.last_index
+    # When the two can talk again
+    net.heal()
+    net.tick(60)
+    # Expect n3 to win (n1's log is behind, so n1 cannot), commit its removal, and hand
+    # over to n1, which is then the sole voter
+    assert net.leaders() == ["n1"]
+    assert net.core("n1").conf.voters == ("n1",)
+    assert n3.role is Role.FOLLOWER
+    net.propose("n1", b"b")
+    assert net.nodes["n1"].applied == [b"a", b"b"]
+
+
+def test_a_node_that_knows_no_configuration_still_votes() -> None:
+    # A joining node may be a voter in the candidate's configuration before it has seen the
+    # change (found by the seeded fuzz, seed 34): it answers like any node.
+    joining = RaftCore("n4", [])
+    joining.step(Message(MessageKind.VOTE, "n1", "n4", 3, index=10, log_term=3))
+    (answer,) = joining.ready().messages
+    assert (answer.kind, answer.reject, joining.vote) == (MessageKind.VOTE_RESPONSE, False, "n1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from taskd.raft.core import Role
+from taskd.raft.core import RaftCore, Role
 from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind
 from tests.raft.net import CONFIG, Net
 
@@ -180,3 +180,37 @@ def test_heartbeats_carry_at_most_what_the_follower_matches() -> None:
     net.tick(2, nodes=["n1"])
     beats = {m.dst: m.commit for m in net.delivered if m.kind is MessageKind.HEARTBEAT}
     assert beats == {"n2": 3, "n3": 1}
+
+
+def test_an_answer_never_claims_entries_before_they_are_handed_out_to_persist() -> None:
+    # Given a follower that was told a commit index past what it persisted
+    core = RaftCore("n2", ["n1", "n2", "n3"])
+    entries = tuple(Entry(1, i, b"e") for i in range(1, 4))
+    core.step(Message(MessageKind.APPEND, "n1", "n2", 1, 0, 0, 3, entries))
+    assert core.log.committed == 3 and core.log.handed == 0
+    # When an old append (before its commit index) arrives, and a heartbeat
+    core.step(Message(MessageKind.APPEND, "n1", "n2", 1, 0, 0, 3, entries[:1]))
+    core.step(Message(MessageKind.HEARTBEAT, "n1", "n2", 1, commit=3))
+    # Expect the answers held back until the entries are handed out with them
+    ready = core.ready(max_entries=2)
+    assert ready.messages == []
+    ready = core.ready()
+    assert [(m.kind, m.index) for m in ready.messages] == [
+        (MessageKind.APPEND_RESPONSE, 3),
+        (MessageKind.APPEND_RESPONSE, 3),
+        (MessageKind.HEARTBEAT_RESPONSE, 0),
+    ]
+
+
+def test_a_leader_whose_disk_refused_sent_entries_steps_down() -> None:
+    # Given a leader that sent entries it then could not persist
+    net = Net(["n1", "n2", "n3"])
+    net.elect("n1")
+    core = net.core("n1")
+    core.propose(b"x")
+    ready = core.ready()
+    assert any(m.entries for m in ready.messages)
+    # When the driver discards them
+    assert core.discard_unpersisted() == 1
+    # Expect it to step down (it must never give those indexes other entries in its term)
+    assert core.role is Role.FOLLOWER and core.leader is None
