@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
         proxied=not args.no_proxies,
         taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
     )
-    console = Console()
+    console = Console(record=True)
     console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
     run = ChaosRun(settings)
     try:
@@ -108,6 +108,7 @@ def main(argv: list[str]) -> int:
     )
     report.show(console, history, account)
     console.print(f"chaos: history and account in {out}")
+    (out / "account.txt").write_text(console.export_text())
     return 0 if account.ok else 1
 
 

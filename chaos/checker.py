@@ -29,6 +29,7 @@ each node's own replica is ``history.replicas`` (stale reads after a quiet perio
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -122,6 +123,8 @@ def check_submits(h: History) -> Check:
             duplicated += 1
             violations.append(f"duplicated submit: op {op} made tasks {tids}")
     recovered = sum(1 for op in by_op if op not in acked)
+    ack_times = sorted(s.completed for s in h.submits if s.outcome == OK)
+    gap = max((b - a for a, b in itertools.pairwise(ack_times)), default=0.0)
     counts: dict[str, int | str] = {
         "calls": len(h.submits),
         "acknowledged": len(acked),
@@ -131,6 +134,7 @@ def check_submits(h: History) -> Check:
         "lost": lost,
         "duplicated": duplicated,
         "unexpected": unexpected,
+        "longest wait between acks": f"{gap:.2f} s",
     }
     return Check("submits", counts, violations)
 
