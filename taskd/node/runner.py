@@ -251,12 +251,14 @@ class Node:
                 for executor in executors:
                     drain.start_soon(executor.drain, config.shutdown_grace)
             await self._hand_over()
-            grpc_server.close()
-            await trio_asyncio.aio_as_trio(grpc_server.wait_closed)()
             # Closed worker streams release their leases ("worker lost") through the store,
-            # which must still run for that: give them a moment before everything stops.
+            # which must still run for that (and, on a follower, still receive the log from
+            # the leader: peers' connections stay open): give them a moment.
+            grpc_server.close_public()
             with trio.move_on_after(5):
                 await self.bridge.drain()
+            grpc_server.close()
+            await trio_asyncio.aio_as_trio(grpc_server.wait_closed)()
             http_stop.set()
             root.cancel_scope.cancel()
         log.info("taskd stopped")

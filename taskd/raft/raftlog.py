@@ -19,7 +19,8 @@ The tail past ``committed`` can be cut: ``merge`` (a follower taking a leader's 
 at the first entry whose term conflicts and appends the leader's from there, pulling
 ``stable`` and ``handed`` back below the cut, so the new entries are handed out (and persisted,
 over the old ones on disk) again; ``truncate_unstable`` (the driver could not persist) cuts
-everything past ``stable``. A committed entry is never cut. Because an index can be reused by
+everything past ``stable`` (and pulls the commit index back to it: it is soft state). A
+committed entry is never cut by ``merge``. Because an index can be reused by
 another term, the driver's acknowledgement names both: ``stable_to(term, index)`` is ignored
 unless the entry at ``index`` still has ``term`` (a late fsync of a replaced entry).
 """
@@ -190,11 +191,14 @@ class RaftLog:
 
     def truncate_unstable(self) -> int:
         """Forget every entry past ``stable`` (handed out or not): the driver could not persist
-        them. None is committed (``committed <= stable``), so none was applied. Returns how
-        many were dropped."""
+        them. None of them was applied (only durable entries are handed out for applying),
+        but some may be known committed (a follower learns the commit index before its fsync;
+        a leader counts its followers' copies): the commit index falls back to ``stable`` —
+        it is soft state, the leader tells it again. Returns how many were dropped."""
         dropped = self.last_index - self.stable
         del self.entries[self.stable - self.snapshot.index :]
         self.handed = self.stable
+        self.committed = min(self.committed, self.stable)
         return dropped
 
     def commit_to(self, index: int) -> None:

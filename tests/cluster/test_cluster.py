@@ -12,10 +12,12 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import grpclib
 import pytest
 from grpclib.client import Channel
+from grpclib.exceptions import StreamTerminatedError
 
 from taskd.api.taskd import v1 as pb
 from tests.cluster.conftest import ClusterOf
@@ -104,33 +106,41 @@ def test_leader_sigkill_under_load_loses_nothing_and_the_node_catches_up(
 def test_a_paused_leader_is_replaced_without_split_brain_and_steps_down(
     cluster_of: ClusterOf,
 ) -> None:
-    # Given a cluster with a leader
+    # Given a cluster with a leader, under load
     cluster = cluster_of(3)
     cluster.start()
     leader = cluster.wait_for_leader()
     term = leader.status()["term"]  # type: ignore[index]
-    # When the leader is frozen (SIGSTOP)
-    leader.pause()
-    try:
-        # Expect the others to elect one of them in a newer term, and take writes
-        others = cluster.followers(leader)
-        new_leader = cluster.wait_for_leader(among=others)
-        new_term = new_leader.status()["term"]  # type: ignore[index]
-        assert new_term > term
-        task_id = submit(others[0], queue="pause")
-    finally:
-        # When the old leader wakes up (SIGCONT)
-        leader.resume()
-    # Expect it to step down, name the new leader and know the write made meanwhile
-    deadline = time.monotonic() + 10
-    seen: dict[str, object] | None = None
-    while time.monotonic() < deadline:
-        seen = leader.status()
-        if seen is not None and seen["role"] != "leader" and seen["leader"] == new_leader.address:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"the woken leader did not step down: {seen}")
+    others = cluster.followers(leader)
+    with loading(cluster) as load:
+        time.sleep(0.5)
+        # When the leader is frozen (SIGSTOP)
+        leader.pause()
+        try:
+            # Expect the others to elect one of them in a newer term, and take writes
+            new_leader = cluster.wait_for_leader(among=others)
+            new_term = new_leader.status()["term"]  # type: ignore[index]
+            assert new_term > term
+            task_id = submit(others[0], queue="pause")
+            time.sleep(0.5)
+        finally:
+            # When the old leader wakes up (SIGCONT)
+            leader.resume()
+        # Expect it to step down, name the new leader and know the write made meanwhile
+        deadline = time.monotonic() + 10
+        seen: dict[str, object] | None = None
+        while time.monotonic() < deadline:
+            seen = leader.status()
+            if (
+                seen is not None
+                and seen["role"] != "leader"
+                and seen["leader"] == new_leader.address
+            ):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the woken leader did not step down: {seen}")
+        time.sleep(0.5)
     assert leader.get(f"/api/v1/tasks/{task_id}")[0] == 200
     # and never two leaders in one term: every member names the same leader per term
     by_term: dict[int, set[str]] = {}
@@ -139,6 +149,11 @@ def test_a_paused_leader_is_replaced_without_split_brain_and_steps_down(
         assert status is not None
         by_term.setdefault(status["term"], set()).add(status["leader"])
     assert all(len(leaders) == 1 for leaders in by_term.values()), by_term
+    # and nothing acknowledged before, during or after the freeze is lost anywhere
+    assert len(load.acknowledged) > 10, (load.refused, load.errors[-10:])
+    for member in cluster.members:
+        cluster.wait_caught_up(member)
+        assert missing(member, load.acknowledged) == [], member
 
 
 def test_sigkill_of_every_member_then_restart_keeps_everything_acknowledged(
@@ -420,3 +435,48 @@ def test_a_restarted_member_releases_its_previous_attempts_at_once(
         time.sleep(0.1)
     else:
         raise AssertionError(f"the restarted member did not release its attempt: {task}")
+
+
+def test_sigterm_on_a_follower_releases_its_stream_workers_leases_promptly(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given a stream worker on a follower, holding two tasks it never finishes
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    follower = cluster.followers(leader)[0]
+    ids = [submit(leader, queue="held") for _ in range(2)]
+    stopped: list[float] = []
+
+    async def hold() -> None:
+        channel = Channel("127.0.0.1", follower.grpc_port)
+        stub = pb.WorkerServiceStub(channel)
+        hello = pb.WorkerMessage(hello=pb.WorkerHello(worker="holder", queues=["held"], capacity=2))
+
+        async def outgoing() -> AsyncIterator[pb.WorkerMessage]:
+            yield hello
+            await asyncio.sleep(3600)  # keep our side open, send nothing more
+
+        held: set[str] = set()
+        try:
+            async for message in stub.work(outgoing()):
+                if message.assignment is not None:
+                    held.update(item.id for item in message.assignment.items)
+                if held == set(ids):
+                    # When the follower is told to stop while the worker holds both
+                    started = time.monotonic()
+                    await asyncio.to_thread(follower.terminate)
+                    stopped.append(time.monotonic() - started)
+        except (StreamTerminatedError, grpclib.GRPCError, ConnectionError):
+            pass  # the node closed the stream on its way down
+        finally:
+            channel.close()
+
+    asyncio.run(asyncio.wait_for(hold(), 30))
+    # Expect it to stop without waiting out the drain, and both attempts released as lost
+    assert follower.proc is not None and follower.proc.returncode == 0
+    assert stopped and stopped[0] < 4.0, stopped
+    for task_id in ids:
+        code, task = leader.get(f"/api/v1/tasks/{task_id}")
+        assert code == 200 and task["state"] in ("pending", "queued"), task
+        assert task["error"] == "worker lost" and task["attempt"] == 1, task

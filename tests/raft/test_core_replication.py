@@ -214,3 +214,22 @@ def test_a_leader_whose_disk_refused_sent_entries_steps_down() -> None:
     assert core.discard_unpersisted() == 1
     # Expect it to step down (it must never give those indexes other entries in its term)
     assert core.role is Role.FOLLOWER and core.leader is None
+
+
+def test_a_follower_that_drops_unpersisted_entries_forgets_their_commit_too() -> None:
+    # Given a follower told to commit an entry it has not persisted (sim finding 2, seed 85)
+    core = RaftCore("n2", ["n1", "n2", "n3"])
+    entries = (Entry(1, 1, b"a"), Entry(1, 2, b"b"))
+    core.step(Message(MessageKind.APPEND, "n1", "n2", 1, 0, 0, 1, entries[:1]))
+    core.persisted(1, core.ready().entries_to_persist[-1].index)
+    core.step(Message(MessageKind.APPEND, "n1", "n2", 1, 1, 1, 2, entries[1:]))
+    assert core.log.committed == 2
+    # When its disk refuses entry 2
+    core.ready()
+    assert core.discard_unpersisted() == 1
+    # Expect the commit index back to what it holds, and no answer claiming entry 2
+    assert (core.log.committed, core.last_index) == (1, 1)
+    core.step(Message(MessageKind.APPEND, "n1", "n2", 1, 0, 0, 2, entries[:1]))
+    ready = core.ready()
+    assert [(m.index, m.reject) for m in ready.messages] == [(1, False)]
+    assert not core.has_ready()

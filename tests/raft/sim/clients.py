@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from taskd.errors import NotLeader
 from tests.raft.sim.checkers import SafetyChecker
 from tests.raft.sim.loop import EventLoop
-from tests.raft.sim.node import ACKED, SimNode
+from tests.raft.sim.node import ACKED, FAILED, SimNode
 from tests.raft.sim.trace import Trace
 
 
@@ -66,6 +66,7 @@ class Clients:
         self.rng = rng
         self.trace = trace
         self.acked: dict[bytes, Ack] = {}
+        self.failed: dict[bytes, str] = {}  # told "not applied": must never apply anywhere
         self.max_acked_index = 0
         self.outcomes = {"acked": 0, "failed": 0, "unknown": 0, "not leader": 0}
         self.reads_supported = True
@@ -125,6 +126,8 @@ class Clients:
             if result == ACKED:
                 self.acked[data] = Ack(node.id, term, index, self.loop.now)
                 self.max_acked_index = max(self.max_acked_index, index)
+            elif result == FAILED:
+                self.failed[data] = f"proposed on {node.id} at {index}/{term}"
             done(result)
 
         term, index = node.propose(data, outcome)

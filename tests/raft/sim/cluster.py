@@ -26,78 +26,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from taskd.errors import NotLeader
-from taskd.raft import RaftConfig, RaftCore
+from taskd.raft import RaftCore
 from tests.raft.sim.checkers import SafetyChecker, Violation
-from tests.raft.sim.clients import ClientProfile, Clients
+from tests.raft.sim.clients import Clients
 from tests.raft.sim.features import Features
 from tests.raft.sim.loop import MS, SECOND, EventLoop
 from tests.raft.sim.membership import Membership
-from tests.raft.sim.nemesis import Nemesis, NemesisProfile
-from tests.raft.sim.network import Network, NetworkProfile
-from tests.raft.sim.node import ACKED, NodeTiming, SimNode
+from tests.raft.sim.nemesis import Nemesis
+from tests.raft.sim.network import Network
+from tests.raft.sim.node import ACKED, SimNode
+from tests.raft.sim.setup import Setup
 from tests.raft.sim.trace import Trace
 
 LIVENESS_BOUND = 10 * SECOND  # after healing: a leader that commits (50+ election timeouts)
 CONVERGE_BOUND = 10 * SECOND  # then: every live member applied up to the marker
 MARKER_PATIENCE = 500 * MS  # a marker attempt not acknowledged by then: propose another
-
-
-@dataclass(frozen=True, slots=True)
-class Setup:
-    voters: tuple[str, ...]
-    spares: tuple[str, ...]
-    raft: RaftConfig
-    timing: NodeTiming
-    network: NetworkProfile
-    clients: ClientProfile
-    nemesis: NemesisProfile
-
-    @classmethod
-    def draw(cls, rng: random.Random) -> Setup:
-        size = rng.choice((3, 3, 3, 5))
-        ids = tuple(f"n{i}" for i in range(1, size + 3))
-        return cls(
-            voters=ids[:size],
-            spares=ids[size:],
-            raft=RaftConfig(election_ticks=10, heartbeat_ticks=2),
-            timing=NodeTiming(
-                tick_us=10 * MS,
-                fsync_us=(200, rng.choice((2, 5, 15)) * MS),
-                round_us=50,
-                snapshot_every=rng.choice((20, 50, 200)),
-                snapshot_us=(1 * MS, 20 * MS),
-                torn_write=0.5,
-            ),
-            network=NetworkProfile(
-                delay_us=(100, rng.choice((2, 10, 30)) * MS),
-                drop=rng.choice((0.0, 0.01, 0.05, 0.15)),
-                duplicate=rng.choice((0.0, 0.02, 0.1)),
-                snapshot_us=(5 * MS, 50 * MS),
-                unreachable_reports=0.3,
-            ),
-            clients=ClientProfile(
-                clients=rng.randint(1, 4),
-                propose_us=(2 * MS, 30 * MS),
-                read_chance=0.15,
-                retry_us=5 * MS,
-            ),
-            nemesis=NemesisProfile(
-                every_us=(20 * MS, 300 * MS),
-                downtime_us=(50 * MS, 2 * SECOND),
-                partition_us=(100 * MS, 2 * SECOND),
-                majority_chance=0.1,
-                skew=0.1,
-                weights={
-                    "crash": 3,
-                    "partition": 2,
-                    "isolate_leader": 2,
-                    "one_way": 1,
-                    "skew": 1,
-                    "transfer": 1,
-                    "membership": 1,
-                },
-            ),
-        )
 
 
 @dataclass(slots=True)
@@ -300,6 +243,15 @@ class Simulation:
         return f"{what} within {(self.loop.now - since) / SECOND:.1f} s of healing; {roles}"
 
     def _check_acked(self) -> None:
+        failed = self.clients.failed
+        for node in self.nodes.values():
+            for command in node.sm.commands:
+                if command in failed:
+                    raise Violation(
+                        "failed write applied",
+                        f"{command!r} was applied on {node.id}, but its proposer said it was "
+                        f"not ({failed[command]})",
+                    )
         for member in self._live_members():
             node = self.nodes[member]
             counts: dict[bytes, int] = {}

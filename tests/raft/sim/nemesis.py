@@ -8,6 +8,9 @@ Theory of operation: every few tens of milliseconds the nemesis draws one action
   down briefly, so progress stops and must resume;
 - partition the network: a random split, the leader isolated, or a few one-way cuts; the
   partition heals after a random time (a new partition replaces the old one);
+- freeze a member (often the leader) as SIGSTOP does, and thaw it later: what arrived
+  meanwhile is handled then, in order;
+- fill a member's disk for a while (its writes fail with ENOSPC, see ``node``);
 - skew a node's clock: its ticks run a little faster or slower than real time;
 - transfer leadership (to a random voter or to "the most caught-up");
 - membership: add a spare node as a learner, or remove a member; nodes no configuration
@@ -75,6 +78,8 @@ class Nemesis:
             "isolate_leader": self.isolate_leader,
             "one_way": self.one_way,
             "skew": self.skew,
+            "pause": self.pause,
+            "disk_full": self.disk_full,
         }
         if features.transfer:
             self.actions["transfer"] = self.transfer
@@ -90,6 +95,8 @@ class Nemesis:
         self._partition_token += 1
         self.network.heal()
         for node in self.nodes.values():
+            node.resume()
+            node.disk_freed()
             if not node.alive and node.id in self.members():
                 node.start()
 
@@ -123,7 +130,7 @@ class Nemesis:
         if not live:
             return False
         victim = self.nodes[self.rng.choice(live)]
-        down = sum(1 for v in voters if v in self.nodes and not self.nodes[v].alive)
+        down = sum(1 for v in voters if v in self.nodes and not self.nodes[v].available)
         down_after = down + (victim.id in voters)
         minority = down_after * 2 < len(voters)
         brief = not minority and self.rng.random() < self.profile.majority_chance
@@ -141,6 +148,50 @@ class Nemesis:
                 victim.start()
 
         self.loop.call_later(downtime, restart)
+        return True
+
+    def pause(self) -> bool:
+        """Freeze a member (the leader half of the time), as SIGSTOP does, for a while."""
+        voters = self.voters()
+        leader = self.leader()
+        candidates = sorted(n.id for n in self.nodes.values() if n.available)
+        if not candidates:
+            return False
+        if leader is not None and leader.available and self.rng.random() < 0.5:
+            victim = leader
+        else:
+            victim = self.nodes[self.rng.choice(candidates)]
+        down = sum(1 for v in voters if v in self.nodes and not self.nodes[v].available)
+        if (down + (victim.id in voters)) * 2 >= len(voters):
+            return False
+        victim.pause()
+        generation = victim.generation
+        frozen = self.rng.randint(*self.profile.partition_us)
+        self.trace.log("nemesis", "freeze %s for %d ms", victim.id, frozen // MS)
+
+        def thaw() -> None:
+            if victim.generation == generation:
+                victim.resume()
+
+        self.loop.call_later(frozen, thaw)
+        return True
+
+    def disk_full(self) -> bool:
+        """Fill a member's disk for a while: its next write fails (ENOSPC)."""
+        candidates = sorted(n.id for n in self.nodes.values() if n.alive and not n.disk_full)
+        if not candidates:
+            return False
+        victim = self.nodes[self.rng.choice(candidates)]
+        victim.disk_full = True
+        generation = victim.generation
+        lasting = self.rng.randint(*self.profile.partition_us) // 2
+        self.trace.log("nemesis", "%s's disk is full for %d ms", victim.id, lasting // MS)
+
+        def free() -> None:
+            if victim.generation == generation:
+                victim.disk_freed()
+
+        self.loop.call_later(lasting, free)
         return True
 
     def _partition_for(self) -> None:

@@ -2,17 +2,19 @@
 
 Theory of operation: ``send`` decides a message's fate when it leaves: dropped (at random, or
 because the link is cut), or delivered once or twice, each copy after its own random delay, so
-messages overtake each other freely (reordering). A link is a directed pair (src, dst):
-``partition`` cuts every link between groups both ways, ``cut`` one direction only (an
-asymmetric partition), ``heal`` restores them all. A link cut while a message is in flight
-drops it on arrival, and a message for a crashed node is lost. When the driver would notice
-(the link is cut or the peer is down: a failed connection) the sender's core is told
-``report_unreachable`` when it has it.
+messages overtake each other freely (reordering). A few messages (``straggle``) arrive very
+late, long after newer ones: stale answers and requests from old terms and old leaders. A link
+is a directed pair (src, dst): ``partition`` cuts every link between groups both ways, ``cut``
+one direction only (an asymmetric partition), ``heal`` restores them all. A link cut while a
+message is in flight drops it on arrival, and a message for a crashed node is lost. When the
+driver would notice (the link is cut or the peer is down: a failed connection) the sender's
+core is told ``report_unreachable``.
 
 A ``SNAPSHOT`` message stands for the whole snapshot file that the leader's driver streams:
 the network looks the file of that meta up on the sender's disk when it leaves, delivers it
 (or not) after a longer delay as one unit, and then tells the sender's core how the stream
-ended (``report_snapshot(peer, ok)``), as the driver does.
+ended (``report_snapshot(peer, ok)``), as the driver does: a stream that could not start (the
+link is cut, the peer is down, the file was replaced by a newer snapshot) fails too.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class NetworkProfile:
     duplicate: float
     snapshot_us: tuple[int, int]
     unreachable_reports: float  # how often a cut link is noticed by the sender's driver
+    straggle: float = 0.0  # chance that a message is held up to ``straggle_us`` (very late)
+    straggle_us: int = 0
 
 
 def describe(message: Message) -> str:
@@ -113,7 +117,7 @@ class Network:
         if not self.connected(src.id, dst.id) or not dst.alive:
             self._drop(message, "link cut" if dst.alive else "peer down")
             if self.features.unreachable and self.rng.random() < self.profile.unreachable_reports:
-                src.invoke("report_unreachable", message.dst)
+                src.report("report_unreachable", message.dst)
             return
         if self.rng.random() < self.profile.drop:
             self._drop(message, "lost")
@@ -122,6 +126,8 @@ class Network:
         low, high = self.profile.delay_us
         for _ in range(copies):
             delay = self.rng.randint(low, high)
+            if self.rng.random() < self.profile.straggle:
+                delay = self.rng.randint(high, max(high, self.profile.straggle_us))
             self.loop.call_later(delay, lambda: self._arrive(src.id, message))
 
     def _arrive(self, src: str, message: Message) -> None:
@@ -153,7 +159,7 @@ class Network:
             if src.generation == generation and src.alive:
                 self.trace.log(src.id, "snapshot %d/%d to %s: %s", meta.index, meta.term,
                                peer, "sent" if ok else "FAILED")  # fmt: skip
-                src.invoke("report_snapshot", peer, ok)
+                src.report("report_snapshot", peer, ok)
 
         low, high = self.profile.snapshot_us
         delay = self.rng.randint(low, high)

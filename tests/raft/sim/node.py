@@ -23,10 +23,17 @@ its disk and its core.
 A crash bumps ``generation`` (so the events of the old incarnation are ignored), lets the
 disk lose its pending write, and forgets the core; ``start`` rebuilds the core from what the
 disk holds: hard state, snapshot, entries.
+
+Two more faults live here because they are the driver's business: ``pause`` freezes the node
+(SIGSTOP: its ticks, deliveries, rounds and fsync completions queue up and run in order on
+``resume``; a client asking a frozen node gives up), and ``disk_full`` makes the next write
+fail with ENOSPC, handled as the real driver does (``_out_of_space``: ``discard_unpersisted``,
+"not applied" to the proposers of the dropped entries, no rounds until ``disk_freed``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +68,18 @@ OutcomeCallback = Callable[[str, int, int], None]  # (outcome, term, index)
 
 class CoreFailure(Exception):
     """A core raised: it found one of its own invariants broken (or the driver misused it)."""
+
+
+def _empty(ready: Ready) -> bool:
+    return not (
+        ready.hard_state
+        or ready.entries_to_persist
+        or ready.messages
+        or ready.committed_entries
+        or ready.soft_state
+        or ready.snapshot
+        or ready.read_states
+    )
 
 
 class NodeObserver(Protocol):
@@ -127,6 +146,10 @@ class SimNode:
         # The highest (term, index) this node told a leader it holds (APPEND_RESPONSE): in
         # that term its log may never end below it again (checkers).
         self.acked_append = (0, 0)
+        self.disk_full = False  # writes fail with ENOSPC (nemesis)
+        self.write_fault = False  # a write failed: no rounds until the disk has room again
+        self.paused = False  # frozen (SIGSTOP): everything waits in ``_backlog``
+        self._backlog: list[Callable[[], object]] = []
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -134,15 +157,16 @@ class SimNode:
     def alive(self) -> bool:
         return self.core is not None
 
+    @property
+    def available(self) -> bool:
+        """Running and not frozen."""
+        return self.core is not None and not self.paused
+
     def start(self) -> None:
         disk = self.disk
         self.incarnations += 1
         seed = self.rng.getrandbits(32)
-        config = RaftConfig(
-            election_ticks=self.config.election_ticks,
-            heartbeat_ticks=self.config.heartbeat_ticks,
-            seed=seed,
-        )
+        config = dataclasses.replace(self.config, seed=seed)
         kwargs: dict[str, Any] = {
             "config": config,
             "hard_state": disk.hard_state(),
@@ -178,6 +202,8 @@ class SimNode:
             self.observer.on_durable(self, written)
         self.core = None
         self.generation += 1
+        self.paused = self.disk_full = self.write_fault = False
+        self._backlog.clear()
         self.staged.clear()
         waiters, self.waiters = self.waiters, {}
         for term, callback in waiters.values():
@@ -192,6 +218,29 @@ class SimNode:
         self.disk.wipe()
         self.acked_append = (0, 0)
 
+    def pause(self) -> None:
+        """Freeze (SIGSTOP): no ticks, no messages handled, no round goes on; everything
+        that arrives waits for ``resume``, then runs in order (the fsync in flight was done by
+        the kernel meanwhile, but its completion is seen only then)."""
+        if self.core is not None:
+            self.paused = True
+            self.trace.log(self.id, "PAUSED")
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self.trace.log(self.id, "resumed (%d waiting events)", len(self._backlog))
+        backlog, self._backlog = self._backlog, []
+        for action in backlog:
+            action()
+
+    def _deferred(self, action: Callable[[], object]) -> bool:
+        if not self.paused:
+            return False
+        self._backlog.append(action)
+        return True
+
     # -- inputs ---------------------------------------------------------------------------
 
     def _schedule_tick(self) -> None:
@@ -202,13 +251,15 @@ class SimNode:
     def _tick(self, generation: int) -> None:
         if generation != self.generation or self.core is None:
             return
+        if self._deferred(lambda: self._tick(generation)):
+            return
         self._guard(self.core.tick)
         self._schedule_tick()
         self.kick()
 
     def receive(self, message: Message, staged: SMSnapshot | None) -> None:
         core = self.core
-        if core is None:
+        if core is None or self._deferred(lambda: self.receive(message, staged)):
             return
         meta: SnapshotMeta | None = getattr(message, "snapshot", None)
         if message.kind is MessageKind.SNAPSHOT and meta is not None:
@@ -221,7 +272,7 @@ class SimNode:
     def propose(self, data: bytes, on_outcome: OutcomeCallback) -> tuple[int, int]:
         """Propose on this node's core; raises ``NotLeader`` like the core does."""
         core = self.core
-        if core is None:
+        if core is None or self.paused:  # a frozen node never answers: the client gives up
             raise NotLeader(None)
         index = core.propose(data)
         self.waiters[index] = (core.term, on_outcome)
@@ -232,7 +283,7 @@ class SimNode:
         """Run ``action`` on the live core (a read, a transfer, a membership change) and let
         the round pick up the work it made."""
         core = self.core
-        if core is None:
+        if core is None or self.paused:
             raise NotLeader(None)
         try:
             return action(core)
@@ -244,6 +295,13 @@ class SimNode:
         decide whether it is called at all)."""
         return self.call(lambda core: getattr(core, method)(*args))
 
+    def report(self, method: str, *args: object) -> None:
+        """The driver's own report to its core (``report_snapshot``, ``report_unreachable``):
+        waits while the node is frozen; lost if it crashed."""
+        if self.core is None or self._deferred(lambda: self.report(method, *args)):
+            return
+        self.invoke(method, *args)
+
     def _guard(self, action: Callable[[], object]) -> None:
         try:
             action()
@@ -254,7 +312,9 @@ class SimNode:
 
     def kick(self) -> None:
         core = self.core
-        if core is None or self.busy or self.round_scheduled or not core.has_ready():
+        if core is None or self.busy or self.round_scheduled or self.write_fault:
+            return
+        if not core.has_ready():
             return
         self.round_scheduled = True
         generation = self.generation
@@ -264,8 +324,17 @@ class SimNode:
         core = self.core
         if generation != self.generation or core is None:
             return
+        if self._deferred(lambda: self._round(generation)):
+            return
         self.round_scheduled = False
         ready = core.ready()
+        if _empty(ready):
+            # kick() saw has_ready(); a driver that trusts it would spin on empty rounds.
+            raise CoreFailure(
+                f"{self.id}: has_ready() was True but ready() handed out nothing "
+                f"(commit {core.log.committed}, stable {core.log.stable}, last "
+                f"{core.log.last_index}, handed {core.log.handed})"
+            )
         if ready.soft_state is not None:
             self.trace.log(
                 self.id, "is %s (leader %s) term %d", ready.soft_state.role,
@@ -281,6 +350,9 @@ class SimNode:
             self._maybe_snapshot(core)
         for state in ready.read_states:
             self.observer.on_read_state(self, state)
+        if ready.must_sync and ready.snapshot is None and self.disk_full:
+            self._out_of_space(core)
+            return
         if ready.must_sync or ready.snapshot is not None:
             write.hard_state = ready.hard_state
             write.entries = list(ready.entries_to_persist)
@@ -299,6 +371,8 @@ class SimNode:
         core = self.core
         if generation != self.generation or core is None:
             return
+        if self._deferred(lambda: self._synced(generation, ready)):
+            return
         written = self.disk.sync()
         if written:
             self.observer.on_durable(self, written)
@@ -312,6 +386,26 @@ class SimNode:
             self._guard(lambda: installed(meta))
         self._send(ready.messages)
         self.kick()
+
+    def _out_of_space(self, core: RaftCore) -> None:
+        """The round's write failed with ENOSPC, as the real driver handles it: the disk is
+        cut back to what was synced (nothing of this write reached it), the core forgets its
+        unpersisted entries, their proposers are told "not applied", the round's messages are
+        dropped, and no round runs until the disk has room again (``disk_freed``)."""
+        dropped = core.discard_unpersisted()
+        stable = core.log.stable
+        self.write_fault = True
+        self.trace.log(self.id, "DISK FULL: write failed, %d unpersisted entries dropped", dropped)
+        for index in sorted(i for i in self.waiters if i > stable):
+            term, callback = self.waiters.pop(index)
+            callback(FAILED, term, index)
+
+    def disk_freed(self) -> None:
+        self.disk_full = False
+        if self.write_fault:
+            self.write_fault = False
+            self.trace.log(self.id, "disk has room again: writes resume")
+            self.kick()
 
     def _send(self, messages: list[Message]) -> None:
         if self.outbox is None:
@@ -379,6 +473,8 @@ class SimNode:
     def _snapshot_written(self, generation: int, meta: SnapshotMeta, state: SMSnapshot) -> None:
         core = self.core
         if generation != self.generation or core is None:
+            return
+        if self._deferred(lambda: self._snapshot_written(generation, meta, state)):
             return
         self.snapshot_in_flight = False
         if meta.index <= self.disk.snapshot.index:
