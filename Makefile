@@ -30,7 +30,7 @@ SEEDS ?= 1
 STEPS ?= 3000
 VERBOSE ?=
 
-.PHONY: help venv run test build smoke proto proto-check lint bench sim chaos clean distclean
+.PHONY: help venv run test build smoke proto proto-check lint bench bench-failover bench-cluster sim chaos clean distclean
 
 help:
 	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
@@ -42,6 +42,7 @@ help:
 	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
 	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [VERBOSE=1]"
 	@echo "make chaos        a cluster under load and faults, then its account (DURATION= NODES= SEED=)"
+	@echo "make bench-failover / bench-cluster   W6 on fresh loopback clusters (BENCH_ARGS=...)"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
 venv: $(STAMP)
@@ -101,6 +102,13 @@ bench: venv
 	curl -sf -o /dev/null "http://$(BENCH_HTTP)/readyz" \
 		|| { echo "bench: node not ready after 30 s" >&2; cat "$$tmp/node.log" >&2; exit 1; }; \
 	$(BIN)/taskd bench --server-http "http://$(BENCH_HTTP)" --server-grpc $(BENCH_GRPC) $(BENCH_ARGS)
+
+# W6 (bench/README.md): leader SIGKILL -> first write; W1b/W2 single vs cluster, leader CPU.
+bench-failover: venv
+	$(BIN)/python -m bench.failover $(BENCH_ARGS)
+
+bench-cluster: venv
+	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
 
 # Replays one seed exactly; a failure prints the tail of its trace (VERBOSE=1: all of it).
 sim: venv
