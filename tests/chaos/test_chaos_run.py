@@ -1,10 +1,11 @@
 """A short chaos run in CI: a real 3-node cluster, load, a seeded nemesis, a clean account.
 
-Given a 3-node cluster on loopback behind per-link proxies, clients and HTTP workers, and the
-nemesis of seed 1 (kills, pauses, partitions, slow links) for 20 seconds,
-Expect ``python -m chaos`` to exit 0 with a substantial history (acknowledged submits, leased
-attempts, faults applied, a leader seen); then, with one acknowledged task removed from the
-healed cluster's read, Expect ``python -m chaos check`` to exit 1 naming it lost.
+Given a 3-node cluster on loopback behind per-link proxies, clients, HTTP workers and ``--exec``
+executors on every node, and the nemesis of seed 1 (kills, pauses, partitions, slow links) for
+20 seconds, Expect ``python -m chaos`` to exit 0 with a substantial history (acknowledged
+submits, leased attempts, faults applied, a leader seen, local commands run); then, with one
+acknowledged task removed from the healed cluster's read, Expect ``python -m chaos check`` to
+exit 1 naming it lost.
 
 Skipped only where the cluster itself is absent from the branch: no ``--peer-route`` flag, or
 a Raft core whose membership is still a stub.
@@ -48,7 +49,7 @@ def test_a_short_chaos_run_is_clean_and_a_doctored_copy_is_not(tmp_path):
     if (why := cluster_absent()) is not None:
         pytest.skip(why)
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "chaos", "--duration", str(DURATION), "--seed", "1"]
+    argv = [sys.executable, "-m", "chaos", "--duration", str(DURATION), "--seed", "1", "--exec"]
     proc = subprocess.run(
         [*argv, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=240
     )
@@ -62,8 +63,10 @@ def test_a_short_chaos_run_is_clean_and_a_doctored_copy_is_not(tmp_path):
     assert {e.kind for e in history.nemesis} - {"heal", "restart", "resume"}
     assert any(v.role == "leader" for v in history.views)
     assert len(history.replicas) == 3
-
     assert history.truth is not None
+    ran_locally = [t for t in history.truth.tasks.values() if t.queue == "chaos-exec"]
+    assert any(t.state == "succeeded" for t in ran_locally)
+
     victim = acked[0].task_id
     assert victim is not None
     tasks = {tid: t for tid, t in history.truth.tasks.items() if tid != victim}
