@@ -348,6 +348,8 @@ def check_convergence(h: History) -> Check:
     if not h.replicas:
         violations.append("no replica was read after healing")
     settled = h.meta.get("settled") or {}
+    if "settled" in h.meta and not settled.get("leader"):
+        violations.append("no leader: none was elected within the settle time after healing")
     for url in settled.get("not_ready", ()):
         violations.append(f"not ready: {url} still answered /readyz 503 well after healing")
     counts: dict[str, int | str] = {

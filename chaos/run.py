@@ -14,7 +14,8 @@ Theory of operation (all in one trio run, with a trio-asyncio loop for the gRPC 
    states for a moment); stop the nodes; read "leading in term N" lines from their logs.
 
 The result is the ``History``; judging it is ``chaos.checker``'s job. A cluster that never
-elects a leader, or never becomes ready after healing, raises ``RunError`` naming the logs.
+elects a leader at the start raises ``RunError`` naming the logs (there is nothing to judge);
+one that does not recover after healing is judged (its final reads fail or disagree).
 """
 
 from __future__ import annotations
@@ -233,11 +234,9 @@ class ChaosRun:
     async def _settle(self, client: httpx.AsyncClient, observer: Observer) -> None:
         leader = await _leader_within(observer, self.s.settle)
         late = await _wait_ready(client, list(self.urls.values()), self.s.settle)
+        # No leader after healing is the cluster's failure, not the run's: the final reads then
+        # fail, and the account says so (with the history written for a look).
         self.history.meta["settled"] = {"leader": leader, "not_ready": late, "at": time.time()}
-        if leader is None:
-            raise RunError(
-                f"no leader within {self.s.settle:g} s after healing; see the logs in {self.s.out}"
-            )
 
     async def _drain(self, client: httpx.AsyncClient, observer: Observer) -> None:
         with trio.move_on_after(self.s.drain):

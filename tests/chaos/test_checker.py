@@ -234,3 +234,13 @@ def test_a_refused_completion_that_took_effect_is_flagged():
     h = clean()
     h.reports[2] = dataclasses.replace(h.reports[2], outcome="fail", error="HTTP 409: stale lease")
     assert any("refused yet applied: task t4" in v for v in flagged(h)["completions"])
+
+
+def test_a_cluster_that_did_not_recover_after_healing_is_flagged():
+    h = clean()
+    h.meta["settled"] = {"leader": None, "not_ready": ["http://127.0.0.1:23005"], "at": 9.0}
+    got = flagged(h)["convergence"]
+    assert any("no leader" in v for v in got)
+    assert any("not ready: http://127.0.0.1:23005" in v for v in got)
+    h.meta["settled"] = {"leader": N3, "not_ready": [], "at": 9.0}
+    assert checker.account(h).ok
