@@ -17,8 +17,12 @@ ClusterOf = Callable[..., Cluster]
 def cluster_of(tmp_path: Path) -> Iterator[ClusterOf]:
     made: list[Cluster] = []
 
-    def make(size: int = 3, *extra_args: str, spare: int = 1) -> Cluster:
-        cluster = Cluster(tmp_path / f"c{len(made)}", size, extra_args=extra_args, spare=spare)
+    def make(
+        size: int = 3, *extra_args: str, spare: int = 1, env: dict[str, str] | None = None
+    ) -> Cluster:
+        cluster = Cluster(
+            tmp_path / f"c{len(made)}", size, extra_args=extra_args, spare=spare, env=env
+        )
         made.append(cluster)
         return cluster
 

@@ -61,8 +61,16 @@ def cluster_ports(count: int) -> list[int]:
 class Member(NodeProcess):
     """One member: a ``NodeProcess`` with its address in the cluster and REST helpers."""
 
-    def __init__(self, args: list[str], *, workdir: Path, grpc_port: int, http_port: int) -> None:
-        super().__init__(args, workdir=workdir, grpc_port=grpc_port, http_port=http_port)
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        workdir: Path,
+        grpc_port: int,
+        http_port: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(args, workdir=workdir, grpc_port=grpc_port, http_port=http_port, env=env)
         self.address = f"127.0.0.1:{grpc_port}"
         self.paused = False
         self.stopped = True  # not started, or stopped on purpose (kill, terminate)
@@ -132,9 +140,11 @@ class Cluster:
         extra_args: Sequence[str] = (),
         spare: int = 1,
         election_timeout: float = ELECTION_TIMEOUT,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.base = base
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
         self.election_timeout = election_timeout
         ports = cluster_ports(2 * (size + spare))
         self._grpc = ports[: size + spare]
@@ -325,3 +335,47 @@ def missing(member: Member, ids: Sequence[str], queue: str = "load") -> list[str
     """The acknowledged ``ids`` that ``member`` does not know."""
     known = task_ids(member, queue)
     return [task_id for task_id in ids if task_id not in known]
+
+
+class TcpProxy:
+    """A loopback TCP forwarder (threads): what ``--peer-route`` is for. Counts connections."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port = port
+        self.target = target
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self._open: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            self.connections += 1
+            self._open += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()

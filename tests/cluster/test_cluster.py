@@ -21,7 +21,7 @@ from grpclib.exceptions import StreamTerminatedError
 
 from taskd.api.taskd import v1 as pb
 from tests.cluster.conftest import ClusterOf
-from tests.cluster.harness import Cluster, Member, loading, missing
+from tests.cluster.harness import Cluster, Member, TcpProxy, loading, missing
 from tests.node import rest
 
 pytestmark = pytest.mark.slow
@@ -480,3 +480,43 @@ def test_sigterm_on_a_follower_releases_its_stream_workers_leases_promptly(
         code, task = leader.get(f"/api/v1/tasks/{task_id}")
         assert code == 200 and task["state"] in ("pending", "queued"), task
         assert task["error"] == "worker lost" and task["attempt"] == 1, task
+
+
+def test_a_member_without_the_cluster_secret_is_shut_out(cluster_of: ClusterOf) -> None:
+    # Given three members sharing a cluster secret, but the third was given another one
+    secret = "0123456789abcdef0123456789abcdef"
+    cluster = cluster_of(3, env={"TASKD_CLUSTER_SECRET": secret})
+    cluster.members[2].extra_env["TASKD_CLUSTER_SECRET"] = "f" * 32
+    cluster.start()
+    # When they settle
+    leader = cluster.wait_for_leader(among=cluster.members[:2])
+    # Expect the two with the secret to form the cluster, and the third to know no leader
+    outsider = cluster.members[2]
+    assert leader is not outsider
+    submit(leader, queue="secret")
+    time.sleep(1.0)
+    status = outsider.status()
+    assert status is not None and status["leader"] is None, status
+    assert outsider.get("/readyz")[0] == 503
+
+
+def test_peer_route_dials_a_member_through_a_proxy(cluster_of: ClusterOf) -> None:
+    # Given a cluster where the first member dials the second through a TCP proxy
+    cluster = cluster_of(3, spare=2)
+    a, b = cluster.members[0], cluster.members[1]
+    proxy_port = cluster._grpc[-1]  # a spare port of the cluster's block
+    proxy = TcpProxy(proxy_port, b.grpc_port)
+    try:
+        a.args += ["--peer-route", f"{b.address}=127.0.0.1:{proxy_port}"]
+        cluster.start()
+        leader = cluster.wait_for_leader()
+        # When writes flow
+        submit(leader, queue="routed")
+        cluster.wait_caught_up(b)
+        # Expect the cluster to work with b known by its own address, and a's traffic to b
+        # to have gone through the proxy
+        assert proxy.connections >= 1
+        view = a.status()
+        assert view is not None and b.address in [m["address"] for m in view["members"]]
+    finally:
+        proxy.close()

@@ -5,6 +5,7 @@ server and client on their own asyncio loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from taskd.api.taskd import v1 as pb
 from taskd.errors import NotLeader, StorageFault, Unavailable
 from taskd.node.api.grpc.handlers import LEADER_KEY, LeaderHint, add_leader_trailer, grpc_error
 from taskd.node.config import load
-from taskd.node.runner import TICK_SECONDS, raft_config
+from taskd.node.runner import TICK_SECONDS, _warn_if_exposed, raft_config
 
 
 @dataclass
@@ -100,3 +101,19 @@ def test_the_leader_trailer_reaches_a_real_grpc_client() -> None:
     assert status is Status.UNAVAILABLE
     assert leader == "10.0.0.9:50051"
     assert "send it to the leader at 10.0.0.9:50051" in message
+
+
+def test_a_cluster_beyond_loopback_without_a_secret_warns_once(caplog: Any) -> None:
+    def warnings(argv: list[str], env: dict[str, str]) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="taskd.node"):
+            _warn_if_exposed(load(argv, env))
+        return [r.getMessage() for r in caplog.records if "cluster-secret" in r.getMessage()]
+
+    cluster = ["--peers", "10.0.0.1,10.0.0.2,10.0.0.3", "--grpc", "10.0.0.1"]
+    assert len(warnings(cluster, {})) == 1
+    assert "TASKD_CLUSTER_SECRET" in warnings(cluster, {})[0]
+    assert warnings(cluster, {"TASKD_CLUSTER_SECRET": "x" * 16}) == []
+    loopback = ["--peers", "127.0.0.1:1,127.0.0.1:2", "--grpc", "127.0.0.1:1"]
+    assert warnings(loopback, {}) == []
+    assert warnings(["--grpc", "10.0.0.1:50051"], {}) == []  # a single node: no Raft traffic
