@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     )
     console = Console(record=True)
     console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
-    run = ChaosRun(settings)
+    run = ChaosRun(settings, say=lambda line: console.print(line, soft_wrap=True))
     try:
         history = trio.run(run.run)
     except RunError as exc:

@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from chaos.ports import PortPool
 from chaos.proxy import Link, Network
 
 _LEADING = re.compile(r"leading in term (\d+)")
+_PROGRESS_EVERY = 5.0
 
 
 class RunError(Exception):
@@ -110,8 +112,9 @@ async def _queue_busy(client: httpx.AsyncClient, url: str, queues: list[str]) ->
 
 
 class ChaosRun:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, say: Callable[[str], None] = lambda _: None) -> None:
         self.s = settings
+        self.say = say  # progress lines, every few seconds
         self.history = History()
         self.data_root = Path(tempfile.mkdtemp(prefix="taskd-chaos-"))
         settings.out.mkdir(parents=True, exist_ok=True)
@@ -222,14 +225,29 @@ class ChaosRun:
                     sub = Submitter(f"c{i}", cfg, self.urls, self.history, client, grpc, acked)
                     load.start_soon(sub.run)
                 load.start_soon(nemesis.run)
+                load.start_soon(self._progress, observer)
                 await trio.sleep(self.s.duration)
                 load.cancel_scope.cancel()
             nemesis.heal_all()
             self.history.meta["healed"] = time.time()
+            self.say("  healed; waiting for a leader, readiness and drained queues")
             await self._settle(client, observer)
             await self._drain(client, observer)
             stopping = True
             workers.cancel_scope.deadline = trio.current_time() + 10.0
+
+    async def _progress(self, observer: Observer) -> None:
+        start = trio.current_time()
+        while True:
+            await trio.sleep(_PROGRESS_EVERY)
+            h = self.history
+            acked = sum(1 for x in h.submits if x.outcome == "ok")
+            last = h.nemesis[-1].detail if h.nemesis else "none yet"
+            self.say(
+                f"  {trio.current_time() - start:5.1f} s: {acked} submits acknowledged of "
+                f"{len(h.submits)}, {len(h.leases)} attempts leased; leader "
+                f"{observer.leader() or 'unknown'}; last fault: {last}"
+            )
 
     async def _settle(self, client: httpx.AsyncClient, observer: Observer) -> None:
         leader = await _leader_within(observer, self.s.settle)
