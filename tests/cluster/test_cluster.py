@@ -96,7 +96,7 @@ def test_leader_sigkill_under_load_loses_nothing_and_the_node_catches_up(
     assert recovered is not None and recovered < 5.0, (recovered, elected_after)
     assert new_leader is not leader
     assert len(load.acknowledged) > 50, (len(load.acknowledged), load.errors[-5:])
-    assert not [e for e in load.errors if not e.startswith(("503", "TimeoutError", "URLError"))]
+    assert load.http_errors == []  # refusals during the failover are 503s (or lost connections)
     # and the killed node caught up, with every acknowledged task on every member
     cluster.wait_caught_up(leader)
     for member in cluster.members:
