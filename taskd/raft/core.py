@@ -14,9 +14,9 @@ The driver's loop, in order: take a ``Ready``; install its snapshot if any (then
 ``snapshot_installed``); apply its committed entries and ``advance``; persist its hard state
 and entries (fsync when ``must_sync``; entries that start at or below the disk's last index
 replace the disk's suffix from there) and call ``persisted``; only then send its messages.
-Committed entries are always already durable locally. (A leader's own ``APPEND`` messages may
-go out before its entries are durable, Raft §10.2.1; the answers a follower sends may not, and
-the core never hands out an answer before the entries it acknowledges.)
+Committed entries are always already durable locally. A message never leaves in a ``Ready``
+before the entries it carries or acknowledges were handed out to persist (in that ``Ready`` or
+an earlier one), so a failed write (``discard_unpersisted``) leaves no trace on other nodes.
 
 Configuration is a frozen ``RaftConfig``: election timeout and heartbeat in ticks, a seed, the
 replication caps, pre-vote and check-quorum. The election timeout of each campaign is drawn
@@ -73,8 +73,9 @@ from dataclasses import replace
 
 from taskd.errors import NotLeader
 from taskd.raft.config import RaftConfig, SplitMix64
-from taskd.raft.confstate import ConfChangeError, Membership
+from taskd.raft.confstate import ConfChangeError, Membership, changed, promoted
 from taskd.raft.election import (
+    ask_pre_votes,
     campaign,
     in_lease,
     may_campaign,
@@ -214,6 +215,8 @@ class RaftCore:
             return
         if self.conf.voters == (self.id,) or self.elapsed >= self.timeout:
             start_election(self)
+        elif self.role is Role.PRE_CANDIDATE:
+            ask_pre_votes(self)  # a voter still in its lease ignored us: ask again
 
     def step(self, message: Message) -> None:
         """A message from another node, member or not (a joining node knows no one; a node
@@ -268,19 +271,7 @@ class RaftCore:
         if (add is None) == (remove is None):
             raise ConfChangeError("name exactly one member, to add or to remove")
         self._check_change_allowed()
-        conf = self.conf
-        if add is not None:
-            if add in conf:
-                raise ConfChangeError(f"{add} is already a member")
-            return self._append_conf(ConfState(conf.voters, (*conf.learners, add)))
-        assert remove is not None
-        if remove not in conf:
-            raise ConfChangeError(f"{remove} is not a member")
-        if conf.voters == (remove,):
-            raise ConfChangeError(f"cannot remove the last voter ({remove}); add another first")
-        voters = tuple(v for v in conf.voters if v != remove)
-        learners = tuple(m for m in conf.learners if m != remove)
-        return self._append_conf(ConfState(voters, learners))
+        return self._append_conf(changed(self.conf, add=add, remove=remove))
 
     def transfer_leadership(self, target: str | None = None) -> None:
         """Hand leadership to ``target`` (None: the most caught-up other voter): bring it up
@@ -331,9 +322,9 @@ class RaftCore:
         to what was durable: forget every entry not yet persisted, so that the log continues
         from what is on disk and none of them can ever commit, and hand the hard state out
         again with the next ``Ready`` (it may not have reached the disk either; writing it
-        twice is harmless). A leader with peers steps down: they may hold entries it forgot,
-        which it must never reuse the indexes of in its term. Returns how many entries were
-        dropped."""
+        twice is harmless). A leader with peers steps down: a leader that cannot write is of
+        no use to them (none of them holds a dropped entry: APPENDs carry only entries handed
+        out, and their Ready's messages never left). Returns how many entries were dropped."""
         dropped = self.log.truncate_unstable()
         self._saved = HardState(term=-1)  # no real term is -1: the next ready() re-sends it
         self.drop_messages_past(self.log.last_index)
@@ -405,7 +396,6 @@ class RaftCore:
     def ready(self, max_entries: int | None = None) -> Ready:
         """Collect the work accumulated since the last call (at most ``max_entries`` new
         entries to persist). Each piece of work is handed out once."""
-        self.replication.flush()
         hard_state = None
         if self._hard_state_changed():
             hard_state = HardState(self.term, self.vote, self.log.committed)
@@ -417,6 +407,7 @@ class RaftCore:
         if snapshot is not None:
             self._installing, self.to_install = snapshot, None
         entries = self.log.take_unstable(max_entries)
+        self.replication.flush()  # after the hand-out: this Ready's entries may go with it
         messages = self._take_messages()
         read_states = self._read_states
         if read_states:
@@ -454,9 +445,9 @@ class RaftCore:
             else:
                 role = "learner" if member in learners else Role.FOLLOWER.value
             members.append(MemberStatus(member, role, match, reachable))
-        own_role = self.role.value
-        if self.role is Role.FOLLOWER and self.id in learners:
-            own_role = "learner"
+        # design.md §3 names three roles: a pre-candidate is campaigning, so "candidate" (a
+        # learner shows as such in ``members``).
+        own_role = Role.CANDIDATE.value if self.role is Role.PRE_CANDIDATE else self.role.value
         return RaftStatus(
             id=self.id,
             role=own_role,
@@ -661,13 +652,10 @@ class RaftCore:
             return
         if self.membership.last_change > self.log.committed or not self._commit_is_current():
             return
-        conf = self.conf
-        for learner in conf.learners:
+        for learner in self.conf.learners:
             progress = self.replication.progress.get(learner)
             if progress is not None and self._caught_up(progress):
-                voters = (*conf.voters, learner)
-                learners = tuple(m for m in conf.learners if m != learner)
-                self._append_conf(ConfState(voters, learners))
+                self._append_conf(promoted(self.conf, learner))
                 return
 
     def _caught_up(self, progress: Progress) -> bool:

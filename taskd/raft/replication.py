@@ -3,9 +3,12 @@
 Theory of operation: ``Replication`` belongs to a ``RaftCore`` and acts only while it leads.
 For every other member (voters and learners) it keeps a ``Progress`` (``progress.py``).
 Sending is lazy: proposals, answers and commits only change the progress, and ``flush`` —
-called when the driver asks for a ``Ready`` — turns it into messages, so everything proposed
-between two rounds leaves in as few APPENDs as the caps allow, and every read asked for
-between two rounds shares one heartbeat round:
+called when the driver asks for a ``Ready``, once its entries are handed out — turns it into
+messages, so everything proposed between two rounds leaves in as few APPENDs as the caps
+allow, and every read asked for between two rounds shares one heartbeat round. An APPEND
+carries only entries already handed out to persist (at the latest in the same ``Ready``, whose
+messages leave only once its write succeeded): an entry a failed write dropped never reached
+a follower, so "not applied" stays true for its proposer.
 
 - a member in ``REPLICATE`` gets APPENDs from ``next`` on, pipelined up to ``max_inflight``
   unacknowledged, each at most ``max_append_entries`` entries and ``max_append_bytes``;
@@ -13,7 +16,8 @@ between two rounds shares one heartbeat round:
   heartbeat); a refusal carries the follower's hint (its last index at or below the refused
   one whose term is at most the leader's term there) and the leader jumps to the last index
   of its own log with a term at most the follower's term there: one round trip per
-  diverging term, not per entry;
+  diverging term, not per entry; when the hint is a position the leader holds with the same
+  term, the logs agree there and streaming resumes from it at once (go-back-N);
 - a member whose ``next`` falls inside the compacted log gets a ``SNAPSHOT`` (the meta of the
   leader's snapshot; the driver streams the file) and nothing else until the driver reports;
 - a member that was not yet told the current commit index gets an APPEND (empty if need be),
@@ -114,7 +118,7 @@ class Replication:
             # Each APPEND in REPLICATE moves ``next`` on or tells the commit; PROBE and
             # SNAPSHOT pause after one message: the loop ends.
             while not progress.paused() and (
-                progress.next <= log.last_index or progress.sent_commit < log.committed
+                progress.next <= log.handed or progress.sent_commit < log.committed
             ):
                 self.send_append(member, progress)
 
@@ -134,10 +138,12 @@ class Replication:
             )
             progress.become_snapshot(snapshot.index)
             return
+        # Only entries handed out to persist: they leave with their own Ready's messages at
+        # the earliest, which the driver sends only once that write succeeded, so an entry
+        # a failed write dropped (``discard_unpersisted``) never reached anyone.
+        count = min(config.max_append_entries, log.handed - progress.next + 1)
         entries = (
-            log.slice_limited(progress.next, config.max_append_entries, config.max_append_bytes)
-            if progress.next <= log.last_index
-            else []
+            log.slice_limited(progress.next, count, config.max_append_bytes) if count > 0 else []
         )
         core.send(
             MessageKind.APPEND,
@@ -183,9 +189,14 @@ class Replication:
         log = core.log
         if message.reject:
             hint = message.reject_hint
-            if message.log_term > 0:
+            agreed = (
+                message.log_term > 0
+                and log.offset <= hint <= log.last_index
+                and log.term_at(hint) == message.log_term
+            )
+            if message.log_term > 0 and not agreed:
                 hint = log.last_at_or_below_term(hint, message.log_term)
-            progress.rejected(message.index, hint)
+            progress.rejected(message.index, hint, agreed)
             return
         was_probe = progress.state is ProgressState.PROBE
         if progress.update(message.index) or (was_probe and progress.match == message.index):
@@ -216,6 +227,8 @@ class Replication:
             progress.inflights.free_first()
         if progress.match < core.log.last_index and not progress.paused():
             self.send_append(message.src, progress)  # an APPEND may have been lost
+        elif core.transfer_target == message.src and progress.match == core.log.last_index:
+            core.send(MessageKind.TIMEOUT_NOW, message.src)  # the first may have been lost
         if message.context:
             confirmed = core.reads.ack(message.src, message.context, core.conf.voters)
             if confirmed:

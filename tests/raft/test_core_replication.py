@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from taskd.raft.core import RaftCore, Role
+from taskd.raft.progress import ProgressState
 from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind
 from tests.raft.net import CONFIG, Net
 
@@ -233,3 +234,46 @@ def test_a_follower_that_drops_unpersisted_entries_forgets_their_commit_too() ->
     ready = core.ready()
     assert [(m.index, m.reject) for m in ready.messages] == [(1, False)]
     assert not core.has_ready()
+
+
+def test_a_lost_append_in_the_stream_costs_one_round_trip_and_no_probing() -> None:
+    # Given a leader streaming one entry per APPEND to n2, and the first of them lost
+    config = replace(CONFIG, max_inflight=4, max_append_entries=1)
+    net = Net(["n1", "n2", "n3"], config=config)
+    net.elect("n1")
+    lost: list[Message] = []
+
+    def lose_first(m: Message) -> bool:
+        if m.dst == "n2" and m.kind is MessageKind.APPEND and m.entries and not lost:
+            lost.append(m)
+            return True
+        return False
+
+    net.drop_if = lose_first
+    net.delivered.clear()
+    # When 6 entries are proposed (no tick: no heartbeat helps)
+    net.propose("n1", *[b"e"] * 6)
+    # Expect n2 to have everything, with the leader never leaving replicate for a probe
+    assert net.nodes["n2"].applied == [b"e"] * 6
+    progress = net.core("n1").replication.progress["n2"]
+    assert progress.state is ProgressState.REPLICATE and progress.match == 7
+    refusals = rejections_from(net, "n2")
+    assert refusals and all(m.reject_hint == 1 for m in refusals)
+
+
+def test_appends_carry_only_entries_handed_out_to_persist() -> None:
+    # Given a leader whose driver takes one entry per round (sim finding 3, harsh seed 345)
+    net = Net(["n1", "n2", "n3"])
+    net.elect("n1")
+    core = net.core("n1")
+    core.propose_many([b"a", b"b", b"c"])
+    # When it hands out a round
+    ready = core.ready(max_entries=1)
+    # Expect its APPENDs to carry that round's entry and none past it
+    (handed,) = ready.entries_to_persist
+    sent = [e.index for m in ready.messages for e in m.entries]
+    assert sent and max(sent) == handed.index
+    # and when that write fails, no follower ever got the dropped entries
+    assert core.discard_unpersisted() == 3
+    later = core.ready()
+    assert not [e for m in later.messages for e in m.entries]
