@@ -31,7 +31,7 @@ STEPS ?= 3000
 VERBOSE ?=
 PROFILE ?= default
 
-.PHONY: help venv run test build smoke proto proto-check lint bench sim clean distclean
+.PHONY: help venv run test build smoke proto proto-check lint bench bench-failover bench-cluster sim chaos clean distclean
 
 help:
 	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
@@ -42,6 +42,8 @@ help:
 	@echo "make proto        regenerate taskd/api from the .proto files; proto-check: is it current?"
 	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
 	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [PROFILE=harsh] [VERBOSE=1]"
+	@echo "make chaos        a cluster under load and faults, then its account (DURATION= NODES= SEED=)"
+	@echo "make bench-failover / bench-cluster   W6 on fresh loopback clusters (BENCH_ARGS=...)"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
 venv: $(STAMP)
@@ -102,10 +104,26 @@ bench: venv
 		|| { echo "bench: node not ready after 30 s" >&2; cat "$$tmp/node.log" >&2; exit 1; }; \
 	$(BIN)/taskd bench --server-http "http://$(BENCH_HTTP)" --server-grpc $(BENCH_GRPC) $(BENCH_ARGS)
 
+# W6 (bench/README.md): leader SIGKILL -> first write; W1b/W2 single vs cluster, leader CPU.
+bench-failover: venv
+	$(BIN)/python -m bench.failover $(BENCH_ARGS)
+
+bench-cluster: venv
+	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
+
 # Replays one seed exactly; a failure prints the tail of its trace (VERBOSE=1: all of it).
 sim: venv
 	$(BIN)/python -m tests.raft.sim --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) \
 		--profile $(PROFILE) $(if $(VERBOSE),--verbose)
+
+# `make chaos DURATION=60 NODES=3 SEED=7`: a real cluster, a load, a seeded nemesis (SEED is
+# shared with `make sim`: 1 unless given); exits 1 on any violation of design.md §5 (the
+# account and the history land in chaos-runs/<time>-seed<n>/).
+DURATION ?= 60
+NODES ?= 3
+CHAOS_ARGS ?=
+chaos: venv
+	$(BIN)/python -m chaos --duration $(DURATION) --nodes $(NODES) --seed $(SEED) $(CHAOS_ARGS)
 
 clean:
 	rm -rf dist build/work .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -88,15 +88,24 @@ def probe_http(url: str) -> None:
         raise Unreachable(f"{url} (/readyz answered {response.status_code})")
 
 
-def discover_grpc(url: str) -> str | None:
-    """The leader's gRPC address from ``GET /api/v1/cluster``, or None if it cannot tell."""
+def _cluster_field(url: str, name: str) -> str | None:
     try:
         response = httpx.get(f"{url}/api/v1/cluster", timeout=PROBE_TIMEOUT)
         body: Any = response.json() if response.status_code == 200 else {}
     except (httpx.HTTPError, ValueError):
         return None
-    leader = body.get("leader") if isinstance(body, dict) else None
-    return leader if isinstance(leader, str) and leader else None
+    value = body.get(name) if isinstance(body, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def discover_grpc(url: str) -> str | None:
+    """The leader's gRPC address from ``GET /api/v1/cluster``, or None if it cannot tell."""
+    return _cluster_field(url, "leader")
+
+
+def discover_self(url: str) -> str | None:
+    """This member's own gRPC address (its id) from ``GET /api/v1/cluster``, or None."""
+    return _cluster_field(url, "id")
 
 
 def queue_counts(target: Target, queue: str) -> dict[str, int]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from taskd.bench import admin, report
+from taskd.bench import admin, members, report
 from taskd.bench.stats import WorkloadResult
 from taskd.bench.workloads import WORKLOADS, Settings, w1, w1_open, w2, w3
 
@@ -28,17 +28,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--server-grpc",
-        metavar="HOST:PORT",
-        help=f"the node's gRPC address (default: the leader that --server-http "
-        f"names, else {DEFAULT_GRPC})",
+        metavar="HOST:PORT[,...]",
+        help="each member's gRPC address, in --server's order (default: what each member's "
+        f"GET /api/v1/cluster says, else {DEFAULT_GRPC})",
     )
     p.add_argument(
         "--server-http",
         "--server",
         dest="server_http",
-        metavar="URL",
+        metavar="URL[,URL...]",
         default=os.environ.get("TASKD_SERVER_HTTP", DEFAULT_HTTP),
-        help=f"the node's REST base URL (default {DEFAULT_HTTP})",
+        help=f"REST base URL of each member to spread the clients over, round robin "
+        f"(default {DEFAULT_HTTP})",
     )
     p.add_argument(
         "--workload",
@@ -93,31 +94,33 @@ def run_bench(argv: list[str]) -> int:
         errors.print("taskd bench: --duration must be positive and --rate not negative")
         return 2
 
-    http_url = args.server_http.rstrip("/")
-    if "://" not in http_url:
-        http_url = f"http://{http_url}"
-    grpc_text = args.server_grpc or admin.discover_grpc(http_url) or DEFAULT_GRPC
     try:
-        host, port = admin.parse_grpc_address(grpc_text)
+        targets = members.resolve(
+            members.split_list(args.server_http) or [DEFAULT_HTTP],
+            members.split_list(args.server_grpc),
+        )
     except ValueError as exc:
-        errors.print(f"taskd bench: --server-grpc: {exc}")
+        errors.print(f"taskd bench: {exc}")
         return 2
-    target = admin.Target(host, port, http_url)
+    target = targets[0]
     try:
-        status = admin.probe_grpc(target)
+        statuses = [admin.probe_grpc(t) for t in targets]
     except admin.Unreachable as exc:
         errors.print(
             f"cannot reach taskd at {exc}: start a node with `taskd` or pass --server-grpc"
         )
         return 1
+    status = "; ".join(statuses)
     if "w1c" in names:
         try:
-            admin.probe_http(http_url)
+            for url in dict.fromkeys(t.http_url for t in targets):
+                admin.probe_http(url)
         except admin.Unreachable as exc:
             errors.print(
                 f"cannot reach taskd at {exc}: start a node with `taskd` or pass --server-http"
             )
             return 1
+    http_url = ", ".join(dict.fromkeys(t.http_url for t in targets))
 
     settings = Settings(
         target=target,
@@ -130,9 +133,11 @@ def run_bench(argv: list[str]) -> int:
         batch=args.batch,
         workers=args.workers,
         capacity=args.capacity,
+        members=tuple(targets),
     )
+    nodes = ", ".join(t.grpc_address for t in targets)
     console.print(
-        f"taskd bench: node {target.grpc_address} ({status}), "
+        f"taskd bench: {'members' if len(targets) > 1 else 'node'} {nodes} ({status}), "
         f"{http_url}; queue prefix {settings.queue}; {settings.clients} clients in up to "
         f"{settings.procs} client process(es) per role; {os.cpu_count()} CPUs",
         soft_wrap=True,
@@ -181,6 +186,7 @@ def show(
         header = {
             "server_grpc": s.target.grpc_address,
             "server_http": s.target.http_url,
+            "members": [{"grpc": t.grpc_address, "http": t.http_url} for t in s.targets],
             "queue_prefix": s.queue,
             "clients": s.clients,
             "client_processes_per_role": s.procs,

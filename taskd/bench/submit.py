@@ -1,5 +1,8 @@
 """Producers: the client side of W1 (and the submitting half of W2 and W3).
 
+Given a cluster, client k of the role (counted over all its child processes) talks to member
+``k % members``: the clients are spread round robin over every member given.
+
 A *caller* submits ``n`` tasks in one call and returns None, or the name of the error (a gRPC
 status name; see ``stats``). Two drivers use callers:
 - ``closed_loop``: each of a child's clients sends its next call as soon as the last one is
@@ -40,7 +43,7 @@ _BACKOFF = 0.05  # after a connection failure, so a dead node does not make a bu
 class Producer:
     """What one child process submits, and how."""
 
-    target: Target
+    targets: tuple[Target, ...]  # the members; client k of this child uses ``target_for(k)``
     queue: str
     api: str  # "unary" | "batch" | "rest"
     clients: int  # connections (and concurrent calls, closed loop) in this child
@@ -48,6 +51,10 @@ class Producer:
     batch: int = 100
     stamped: bool = False  # W3: the payload carries time.time() of the submit
     seed: int = 0
+    first: int = 0  # the role-wide index of this child's first client (round robin)
+
+    def target_for(self, client: int) -> Target:
+        return self.targets[(self.first + client) % len(self.targets)]
 
 
 def payload(size: int, stamped: bool) -> bytes:
@@ -70,17 +77,18 @@ async def open_callers(stack: AsyncExitStack, plan: Producer) -> list[Caller]:
     """One connection per client, closed by ``stack``."""
     rng = random.Random(plan.seed)
     callers: list[Caller] = []
-    for _ in range(plan.clients):
+    for k in range(plan.clients):
+        target = plan.target_for(k)
         if plan.api == "rest":
             client = httpx.AsyncClient(
-                base_url=plan.target.http_url,
+                base_url=target.http_url,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                 timeout=CALL_TIMEOUT,
             )
             await stack.enter_async_context(client)
             callers.append(_rest_caller(client, plan, rng))
         else:
-            channel = Channel(plan.target.grpc_host, plan.target.grpc_port)
+            channel = Channel(target.grpc_host, target.grpc_port)
             stack.callback(channel.close)
             stub = pb.TaskServiceStub(channel, timeout=CALL_TIMEOUT)
             callers.append(_grpc_caller(stub, plan, rng))

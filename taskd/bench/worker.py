@@ -6,8 +6,9 @@ node answers each result with a ``ResultAck`` once the completion is durable. No
 heartbeats (a no-op finishes well within the lease), nothing but the protocol, so the numbers
 are the node's. A stream that breaks is counted (UNAVAILABLE) and opened again until ``stop``.
 
-With ``stamped`` payloads (W3) the pickup latency of each item is ``now - payload["t"]``:
-producers and workers share the machine's wall clock.
+Given a cluster, stream k of the role (over all its child processes) connects to member
+``k % members``, round robin. With ``stamped`` payloads (W3) the pickup latency of each item
+is ``now - payload["t"]``: producers and workers share the machine's wall clock.
 """
 
 from __future__ import annotations
@@ -35,17 +36,24 @@ _RECONNECT = 0.2
 
 @dataclass(frozen=True, slots=True)
 class WorkerPlan:
-    target: Target
+    targets: tuple[Target, ...]  # the members; stream k of this child uses ``target_for(k)``
     queue: str
     connections: int  # streams in this child process
     capacity: int  # per stream
     stamped: bool  # measure pickup latency from the payload's "t"
     progress: str = "acked"  # what advances the progress line: "acked" or "received"
+    first: int = 0  # the role-wide index of this child's first stream (round robin)
+
+    def target_for(self, stream: int) -> Target:
+        return self.targets[(self.first + stream) % len(self.targets)]
 
 
 class StreamWorker:
-    def __init__(self, plan: WorkerPlan, name: str, report: ChildReport, child: Child) -> None:
+    def __init__(
+        self, plan: WorkerPlan, name: str, report: ChildReport, child: Child, target: Target
+    ) -> None:
         self.plan = plan
+        self.target = target
         self.name = name
         self.report = report  # shared by the process's workers: ``pickups`` spans them all
         self.child = child
@@ -76,7 +84,7 @@ class StreamWorker:
                 await asyncio.sleep(_STOP_POLL)
             outbox.put_nowait(None)  # end our side; the node then ends its side
 
-        channel = Channel(self.plan.target.grpc_host, self.plan.target.grpc_port)
+        channel = Channel(self.target.grpc_host, self.target.grpc_port)
         stopper = asyncio.create_task(watch_stop())
         try:
             async for message in pb.WorkerServiceStub(channel).work(messages()):
@@ -134,7 +142,7 @@ async def run_workers(plan: WorkerPlan, child: Child) -> ChildReport:
     """``plan.connections`` streams in this process until the workload says stop."""
     report = ChildReport()
     workers = [
-        StreamWorker(plan, f"bench-{os.getpid()}-{i}", report, child)
+        StreamWorker(plan, f"bench-{os.getpid()}-{i}", report, child, plan.target_for(i))
         for i in range(plan.connections)
     ]
     tasks = [asyncio.create_task(w.run()) for w in workers]

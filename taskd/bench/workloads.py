@@ -36,7 +36,7 @@ TICK = 0.2
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    target: admin.Target
+    target: admin.Target  # the first member: probes and queue stats go here
     queue: str
     tasks: int
     clients: int
@@ -47,11 +47,21 @@ class Settings:
     workers: int = 4
     capacity: int = 256
     drain_timeout: float = 30.0  # W2/W3: give up when no result arrived for this long
+    members: tuple[admin.Target, ...] = ()  # every member clients spread over (default: target)
+
+    @property
+    def targets(self) -> tuple[admin.Target, ...]:
+        return self.members or (self.target,)
 
 
 def split(total: int, parts: int) -> list[int]:
     """``total`` spread over ``parts`` as evenly as integers allow."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def starts(shares: list[int]) -> list[int]:
+    """The index of each share's first item: [3, 3, 2] -> [0, 3, 6]."""
+    return [sum(shares[:i]) for i in range(len(shares))]
 
 
 class Run:
@@ -85,9 +95,19 @@ class Run:
     def producers(self, api: str, *, stamped: bool = False) -> list[Producer]:
         s = self.settings
         procs = max(1, min(s.procs, s.clients))
+        shares = split(s.clients, procs)
         return [
-            Producer(s.target, self.queue, api, clients, batch=s.batch, stamped=stamped, seed=i)
-            for i, clients in enumerate(split(s.clients, procs))
+            Producer(
+                s.targets,
+                self.queue,
+                api,
+                clients,
+                batch=s.batch,
+                stamped=stamped,
+                seed=i,
+                first=first,
+            )
+            for i, (clients, first) in enumerate(zip(shares, starts(shares), strict=True))
         ]
 
     def close(self) -> list[list[ChildReport]]:
@@ -188,17 +208,19 @@ def _span(total: ChildReport) -> float:
 def _start_workers(run: Run, *, stamped: bool) -> Fleet:
     s = run.settings
     procs = max(1, min(s.procs, s.workers))
+    progress = "received" if stamped else "acked"
+    shares = split(s.workers, procs)
     plans = [
-        WorkerPlan(s.target, run.queue, n, s.capacity, stamped, "received" if stamped else "acked")
-        for n in split(s.workers, procs)
+        WorkerPlan(s.targets, run.queue, n, s.capacity, stamped, progress, first)
+        for n, first in zip(shares, starts(shares), strict=True)
     ]
     workers = run.fleet(procs, lambda i: functools.partial(run_workers, plans[i]))
     run.wait_ready(workers)
-    # the node has them registered before the first task goes out
+    # every member has its streams registered before the first task goes out
     end = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < end:
         try:
-            if admin.stream_workers(s.target, run.queue) >= s.workers:
+            if sum(admin.stream_workers(t, run.queue) for t in s.targets) >= s.workers:
                 break
         except admin.Unreachable:
             pass

@@ -9,6 +9,11 @@ printed as ``error: <message> (field: x)``.
 Exit codes: 0 success, 1 the node refused the request or could not be reached, 2 usage
 errors. The node is ``--server``, else ``$TASKD_SERVER``, else ``http://127.0.0.1:8080``.
 ``taskd watch`` (the live terminal view) is not implemented yet.
+
+``taskd cluster`` shows the members; ``taskd cluster add ADDR`` adds one (the call returns once
+it is a learner; the command then follows it, printing a line whenever its progress changes,
+until the leader promotes it to voter), ``taskd cluster remove ADDR`` removes one, and
+``taskd cluster transfer [ADDR]`` hands leadership to ADDR (or to the most caught-up voter).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +34,7 @@ from rich.table import Column, Table
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 TIMEOUT = 30.0
+PROMOTION_POLL = 0.2  # seconds between looks at a new member's progress
 STATES = ("pending", "blocked", "queued", "running", "succeeded", "failed", "canceled")
 
 
@@ -144,7 +151,23 @@ def _parser() -> argparse.ArgumentParser:
     command("pause", "stop handing out a queue's tasks").add_argument("queue")
     command("resume", "hand out a paused queue's tasks again").add_argument("queue")
     command("workers", "show connected workers")
-    command("cluster", "show the cluster's members and leader")
+    p = command(
+        "cluster",
+        "show the cluster's members and leader; add or remove a member; transfer leadership",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("add", "remove", "transfer"),
+        help="add ADDR (as a learner, promoted once caught up), remove ADDR, transfer [ADDR]",
+    )
+    p.add_argument("address", nargs="?", help="the member's gRPC address host[:port]")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        help="add: seconds to follow the new member until it votes (default 300; 0: don't)",
+    )
     command("watch", "live terminal view (not available yet)")
     sub.add_parser("help", help="show this help")
     return parser
@@ -371,10 +394,88 @@ def _workers(rest: Rest, args: argparse.Namespace, as_json: bool, out: Console) 
 
 
 def _cluster(rest: Rest, args: argparse.Namespace, as_json: bool, out: Console) -> int:
-    status = rest.call("GET", "/api/v1/cluster")
+    if args.action in ("add", "remove") and not args.address:
+        raise ClientError(f"taskd cluster {args.action} needs the member's address host[:port]", 2)
+    if args.action is None and args.address:
+        raise ClientError("say what to do with it: taskd cluster add|remove|transfer ADDRESS", 2)
+    if args.action == "add":
+        return _cluster_add(rest, args, as_json, out)
+    if args.action == "remove":
+        path = f"/api/v1/cluster/members/{urllib.parse.quote(args.address, safe='')}"
+        status = rest.call("DELETE", path)
+        if not as_json:
+            out.print(f"removed {args.address}", highlight=False)
+    elif args.action == "transfer":
+        body = {"address": args.address} if args.address else {}
+        status = rest.call("POST", "/api/v1/cluster/transfer", body)
+        if not as_json:
+            out.print(
+                f"leadership transferred: {status['leader'] or 'unknown'} leads", highlight=False
+            )
+    else:
+        status = rest.call("GET", "/api/v1/cluster")
     if as_json:
         _print_json(status)
         return 0
+    _print_cluster(status, out)
+    return 0
+
+
+def _cluster_add(rest: Rest, args: argparse.Namespace, as_json: bool, out: Console) -> int:
+    """Add a learner, then follow it until it votes, printing each change of its progress."""
+    status = rest.call("POST", "/api/v1/cluster/members", {"address": args.address})
+    member = _find_member(status, args.address)
+    address = member["address"] if member else args.address
+    if not as_json:
+        out.print(f"added {address} as a learner", highlight=False)
+    deadline = time.monotonic() + args.wait
+    last_line = ""
+    while args.wait > 0:
+        member = _find_member(status, address)
+        if member is not None and member["role"] != "learner":
+            if not as_json:
+                out.print(f"{address} caught up and is a voter ({member['role']})", highlight=False)
+            break
+        line = _progress(status, member, address)
+        if line != last_line and not as_json:
+            out.print(line, highlight=False)
+            last_line = line
+        if time.monotonic() >= deadline:
+            raise ClientError(
+                f"{address} is still a learner after {args.wait:g}s: is it running with --join "
+                "and reachable from the leader? it is promoted by itself once caught up",
+            )
+        time.sleep(PROMOTION_POLL)
+        status = rest.call("GET", "/api/v1/cluster")
+    if as_json:
+        _print_json(status)
+        return 0
+    _print_cluster(status, out)
+    return 0
+
+
+def _find_member(status: dict[str, Any], address: str) -> dict[str, Any] | None:
+    """The member ``address`` names, written as the node writes members (host:port)."""
+    wanted = address.strip().lower()
+    if not wanted.rpartition("]")[2].count(":") and (wanted.startswith("[") or ":" not in wanted):
+        wanted += ":50051"  # no port given (IPv6 hosts come in brackets)
+    for member in status.get("members", []):
+        if member["address"] == wanted:
+            found: dict[str, Any] = member
+            return found
+    return None
+
+
+def _progress(status: dict[str, Any], member: dict[str, Any] | None, address: str) -> str:
+    if member is None:
+        return f"{address}: waiting for the change to reach this node"
+    if status["role"] != "leader":
+        return f"{address}: learner, catching up (this node follows; the leader knows how far)"
+    last = status["commit_index"]
+    return f"{address}: learner, catching up: match index {member['match_index']} of {last}"
+
+
+def _print_cluster(status: dict[str, Any], out: Console) -> None:
     out.print(
         f"node {status['id']}: {status['role']}, term {status['term']}, "
         f"leader {status['leader'] or 'unknown'}, commit index {status['commit_index']}",
@@ -386,7 +487,6 @@ def _cluster(rest: Rest, args: argparse.Namespace, as_json: bool, out: Console) 
             m["address"], m["role"], str(m["match_index"]), "yes" if m["reachable"] else "no"
         )
     out.print(table)
-    return 0
 
 
 def _watch(rest: Rest, args: argparse.Namespace, as_json: bool, out: Console) -> int:

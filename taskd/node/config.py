@@ -2,7 +2,9 @@
 
 Every flag ``--some-flag`` also reads ``TASKD_SOME_FLAG`` (a flag given on the command line
 wins). ``--exec`` repeats; its environment form ``TASKD_EXEC`` holds several ``QUEUE=COMMAND``
-entries separated by newlines or ``;;``.
+entries separated by newlines or ``;;``. ``--peer-route`` repeats too; ``TASKD_PEER_ROUTE``
+holds several ``MEMBER=HOST:PORT`` entries separated by commas. How ``--peers``, ``--grpc`` and
+``--join`` decide which member this node is: ``taskd.node.members``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import argparse
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskd import __version__
 from taskd.exec.concurrency import Concurrency
-from taskd.node import limits
+from taskd.node import limits, members
 from taskd.node.api.http.origin import normalize_origin
 from taskd.node.app.memory import parse_size
 
@@ -38,9 +40,13 @@ class ExecSpec:
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    grpc: str = DEFAULT_GRPC
+    grpc: str = DEFAULT_GRPC  # also this node's member id (``node_id``)
     http: str = DEFAULT_HTTP
-    peers: tuple[str, ...] = ()
+    peers: tuple[str, ...] = ()  # normalised host:port of every member, this one included
+    join: bool = False  # being added to a running cluster: start empty and wait
+    cluster_secret: str | None = None  # required on Raft traffic between members when set
+    peer_routes: tuple[tuple[str, str], ...] = ()  # (member id, address to dial instead)
+    election_timeout: float = 0.5  # seconds; each term draws its timeout from [T, 2T)
     data_dir: Path = Path("taskd-data")
     store: str = "raft"
     execs: tuple[ExecSpec, ...] = ()
@@ -68,6 +74,11 @@ class NodeConfig:
         return self.grpc
 
     @property
+    def clustered(self) -> bool:
+        """More than one member (or joining one): Raft traffic crosses the network."""
+        return len(self.peers) > 1 or self.join
+
+    @property
     def max_body(self) -> int:
         """The largest REST body and the largest gRPC message: a batch of payloads with room
         for the fields around them."""
@@ -76,11 +87,24 @@ class NodeConfig:
     def validate(self) -> None:
         for name in ("grpc", "http"):
             split_host_port(getattr(self, name), f"--{name}")
-        if len(self.peers) > 1:
+        if self.peers and self.grpc not in self.peers and not self.join:
             raise ConfigError(
-                "--peers names several members, but this build runs single-node clusters only "
-                "(multi-node Raft arrives with the cluster release); pass one address or none"
+                f"--grpc {self.grpc} must be one of --peers ({', '.join(self.peers)})"
             )
+        if not 0.1 <= self.election_timeout <= 60:
+            raise ConfigError(
+                f"--election-timeout must be 0.1-60 seconds (default 0.5), got "
+                f"{self.election_timeout:g}"
+            )
+        if self.cluster_secret is not None and len(self.cluster_secret) < 16:
+            raise ConfigError(
+                "--cluster-secret (or TASKD_CLUSTER_SECRET) must be at least 16 characters; "
+                "generate one with `openssl rand -hex 32`"
+            )
+        routed = [member for member, _ in self.peer_routes]
+        for member in routed:
+            if routed.count(member) > 1:
+                raise ConfigError(f"--peer-route names member {member} twice; give one route")
         if self.store != "raft":
             raise ConfigError(
                 f"--store {self.store!r} is not available in this build; "
@@ -148,8 +172,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a taskd node (with no subcommand), or talk to one (see `taskd help`).",
     )
     p.add_argument("--version", action="version", version=f"taskd {__version__}")
-    p.add_argument("--peers", help="gRPC addresses host[:port] of every member, this one included")
-    p.add_argument("--grpc", help=f"gRPC listen address (default {DEFAULT_GRPC})")
+    p.add_argument(
+        "--peers",
+        help="gRPC addresses host[:port] of every member, this one included, comma-separated "
+        "(e.g. 10.0.0.1,10.0.0.2,10.0.0.3; port 50051 when omitted)",
+    )
+    p.add_argument(
+        "--grpc",
+        help=f"gRPC listen address, also this node's identity: its entry in --peers (default: "
+        f"the entry of --peers that is an address of this machine, else {DEFAULT_GRPC})",
+    )
+    p.add_argument(
+        "--join",
+        action="store_true",
+        default=None,
+        help="this node is being added to a running cluster (`taskd cluster add ADDRESS` on a "
+        "member): start empty and wait for the leader",
+    )
+    p.add_argument(
+        "--cluster-secret",
+        help="shared secret every member must present on Raft traffic (at least 16 "
+        "characters); better given as TASKD_CLUSTER_SECRET than on the command line",
+    )
+    p.add_argument(
+        "--peer-route",
+        action="append",
+        metavar="MEMBER=HOST:PORT",
+        help="dial MEMBER at another address (a proxy, NAT) without changing its identity; "
+        "repeatable",
+    )
+    p.add_argument(
+        "--election-timeout",
+        type=_duration,
+        help="seconds without a leader before a member campaigns (default 0.5)",
+    )
     p.add_argument(
         "--http", help=f"HTTP listen address for REST and the monitor (default {DEFAULT_HTTP})"
     )
@@ -240,8 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig:
-    """Flags, then ``TASKD_*`` variables, then defaults. Raises ``ConfigError``."""
+def load(
+    argv: Sequence[str],
+    env: Mapping[str, str] = os.environ,
+    *,
+    is_local: Callable[[str], bool] = members.is_local,
+) -> NodeConfig:
+    """Flags, then ``TASKD_*`` variables, then defaults. Raises ``ConfigError``.
+
+    ``is_local`` tells whether a host is an address of this machine (which entry of
+    ``--peers`` is this node when ``--grpc`` is not given)."""
     args = build_parser().parse_args(list(argv))
 
     def pick(name: str) -> str | None:
@@ -250,16 +314,27 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
             return str(value)
         return env.get("TASKD_" + name.upper().replace("-", "_"))
 
-    peers = tuple(p.strip() for p in (pick("peers") or "").split(",") if p.strip())
-    grpc = pick("grpc") or (peers[0] if len(peers) == 1 else DEFAULT_GRPC)
-    if ":" not in grpc:
-        grpc += ":50051"
+    join = _flag(pick("join"), "join")
+    try:
+        peers = members.parse_peers(pick("peers") or "")
+        grpc = members.pick_self(
+            peers, pick("grpc"), join=join, default=DEFAULT_GRPC, is_local=is_local
+        )
+        route_texts: list[str] = list(args.peer_route or [])
+        if not route_texts:
+            route_texts = [t for t in env.get("TASKD_PEER_ROUTE", "").split(",") if t.strip()]
+        routes = tuple(members.parse_route(t) for t in route_texts)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     exec_texts: list[str] = list(args.exec or [])
     if not exec_texts and env.get("TASKD_EXEC"):
         exec_texts = [t for t in re.split(r"\n|;;", env["TASKD_EXEC"]) if t.strip()]
     values: dict[str, object] = {
         "grpc": grpc,
         "peers": peers,
+        "join": join,
+        "cluster_secret": pick("cluster-secret") or None,
+        "peer_routes": routes,
         "execs": tuple(parse_exec(t) for t in exec_texts),
     }
     for name, convert in (
@@ -279,6 +354,7 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
         ("max-connections", int),
         ("idle-timeout", float),
         ("grpc-keepalive", float),
+        ("election-timeout", float),
     ):
         raw = pick(name)
         if raw is not None:
@@ -290,13 +366,9 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
                     f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}"
                     + detail
                 ) from None
-    raw = pick("accept-data-loss")
-    if raw is not None:
-        if raw.lower() not in ("1", "true", "yes", "0", "false", "no", ""):
-            raise ConfigError(
-                f"TASKD_ACCEPT_DATA_LOSS: bad value {raw!r}; use 1 (accept) or 0 (refuse)"
-            )
-        values["accept_data_loss"] = raw.lower() in ("1", "true", "yes")
+    values["accept_data_loss"] = _flag(
+        pick("accept-data-loss"), "accept-data-loss", on="accept", off="refuse"
+    )
     raw = pick("concurrency")
     if raw is not None:
         try:
@@ -308,6 +380,16 @@ def load(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig
     config = NodeConfig(**values)  # type: ignore[arg-type]  # keys checked above
     config.validate()
     return config
+
+
+def _flag(raw: str | None, name: str, on: str = "on", off: str = "off") -> bool:
+    """A switch: ``--name`` on the command line, or ``TASKD_NAME=1|0`` in the environment."""
+    if raw is None:
+        return False
+    if raw.lower() not in ("1", "true", "yes", "0", "false", "no", ""):
+        variable = "TASKD_" + name.upper().replace("-", "_")
+        raise ConfigError(f"{variable}: bad value {raw!r}; use 1 ({on}) or 0 ({off})")
+    return raw.lower() in ("1", "true", "yes")
 
 
 def _env_list(env: Mapping[str, str], name: str) -> list[str]:

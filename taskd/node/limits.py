@@ -47,6 +47,7 @@ MAX_WATCH_IDS = 1000  # ids one Watch may follow
 
 # ---- workers -------------------------------------------------------------------------------
 MAX_WORKER_NAME = 255
+MAX_ADDRESS = 262  # a member address: a DNS name (253) and ":port"
 MAX_WORKER_QUEUES = 64  # queues one worker may serve
 # A worker's capacity (0-10,000) is checked by taskd.exec.remote, below node in the layers.
 MAX_LEASE_BATCH = 1000  # tasks one HTTP lease may take

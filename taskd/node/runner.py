@@ -2,16 +2,28 @@
 
 Start-up order matters and is visible here: recover the store (replaying the log), start the
 leader duties' supervisor (``taskd.node.app.duties``) and wait until it settled, start the
-executors, then open the gRPC and HTTP ports and report ready. Nothing here assumes this node
-leads: whenever the store reports leadership gained in a term, the supervisor logs the limits
-the flags ask for, releases attempts this node's local executors held (their processes died
-with the previous one), renews remote workers' leases, then runs the timer loop; when it is
-lost, they stop. A disk that refuses writes after recovery does not stop the node: those
-start-up writes are retried in the background (local executors lease nothing until they are
-in), and ``/readyz`` reports the store's fault as the reason it is not ready. SIGTERM
-or SIGINT starts a graceful shutdown: executors stop taking work and get ``shutdown_grace``
-seconds to finish, the servers close, the store finishes its last durability round, and the
-process exits 0.
+executors, then open the gRPC port (which also carries Raft traffic between members: the
+store's internal service is mounted on it) and the HTTP port, and report ready. Nothing here
+assumes this node leads: whenever the store reports leadership gained in a term, the
+supervisor logs the limits the flags ask for, renews remote workers' leases a full period (a
+new leader extends leases, never shortens them), then runs the timer loop; when it is lost,
+they stop.
+
+This node's local executors lease as ``local@<node id>``. Their attempts die with the process,
+so at start-up (and only then: a member that becomes leader again still runs its attempts)
+the node releases its previous process's leases of that name, through the store, on any
+member: on a follower the write is forwarded once a leader takes writes. Local executors lease
+nothing until that release is written, or it would take back their new attempts too. A
+single node tries it before it reports ready; a member of a cluster keeps trying in the
+background (a leader may not be elected before every member's port is open).
+
+A disk that refuses writes after recovery does not stop the node: those start-up writes are
+retried in the background, and ``/readyz`` reports the store's reason it is not ready
+(``not_ready_reason``: no leader known, catching up, the disk). SIGTERM or SIGINT starts a
+graceful shutdown: executors stop taking work and get ``shutdown_grace`` seconds to finish; a
+leader hands its leadership to the most caught-up member (at most 2 s, so a rolling restart
+costs no election timeout); the servers close, the store finishes its last durability round,
+and the process exits 0.
 """
 
 from __future__ import annotations
@@ -22,9 +34,11 @@ import logging
 import signal
 import socket
 import time
+import zlib
 from functools import partial
 from typing import Any
 
+import grpclib.events
 import trio
 import trio_asyncio
 
@@ -50,6 +64,7 @@ from taskd.node.api.transport import (
     raise_open_files_limit,
     sweep,
 )
+from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.duties import LeaderDuties
 from taskd.node.app.leaderclock import LeaderClock
 from taskd.node.app.machine import SchedulerMachine
@@ -61,9 +76,14 @@ from taskd.node.observe.metrics import NodeGauge, NodeMetrics
 from taskd.queue import codec
 from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
+from taskd.raft.core import RaftConfig
 from taskd.store.raft.driver import RaftStore
 
 log = logging.getLogger("taskd.node")
+
+TICK_SECONDS = 0.05  # one logical Raft tick (contract §5)
+TRANSFER_ON_STOP = 2.0  # seconds a stopping leader spends handing over leadership
+LOCAL_RELEASE = "the release of this node's previous local attempts"
 
 
 class Node:
@@ -74,18 +94,27 @@ class Node:
         # log (SetConfig, proposed when this node takes leadership and the flags differ), so
         # that replaying the log decides every command under the config it was decided under.
         self.machine = SchedulerMachine(SchedulerConfig())
+        self.clock = LeaderClock()
         self.store = RaftStore(
             config.data_dir,
             self.machine,
             node_id=config.node_id,
             snapshot_every=config.snapshot_every,
             accept_data_loss=config.accept_data_loss,
+            peers=config.peers,
+            join=config.join,
+            routes=dict(config.peer_routes),
+            cluster_secret=config.cluster_secret,
+            # the leader re-stamps forwarded commands with its own time (design.md §1 "Time")
+            stamp=lambda data: codec.restamp(data, self.clock()),
+            raft_config=raft_config(config),
+            tick_seconds=TICK_SECONDS,
         )
-        self.clock = LeaderClock()
+        self.cluster = ClusterAdmin(self.store, clustered=config.clustered)
         self.service = NodeService(
             self.machine,
             self.store,
-            ServiceConfig(local_worker=f"local@{config.node_id}"),
+            ServiceConfig(local_worker=f"local@{config.node_id}", alone=not config.clustered),
             clock=self.clock,
         )
         self.metrics = NodeMetrics(lambda: self.machine.scheduler, self._gauges)
@@ -100,6 +129,7 @@ class Node:
             duties=[self.service.run_timers],
         )
         self.bridge = TrioBridge()
+        self.local_released = trio.Event()  # this node's previous local leases are released
         self.ready = False
         self.started_at = time.time()
         self.grpc_connections = ConnectionTable("gRPC", 0, config.idle_timeout)
@@ -108,23 +138,7 @@ class Node:
     # ---- views for the API layers ------------------------------------------------------
 
     def cluster_status(self) -> dict[str, Any]:
-        s = self.store.status()
-        return {
-            "id": s.id,
-            "role": s.role,
-            "term": s.term,
-            "leader": s.leader,
-            "commit_index": s.commit_index,
-            "members": [
-                {
-                    "address": m.id,
-                    "role": m.role,
-                    "match_index": m.match_index,
-                    "reachable": m.reachable,
-                }
-                for m in s.members
-            ],
-        }
+        return self.cluster.status()
 
     def workers(self) -> list[dict[str, Any]]:
         return [
@@ -185,7 +199,9 @@ class Node:
             root.start_soon(self.duties.run)
             await self.duties.settled()
 
-            source = ServiceSource(self.service, lease_ttl=LOCAL_LEASE, gate=self.duties.taken_over)
+            source = ServiceSource(
+                self.service, lease_ttl=LOCAL_LEASE, gate=self.local_released.is_set
+            )
             executors = [
                 LocalExecutor(
                     spec.queue,
@@ -207,6 +223,10 @@ class Node:
             root.start_soon(
                 sweep, [self.grpc_connections, self.http_connections], config.idle_timeout
             )
+            if config.clustered:  # a leader may need this node's own port open to be elected
+                root.start_soon(self._release_local, False)
+            else:
+                await self._release_local(True)
             self.ready = True
             log.info(
                 "taskd ready",
@@ -230,12 +250,15 @@ class Node:
             async with trio.open_nursery() as drain:
                 for executor in executors:
                     drain.start_soon(executor.drain, config.shutdown_grace)
-            grpc_server.close()
-            await trio_asyncio.aio_as_trio(grpc_server.wait_closed)()
+            await self._hand_over()
             # Closed worker streams release their leases ("worker lost") through the store,
-            # which must still run for that: give them a moment before everything stops.
+            # which must still run for that (and, on a follower, still receive the log from
+            # the leader: peers' connections stay open): give them a moment.
+            grpc_server.close_public()
             with trio.move_on_after(5):
                 await self.bridge.drain()
+            grpc_server.close()
+            await trio_asyncio.aio_as_trio(grpc_server.wait_closed)()
             http_stop.set()
             root.cancel_scope.cancel()
         log.info("taskd stopped")
@@ -247,12 +270,40 @@ class Node:
         await self._set_config()
 
     async def _takeover(self) -> None:
-        """This node's local attempts died with its previous process (or, in a cluster, with
-        the previous leader's view of them): retry them now. Remote workers lost contact while
-        no leader ran: give them a full lease period to reconnect and report (a new leader
-        extends leases, never shortens them)."""
-        await self.service.release_worker(self.service.config.local_worker)
+        """Remote workers lost contact while no leader ran: give every lease a full period
+        to be heartbeated (a new leader extends leases, never shortens them). Local attempts
+        are not released here: a member that leads again still runs its own."""
         await self.service.renew_leases(self.config.worker_lease)
+
+    async def _release_local(self, once_first: bool) -> None:
+        """Release the leases this node's previous process held as ``local@<node id>`` (its
+        attempts died with it), then let the local executors lease. ``once_first``: try once
+        here (a single node answers its first request with it written), then, if refused,
+        in the background."""
+        worker = self.service.config.local_worker
+        if once_first:
+            try:
+                await self.service.release_worker(worker)
+            except ClusterError as exc:
+                log.error("start-up release refused, retrying in the background: %s", exc)
+            else:
+                self.local_released.set()
+                return
+        await self.service.until_written(LOCAL_RELEASE, lambda: self.service.release_worker(worker))
+        self.local_released.set()
+
+    async def _hand_over(self) -> None:
+        """SIGTERM on a leader of a cluster: hand leadership over before the servers close,
+        so the others need not wait an election timeout (bounded: a stop is never held up)."""
+        if not self.config.clustered or self.store.leadership.term is None:
+            return
+        with trio.move_on_after(TRANSFER_ON_STOP + 0.5):
+            try:
+                await self.store.transfer_leadership(timeout=TRANSFER_ON_STOP)
+            except ClusterError as exc:
+                log.warning("leadership not handed over before stopping: %s", exc)
+                return
+            log.info("leadership handed over: %s leads", self.store.status().leader)
 
     def _gauges(self) -> list[NodeGauge]:
         """What ``/metrics`` shows of the node itself: can the store write, and connections."""
@@ -286,9 +337,9 @@ class Node:
         ]
 
     def not_ready_reason(self) -> str | None:
-        """Why ``/readyz`` says 503 although the node runs: the store's disk refuses writes."""
-        fault = self.store.fault
-        return str(fault) if fault is not None else None
+        """Why ``/readyz`` says 503 although the node runs: no leader known, catching up, the
+        disk refuses writes (the store's reason)."""
+        return self.store.not_ready_reason()
 
     def _shed_idle(self) -> int:
         """Out of descriptors: close the idle connections of both listeners."""
@@ -326,13 +377,19 @@ class Node:
         # The server's own choice, made here and not as a side effect of an import (an SDK
         # importing taskd.api must not have betterproto2 patched under it).
         speedups.install()
+        leader = self.cluster.leader
         server = GuardedServer(
             [
                 grpc_api.TaskService(
-                    self.service, self.bridge, max_payload=self.config.max_payload
+                    self.service, self.bridge, max_payload=self.config.max_payload, leader=leader
                 ),
                 grpc_api.ClusterService(
-                    self.service, self.bridge, self.cluster_status, self.workers
+                    self.service,
+                    self.bridge,
+                    self.cluster_status,
+                    self.workers,
+                    admin=self.cluster,
+                    leader=leader,
                 ),
                 WorkerStreamService(
                     self.service,
@@ -341,12 +398,17 @@ class Node:
                     lease_ttl=self.config.worker_lease,
                     max_payload=self.config.max_payload,
                 ),
+                # Raft between members (a single node has no one to talk to)
+                *(self.store.grpc_handlers() if self.config.clustered else []),
             ],
             codec=grpc_api.StrictCodec(max_payload=self.config.max_payload),
             table=self.grpc_connections,
             max_message=self.config.max_body,
             keepalive=self.config.grpc_keepalive,
             request_timeout=self.config.idle_timeout,
+        )
+        grpclib.events.listen(
+            server, grpclib.events.SendTrailingMetadata, grpc_api.add_leader_trailer
         )
         listener = _listen(self.config.grpc, "--grpc")
         await root.start(partial(server.serve, listener, on_exhausted=self._shed_idle))
@@ -362,6 +424,8 @@ class Node:
                 workers=self.workers,
                 ready=lambda: self.ready,
                 not_ready_reason=self.not_ready_reason,
+                cluster_admin=self.cluster,
+                leader=self.cluster.leader,
                 metrics=self.metrics.render,
                 max_payload=self.config.max_payload,
                 max_body=self.config.max_body,
@@ -435,6 +499,17 @@ async def _wait_for_stop_signal() -> None:
             return
 
 
+def raft_config(config: NodeConfig) -> RaftConfig:
+    """Timeouts in ticks of ``TICK_SECONDS`` (contract §5): each term's election timeout is
+    drawn from [T, 2T); heartbeats five times per T; the seed differs per member."""
+    election = max(2, round(config.election_timeout / TICK_SECONDS))
+    return RaftConfig(
+        election_ticks=election,
+        heartbeat_ticks=max(1, election // 5),
+        seed=zlib.crc32(config.node_id.encode()),
+    )
+
+
 def _warn_if_exposed(config: NodeConfig) -> None:
     for flag, address in (("--grpc", config.grpc), ("--http", config.http)):
         host, _ = split_host_port(address, flag)
@@ -447,3 +522,12 @@ def _warn_if_exposed(config: NodeConfig) -> None:
                 flag,
                 address,
             )
+    grpc_host, _ = split_host_port(config.grpc, "--grpc")
+    if config.clustered and config.cluster_secret is None and not is_loopback_listener(grpc_host):
+        log.warning(
+            "--grpc %s carries Raft traffic beyond loopback and no --cluster-secret is set: "
+            "only members' addresses are accepted, but anyone who can send from one of them "
+            "(or spoof it) can speak Raft to this node. Set TASKD_CLUSTER_SECRET, the same on "
+            "every member (e.g. `openssl rand -hex 32`).",
+            config.grpc,
+        )

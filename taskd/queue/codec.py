@@ -9,10 +9,17 @@ encoding fast (this runs once per log entry on every replica).
 
 Adding a field means a new ``FORMAT_VERSION`` and a decoder for the old one. A new command kind
 keeps the version (old entries stay readable; an older build refuses the new kind by name).
+
+``restamp(data, now)`` replaces the ``now`` of an encoded command without decoding the rest: a
+cluster's leader re-stamps every command a follower forwards with its own (leader) time, and a
+batch of forwarded commands must cost the leader next to nothing. It reads the array header,
+the two small integers before ``now`` and ``now`` itself, and splices a float64 in its place;
+payloads and specs are copied as they are.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +131,54 @@ def encode(command: Command, now: float, entropy: int) -> bytes:
         [FORMAT_VERSION, kind, now, entropy, *fields(command)], use_bin_type=True
     )
     return data
+
+
+# msgpack markers of the scalars that may sit in the header of an entry: (marker, extra bytes)
+_FIXED = {0xC0: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2}
+_FIXED.update({0xD2: 4, 0xD3: 8})
+_FLOAT64 = 0xCB
+
+
+def restamp(data: bytes, now: float) -> bytes:
+    """``data`` (an ``encode``d command) with its leader time replaced by ``now``.
+
+    Pure and cheap: only the header is parsed. Raises ``CodecError`` for bytes that do not
+    start like an entry of ``FORMAT_VERSION`` (the same refusal ``decode`` would give).
+    """
+    if not data:
+        raise CodecError("log entry is empty")
+    head = data[0]
+    if 0x90 <= head <= 0x9F:
+        count, pos = head & 0x0F, 1
+    elif head == 0xDC:
+        count, pos = int.from_bytes(data[1:3], "big"), 3
+    elif head == 0xDD:
+        count, pos = int.from_bytes(data[1:5], "big"), 5
+    else:
+        raise CodecError("log entry is not a versioned array")
+    if count < 4:
+        raise CodecError("log entry is too short")
+    if data[pos] != FORMAT_VERSION:  # a positive fixint, as encode writes it
+        raise CodecError(
+            f"unsupported command format version {data[pos]!r} (this build reads {FORMAT_VERSION})"
+        )
+    pos = _skip_scalar(data, pos + 1)  # the kind
+    start = pos
+    end = _skip_scalar(data, start)  # ``now``: a float64 as encode writes it, any number accepted
+    return b"".join((data[:start], struct.pack(">Bd", _FLOAT64, now), data[end:]))
+
+
+def _skip_scalar(data: bytes, pos: int) -> int:
+    """The position after the msgpack number (or nil) at ``pos``."""
+    if pos >= len(data):
+        raise CodecError("log entry is too short")
+    marker = data[pos]
+    if marker <= 0x7F or marker >= 0xE0:  # positive / negative fixint
+        return pos + 1
+    extra = _FIXED.get(marker)
+    if extra is None or pos + 1 + extra > len(data):
+        raise CodecError(f"log entry header holds an unexpected value (marker 0x{marker:02x})")
+    return pos + 1 + extra
 
 
 def decode(data: bytes) -> tuple[Command, float, int]:

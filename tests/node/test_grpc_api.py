@@ -421,7 +421,7 @@ MALFORMED = [
     bytes([0x00, 0x01]),  # field number 0
     bytes([0x0F]),  # wire type 7
     bytes([0x0E]),  # wire type 6
-    bytes([0x08, 0x01]),  # field 1 as a varint: wrong wire type for every method's field 1
+    bytes([0x08, 0x01]),  # field 1 as a varint: wrong wire type, but ListQueues' stale flag
     wireclient.ld(1, b"\xff\xfe"),  # field 1 not UTF-8 / a nested message that is garbage
     wireclient.ld(1, wireclient.ld(1, b"\xff")),  # nested: a TaskSpec whose queue is not UTF-8
     wireclient.ld(1, b"a") + wireclient.ld(1, b"b"),  # a singular field twice
@@ -436,6 +436,8 @@ def test_malformed_protobuf_is_invalid_argument_and_changes_nothing(
     node = quiet_node
     before = wireclient.snapshot(node)
     for data in MALFORMED:
+        if method.endswith("/ListQueues") and data == bytes([0x08, 0x01]):
+            continue  # ListQueuesRequest's field 1 is a bool (stale): this one is well-formed
         answer = wireclient.call(node.grpc_port, method, data)
         assert answer.status == Status.INVALID_ARGUMENT, (method, data.hex(), answer)
         assert len(answer.message) < 400

@@ -66,7 +66,8 @@ def test_a_taken_port_and_a_locked_data_dir(node_factory_shared, tmp_path):
 
 def test_bad_flags_exit_2_with_the_fix_in_the_message(tmp_path):
     for args, words in (
-        (["--peers", "a:1,b:2,c:3"], "single-node"),
+        (["--peers", "a:1,b:2,c:3", "--grpc", "d:4"], "--grpc d:4 is not one of --peers"),
+        (["--peers", "a:1,b:2,c:3"], "pass --grpc with this node's entry"),
         (["--store", "postgres://db/taskd"], "--store"),
         (["--exec", "resize"], "QUEUE=COMMAND"),
         (["--concurrency", "8-2"], "--concurrency"),

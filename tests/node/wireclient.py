@@ -56,6 +56,9 @@ UNARY_METHODS = [
     "/taskd.v1.ClusterService/PauseQueue",
     "/taskd.v1.ClusterService/ResumeQueue",
     "/taskd.v1.ClusterService/ListWorkers",
+    "/taskd.v1.ClusterService/AddMember",
+    "/taskd.v1.ClusterService/RemoveMember",
+    "/taskd.v1.ClusterService/TransferLeadership",
 ]
 WATCH = "/taskd.v1.TaskService/Watch"
 WORK = "/taskd.v1.WorkerService/Work"

@@ -139,3 +139,51 @@ def test_diagram_shows_every_transition() -> None:
     text = diagram.render()
     for (_, trigger), _targets in TRANSITIONS.items():
         assert trigger.value in text
+
+
+# ---- restamp: the leader's time replaces a follower's, the rest untouched ---------------------
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=lambda c: type(c).__name__)
+def test_restamp_replaces_only_the_time(command: Command) -> None:
+    # Given a command encoded with a follower's time
+    data = codec.encode(command, 1_000.25, 99)
+    # When the leader re-stamps it
+    stamped = codec.restamp(data, 2_000.5)
+    # Expect the same command and entropy, with the leader's time
+    assert codec.decode(stamped) == (command, 2_000.5, 99)
+
+
+@pytest.mark.parametrize("now", [0, 7, -3, 300, 70_000, 2**40, 1.5])
+def test_restamp_accepts_any_number_where_the_time_was(now: float) -> None:
+    # Given an entry whose time was packed as an integer of any width (or a float)
+    data = msgpack.packb([codec.FORMAT_VERSION, 9, now, 5], use_bin_type=True)
+    # When it is re-stamped, Expect a float64 time and the rest unchanged
+    stamped = codec.restamp(data, 12.0)
+    assert codec.decode(stamped) == (Tick(), 12.0, 5)
+    assert msgpack.unpackb(stamped)[2] == 12.0
+
+
+def test_restamp_keeps_a_long_array_header() -> None:
+    # Given a command with more than 15 fields after the header (array16)
+    row = [codec.FORMAT_VERSION, 9, 1.0, 5, *range(20)]
+    data = msgpack.packb(row)
+    assert data[0] == 0xDC
+    # Expect only the time replaced
+    assert msgpack.unpackb(codec.restamp(data, 3.0)) == [*row[:2], 3.0, *row[3:]]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (msgpack.packb({"a": 1}), "versioned array"),
+        (msgpack.packb([1, 9, 1.0]), "too short"),
+        (msgpack.packb([2, 9, 1.0, 0]), "unsupported command format version 2"),
+        (msgpack.packb([1, 9, "now", 0]), "unexpected value"),
+        (msgpack.packb([1, 9, 1.0, 0])[:5], "unexpected value"),
+    ],
+)
+def test_restamp_refuses_what_is_not_an_entry(data: bytes, message: str) -> None:
+    with pytest.raises(codec.CodecError, match=message):
+        codec.restamp(data, 1.0)

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from grpclib.const import Status
 
+from taskd.errors import ClusterError, NotLeader
+
 
 class ErrorCode(StrEnum):
     INVALID = "invalid"  # the request is wrong: a field, a type, a format
@@ -56,3 +58,28 @@ def grpc_status(code: str) -> Status:
         return _TABLE[ErrorCode(code)][1]
     except ValueError:
         return Status.INVALID_ARGUMENT
+
+
+def cluster_hint(exc: ClusterError, leader: str | None) -> str | None:
+    """The leader a client should go to: the one the error names, else the one this member
+    knows of (None when unknown, or when this member leads)."""
+    if isinstance(exc, NotLeader) and exc.leader_hint:
+        return exc.leader_hint
+    return leader
+
+
+def cluster_message(exc: ClusterError, leader: str | None) -> str:
+    """What went wrong and what to do next, for a 503 / UNAVAILABLE."""
+    if isinstance(exc, NotLeader):
+        if leader:
+            return f"this node is not the leader; retry, or send it to the leader at {leader}"
+        return (
+            "no leader is known yet (an election is under way, or this node cannot reach a "
+            "majority of the cluster); retry shortly"
+        )
+    text = str(exc) or "the cluster cannot take requests now"
+    if "read it back" in text:  # an unknown outcome: retrying blindly could do it twice
+        return f"{text} (the leader is {leader})" if leader else text
+    if leader:
+        return f"{text}; retry, or send it to the leader at {leader}"
+    return f"{text}; retry shortly"

@@ -2,9 +2,12 @@
 
 REST, gRPC, the local executors and remote worker streams all call ``NodeService``. A write
 is stamped here (leader time, ids, entropy), encoded, proposed to the store, and answered only
-after the store made it durable and the scheduler applied it. Reads go straight to the
-scheduler's committed state. Rejections from the scheduler become ``CallerError``s that name
-the offending field; the API layers map them to status codes.
+after the store made it durable and the scheduler applied it (on a follower the store forwards
+it to the leader, which re-stamps its time, and answers once this node applied it too). Reads
+go to the scheduler's applied state; the API layers first ``await fresh()``, the store's read
+barrier, so a read reflects every write acknowledged anywhere before it (linearizable) unless
+the client asked for a stale read from this replica. Rejections from the scheduler become
+``CallerError``s that name the offending field; the API layers map them to status codes.
 
 It also owns three loops of the node: the timer loop (proposes ``Tick`` when the scheduler's
 next deadline passes), the wake-ups that tell executors work arrived, and the event fan-out
@@ -66,6 +69,9 @@ DUTY_RETRY = 1.0
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     local_worker: str = "local@node"  # worker name of this node's local executors
+    # The only member, for good (no --peers; membership changes are refused): every write it
+    # acknowledged was applied before the acknowledgement, so a read needs no barrier.
+    alone: bool = False
     local_lease_margin: float = 30.0  # local leases last timeout + this
     max_list_limit: int = limits.MAX_LIST_LIMIT
 
@@ -136,14 +142,21 @@ class NodeService:
         return list(reply)
 
     async def cancel(self, task_id: str) -> Task:
-        self._task(task_id)
+        await self._known(task_id)
         await self._propose(Cancel(task_id))
         return self._task(task_id)
 
     async def retry(self, task_id: str) -> Task:
-        self._task(task_id)
+        await self._known(task_id)
         await self._propose(Retry(task_id))
         return self._task(task_id)
+
+    async def _known(self, task_id: str) -> None:
+        """Refuse an unknown id before proposing; a task this replica has not applied yet
+        (submitted through another member a moment ago) is looked for after the barrier."""
+        if self.scheduler.get(task_id) is None:
+            await self.store.read_barrier()
+            self._task(task_id)
 
     async def pause(self, queue: str) -> QueueStats:
         await self._propose(PauseQueue(queue))
@@ -200,6 +213,15 @@ class NodeService:
         await self._propose(RenewLeases(ttl))
 
     # ---- reads -------------------------------------------------------------------------
+
+    async def fresh(self, stale: bool = False) -> None:
+        """Before a read: wait for the store's read barrier (linearizable), unless ``stale``
+        (this replica as it is, possibly behind the leader). Raises ``ClusterError`` when
+        this member cannot learn the leader's commit index. A node that is ``alone`` skips
+        the barrier: its state already reflects every write acknowledged (it is the only
+        member, and applies each write before acknowledging it)."""
+        if not stale and not self.config.alone:
+            await self.store.read_barrier()
 
     def _task(self, task_id: str) -> Task:
         task = self.scheduler.get(task_id)

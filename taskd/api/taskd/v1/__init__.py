@@ -18,6 +18,7 @@ __all__ = (
     "ListWorkersRequest",
     "ListWorkersResponse",
     "Member",
+    "MemberRequest",
     "NodeMessage",
     "QueueRequest",
     "QueueStats",
@@ -37,6 +38,7 @@ __all__ = (
     "TaskServiceStub",
     "TaskSpec",
     "TaskState",
+    "TransferRequest",
     "WatchRequest",
     "WorkItem",
     "WorkerCredit",
@@ -185,7 +187,14 @@ default_message_pool.register_message("taskd.v1", "ClusterStatusRequest", Cluste
 
 @dataclass(eq=False, repr=False)
 class GetRequest(betterproto2.Message):
+    """
+    stale: serve from this node's replica at once, without the read barrier (reads are
+    linearizable by default: a follower first learns the leader's commit index).
+    """
+
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    stale: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
 
 
 default_message_pool.register_message("taskd.v1", "GetRequest", GetRequest)
@@ -193,7 +202,10 @@ default_message_pool.register_message("taskd.v1", "GetRequest", GetRequest)
 
 @dataclass(eq=False, repr=False)
 class ListQueuesRequest(betterproto2.Message):
-    pass
+    stale: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+    """
+    as in GetRequest
+    """
 
 
 default_message_pool.register_message("taskd.v1", "ListQueuesRequest", ListQueuesRequest)
@@ -223,6 +235,11 @@ class ListRequest(betterproto2.Message):
     after: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
     cursor from ListResponse.next
+    """
+
+    stale: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    as in GetRequest
     """
 
 
@@ -270,6 +287,18 @@ class Member(betterproto2.Message):
 
 
 default_message_pool.register_message("taskd.v1", "Member", Member)
+
+
+@dataclass(eq=False, repr=False)
+class MemberRequest(betterproto2.Message):
+    """
+    A member's gRPC address, host:port as the cluster knows it (port 50051 when omitted).
+    """
+
+    address: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("taskd.v1", "MemberRequest", MemberRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -641,6 +670,18 @@ default_message_pool.register_message("taskd.v1", "TaskSpec", TaskSpec)
 
 
 @dataclass(eq=False, repr=False)
+class TransferRequest(betterproto2.Message):
+    """
+    address: the member to hand leadership to; empty: the most caught-up voter.
+    """
+
+    address: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("taskd.v1", "TransferRequest", TransferRequest)
+
+
+@dataclass(eq=False, repr=False)
 class WatchRequest(betterproto2.Message):
     queue: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
@@ -809,17 +850,73 @@ class ClusterServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def add_member(
+        self,
+        message: "MemberRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ClusterStatus":
+        """
+        Membership, one server at a time, on any member (forwarded to the leader). AddMember
+        returns once the new member is a learner (it votes once caught up); RemoveMember once
+        the change is committed; TransferLeadership once another member leads.
+        """
+
+        return await self._unary_unary(
+            "/taskd.v1.ClusterService/AddMember",
+            message,
+            ClusterStatus,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def remove_member(
+        self,
+        message: "MemberRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ClusterStatus":
+
+        return await self._unary_unary(
+            "/taskd.v1.ClusterService/RemoveMember",
+            message,
+            ClusterStatus,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def transfer_leadership(
+        self,
+        message: "TransferRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ClusterStatus":
+
+        return await self._unary_unary(
+            "/taskd.v1.ClusterService/TransferLeadership",
+            message,
+            ClusterStatus,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def list_queues(
         self,
-        message: "ListQueuesRequest | None" = None,
+        message: "ListQueuesRequest",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
     ) -> "ListQueuesResponse":
-
-        if message is None:
-            message = ListQueuesRequest()
 
         return await self._unary_unary(
             "/taskd.v1.ClusterService/ListQueues",
@@ -1044,6 +1141,23 @@ class ClusterServiceBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def add_member(self, message: "MemberRequest") -> "ClusterStatus":
+        """
+        Membership, one server at a time, on any member (forwarded to the leader). AddMember
+        returns once the new member is a learner (it votes once caught up); RemoveMember once
+        the change is committed; TransferLeadership once another member leads.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def remove_member(self, message: "MemberRequest") -> "ClusterStatus":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def transfer_leadership(self, message: "TransferRequest") -> "ClusterStatus":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def list_queues(self, message: "ListQueuesRequest") -> "ListQueuesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -1066,6 +1180,30 @@ class ClusterServiceBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.status(request)
+        await stream.send_message(response)
+
+    async def __rpc_add_member(
+        self, stream: "grpclib.server.Stream[MemberRequest, ClusterStatus]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.add_member(request)
+        await stream.send_message(response)
+
+    async def __rpc_remove_member(
+        self, stream: "grpclib.server.Stream[MemberRequest, ClusterStatus]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.remove_member(request)
+        await stream.send_message(response)
+
+    async def __rpc_transfer_leadership(
+        self, stream: "grpclib.server.Stream[TransferRequest, ClusterStatus]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.transfer_leadership(request)
         await stream.send_message(response)
 
     async def __rpc_list_queues(
@@ -1106,6 +1244,24 @@ class ClusterServiceBase(betterproto2_grpclib.ServiceBase):
                 self.__rpc_status,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ClusterStatusRequest,
+                ClusterStatus,
+            ),
+            "/taskd.v1.ClusterService/AddMember": grpclib.const.Handler(
+                self.__rpc_add_member,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                MemberRequest,
+                ClusterStatus,
+            ),
+            "/taskd.v1.ClusterService/RemoveMember": grpclib.const.Handler(
+                self.__rpc_remove_member,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                MemberRequest,
+                ClusterStatus,
+            ),
+            "/taskd.v1.ClusterService/TransferLeadership": grpclib.const.Handler(
+                self.__rpc_transfer_leadership,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                TransferRequest,
                 ClusterStatus,
             ),
             "/taskd.v1.ClusterService/ListQueues": grpclib.const.Handler(

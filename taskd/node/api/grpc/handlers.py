@@ -5,13 +5,20 @@ a thin asyncio shim that hops into trio (``trio_as_aio``) to call ``NodeService`
 scheduler and store only ever run as trio code. Errors become gRPC statuses with a message
 that names the field: invalid input → INVALID_ARGUMENT, unknown id → NOT_FOUND, illegal
 transition or stale lease → FAILED_PRECONDITION, full queue or node → RESOURCE_EXHAUSTED, no
-leader or store down → UNAVAILABLE.
+leader or store down → UNAVAILABLE. An UNAVAILABLE from the cluster names the leader when
+another member leads, in its message ("retry, or send it to the leader at ADDR") and in the
+trailing metadata ``x-taskd-leader`` (``LeaderHint`` rides in the error's details, which
+``add_leader_trailer`` turns into that header; the node's codec has no details encoding).
+
+Reads (Get, List, ListQueues) wait for the store's read barrier first (linearizable); a
+request with ``stale: true`` is served from this replica at once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import grpclib
@@ -19,16 +26,18 @@ import trio
 import trio_asyncio
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.events import SendTrailingMetadata
 
 from taskd.api.taskd import v1 as pb
 from taskd.errors import CallerError, ClusterError, StorageFault
 from taskd.node import limits
 from taskd.node.api import validate
-from taskd.node.api.codes import grpc_status
+from taskd.node.api.codes import cluster_hint, cluster_message, grpc_status
 from taskd.node.api.grpc import wire
 from taskd.node.api.grpc.bridge import TrioBridge
 from taskd.node.api.present import PB_TO_STATE, STATE_TO_PB, stats_to_proto, task_to_proto
 from taskd.node.api.validate import spec_from_proto
+from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.service import NodeService
 
 log = logging.getLogger("taskd.grpc")
@@ -39,6 +48,7 @@ R = TypeVar("R")
 
 class _HasBridge(Protocol):
     bridge: TrioBridge
+    leader: Callable[[], str | None]
 
 
 S = TypeVar("S", bound=_HasBridge)
@@ -46,9 +56,18 @@ S = TypeVar("S", bound=_HasBridge)
 
 MAX_BATCH = limits.MAX_BATCH  # the same limit as REST's batch endpoint
 _CHECK_EVERY = 100  # specs validated between two trio checkpoints in a large batch
+LEADER_KEY = "x-taskd-leader"
 
 
-def grpc_error(exc: Exception) -> grpclib.GRPCError:
+@dataclass(frozen=True, slots=True)
+class LeaderHint:
+    """The details of an UNAVAILABLE: where the leader is (its gRPC address)."""
+
+    address: str
+
+
+def grpc_error(exc: Exception, leader: str | None = None) -> grpclib.GRPCError:
+    """``exc`` as a gRPC status; ``leader``: the leader this member knows of, if another."""
     if isinstance(exc, CallerError):
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message
         # the message travels in a header: never as long as what a client may have sent
@@ -57,8 +76,21 @@ def grpc_error(exc: Exception) -> grpclib.GRPCError:
     if isinstance(exc, StorageFault):  # an operator must act: no "retry shortly" here
         return grpclib.GRPCError(Status.UNAVAILABLE, str(exc))
     if isinstance(exc, ClusterError):
-        return grpclib.GRPCError(Status.UNAVAILABLE, f"{exc}; retry shortly")
+        hint = cluster_hint(exc, leader)
+        return grpclib.GRPCError(
+            Status.UNAVAILABLE,
+            validate.clip(cluster_message(exc, hint), limits.MAX_MESSAGE),
+            LeaderHint(hint) if hint else None,
+        )
     raise exc
+
+
+async def add_leader_trailer(event: SendTrailingMetadata) -> None:
+    """A ``SendTrailingMetadata`` listener: an error that names the leader says it in
+    ``x-taskd-leader`` too, where a client library can read it without parsing text."""
+    details = event.status_details
+    if isinstance(details, LeaderHint):
+        event.metadata[LEADER_KEY] = details.address
 
 
 def on_trio(
@@ -71,7 +103,7 @@ def on_trio(
         try:
             return await fn(self, *args, **kwargs)
         except (CallerError, ClusterError) as exc:
-            raise grpc_error(exc) from None
+            raise grpc_error(exc, self.leader()) from None
 
     async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = await self.bridge.call(body, self, *args, **kwargs)
@@ -119,10 +151,18 @@ class StrictCodec(ProtoCodec):
 
 
 class TaskService(pb.TaskServiceBase):
-    def __init__(self, service: NodeService, bridge: TrioBridge, *, max_payload: int) -> None:
+    def __init__(
+        self,
+        service: NodeService,
+        bridge: TrioBridge,
+        *,
+        max_payload: int,
+        leader: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.service = service
         self.bridge = bridge
         self.max_payload = max_payload
+        self.leader = leader
 
     @on_trio
     async def submit(self, message: pb.SubmitRequest) -> pb.SubmitResponse:
@@ -161,7 +201,9 @@ class TaskService(pb.TaskServiceBase):
 
     @on_trio
     async def get(self, message: pb.GetRequest) -> pb.Task:
-        return task_to_proto(self.service.get(validate.check_id(message.id, "id")))
+        task_id = validate.check_id(message.id, "id")
+        await self.service.fresh(message.stale)
+        return task_to_proto(self.service.get(task_id))
 
     @on_trio
     async def list(self, message: pb.ListRequest) -> pb.ListResponse:
@@ -176,6 +218,7 @@ class TaskService(pb.TaskServiceBase):
                 raise CallerError("invalid", "state must be one of taskd.v1.TaskState", "state")
         queue = validate.check_queue(message.queue, "queue") if message.queue else None
         after = validate.check_cursor(message.after, "after") if message.after else None
+        await self.service.fresh(message.stale)
         tasks, cursor = self.service.list(queue, state, limit, after)
         return pb.ListResponse(tasks=[task_to_proto(t) for t in tasks], next=cursor or "")
 
@@ -230,34 +273,41 @@ class ClusterService(pb.ClusterServiceBase):
         bridge: TrioBridge,
         status: Callable[[], dict[str, Any]],
         workers: Callable[[], list[dict[str, Any]]],
+        *,
+        admin: ClusterAdmin | None = None,
+        leader: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.service = service
         self.bridge = bridge
         self._status = status
         self._workers = workers
+        self._admin = admin
+        self.leader = leader
 
     @on_trio
     async def status(self, message: pb.ClusterStatusRequest) -> pb.ClusterStatus:
-        s = self._status()
-        return pb.ClusterStatus(
-            id=s["id"],
-            role=s["role"],
-            term=s["term"],
-            leader=s["leader"] or "",
-            commit_index=s["commit_index"],
-            members=[
-                pb.Member(
-                    address=m["address"],
-                    role=m["role"],
-                    match_index=m["match_index"],
-                    reachable=m["reachable"],
-                )
-                for m in s["members"]
-            ],
-        )
+        return _status_to_proto(self._status())
+
+    def _membership(self) -> ClusterAdmin:
+        if self._admin is None:
+            raise CallerError("not_found", "this node offers no membership changes", "")
+        return self._admin
+
+    @on_trio
+    async def add_member(self, message: pb.MemberRequest) -> pb.ClusterStatus:
+        return _status_to_proto(await self._membership().add(_member(message.address)))
+
+    @on_trio
+    async def remove_member(self, message: pb.MemberRequest) -> pb.ClusterStatus:
+        return _status_to_proto(await self._membership().remove(_member(message.address)))
+
+    @on_trio
+    async def transfer_leadership(self, message: pb.TransferRequest) -> pb.ClusterStatus:
+        return _status_to_proto(await self._membership().transfer(message.address or None))
 
     @on_trio
     async def list_queues(self, message: pb.ListQueuesRequest) -> pb.ListQueuesResponse:
+        await self.service.fresh(message.stale)
         stats, rates = self.service.queues(), self.service.rates.of
         return pb.ListQueuesResponse(queues=[stats_to_proto(s, rates(s.name)) for s in stats])
 
@@ -285,6 +335,31 @@ class ClusterService(pb.ClusterServiceBase):
                 for w in self._workers()
             ]
         )
+
+
+def _status_to_proto(s: dict[str, Any]) -> pb.ClusterStatus:
+    return pb.ClusterStatus(
+        id=s["id"],
+        role=s["role"],
+        term=s["term"],
+        leader=s["leader"] or "",
+        commit_index=s["commit_index"],
+        members=[
+            pb.Member(
+                address=m["address"],
+                role=m["role"],
+                match_index=m["match_index"],
+                reachable=m["reachable"],
+            )
+            for m in s["members"]
+        ],
+    )
+
+
+def _member(address: str) -> str:
+    if not address:
+        raise CallerError("invalid", "an address host[:port] is required", "address")
+    return address
 
 
 def _queue_name(name: str) -> str:

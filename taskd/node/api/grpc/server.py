@@ -21,6 +21,12 @@ handlers); three of its parts are replaced:
   DEADLINE_EXCEEDED), so a call held open by a request that never comes cannot pin its
   connection; streaming requests (the worker stream) are bounded by keepalive instead.
 
+Stopping comes in two steps: ``close_public()`` stops accepting and ends every connection
+that carried client calls, but keeps the connections of peers (those whose calls are the
+internal Raft service, ``/taskd.internal.``): a stopping member still needs to receive the log
+while its worker streams' last writes (lease releases, forwarded to the leader) are applied.
+``close()`` then ends the rest.
+
 Private grpclib attributes used here (``Stream.buffer``, ``Connection._connection``,
 ``Server._handlers`` and friends) are those of the pinned grpclib 0.4.9.
 """
@@ -46,6 +52,7 @@ from grpclib.server import Handler, Server
 
 from taskd.node.api.transport import ConnectionTable, accept_loop
 
+INTERNAL_PREFIX = "/taskd.internal."  # the Raft service between members
 _H2_MIN_WINDOW = 65_535
 _H2_MAX_WINDOW = 2**31 - 1
 
@@ -81,6 +88,7 @@ class LimitedHandler(Handler):
         self.request_timeout = request_timeout
         self.open_calls = 0
         self.idle_from: float | None = time.monotonic()
+        self.internal = False  # a peer's connection: it carried internal (Raft) calls
 
     def accept(
         self, stream: H2Stream, headers: list[tuple[str, str]], release_stream: Callable[[], Any]
@@ -88,6 +96,8 @@ class LimitedHandler(Handler):
         path = next((value for name, value in headers if name == ":path"), "")
         spec = self.mapping.get(path)
         method = path if spec is not None else "?"  # never echo a client's unknown path
+        if spec is not None and path.startswith(INTERNAL_PREFIX):
+            self.internal = True
         # No DATA frame of this stream has been processed yet: swapping the buffer is safe.
         assert stream.id is not None
         buffer = stream.buffer = LimitedBuffer(
@@ -235,6 +245,14 @@ class GuardedServer(Server):
             self._accepting.cancel()
         for handler in self._handlers:
             handler.close()
+
+    def close_public(self) -> None:
+        """Stop accepting and cancel the calls of every connection but peers' (Raft)."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for handler in self._handlers:
+            if not (isinstance(handler, LimitedHandler) and handler.internal):
+                handler.close()
 
     async def wait_closed(self) -> None:
         """(asyncio) Wait until every cancelled call has finished."""

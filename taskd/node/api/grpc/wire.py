@@ -73,6 +73,7 @@ STRING_LIMITS: dict[str, int] = {
     "worker": limits.MAX_WORKER_NAME,
     "error": limits.MAX_ERROR,
     "errors": limits.MAX_ERROR,
+    "address": limits.MAX_ADDRESS,
     "labels.key": limits.MAX_LABEL_KEY,
     "labels.value": limits.MAX_LABEL_VALUE,
 }

@@ -7,12 +7,21 @@ error shape, ``{"error": {"code", "message", "field"}}``, in one place (``_endpo
     invalid 400 · not_found 404 · method_not_allowed 405 · conflict 409 · too_large 413 ·
     queue_full, node_full 429 · not_leader / unavailable 503 (with Retry-After) · internal 500
 
+A 503 from the cluster (this member is not the leader and cannot forward, no leader is known,
+the outcome of a forward is unknown) says what to do next, and names the leader's gRPC address
+when another member leads: ``"leader"`` in the error object, and "retry, or send it to the
+leader at ADDR" in the message.
+
+Reads (a task, a page of tasks, the queues) are linearizable: they wait for the store's read
+barrier first (``NodeService.fresh``). ``?stale=true`` serves this replica as it is, at once.
+
 A store whose disk refuses writes (``StorageFault``) is a 503 "unavailable" whose message is
 the fault's own (what is wrong, where, what an operator must do), never "retry shortly"; it
 carries Retry-After only when writes come back by themselves (space freed).
 
-Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
-non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
+Reading bodies and the error shape itself live in ``messages``. Bad input is never a 500:
+malformed JSON, invalid UTF-8, a non-JSON content type and a non-object body are 400s; a body
+over ``max_body`` is refused from its Content-Length or, when
 that is absent or lies, as soon as the streamed bytes pass the limit — a body is never
 buffered beyond ``max_body``. A JSON number the node could not store exactly (beyond 64-bit
 integers, underflowing, more digits than a double) is a 400 naming where it is
@@ -33,7 +42,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -44,11 +52,13 @@ from starlette.routing import Route
 
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
 from taskd.node import limits
-from taskd.node.api import jsonnum, validate
-from taskd.node.api.codes import http_status
+from taskd.node.api import validate
+from taskd.node.api.codes import cluster_hint, cluster_message
+from taskd.node.api.http.messages import check_fields, error_response, json_response, read_object
 from taskd.node.api.http.origin import OriginGuard, OriginPolicy
 from taskd.node.api.http.workers import HttpWorkerTracker
-from taskd.node.api.present import printable_json, stats_to_json, task_to_json, work_item_to_json
+from taskd.node.api.present import stats_to_json, task_to_json, work_item_to_json
+from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.service import NodeService
 from taskd.queue.commands import State
 
@@ -59,8 +69,8 @@ _RETRY_AFTER_DISK_FULL = "5"  # an operator must free space first; then writes r
 _MAX_LEASE_BATCH = limits.MAX_LEASE_BATCH
 _MAX_WAIT = limits.MAX_LEASE_WAIT
 _MAX_ERROR = limits.MAX_ERROR
-_CHECK_IN_THREAD = 256 << 10  # bytes of body above which JSON numbers are checked in a thread
-_LIST_PARAMS = frozenset({"queue", "state", "limit", "after"})
+_LIST_PARAMS = frozenset({"queue", "state", "limit", "after", "stale"})
+_STALE = {"true": True, "1": True, "false": False, "0": False}
 _STATES = ", ".join(state.value for state in State)
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -81,29 +91,16 @@ class HttpExtras:
     # why writes are refused although the node runs (a full or failing disk), or None
     not_ready_reason: Callable[[], str | None] = lambda: None
     origin: OriginPolicy = OriginPolicy()  # noqa: RUF009  # frozen; Host/Origin/Content-Type rules
+    # membership and leadership transfer (``/api/v1/cluster/...``); None: not offered
+    cluster_admin: ClusterAdmin | None = None
+    # the leader's gRPC address when another member leads (named in 503s), else None
+    leader: Callable[[], str | None] = lambda: None
 
 
 # ---- responses and errors ------------------------------------------------------------------
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    try:
-        data = orjson.dumps(body)
-    except (TypeError, orjson.JSONEncodeError):  # a stored value JSON cannot carry as it is
-        data = orjson.dumps(printable_json(body))
-    return Response(data, status, headers, media_type="application/json")
-
-
-def error_response(
-    code: str, message: str, field: str = "", status: int | None = None, **headers: str
-) -> Response:
-    message = validate.clip(message, limits.MAX_MESSAGE)
-    field = validate.clip(field, limits.MAX_MESSAGE // 4)
-    body = {"error": {"code": code, "message": message, "field": field or None}}
-    return json_response(body, status or http_status(code), headers or None)
-
-
-def _error_for(exc: Exception, request: Request) -> Response:
+def _error_for(exc: Exception, request: Request, leader: Callable[[], str | None]) -> Response:
     if isinstance(exc, CallerError):
         return error_response(exc.code, exc.message, exc.field)
     if isinstance(exc, StorageFault):  # an operator must act: no "retry shortly" here
@@ -111,15 +108,21 @@ def _error_for(exc: Exception, request: Request) -> Response:
         return error_response("unavailable", str(exc), status=503, **retry)
     if isinstance(exc, ClusterError):
         code = "not_leader" if isinstance(exc, NotLeader) else "unavailable"
-        message = f"{exc}; retry shortly" if str(exc) else "the cluster cannot take writes now"
-        return error_response(code, message, status=503, **{"Retry-After": _RETRY_AFTER})
+        hint = cluster_hint(exc, leader())
+        return error_response(
+            code,
+            cluster_message(exc, hint),
+            status=503,
+            leader=hint,
+            **{"Retry-After": _RETRY_AFTER},
+        )
     if isinstance(exc, ClientDisconnect):
         return error_response("invalid", "the client went away mid-request", status=400)
     log.exception("unexpected error in %s %s", request.method, request.url.path)
     return error_response("internal", "internal error; the node logged the details", status=500)
 
 
-def _endpoint(fn: Handler) -> Handler:
+def _endpoint(fn: Handler, leader: Callable[[], str | None]) -> Handler:
     """Map every exception a handler raises to the JSON error shape."""
 
     @functools.wraps(fn)
@@ -127,7 +130,7 @@ def _endpoint(fn: Handler) -> Handler:
         try:
             return await fn(request)
         except Exception as exc:
-            return _error_for(exc, request)
+            return _error_for(exc, request, leader)
 
     return wrapper
 
@@ -148,91 +151,31 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response("invalid", exc.detail, status=exc.status_code)
 
 
-# ---- reading requests ----------------------------------------------------------------------
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise CallerError("invalid", "Content-Length must be a number of bytes", "")
-        if int(declared) > limit:
-            raise CallerError(
-                "too_large", f"the body is {declared} bytes; the limit is {limit}", "body"
-            )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise CallerError("too_large", f"the body exceeds the limit of {limit} bytes", "body")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object (Content-Type, size, UTF-8 and syntax checked)."""
-    content_type = request.headers.get("content-type")
-    if content_type is not None:
-        mime, _, params = content_type.partition(";")
-        mime = mime.strip().lower()
-        if mime != "application/json" and not mime.endswith("+json"):
-            raise CallerError(
-                "invalid", f"send Content-Type: application/json, not {mime or 'nothing'}", ""
-            )
-        charset = params.strip().lower().removeprefix("charset=").strip('"')
-        if params.strip() and charset not in ("utf-8", "utf8"):
-            raise CallerError("invalid", "JSON bodies must be UTF-8", "")
-    data = await read_body(request, limit)
-    if not data.strip():
-        raise CallerError("invalid", "a JSON object body is required", "body")
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CallerError("invalid", "the body is not valid UTF-8", "body") from None
-        raise CallerError(
-            "invalid",
-            f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            "body",
-        ) from None
-    if not isinstance(obj, dict):
-        raise CallerError("invalid", "the body must be a JSON object", "body")
-    try:
-        if len(data) > _CHECK_IN_THREAD:  # the exact re-check of a big body: off the loop
-            inexact = await trio.to_thread.run_sync(jsonnum.inexact_number, data)
-        else:
-            inexact = jsonnum.inexact_number(data)
-    except jsonnum.TooDeep as exc:
-        raise CallerError("invalid", f"{exc}; send a flatter body", "body") from None
-    if inexact is not None:
-        where, literal = inexact
-        raise CallerError(
-            "invalid",
-            f"{validate.clip(where) or 'the body'} holds the number {validate.clip(literal)}, "
-            "which cannot be stored exactly; send it as a string",
-            where,
-        )
-    return obj
-
-
-def check_fields(obj: dict[str, Any], allowed: frozenset[str], required: frozenset[str]) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise validate.invalid(f"unknown field {validate.echo(key)}", validate.clip(key))
-    for key in sorted(required):
-        if obj.get(key) is None:
-            raise validate.invalid(f"{key} is required", key)
-
-
 def _epoch(obj: dict[str, Any]) -> int:
     value = obj.get("lease")
     if not validate.is_int(value) or value < 0:
         raise validate.invalid("lease must be the integer epoch the lease response gave", "lease")
     return value
+
+
+def _stale(request: Request) -> bool:
+    """``?stale=true``: serve from this replica without the read barrier."""
+    values = request.query_params.getlist("stale")
+    if not values:
+        return False
+    if len(values) > 1 or values[0].lower() not in _STALE:
+        raise validate.invalid("stale must be true or false (given once)", "stale")
+    return _STALE[values[0].lower()]
+
+
+def _only_stale(request: Request) -> bool:
+    """``_stale`` for a route whose only query parameter is ``stale``."""
+    for key in request.query_params:
+        if key != "stale":
+            raise validate.invalid(
+                f"unknown query parameter {validate.echo(key)}; use stale", validate.clip(key)
+            )
+    return _stale(request)
 
 
 def _task_id(request: Request) -> str:
@@ -280,14 +223,17 @@ class _Api:
         return json_response({"tasks": tasks}, 201)
 
     async def get_task(self, request: Request) -> Response:
-        return json_response(task_to_json(self.service.get(_task_id(request))))
+        task_id = _task_id(request)
+        await self.service.fresh(_only_stale(request))
+        return json_response(task_to_json(self.service.get(task_id)))
 
     async def list_tasks(self, request: Request) -> Response:
         params = request.query_params
         for key in params:
             if key not in _LIST_PARAMS:
                 raise validate.invalid(
-                    f"unknown query parameter {validate.echo(key)}; use queue, state, limit, after",
+                    f"unknown query parameter {validate.echo(key)}; "
+                    "use queue, state, limit, after, stale",
                     validate.clip(key),
                 )
             if len(params.getlist(key)) > 1:
@@ -310,6 +256,7 @@ class _Api:
         after = params.get("after")
         if after is not None:
             validate.check_cursor(after, "after")
+        await self.service.fresh(_stale(request))
         tasks, cursor = self.service.list(queue, state, limit, after)
         return json_response({"tasks": [task_to_json(t) for t in tasks], "next": cursor})
 
@@ -322,6 +269,7 @@ class _Api:
     # queues
 
     async def queues(self, request: Request) -> Response:
+        await self.service.fresh(_only_stale(request))
         stats = self.service.queues()
         rates = self.service.rates.of
         return json_response({"queues": [stats_to_json(s, rates(s.name)) for s in stats]})
@@ -428,6 +376,33 @@ class _Api:
     async def cluster(self, request: Request) -> Response:
         return json_response(self.extras.cluster_status())
 
+    def _admin(self) -> ClusterAdmin:
+        if self.extras.cluster_admin is None:
+            raise CallerError("not_found", "this node offers no membership changes", "")
+        return self.extras.cluster_admin
+
+    async def add_member(self, request: Request) -> Response:
+        obj = await read_object(request, self.extras.max_body)
+        check_fields(obj, frozenset({"address"}), frozenset({"address"}))
+        address = obj["address"]
+        if not isinstance(address, str):
+            raise validate.invalid("address must be a string host[:port]", "address")
+        return json_response(await self._admin().add(address), 201)
+
+    async def remove_member(self, request: Request) -> Response:
+        address = validate.clip(request.path_params["address"], limits.MAX_ADDRESS + 1)
+        return json_response(await self._admin().remove(address))
+
+    async def transfer(self, request: Request) -> Response:
+        address: Any = None
+        if request.headers.get("content-length") not in (None, "0"):
+            obj = await read_object(request, self.extras.max_body)
+            check_fields(obj, frozenset({"address"}), frozenset())
+            address = obj.get("address")
+            if address is not None and not isinstance(address, str):
+                raise validate.invalid("address must be a string host[:port], or absent", "address")
+        return json_response(await self._admin().transfer(address or None))
+
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -485,13 +460,16 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         "/api/v1/queues/{name}/lease": {"POST": api.lease},
         "/api/v1/workers": {"GET": api.workers},
         "/api/v1/cluster": {"GET": api.cluster},
+        "/api/v1/cluster/members": {"POST": api.add_member},
+        "/api/v1/cluster/members/{address}": {"DELETE": api.remove_member},
+        "/api/v1/cluster/transfer": {"POST": api.transfer},
         "/healthz": {"GET": api.healthz},
         "/readyz": {"GET": api.readyz},
         "/metrics": {"GET": api.metrics},
         "/": {"GET": api.index},
     }
     routes = [
-        Route(path, _endpoint(_by_method(methods)), methods=list(methods))
+        Route(path, _endpoint(_by_method(methods), extras.leader), methods=list(methods))
         for path, methods in table.items()
     ]
     return Starlette(

@@ -1,0 +1,116 @@
+"""``python -m chaos [--duration S] [--nodes N] [--seed N] ...`` and ``python -m chaos check FILE``.
+
+Exit status: 0 when the account has no violation, 1 when it has, 2 when the run itself could
+not happen (bad flags, a cluster that never came up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import trio
+from rich.console import Console
+
+from chaos import checker, report
+from chaos.cluster import DEFAULT_TASKD
+from chaos.history import History
+from chaos.load import LoadConfig
+from chaos.run import ChaosRun, RunError, Settings
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m chaos",
+        description="Run a taskd cluster under load and faults, then check what it did.",
+    )
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load and faults")
+    p.add_argument("--nodes", type=int, default=3, help="cluster members (default 3)")
+    p.add_argument("--seed", type=int, default=None, help="nemesis and load seed (default: time)")
+    p.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
+    p.add_argument("--workers", type=int, default=3, help="HTTP workers")
+    p.add_argument(
+        "--exec",
+        action="store_true",
+        help="also run --exec executors on every node (queue chaos-exec, command `cat`)",
+    )
+    p.add_argument("--out", type=Path, help="run dir (default chaos-runs/<time>-seed<seed>)")
+    p.add_argument(
+        "--taskd",
+        default=None,
+        help="the node command (default: this Python's `-m taskd`; e.g. dist/taskd)",
+    )
+    p.add_argument("--election-timeout", type=float, default=None, help="nodes' flag")
+    p.add_argument("--node-arg", action="append", default=[], help="extra node flag (repeat)")
+    p.add_argument(
+        "--no-proxies",
+        action="store_true",
+        help="nodes dial each other directly (no partitions or slow links; kills and pauses only)",
+    )
+    p.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs")
+    return p
+
+
+def check_file(path: Path) -> int:
+    history = History.from_json(path.read_bytes())
+    account = checker.account(history)
+    report.show(Console(), history, account)
+    return 0 if account.ok else 1
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["check"]:
+        if len(argv) != 2:
+            print("usage: python -m chaos check RUN_DIR/history.json", file=sys.stderr)
+            return 2
+        return check_file(Path(argv[1]))
+    args = parser().parse_args(argv)
+    if args.nodes < 1 or args.duration <= 0 or args.clients < 1 or args.workers < 1:
+        print("chaos: --nodes, --clients, --workers >= 1 and --duration > 0", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = args.out or Path("chaos-runs") / f"{stamp}-seed{seed}"
+    load = LoadConfig(
+        clients=args.clients,
+        workers=args.workers,
+        exec_queue="chaos-exec" if args.exec else None,
+        seed=seed,
+    )
+    settings = Settings(
+        duration=args.duration,
+        nodes=args.nodes,
+        seed=seed,
+        out=out,
+        load=load,
+        election_timeout=args.election_timeout,
+        node_args=tuple(args.node_arg),
+        keep_data=args.keep_data,
+        proxied=not args.no_proxies,
+        taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
+    )
+    console = Console(record=True)
+    console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
+    run = ChaosRun(settings, say=lambda line: console.print(line, soft_wrap=True))
+    try:
+        history = trio.run(run.run)
+    except RunError as exc:
+        console.print(f"chaos: the run could not happen: {exc}", style="bold red")
+        return 2
+    (out / "history.json").write_bytes(history.to_json())
+    account = checker.account(history)
+    (out / "account.json").write_bytes(
+        orjson.dumps(account.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    )
+    report.show(console, history, account)
+    console.print(f"chaos: history and account in {out}")
+    (out / "account.txt").write_text(console.export_text())
+    return 0 if account.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

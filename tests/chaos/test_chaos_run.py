@@ -1,0 +1,84 @@
+"""A short chaos run in CI: a real 3-node cluster, load, a seeded nemesis, a clean account.
+
+Given a 3-node cluster on loopback behind per-link proxies, clients, HTTP workers and ``--exec``
+executors on every node, and the nemesis of seed 1 (a leader kill, a pause, one-way cuts) for
+20 seconds, Expect ``python -m chaos`` to exit 0 with a substantial history (acknowledged
+submits, leased attempts, faults applied, a leader seen, local commands run); then, with one
+acknowledged task removed from the healed cluster's read, Expect ``python -m chaos check`` to
+exit 1 naming it lost.
+
+Skipped only where the cluster itself is absent from the branch: no ``--peer-route`` flag, or
+a Raft core whose membership is still a stub.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos import checker
+from chaos.history import History
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DURATION = 20
+
+
+def cluster_absent() -> str | None:
+    """Why the cluster cannot run on this branch, or None when it can."""
+    text = subprocess.run(
+        [sys.executable, "-m", "taskd", "--help"], capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    if "--peer-route" not in text:
+        return "the node has no --peer-route flag (the cluster has not landed on this branch)"
+    from taskd.raft.core import RaftCore  # noqa: PLC0415  # only once the flag says it exists
+
+    try:
+        _ = RaftCore("a", ("a", "b", "c")).conf
+    except NotImplementedError as exc:
+        return f"the Raft core is a stub here ({exc})"
+    return None
+
+
+def test_a_short_chaos_run_is_clean_and_a_doctored_copy_is_not(tmp_path):
+    if (why := cluster_absent()) is not None:
+        pytest.skip(why)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "chaos", "--duration", str(DURATION), "--seed", "1", "--exec"]
+    proc = subprocess.run(
+        [*argv, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+    history = History.from_json((out / "history.json").read_bytes())
+    assert checker.account(history).ok
+    acked = [s for s in history.submits if s.outcome == "ok"]
+    assert len(acked) > 50
+    assert history.leases and history.reports
+    assert {e.kind for e in history.nemesis} - {"heal", "restart", "resume"}
+    assert any(v.role == "leader" for v in history.views)
+    assert len(history.replicas) == 3
+    assert history.truth is not None
+    ran_locally = [t for t in history.truth.tasks.values() if t.queue == "chaos-exec"]
+    assert any(t.state == "succeeded" for t in ran_locally)
+
+    victim = acked[0].task_id
+    assert victim is not None
+    tasks = {tid: t for tid, t in history.truth.tasks.items() if tid != victim}
+    history.truth = dataclasses.replace(history.truth, tasks=tasks)
+    doctored = tmp_path / "doctored.json"
+    doctored.write_bytes(history.to_json())
+    check = subprocess.run(
+        [sys.executable, "-m", "chaos", "check", str(doctored)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert check.returncode == 1
+    assert f"was acknowledged as {victim}" in check.stdout
