@@ -582,3 +582,30 @@ def test_membership_and_transfer_over_grpc(cluster_of: ClusterOf) -> None:
     assert moved.leader == follower.address
     assert fourth.address not in [m.address for m in removed.members]
     assert refused.startswith("FAILED_PRECONDITION") and "not a member" in refused, refused
+
+
+def test_a_batch_larger_than_max_payload_replicates_to_every_member(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given members whose --max-payload is small (the API limit per payload)
+    cluster = cluster_of(3, "--max-payload", "2048")
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    follower = cluster.followers(leader)[0]
+    # When a batch whose log entry is far larger than --max-payload (but whose payloads each
+    # fit) is submitted through a follower
+    tasks = [{"queue": "big", "payload": {"blob": "x" * 1900, "n": n}} for n in range(2)]
+    code, body = follower.post("/api/v1/tasks/batch", {"tasks": tasks})
+    assert code == 201, body
+    ids = [task["id"] for task in body["tasks"]]
+    # Expect the entry to reach every member's own replica (the internal Raft service is
+    # bounded by the message limit, not by --max-payload)
+    for member in cluster.members:
+        deadline = time.monotonic() + 10
+        while True:
+            code, task = member.get(f"/api/v1/tasks/{ids[-1]}?stale=true")
+            if code == 200:
+                break
+            assert time.monotonic() < deadline, (member, code, task)
+            time.sleep(0.1)
+        assert task["payload"]["n"] == 1

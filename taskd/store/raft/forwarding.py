@@ -100,6 +100,7 @@ class Forwarder:
         placement: Placement,
         leader_wait: float,
         max_commands: int = 4096,
+        max_bytes: int = 1 << 20,
         max_inflight: int = 2,
     ) -> None:
         self.transport = transport
@@ -110,6 +111,7 @@ class Forwarder:
         self._placement = placement
         self.leader_wait = leader_wait
         self.max_commands = max_commands
+        self.max_bytes = max_bytes
         self._queue: deque[Forwarded] = deque()
         self._work = trio.Event()
         self._slots = trio.Semaphore(max_inflight)
@@ -146,14 +148,22 @@ class Forwarder:
                         self._slots.release()
                         self.fail_all(NotLeader(None))
                         continue
+                # Up to ``max_commands`` commands and ``max_bytes`` bytes per call, the
+                # first request always whole: one call's message stays within the limit the
+                # leader's gRPC server allows its peers (one command + 1 MiB).
                 batch: list[Forwarded] = []
-                count = 0
-                while self._queue and (
-                    not batch or count + len(self._queue[0].items) <= self.max_commands
-                ):
-                    forwarded = self._queue.popleft()
-                    batch.append(forwarded)
-                    count += len(forwarded.items)
+                count = size = 0
+                while self._queue:
+                    head = self._queue[0]
+                    head_size = sum(map(len, head.items))
+                    if batch and (
+                        count + len(head.items) > self.max_commands
+                        or size + head_size > self.max_bytes
+                    ):
+                        break
+                    batch.append(self._queue.popleft())
+                    count += len(head.items)
+                    size += head_size
                 nursery.start_soon(self._call, leader, batch)
 
     async def _call(self, leader: str, batch: list[Forwarded]) -> None:

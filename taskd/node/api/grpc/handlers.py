@@ -114,6 +114,9 @@ def on_trio(
     return wrapper
 
 
+_INTERNAL_MODULE = "taskd.api.taskd.internal"
+
+
 class StrictCodec(ProtoCodec):
     """Decoding that refuses anything but a well-formed message within the limits.
 
@@ -133,8 +136,14 @@ class StrictCodec(ProtoCodec):
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         name = message_type.__name__
+        # The internal Raft service's fields are blobs (message batches, snapshot chunks,
+        # forwarded commands) that carry one command of any size the API admitted: they are
+        # bounded by the message limit (``server.internal_limit``), not by --max-payload,
+        # and the Raft codec checks its own records.
+        internal = message_type.__module__.startswith(_INTERNAL_MODULE)
+        max_bytes = len(data) if internal else self.max_payload
         try:
-            wire.check(data, message_type, max_bytes=self.max_payload, totals=self.totals)
+            wire.check(data, message_type, max_bytes=max_bytes, totals=self.totals)
         except wire.WireError as exc:
             where = f"{name}.{exc.field}" if exc.field else name
             raise grpclib.GRPCError(

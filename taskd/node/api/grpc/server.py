@@ -7,12 +7,13 @@ handlers); three of its parts are replaced:
   asyncio loop with ``connect_accepted_socket``, so the cap, the idle sweep and surviving
   EMFILE work as for HTTP (asyncio's own accept loop reports EMFILE to trio-asyncio, which
   re-raised it and killed the node);
-- message size: grpclib reads a message's 5-byte prefix, then buffers the whole length it
-  announces before any codec runs. ``LimitedBuffer`` refuses a read longer than the limit
-  (the same as REST's body limit) before a byte of it is consumed, so the call ends with
-  RESOURCE_EXHAUSTED naming the size and the limit, unary or streaming alike. The HTTP/2
-  flow-control windows are the limit too, so a client cannot push much more than that into
-  the node before it refuses;
+- message size (the internal Raft service's calls get ``internal_limit``, room for one command
+  as large as the API admits plus a batch around it); grpclib reads a message's 5-byte prefix,
+  then buffers the whole length it announces before any codec runs. ``LimitedBuffer`` refuses
+  a read longer than the limit (the same as REST's body limit) before a byte of it is
+  consumed, so the call ends with RESOURCE_EXHAUSTED naming the size and the limit, unary or
+  streaming alike. The HTTP/2 flow-control windows are the limit too, so a client cannot push
+  much more than that into the node before it refuses;
 - liveness: each connection tracks its open calls (``LimitedHandler``); one with none is idle
   (closed by the sweep after ``--idle-timeout``, first to go when the node needs room), and
   HTTP/2 pings every ``--grpc-keepalive`` seconds on connections with open calls close the
@@ -96,12 +97,14 @@ class LimitedHandler(Handler):
         path = next((value for name, value in headers if name == ":path"), "")
         spec = self.mapping.get(path)
         method = path if spec is not None else "?"  # never echo a client's unknown path
-        if spec is not None and path.startswith(INTERNAL_PREFIX):
+        internal_call = spec is not None and path.startswith(INTERNAL_PREFIX)
+        if internal_call:
             self.internal = True
         # No DATA frame of this stream has been processed yet: swapping the buffer is safe.
         assert stream.id is not None
+        limit = internal_limit(self.max_message) if internal_call else self.max_message
         buffer = stream.buffer = LimitedBuffer(
-            partial(stream.connection.ack, stream.id), self.max_message, method
+            partial(stream.connection.ack, stream.id), limit, method
         )
         self.open_calls += 1
         self.idle_from = None
@@ -122,6 +125,13 @@ class LimitedHandler(Handler):
             release_stream()
 
         super().accept(stream, headers, release)
+
+
+def internal_limit(max_message: int) -> int:
+    """The message limit of the internal Raft service: a batch of Raft messages or forwarded
+    commands holds up to ~1 MiB plus ONE command as large as the API admits (``max_message``),
+    so a follower is never cut off by an entry a client was allowed to submit."""
+    return 2 * max_message + (2 << 20)
 
 
 def _request_overdue(stream: H2Stream, buffer: LimitedBuffer, timeout: float) -> None:
