@@ -82,6 +82,29 @@ async def test_concurrent_follower_writes_are_coalesced_into_few_forwards(tmp_pa
         await c.converged()
 
 
+async def test_large_follower_writes_are_split_into_forwards_of_at_most_a_mebibyte(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        follower = c.followers(leader)[0]
+        forwarder = follower.store._forwarder
+        assert forwarder is not None
+        before = forwarder.calls
+        blobs = [bytes([i]) * (300 << 10) for i in range(8)]  # 8 x 300 KiB = 2.4 MiB
+
+        async def one(blob: bytes) -> None:
+            await follower.store.propose(blob)
+
+        async with trio.open_nursery() as nursery:
+            for blob in blobs:
+                nursery.start_soon(one, blob)
+        # at most three 300 KiB requests fit in one 1 MiB call: at least three calls
+        assert forwarder.calls - before >= 3
+        await c.converged()
+        assert sorted(leader.machine.items) == sorted(blobs)
+
+
 async def test_killing_the_leader_elects_another_and_keeps_every_acknowledged_write(
     tmp_path: Path,
 ) -> None:
