@@ -74,3 +74,15 @@ def test_make_sim_runs_seeds_and_says_how_many_passed(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "seed 3 steps 300: ok" in out and "seed 4 steps 300: ok" in out
     assert "2/2 seeds passed" in out
+
+
+def test_a_wiped_node_comes_back_as_a_joining_node() -> None:
+    # Seed 3289 (harsh) once elected a wiped node that restarted with the bootstrap voters.
+    sim = Simulation(1, steps=0)
+    node = sim.nodes["n2"]
+    node.start()
+    node.crash()
+    node.wipe()
+    node.start()
+    assert node.bootstrap == () and node.core is not None
+    assert node.core.conf.voters == () and node.disk.last_index == 0
