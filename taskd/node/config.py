@@ -75,8 +75,10 @@ class NodeConfig:
 
     @property
     def clustered(self) -> bool:
-        """More than one member (or joining one): Raft traffic crosses the network."""
-        return len(self.peers) > 1 or self.join
+        """Started with ``--peers`` (even naming only itself) or ``--join``: a cluster member,
+        with the Raft transport on its gRPC port, so it can grow (``taskd cluster add``).
+        Without either it is a single node for good, and skips what only a cluster needs."""
+        return bool(self.peers) or self.join
 
     @property
     def max_body(self) -> int:

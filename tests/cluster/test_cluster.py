@@ -609,3 +609,38 @@ def test_a_batch_larger_than_max_payload_replicates_to_every_member(
             assert time.monotonic() < deadline, (member, code, task)
             time.sleep(0.1)
         assert task["payload"]["n"] == 1
+
+
+def test_a_node_started_with_only_itself_in_peers_grows_into_a_cluster(
+    cluster_of: ClusterOf,
+) -> None:
+    # Given one node started with --peers naming only itself, holding tasks
+    cluster = cluster_of(1, spare=2)
+    cluster.start()
+    first = cluster.wait_for_leader()
+    before = [submit(first, queue="grow", payload={"n": n}) for n in range(5)]
+    # When two nodes start with --join and are added one at a time
+    for _ in range(2):
+        joining = cluster.add_member()
+        code, body = first.post("/api/v1/cluster/members", {"address": joining.address})
+        assert code == 201, body
+        deadline = time.monotonic() + 30
+        while True:  # until the leader promoted it to voter
+            view = cluster.wait_for_leader().status() or {}
+            roles = {m["address"]: m["role"] for m in view.get("members", [])}
+            if roles.get(joining.address) in ("follower", "leader"):
+                break
+            assert time.monotonic() < deadline, view
+            time.sleep(0.1)
+    # Expect a three-voter cluster that holds the old tasks everywhere, and that keeps taking
+    # writes with its first node killed
+    leader = cluster.wait_for_leader()
+    view = leader.status() or {}
+    assert sorted(m["role"] for m in view["members"]) == ["follower", "follower", "leader"]
+    first.kill()
+    rest_ = [m for m in cluster.members if m is not first]
+    leader = cluster.wait_for_leader(among=rest_)
+    after = submit(leader, queue="grow", payload={"n": 99})
+    for member in rest_:
+        cluster.wait_caught_up(member)
+        assert missing(member, [*before, after], queue="grow") == [], member

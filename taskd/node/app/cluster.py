@@ -73,9 +73,9 @@ def status_json(s: StatusView) -> dict[str, Any]:
 
 
 ALONE = (
-    "this node runs alone (started without several --peers), so it has no Raft transport to "
-    "reach other members, and a single node does not grow into a cluster in this version: "
-    "start a cluster with --peers naming every member from the beginning"
+    "this node runs alone (started without --peers), so it has no Raft transport to reach "
+    "other members: restart it with --peers naming only itself (a cluster of one, which can "
+    "grow), or start a cluster with --peers naming every member"
 )
 
 
