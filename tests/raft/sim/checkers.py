@@ -26,6 +26,7 @@ work (never a rescan of every log after every event):
 - acknowledged appends stay: once a node answered a leader of term t that it holds up to
   index i, its log does not end below i while its term is still t (crashes included: the
   answer went out only after the fsync);
+- durable votes: a disk's term never goes back and, within a term, its vote never changes;
 - linearizable reads: a ``ReadState`` must not be below the highest index acknowledged to a
   client before the read was asked (``read_floor``, set by the clients).
 
@@ -34,7 +35,7 @@ A violation raises ``Violation`` naming the invariant, which ends the run with i
 
 from __future__ import annotations
 
-from taskd.raft import Entry, EntryKind, RaftCore, ReadState
+from taskd.raft import Entry, EntryKind, HardState, RaftCore, ReadState
 from tests.raft.sim.node import SimNode
 from tests.raft.sim.statemachine import SMSnapshot
 from tests.raft.sim.trace import Trace
@@ -146,6 +147,16 @@ class SafetyChecker:
                 "state machine safety",
                 f"{node.id} restored a snapshot at {snapshot.index} whose state differs from "
                 f"what was applied there",
+            )
+
+    def on_hard_state(self, node: SimNode, before: HardState, after: HardState) -> None:
+        if after.term < before.term or (
+            after.term == before.term and before.vote is not None and after.vote != before.vote
+        ):
+            raise Violation(
+                "durable vote",
+                f"{node.id}'s disk went from term {before.term} vote {before.vote} to term "
+                f"{after.term} vote {after.vote}: a term went back or a vote changed",
             )
 
     def on_read_state(self, node: SimNode, state: ReadState) -> None:

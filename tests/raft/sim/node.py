@@ -90,6 +90,7 @@ class NodeObserver(Protocol):
     def on_apply(self, node: SimNode, entry: Entry, fresh: bool) -> None: ...
     def on_restore(self, node: SimNode, snapshot: SMSnapshot) -> None: ...
     def on_read_state(self, node: SimNode, state: ReadState) -> None: ...
+    def on_hard_state(self, node: SimNode, before: HardState, after: HardState) -> None: ...
 
 
 class Outbox(Protocol):
@@ -200,7 +201,9 @@ class SimNode:
         survive = 0
         if self.disk.pending is not None and self.rng.random() < self.timing.torn_write:
             survive = self.rng.randint(0, self.disk.pending.operations)
+        before = self.disk.hard_state()
         written = self.disk.lose(survive)
+        self.observer.on_hard_state(self, before, self.disk.hard_state())
         if written:
             self.observer.on_durable(self, written)
         self.core = None
@@ -382,7 +385,9 @@ class SimNode:
             return
         if self._deferred(lambda: self._synced(generation, ready)):
             return
+        before = self.disk.hard_state()
         written = self.disk.sync()
+        self.observer.on_hard_state(self, before, self.disk.hard_state())
         if written:
             self.observer.on_durable(self, written)
         self.busy = False

@@ -21,12 +21,26 @@ from tests.raft.sim.trace import Trace
 
 
 class DoubleVoter(RaftCore):
-    """Forgets whom it voted for before every vote request: two votes per term."""
+    """Forgets whom it voted for before every vote request: two votes per term, and the
+    second one overwrites the first on disk."""
 
     def step(self, message: Message) -> None:
         if message.kind.name == "VOTE" and message.term == self.term:
             self.vote = None
         super().step(message)
+
+
+class SecretDoubleVoter(RaftCore):
+    """Grants a second vote in a term but keeps the first one on record: the disk looks
+    right, only the election result is wrong."""
+
+    def step(self, message: Message) -> None:
+        kept = self.vote if message.term == self.term else None
+        if message.kind.name == "VOTE" and kept is not None:
+            self.vote = None
+        super().step(message)
+        if kept is not None and self.term == message.term:
+            self.vote = kept
 
 
 class MinorityCommitter(RaftCore):
@@ -73,8 +87,13 @@ def failures(core_class: type[RaftCore], seeds: range) -> list[str]:
     return found
 
 
+def test_a_vote_changed_on_disk_is_caught() -> None:
+    found = failures(DoubleVoter, range(1, 21))
+    assert any(f.startswith("durable vote") for f in found), found
+
+
 def test_two_votes_per_term_break_election_safety() -> None:
-    found = failures(DoubleVoter, range(1, 31))
+    found = failures(SecretDoubleVoter, range(1, 41))
     assert any(f.startswith("election safety") for f in found), found
 
 
