@@ -7,6 +7,7 @@ not happen (bad flags, a cluster that never came up).
 from __future__ import annotations
 
 import argparse
+import io
 import shlex
 import sys
 import time
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> int:
         proxied=not args.no_proxies,
         taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
     )
-    console = Console(record=True)
+    console = Console()
     console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
     run = ChaosRun(settings, say=lambda line: console.print(line, soft_wrap=True))
     try:
@@ -106,9 +107,11 @@ def main(argv: list[str]) -> int:
     (out / "account.json").write_bytes(
         orjson.dumps(account.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     )
+    text = Console(file=io.StringIO(), width=120, record=True)  # the table, for account.txt
+    report.show(text, history, account)
+    (out / "account.txt").write_text(text.export_text())
     report.show(console, history, account)
     console.print(f"chaos: history and account in {out}")
-    (out / "account.txt").write_text(console.export_text())
     return 0 if account.ok else 1
 
 
