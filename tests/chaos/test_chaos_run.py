@@ -16,33 +16,16 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from chaos import checker
 from chaos.history import History
+from tests.chaos.presence import ROOT, cluster_absent
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 DURATION = 20
-
-
-def cluster_absent() -> str | None:
-    """Why the cluster cannot run on this branch, or None when it can."""
-    text = subprocess.run(
-        [sys.executable, "-m", "taskd", "--help"], capture_output=True, text=True, cwd=ROOT
-    ).stdout
-    if "--peer-route" not in text:
-        return "the node has no --peer-route flag (the cluster has not landed on this branch)"
-    from taskd.raft.core import RaftCore  # noqa: PLC0415  # only once the flag says it exists
-
-    try:
-        _ = RaftCore("a", ("a", "b", "c")).conf
-    except NotImplementedError as exc:
-        return f"the Raft core is a stub here ({exc})"
-    return None
 
 
 def test_a_short_chaos_run_is_clean_and_a_doctored_copy_is_not(tmp_path):
