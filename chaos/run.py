@@ -59,6 +59,7 @@ class Settings:
     taskd: tuple[str, ...] = DEFAULT_TASKD
     worker_lease: float = 5.0  # --worker-lease of the nodes: orphaned attempts come back soon
     snapshot_every: int = 2000  # --snapshot-every: so lagging followers need snapshots
+    shutdown_grace: float = 1.0  # --shutdown-grace: a SIGTERMed node is gone within the hold
     election_timeout: float | None = None  # --election-timeout (default: the node's)
     node_args: tuple[str, ...] = ()  # anything else for every node
     proxied: bool = True
@@ -69,7 +70,7 @@ class Settings:
 
     def extra_args(self) -> list[str]:
         args = ["--worker-lease", f"{self.worker_lease:g}", "--snapshot-every"]
-        args.append(str(self.snapshot_every))
+        args += [str(self.snapshot_every), "--shutdown-grace", f"{self.shutdown_grace:g}"]
         if self.election_timeout is not None:
             args += ["--election-timeout", f"{self.election_timeout:g}"]
         if self.load.exec_queue:

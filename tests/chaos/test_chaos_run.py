@@ -1,7 +1,7 @@
 """A short chaos run in CI: a real 3-node cluster, load, a seeded nemesis, a clean account.
 
 Given a 3-node cluster on loopback behind per-link proxies, clients, HTTP workers and ``--exec``
-executors on every node, and the nemesis of seed 1 (a leader kill, a pause, one-way cuts) for
+executors on every node, and the nemesis of seed 1 (a kill, a pause, a one-way cut, a split) for
 20 seconds, Expect ``python -m chaos`` to exit 0 with a substantial history (acknowledged
 submits, leased attempts, faults applied, a leader seen, local commands run); then, with one
 acknowledged task removed from the healed cluster's read, Expect ``python -m chaos check`` to
