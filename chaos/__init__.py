@@ -12,8 +12,8 @@ Theory of operation. One trio process (the harness) owns everything of a run:
   completing and failing them over REST (optionally also ``--exec`` executors on every node);
 - ``observe``: polls every node's ``GET /api/v1/cluster`` throughout, and does the final reads;
 - ``nemesis``: a seeded schedule of faults (SIGKILL + restart, SIGTERM + restart and
-  SIGSTOP/SIGCONT of the leader or a follower, partitions isolating the leader, majority/minority splits, one-way cuts, slow
-  links), each healed after a while;
+  SIGSTOP/SIGCONT of the leader or a follower, partitions isolating the leader,
+  majority/minority splits, one-way cuts, slow links), each healed after a while;
 - ``run``: wires them for ``--duration`` seconds, heals everything, lets the cluster settle,
   reads every node back and records the whole ``history``.
 
