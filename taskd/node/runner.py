@@ -110,7 +110,7 @@ class Node:
             raft_config=raft_config(config),
             tick_seconds=TICK_SECONDS,
         )
-        self.cluster = ClusterAdmin(self.store)
+        self.cluster = ClusterAdmin(self.store, clustered=config.clustered)
         self.service = NodeService(
             self.machine,
             self.store,

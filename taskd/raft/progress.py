@@ -9,7 +9,10 @@ states that decide how it sends:
   rejection moves ``next`` back, using the follower's hint to skip whole terms at a time.
 - ``REPLICATE``: the logs agree up to ``match``; the leader streams APPENDs optimistically
   (``next`` jumps past what it sent) with at most ``max_inflight`` unacknowledged at once
-  (``Inflights``: the last index of each message in flight, freed by acknowledgements).
+  (``Inflights``: the last index of each message in flight, freed by acknowledgements). A
+  refusal whose hint is a position where the logs are known to agree rewinds ``next`` to it
+  and keeps streaming (go-back-N: a lost or reordered message costs one round trip);
+  any other refusal falls back to probing.
 - ``SNAPSHOT``: the follower needs entries the leader compacted away; the leader sent it a
   snapshot and sends nothing else until the driver reports how that went.
 
@@ -128,16 +131,33 @@ class Progress:
         self.next = max(self.next, index + 1)
         return updated
 
-    def rejected(self, index: int, hint: int) -> bool:
+    def rejected(self, index: int, hint: int, agreed: bool) -> bool:
         """The follower refused the APPEND after ``index``; ``hint`` is the leader's best guess
-        of the last index where the logs agree. False if the answer is stale."""
+        of the last index where the logs agree, and ``agreed`` says the logs are known to
+        agree there (the follower's entry at ``hint`` has the leader's term: log matching).
+        False if the answer is stale.
+
+        Known agreement resumes streaming from ``hint + 1`` at once (a follower that fell
+        behind, or that missed or reordered a message of the stream, costs one round trip
+        and no probing); otherwise the leader probes from its guess, one message at a time."""
         if self.state is ProgressState.REPLICATE:
             if index <= self.match:
                 return False  # an answer to a message sent before the logs were known to agree
+            if agreed:
+                self.next = max(self.match + 1, hint + 1)
+                self.inflights.reset()
+                return True
             self.become_probe()
+            self.next = max(self.match + 1, min(index, hint + 1))
             return True
         if self.next - 1 != index:
             return False  # not the probe in flight
+        if agreed:
+            self.state = ProgressState.REPLICATE
+            self.pending_snapshot = 0
+            self.inflights.reset()
+            self.next = max(self.match + 1, hint + 1)
+            return True
         self.next = max(min(index, hint + 1), self.match + 1)
         self.probe_sent = False
         return True

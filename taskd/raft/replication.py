@@ -13,7 +13,8 @@ between two rounds shares one heartbeat round:
   heartbeat); a refusal carries the follower's hint (its last index at or below the refused
   one whose term is at most the leader's term there) and the leader jumps to the last index
   of its own log with a term at most the follower's term there: one round trip per
-  diverging term, not per entry;
+  diverging term, not per entry; when the hint is a position the leader holds with the same
+  term, the logs agree there and streaming resumes from it at once (go-back-N);
 - a member whose ``next`` falls inside the compacted log gets a ``SNAPSHOT`` (the meta of the
   leader's snapshot; the driver streams the file) and nothing else until the driver reports;
 - a member that was not yet told the current commit index gets an APPEND (empty if need be),
@@ -183,9 +184,14 @@ class Replication:
         log = core.log
         if message.reject:
             hint = message.reject_hint
-            if message.log_term > 0:
+            agreed = (
+                message.log_term > 0
+                and log.offset <= hint <= log.last_index
+                and log.term_at(hint) == message.log_term
+            )
+            if message.log_term > 0 and not agreed:
                 hint = log.last_at_or_below_term(hint, message.log_term)
-            progress.rejected(message.index, hint)
+            progress.rejected(message.index, hint, agreed)
             return
         was_probe = progress.state is ProgressState.PROBE
         if progress.update(message.index) or (was_probe and progress.match == message.index):

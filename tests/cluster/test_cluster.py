@@ -520,3 +520,25 @@ def test_peer_route_dials_a_member_through_a_proxy(cluster_of: ClusterOf) -> Non
         assert view is not None and b.address in [m["address"] for m in view["members"]]
     finally:
         proxy.close()
+
+
+def test_a_joined_member_restarts_with_join_still_in_its_flags(cluster_of: ClusterOf) -> None:
+    # Given a fourth member added with --join and promoted
+    cluster = cluster_of(3)
+    cluster.start()
+    leader = cluster.wait_for_leader()
+    fourth = cluster.add_member()
+    code, status = leader.post("/api/v1/cluster/members", {"address": fourth.address})
+    assert code == 201, status
+    cluster.wait_caught_up(fourth)
+    # When it is restarted with the same flags (its unit still says --join)
+    fourth.kill()
+    ids = [submit(leader, queue="load") for _ in range(5)]
+    fourth.start()
+    # Expect it back as a voter that knows the leader and the writes it missed
+    cluster.wait_caught_up(fourth)
+    assert missing(fourth, ids) == []
+    view = cluster.wait_for_leader().status() or {}
+    roles = {m["address"]: m["role"] for m in view.get("members", [])}
+    assert roles.get(fourth.address) in ("follower", "learner"), view
+    assert fourth.get("/readyz")[0] == 200

@@ -253,3 +253,23 @@ async def test_transfer_to_a_member_or_the_most_caught_up(node: Node) -> None:
     assert node.store.transfers == [C, None]
     stranger = await node.post("/api/v1/cluster/transfer", {"address": "10.9.9.9"})
     assert stranger.status == 404 and stranger.error["field"] == "address"
+
+
+async def test_a_single_node_refuses_membership_changes_and_says_what_to_do() -> None:
+    # Given a node started alone
+    machine = SchedulerMachine(SchedulerConfig())
+    store = FakeClusterStore(machine, Cluster())
+    store.start()
+    admin = ClusterAdmin(store, clustered=False)
+    extras = HttpExtras(admin.status, lambda: [], lambda: True, lambda: b"", cluster_admin=admin)
+    app = create_app(NodeService(machine, store), extras=extras)
+    # When a member is added, removed or leadership is transferred
+    replies = [
+        await call(app, "POST", "/api/v1/cluster/members", {"address": "node-d"}),
+        await call(app, "DELETE", f"/api/v1/cluster/members/{B}"),
+        await call(app, "POST", "/api/v1/cluster/transfer", {}),
+    ]
+    # Expect 409s that say what to do, and nothing changed
+    for reply in replies:
+        assert reply.status == 409 and "start a cluster with --peers" in reply.error["message"]
+    assert store.learners == [] and B in store.voters and store.transfers == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from taskd.raft.core import RaftCore, Role
+from taskd.raft.progress import ProgressState
 from taskd.raft.types import Entry, EntryKind, HardState, Message, MessageKind
 from tests.raft.net import CONFIG, Net
 
@@ -233,3 +234,28 @@ def test_a_follower_that_drops_unpersisted_entries_forgets_their_commit_too() ->
     ready = core.ready()
     assert [(m.index, m.reject) for m in ready.messages] == [(1, False)]
     assert not core.has_ready()
+
+
+def test_a_lost_append_in_the_stream_costs_one_round_trip_and_no_probing() -> None:
+    # Given a leader streaming one entry per APPEND to n2, and the first of them lost
+    config = replace(CONFIG, max_inflight=4, max_append_entries=1)
+    net = Net(["n1", "n2", "n3"], config=config)
+    net.elect("n1")
+    lost: list[Message] = []
+
+    def lose_first(m: Message) -> bool:
+        if m.dst == "n2" and m.kind is MessageKind.APPEND and m.entries and not lost:
+            lost.append(m)
+            return True
+        return False
+
+    net.drop_if = lose_first
+    net.delivered.clear()
+    # When 6 entries are proposed (no tick: no heartbeat helps)
+    net.propose("n1", *[b"e"] * 6)
+    # Expect n2 to have everything, with the leader never leaving replicate for a probe
+    assert net.nodes["n2"].applied == [b"e"] * 6
+    progress = net.core("n1").replication.progress["n2"]
+    assert progress.state is ProgressState.REPLICATE and progress.match == 7
+    refusals = rejections_from(net, "n2")
+    assert refusals and all(m.reject_hint == 1 for m in refusals)

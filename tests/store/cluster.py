@@ -14,7 +14,9 @@ from pathlib import Path
 
 import trio
 
+from taskd.errors import Unavailable
 from taskd.raft.core import RaftConfig
+from taskd.store.leadership import Leadership
 from taskd.store.raft import RaftStore
 from taskd.store.raft.transport import MemoryNetwork, Transport
 from tests.raft.fakes import AppendLog
@@ -133,3 +135,78 @@ async def eventually(predicate: Callable[[], bool], *, patience: float = 5.0) ->
             if predicate():
                 return
             await trio.sleep(TICK)
+
+
+class ClusterStore:
+    """A three-member cluster over ``MemoryTransport`` behind the ``Store`` seam, for the
+    conformance suite: writes alternate between the leader and a follower (forwarded), read
+    barriers run on the follower, status and faults are the leader's. The leadership signal
+    is the facade's own: gained with the leader's term once the cluster has a leader, lost
+    when ``serve`` ends. Reopening the same directory restarts all three."""
+
+    durable = True
+
+    def __init__(self, tmp: Path, ids: list[str]) -> None:
+        self.tmp = tmp
+        self.ids = ids
+        self.leadership = Leadership()
+        self.cluster: Cluster | None = None
+        self._leader: Member | None = None
+        self._follower: Member | None = None
+        self._turn = 0
+        self.final_items: list[bytes] = []  # the leader's applied commands when serve ended
+        # After the suite breaks the disks, writes go to the leader only: a follower's
+        # forward would wait for an apply that no broken member can make (until the caller's
+        # deadline), where the suite expects the leader's StorageFault.
+        self.disks_broken = False
+
+    @property
+    def machine(self) -> AppendLog:
+        """The leader's state machine (every member applies the same)."""
+        assert self._leader is not None
+        return self._leader.machine
+
+    def _pick(self) -> RaftStore:
+        if self._leader is None or self._follower is None:
+            raise Unavailable("the cluster is not serving")
+        self._turn ^= 1
+        if self.disks_broken:
+            return self._leader.store
+        return (self._leader if self._turn else self._follower).store
+
+    async def propose(self, data: bytes) -> object:
+        return await self._pick().propose(data)
+
+    async def propose_many(self, items: list[bytes]) -> list[object]:
+        return await self._pick().propose_many(items)
+
+    async def read_barrier(self) -> None:
+        if self._follower is None or self._leader is None:
+            raise Unavailable("the cluster is not serving")
+        await (self._leader if self.disks_broken else self._follower).store.read_barrier()
+
+    def status(self) -> object:
+        if self._leader is None:
+            return RaftStore(self.tmp / "unused", AppendLog(), node_id=self.ids[0]).status()
+        return self._leader.store.status()
+
+    @property
+    def fault(self) -> object:
+        return self._leader.store.fault if self._leader is not None else None
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            cluster = self.cluster = Cluster(nursery, self.tmp, self.ids)
+            try:
+                await cluster.start_all()
+                leader = await cluster.leader()
+                self._leader, self._follower = leader, cluster.followers(leader)[0]
+                self.leadership.gained(leader.store.status().term)
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                if self._leader is not None:
+                    self.final_items = list(self._leader.machine.items)
+                self._leader = self._follower = None
+                self.leadership.lost()
+                nursery.cancel_scope.cancel()

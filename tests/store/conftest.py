@@ -7,6 +7,10 @@ store stopped is a restart; ``break_writes(store)`` puts the store in the state 
 disk (a lost database) gives: every write refused with a ``StorageFault``. To add a store
 (PostgreSQL, Redis), add a kind here; a store without durability says so with its ``durable``
 flag, and the suite checks that the flag tells the truth.
+
+"raft3" is a three-member Raft cluster over ``MemoryTransport`` behind the seam
+(``tests.store.cluster.ClusterStore``): writes alternate between the leader and a follower
+(forwarded), read barriers run on the follower; its ``items`` are the leader's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from taskd.store.raft import RaftStore
 from taskd.store.raft.disklog import DiskLog
 from taskd.store.seam import Store
 from tests.raft.fakes import AppendLog
+from tests.store.cluster import ClusterStore
 
 
 @dataclass
@@ -60,7 +65,38 @@ def _raft(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
     return StoreKind("raft", open_, break_writes)
 
 
-@pytest.fixture(params=[_memory, _raft], ids=["memory", "raft"])
+def _raft3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
+    """Three members over MemoryTransport; writes alternate between leader and follower."""
+
+    def open_() -> tuple[Store, AppendLog]:
+        store = ClusterStore(tmp_path / "raft3", ["n1", "n2", "n3"])
+        return store, _LeaderMachine(store)  # type: ignore[return-value]
+
+    def break_writes(store: Store) -> None:
+        def failing_sync(self: DiskLog) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(DiskLog, "sync", failing_sync)  # every member's next fsync fails
+        assert isinstance(store, ClusterStore)
+        store.disks_broken = True
+
+    return StoreKind("raft3", open_, break_writes)
+
+
+class _LeaderMachine:
+    """The cluster's state machine as the suite reads it: the leader's (``items``)."""
+
+    def __init__(self, store: ClusterStore) -> None:
+        self._store = store
+
+    @property
+    def items(self) -> list[bytes]:
+        if self._store._leader is not None:
+            return self._store.machine.items
+        return self._store.final_items
+
+
+@pytest.fixture(params=[_memory, _raft, _raft3], ids=["memory", "raft", "raft3"])
 def kind(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> StoreKind:

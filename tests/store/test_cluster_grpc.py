@@ -186,3 +186,38 @@ async def test_three_stores_over_grpc_elect_replicate_and_forward(tmp_path: Path
             assert follower.machine.items == [b"direct", b"forwarded"]
             await c.converged()
             nursery.cancel_scope.cancel()
+
+
+async def test_over_grpc_with_a_secret_a_killed_leader_is_replaced_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        base = port()
+        for _ in range(3):
+            port()
+        ids = [f"127.0.0.1:{base + i}" for i in range(3)]
+        c = Cluster(
+            nursery, tmp_path, ids, transport=lambda i: GrpcTransport(i, cluster_secret="s3cret")
+        )
+        handlers = {i: c.prepare(i).store.grpc_handlers() for i in ids}
+        servers = {i: Server(handlers[i]) for i in ids}
+        for i, server in servers.items():
+            await trio_asyncio.aio_as_trio(server.start)("127.0.0.1", int(i.rsplit(":", 1)[1]))
+        try:
+            await c.start_all()
+            leader = await c.leader()
+            acked = [b"w%d" % n for n in range(10)]
+            for item in acked:
+                await c.followers(leader)[0].store.propose(item)
+            await c.kill(leader.id)
+            servers[leader.id].close()
+            new = await c.leader()
+            assert new.id != leader.id
+            await new.store.propose(b"after")
+            for member in c.members.values():
+                await member.store.read_barrier()
+                assert member.machine.items == [*acked, b"after"]
+        finally:
+            for server in servers.values():
+                server.close()
+            nursery.cancel_scope.cancel()

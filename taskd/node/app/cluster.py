@@ -14,6 +14,9 @@ after the store handed leadership over), so the status it returns names it.
 "members": [{"address", "role", "match_index", "reachable"}]}``; it is this member's view (a
 follower knows the members but not their match index).
 
+A single node (no ``--peers`` beyond itself) has no Raft transport: membership changes and
+transfers are refused there (409) with what to do instead.
+
 A change the configuration refuses ("a membership change is in progress", "X is already a
 member", "cannot remove the last voter") is the caller's to fix: ``CallerError("conflict")``
 (409 / FAILED_PRECONDITION) with the store's message; not reaching the leader stays a
@@ -69,9 +72,17 @@ def status_json(s: StatusView) -> dict[str, Any]:
     }
 
 
+ALONE = (
+    "this node runs alone (started without several --peers), so it has no Raft transport to "
+    "reach other members, and a single node does not grow into a cluster in this version: "
+    "start a cluster with --peers naming every member from the beginning"
+)
+
+
 class ClusterAdmin:
-    def __init__(self, store: ClusterStore) -> None:
+    def __init__(self, store: ClusterStore, *, clustered: bool = True) -> None:
         self.store = store
+        self.clustered = clustered  # False: a single node, which can neither add nor hand over
 
     def status(self) -> dict[str, Any]:
         return status_json(self.store.status())
@@ -86,16 +97,19 @@ class ClusterAdmin:
 
     async def add(self, address: str) -> dict[str, Any]:
         member = _address(address)
+        self._must_be_clustered()
         await _changing(self.store.add_member(member))
         return self.status()
 
     async def remove(self, address: str) -> dict[str, Any]:
         member = _address(address)
+        self._must_be_clustered()
         await _changing(self.store.remove_member(member))
         return self.status()
 
     async def transfer(self, address: str | None) -> dict[str, Any]:
         target = _address(address) if address else None
+        self._must_be_clustered()
         if target is not None and target not in self.member_ids():
             raise CallerError("not_found", f"{target} is not a member of this cluster", "address")
         await _changing(self.store.transfer_leadership(target, timeout=TRANSFER_TIMEOUT))
@@ -107,6 +121,10 @@ class ClusterAdmin:
                     break
                 await trio.sleep(_LEADER_POLL)
         return self.status()
+
+    def _must_be_clustered(self) -> None:
+        if not self.clustered:
+            raise CallerError("conflict", ALONE, "address")
 
 
 def _address(text: str) -> str:

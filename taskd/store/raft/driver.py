@@ -367,9 +367,16 @@ class RaftStore:
         if stale:
             return
         if self._failure is not None:
-            # No round runs while the disk refuses writes, so nothing commits meanwhile.
-            if core.role is Role.LEADER and core.applied_index >= core.log.committed:
-                return
+            # No round runs while the disk refuses writes, so nothing applies meanwhile: a
+            # read is good only if what is applied already reaches the read index. A leader
+            # still leads only while it hears from a majority (check-quorum steps it down
+            # within an election timeout otherwise), so it answers from what it applied.
+            if core.role is Role.LEADER:
+                if core.applied_index >= core.log.committed:
+                    return
+            elif self.clustered and core.leader is not None and self.transport is not None:
+                if core.applied_index >= await self.transport.read_index(core.leader):
+                    return
             raise self._failure
         if core.role is not Role.LEADER and self.clustered:
             read = _Read(local=False)
@@ -525,6 +532,10 @@ class RaftStore:
         core = self._core
         if core is None or not self._serving:
             raise Unavailable(f"the Raft store in {self.data_dir} is not serving")
+        if self._failure is not None:  # no round runs: answer as the local barrier does
+            if core.role is Role.LEADER and core.applied_index >= core.log.committed:
+                return core.log.committed
+            raise self._failure
         ctx = next(self._read_ids)
         read = _Read(only_index=True)  # answered once the index is known, not applied
         core.read_index(ctx)  # raises NotLeader

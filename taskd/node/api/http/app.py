@@ -19,8 +19,9 @@ A store whose disk refuses writes (``StorageFault``) is a 503 "unavailable" whos
 the fault's own (what is wrong, where, what an operator must do), never "retry shortly"; it
 carries Retry-After only when writes come back by themselves (space freed).
 
-Bad input is never a 500: malformed JSON, invalid UTF-8, a non-JSON content type and a
-non-object body are 400s; a body over ``max_body`` is refused from its Content-Length or, when
+Reading bodies and the error shape itself live in ``messages``. Bad input is never a 500:
+malformed JSON, invalid UTF-8, a non-JSON content type and a non-object body are 400s; a body
+over ``max_body`` is refused from its Content-Length or, when
 that is absent or lies, as soon as the streamed bytes pass the limit — a body is never
 buffered beyond ``max_body``. A JSON number the node could not store exactly (beyond 64-bit
 integers, underflowing, more digits than a double) is a 400 naming where it is
@@ -41,7 +42,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -52,11 +52,12 @@ from starlette.routing import Route
 
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
 from taskd.node import limits
-from taskd.node.api import jsonnum, validate
-from taskd.node.api.codes import cluster_hint, cluster_message, http_status
+from taskd.node.api import validate
+from taskd.node.api.codes import cluster_hint, cluster_message
+from taskd.node.api.http.messages import check_fields, error_response, json_response, read_object
 from taskd.node.api.http.origin import OriginGuard, OriginPolicy
 from taskd.node.api.http.workers import HttpWorkerTracker
-from taskd.node.api.present import printable_json, stats_to_json, task_to_json, work_item_to_json
+from taskd.node.api.present import stats_to_json, task_to_json, work_item_to_json
 from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.service import NodeService
 from taskd.queue.commands import State
@@ -68,7 +69,6 @@ _RETRY_AFTER_DISK_FULL = "5"  # an operator must free space first; then writes r
 _MAX_LEASE_BATCH = limits.MAX_LEASE_BATCH
 _MAX_WAIT = limits.MAX_LEASE_WAIT
 _MAX_ERROR = limits.MAX_ERROR
-_CHECK_IN_THREAD = 256 << 10  # bytes of body above which JSON numbers are checked in a thread
 _LIST_PARAMS = frozenset({"queue", "state", "limit", "after", "stale"})
 _STALE = {"true": True, "1": True, "false": False, "0": False}
 _STATES = ", ".join(state.value for state in State)
@@ -98,31 +98,6 @@ class HttpExtras:
 
 
 # ---- responses and errors ------------------------------------------------------------------
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    try:
-        data = orjson.dumps(body)
-    except (TypeError, orjson.JSONEncodeError):  # a stored value JSON cannot carry as it is
-        data = orjson.dumps(printable_json(body))
-    return Response(data, status, headers, media_type="application/json")
-
-
-def error_response(
-    code: str,
-    message: str,
-    field: str = "",
-    status: int | None = None,
-    *,
-    leader: str | None = None,
-    **headers: str,
-) -> Response:
-    message = validate.clip(message, limits.MAX_MESSAGE)
-    field = validate.clip(field, limits.MAX_MESSAGE // 4)
-    error: dict[str, Any] = {"code": code, "message": message, "field": field or None}
-    if leader is not None:
-        error["leader"] = leader
-    return json_response({"error": error}, status or http_status(code), headers or None)
 
 
 def _error_for(exc: Exception, request: Request, leader: Callable[[], str | None]) -> Response:
@@ -174,86 +149,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response("not_found", f"no such route: {request.url.path}", status=404)
     return error_response("invalid", exc.detail, status=exc.status_code)
-
-
-# ---- reading requests ----------------------------------------------------------------------
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise CallerError("invalid", "Content-Length must be a number of bytes", "")
-        if int(declared) > limit:
-            raise CallerError(
-                "too_large", f"the body is {declared} bytes; the limit is {limit}", "body"
-            )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise CallerError("too_large", f"the body exceeds the limit of {limit} bytes", "body")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object (Content-Type, size, UTF-8 and syntax checked)."""
-    content_type = request.headers.get("content-type")
-    if content_type is not None:
-        mime, _, params = content_type.partition(";")
-        mime = mime.strip().lower()
-        if mime != "application/json" and not mime.endswith("+json"):
-            raise CallerError(
-                "invalid", f"send Content-Type: application/json, not {mime or 'nothing'}", ""
-            )
-        charset = params.strip().lower().removeprefix("charset=").strip('"')
-        if params.strip() and charset not in ("utf-8", "utf8"):
-            raise CallerError("invalid", "JSON bodies must be UTF-8", "")
-    data = await read_body(request, limit)
-    if not data.strip():
-        raise CallerError("invalid", "a JSON object body is required", "body")
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CallerError("invalid", "the body is not valid UTF-8", "body") from None
-        raise CallerError(
-            "invalid",
-            f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            "body",
-        ) from None
-    if not isinstance(obj, dict):
-        raise CallerError("invalid", "the body must be a JSON object", "body")
-    try:
-        if len(data) > _CHECK_IN_THREAD:  # the exact re-check of a big body: off the loop
-            inexact = await trio.to_thread.run_sync(jsonnum.inexact_number, data)
-        else:
-            inexact = jsonnum.inexact_number(data)
-    except jsonnum.TooDeep as exc:
-        raise CallerError("invalid", f"{exc}; send a flatter body", "body") from None
-    if inexact is not None:
-        where, literal = inexact
-        raise CallerError(
-            "invalid",
-            f"{validate.clip(where) or 'the body'} holds the number {validate.clip(literal)}, "
-            "which cannot be stored exactly; send it as a string",
-            where,
-        )
-    return obj
-
-
-def check_fields(obj: dict[str, Any], allowed: frozenset[str], required: frozenset[str]) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise validate.invalid(f"unknown field {validate.echo(key)}", validate.clip(key))
-    for key in sorted(required):
-        if obj.get(key) is None:
-            raise validate.invalid(f"{key} is required", key)
 
 
 def _epoch(obj: dict[str, Any]) -> int:
