@@ -43,6 +43,7 @@ _KINDS = (
 )
 _LOCAL_KINDS = frozenset({"kill", "terminate", "pause", "kill-all"})
 
+_WATCH_EVERY = 0.01  # seconds between looks at the nodes' processes during a fault
 Heal = Callable[[], None]
 
 
@@ -108,8 +109,19 @@ class Nemesis:
         for fault in self.faults:
             await trio.sleep_until(start + fault.at)
             healed = self.apply(fault)
-            await trio.sleep(fault.hold)
+            await self._hold(trio.current_time() + fault.hold)
             healed()
+
+    async def _hold(self, until: float) -> None:
+        """Until ``until``, close the links into any node that exits (a SIGTERMed one, a crash)
+        as soon as it has, so that no connect meets a dead port through a proxy."""
+        down: set[str] = set()
+        while trio.current_time() < until:
+            for member, node in self.cluster.nodes.items():
+                if not node.alive and member not in down and self.network is not None:
+                    self.network.member_down(member)
+                    down.add(member)
+            await trio.sleep(min(_WATCH_EVERY, max(0.0, until - trio.current_time())))
 
     def apply(self, fault: Fault) -> Heal:
         target = self.resolve(fault.target)
@@ -154,9 +166,9 @@ class Nemesis:
 
     def _kill(self, members: list[str]) -> None:
         for member in members:
-            self.cluster.node(member).kill()
-            if self.network is not None:
+            if self.network is not None:  # first: no connect may meet the dying port
                 self.network.member_down(member)
+            self.cluster.node(member).kill()
 
     def _restart(self, members: list[str], *, kill_first: bool = False) -> None:
         for member in members:
