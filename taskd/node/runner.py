@@ -114,7 +114,7 @@ class Node:
         self.service = NodeService(
             self.machine,
             self.store,
-            ServiceConfig(local_worker=f"local@{config.node_id}"),
+            ServiceConfig(local_worker=f"local@{config.node_id}", alone=not config.clustered),
             clock=self.clock,
         )
         self.metrics = NodeMetrics(lambda: self.machine.scheduler, self._gauges)

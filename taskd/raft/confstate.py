@@ -28,6 +28,28 @@ class ConfChangeError(TaskdError, ValueError):
     """A membership change that cannot be made; the message names the problem."""
 
 
+def changed(conf: ConfState, *, add: str | None, remove: str | None) -> ConfState:
+    """``conf`` with ``add`` as a new learner or without ``remove``; ``ConfChangeError``
+    says why not."""
+    if (add is None) == (remove is None):
+        raise ConfChangeError("name exactly one member, to add or to remove")
+    if add is not None:
+        if add in conf:
+            raise ConfChangeError(f"{add} is already a member")
+        return ConfState(conf.voters, (*conf.learners, add))
+    if remove not in conf:
+        raise ConfChangeError(f"{remove} is not a member")
+    if conf.voters == (remove,):
+        raise ConfChangeError(f"cannot remove the last voter ({remove}); add another first")
+    voters = tuple(v for v in conf.voters if v != remove)
+    return ConfState(voters, tuple(m for m in conf.learners if m != remove))
+
+
+def promoted(conf: ConfState, learner: str) -> ConfState:
+    """``conf`` with ``learner`` made a voter."""
+    return ConfState((*conf.voters, learner), tuple(m for m in conf.learners if m != learner))
+
+
 class Membership:
     def __init__(self, bootstrap: ConfState, snapshot: SnapshotMeta, entries: Iterable[Entry]):
         self.base = snapshot.conf if snapshot.voters else bootstrap

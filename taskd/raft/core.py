@@ -73,8 +73,9 @@ from dataclasses import replace
 
 from taskd.errors import NotLeader
 from taskd.raft.config import RaftConfig, SplitMix64
-from taskd.raft.confstate import ConfChangeError, Membership
+from taskd.raft.confstate import ConfChangeError, Membership, changed, promoted
 from taskd.raft.election import (
+    ask_pre_votes,
     campaign,
     in_lease,
     may_campaign,
@@ -214,6 +215,8 @@ class RaftCore:
             return
         if self.conf.voters == (self.id,) or self.elapsed >= self.timeout:
             start_election(self)
+        elif self.role is Role.PRE_CANDIDATE:
+            ask_pre_votes(self)  # a voter still in its lease ignored us: ask again
 
     def step(self, message: Message) -> None:
         """A message from another node, member or not (a joining node knows no one; a node
@@ -268,19 +271,7 @@ class RaftCore:
         if (add is None) == (remove is None):
             raise ConfChangeError("name exactly one member, to add or to remove")
         self._check_change_allowed()
-        conf = self.conf
-        if add is not None:
-            if add in conf:
-                raise ConfChangeError(f"{add} is already a member")
-            return self._append_conf(ConfState(conf.voters, (*conf.learners, add)))
-        assert remove is not None
-        if remove not in conf:
-            raise ConfChangeError(f"{remove} is not a member")
-        if conf.voters == (remove,):
-            raise ConfChangeError(f"cannot remove the last voter ({remove}); add another first")
-        voters = tuple(v for v in conf.voters if v != remove)
-        learners = tuple(m for m in conf.learners if m != remove)
-        return self._append_conf(ConfState(voters, learners))
+        return self._append_conf(changed(self.conf, add=add, remove=remove))
 
     def transfer_leadership(self, target: str | None = None) -> None:
         """Hand leadership to ``target`` (None: the most caught-up other voter): bring it up
@@ -661,13 +652,10 @@ class RaftCore:
             return
         if self.membership.last_change > self.log.committed or not self._commit_is_current():
             return
-        conf = self.conf
-        for learner in conf.learners:
+        for learner in self.conf.learners:
             progress = self.replication.progress.get(learner)
             if progress is not None and self._caught_up(progress):
-                voters = (*conf.voters, learner)
-                learners = tuple(m for m in conf.learners if m != learner)
-                self._append_conf(ConfState(voters, learners))
+                self._append_conf(promoted(self.conf, learner))
                 return
 
     def _caught_up(self, progress: Progress) -> bool:

@@ -125,8 +125,16 @@ def start_election(core: RaftCore) -> None:
     if tally(core.conf.voters, core.votes) is Tally.WON:
         campaign(core, Event.WON_PRE_VOTE)
         return
+    ask_pre_votes(core)
+
+
+def ask_pre_votes(core: RaftCore) -> None:
+    """Ask every voter that has not answered yet. A pre-candidate asks again on every tick:
+    a voter whose lease had a tick to go ignored the first request, and asking costs nothing
+    (a pre-vote changes no state), while waiting for the next timeout would add a whole
+    election timeout to the failover."""
     for voter in core.conf.voters:
-        if voter != core.id:
+        if voter != core.id and voter not in core.votes:
             core.send(
                 MessageKind.PRE_VOTE,
                 voter,

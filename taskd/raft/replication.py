@@ -222,6 +222,8 @@ class Replication:
             progress.inflights.free_first()
         if progress.match < core.log.last_index and not progress.paused():
             self.send_append(message.src, progress)  # an APPEND may have been lost
+        elif core.transfer_target == message.src and progress.match == core.log.last_index:
+            core.send(MessageKind.TIMEOUT_NOW, message.src)  # the first may have been lost
         if message.context:
             confirmed = core.reads.ack(message.src, message.context, core.conf.voters)
             if confirmed:

@@ -16,7 +16,7 @@ from taskd.errors import ClusterError, NotLeader, Unavailable
 from taskd.node.api.http.app import HttpExtras, create_app
 from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.machine import SchedulerMachine
-from taskd.node.app.service import NodeService
+from taskd.node.app.service import NodeService, ServiceConfig
 from taskd.queue.task import SchedulerConfig
 from taskd.raft.confstate import ConfChangeError
 from taskd.store.memory import MemoryStore
@@ -273,3 +273,16 @@ async def test_a_single_node_refuses_membership_changes_and_says_what_to_do() ->
     for reply in replies:
         assert reply.status == 409 and "start a cluster with --peers" in reply.error["message"]
     assert store.learners == [] and B in store.voters and store.transfers == []
+
+
+async def test_a_node_alone_reads_without_the_barrier() -> None:
+    # Given a single node (no peers: it applies every write before acknowledging it)
+    machine = SchedulerMachine(SchedulerConfig())
+    cluster = Cluster(barrier_error=Unavailable("a barrier was asked for"))
+    store = FakeClusterStore(machine, cluster)
+    store.start()
+    service = NodeService(machine, store, ServiceConfig(alone=True))
+    app = create_app(service, extras=HttpExtras(lambda: {}, lambda: [], lambda: True, lambda: b""))
+    # When it serves a default (linearizable) read, Expect no barrier at all
+    assert (await call(app, "GET", "/api/v1/tasks")).status == 200
+    assert cluster.barriers == 0

@@ -160,3 +160,19 @@ def test_a_stale_leader_learns_the_new_term_from_any_answer() -> None:
     old.propose(b"x")
     net.deliver()
     assert old.role is Role.FOLLOWER and old.term == new_term
+
+
+def test_a_pre_candidate_asks_again_each_tick_so_a_lease_a_tick_longer_costs_a_tick() -> None:
+    # Given n2 heard the leader one tick later than n1 (still in its lease when n1 asks)
+    net = Net(["n1", "n2", "n3"])
+    net.elect("n3")
+    net.nodes["n3"].down = True
+    n1, n2 = net.core("n1"), net.core("n2")
+    n1.elapsed, n1.timeout = 0, CONFIG.election_ticks
+    n2.elapsed, n2.timeout = -1, 100  # and will not time out itself
+    net.tick(CONFIG.election_ticks, nodes=["n1", "n2"])
+    assert n1.role is Role.PRE_CANDIDATE  # n2 ignored the first request
+    # When one more tick passes
+    net.tick(1, nodes=["n1", "n2"])
+    # Expect n1 elected at once, not an election timeout later
+    assert n1.role is Role.LEADER

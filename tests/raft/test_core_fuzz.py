@@ -69,7 +69,9 @@ class Checked:
             elif message.kind.value == "snapshot":
                 net.core(message.src).report_snapshot(message.dst, False)
         elif roll < 0.65 and net.queue:
-            net.queue.pop(rand.randrange(len(net.queue)))  # lost
+            message = net.queue.pop(rand.randrange(len(net.queue)))  # lost
+            if message.kind.value == "snapshot":  # the driver reports a failed stream
+                net.core(message.src).report_snapshot(message.dst, False)
         elif roll < 0.80:
             for node_id in ids:
                 core = net.core(node_id)

@@ -62,7 +62,9 @@ class Cluster(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.net.queue))
     @rule(data=st.data())
     def drop(self, data: st.DataObject) -> None:
-        self.net.queue.pop(data.draw(st.integers(0, len(self.net.queue) - 1)))
+        message = self.net.queue.pop(data.draw(st.integers(0, len(self.net.queue) - 1)))
+        if message.kind is MessageKind.SNAPSHOT:  # the driver reports a failed stream
+            self.net.core(message.src).report_snapshot(message.dst, False)
 
     @rule(items=st.integers(1, 4))
     def propose(self, items: int) -> None:

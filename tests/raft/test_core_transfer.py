@@ -106,3 +106,15 @@ def test_status_shows_roles_match_and_reachability() -> None:
     follower = {m.id: (m.role, m.reachable) for m in net.core("n2").status().members}
     assert follower["n1"] == ("leader", True) and follower["n3"] == ("follower", False)
     assert net.core("n4").status().role == "learner"
+
+
+def test_a_lost_timeout_now_is_sent_again_on_the_next_heartbeat_answer() -> None:
+    net = Net(["n1", "n2", "n3"])
+    net.elect("n1")
+    net.drop_if = lambda m: m.kind is MessageKind.TIMEOUT_NOW
+    net.core("n1").transfer_leadership("n2")
+    net.deliver()
+    assert net.leaders() == ["n1"]
+    net.drop_if = lambda m: False
+    net.tick(2, nodes=["n1"])
+    assert net.leaders() == ["n2"]

@@ -76,6 +76,38 @@ class FakeInbox:
         return self.members
 
 
+class CrashableServer(Server):
+    """A grpclib server whose ``crash()`` also drops its open connections, as the death of
+    its process would (``close()`` alone leaves them open, talking to cancelled handlers)."""
+
+    def __init__(self, handlers: Sequence[Any]) -> None:
+        super().__init__(handlers)
+        self.protocols: list[Any] = []
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        self.protocols.append(protocol)
+        return protocol
+
+    def crash(self) -> None:
+        self.close()
+        for protocol in self.protocols:
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection._transport.abort()
+
+
+async def start_on(server: Server, at: int) -> None:
+    """Listen on ``at``; a port its previous server just released may take a moment."""
+    for _ in range(40):
+        try:
+            await trio_asyncio.aio_as_trio(server.start)("127.0.0.1", at)
+            return
+        except OSError:
+            await trio.sleep(0.05)
+    await trio_asyncio.aio_as_trio(server.start)("127.0.0.1", at)
+
+
 @asynccontextmanager
 async def grpc_server(handlers: Sequence[Any], at: int) -> AsyncIterator[Server]:
     server = Server(handlers)
@@ -200,9 +232,9 @@ async def test_over_grpc_with_a_secret_a_killed_leader_is_replaced_and_nothing_i
             nursery, tmp_path, ids, transport=lambda i: GrpcTransport(i, cluster_secret="s3cret")
         )
         handlers = {i: c.prepare(i).store.grpc_handlers() for i in ids}
-        servers = {i: Server(handlers[i]) for i in ids}
+        servers = {i: CrashableServer(handlers[i]) for i in ids}
         for i, server in servers.items():
-            await trio_asyncio.aio_as_trio(server.start)("127.0.0.1", int(i.rsplit(":", 1)[1]))
+            await start_on(server, int(i.rsplit(":", 1)[1]))
         try:
             await c.start_all()
             leader = await c.leader()
@@ -210,13 +242,20 @@ async def test_over_grpc_with_a_secret_a_killed_leader_is_replaced_and_nothing_i
             for item in acked:
                 await c.followers(leader)[0].store.propose(item)
             await c.kill(leader.id)
-            servers[leader.id].close()
+            servers[leader.id].crash()
             new = await c.leader()
             assert new.id != leader.id
             await new.store.propose(b"after")
             for member in c.members.values():
                 await member.store.read_barrier()
                 assert member.machine.items == [*acked, b"after"]
+            # the old leader restarts on its port: the others reconnect and it catches up
+            await trio_asyncio.aio_as_trio(servers[leader.id].wait_closed)()
+            back = c.prepare(leader.id)
+            servers[leader.id] = CrashableServer(back.store.grpc_handlers())
+            await start_on(servers[leader.id], int(leader.id.rsplit(":", 1)[1]))
+            await c.start(leader.id)
+            await eventually(lambda: back.machine.items == [*acked, b"after"])
         finally:
             for server in servers.values():
                 server.close()

@@ -1,11 +1,12 @@
 """The store conformance suite: what every ``taskd.store.seam.Store`` does, whatever keeps it.
 
 Each test runs against every store kind in conftest.py (memory, Raft, a three-member Raft
-cluster), with the same assertions: results come back in order and to their caller, a batch is applied whole and
-contiguously or not at all, durable stores recover what they acknowledged (and the memory store
-says it is not durable), the leadership signal is gained once with the store's term and lost on
-stop, the read barrier answers only while serving (disk faults included), status has one shape,
-and a broken disk is reported as a ``StorageFault`` while reads go on.
+cluster), with the same assertions: results come back in order and to their caller, a batch is
+applied whole and contiguously or not at all, durable stores recover what they acknowledged
+(and the memory store says it is not durable), the leadership signal is gained once with the
+store's term and lost on stop, the read barrier answers only while serving (disk faults
+included), status has one shape, and a broken disk is reported as a ``StorageFault`` while
+reads go on.
 """
 
 from __future__ import annotations

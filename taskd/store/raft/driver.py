@@ -216,6 +216,7 @@ class RaftStore:
         self._core: RaftCore | None = None
         self._disk: DiskLog | None = None
         self._serving = False
+        self._running = False  # between the core's creation and the end of ``serve``
         self._failure: Unavailable | None = None
         self._waiters: deque[_Waiter] = deque()
         self._reads: dict[object, _Read] = {}  # by the ctx handed to read_index
@@ -496,10 +497,11 @@ class RaftStore:
     # -- the inbox: what peers send (``taskd.store.raft.transport.Inbox``) ------------------
 
     def deliver(self, blob: bytes) -> None:
-        """Raft messages from a peer: stepped into the core now; the loop does the rest."""
+        """Raft messages from a peer: stepped into the core now; the loop does the rest.
+        Raises ``Unavailable`` when this store does not run (the sender should reconnect)."""
         core = self._core
-        if core is None:
-            return
+        if core is None or not self._running:
+            raise Unavailable(f"the Raft store in {self.data_dir} is not running")
         try:
             _, dst, messages = wire.decode_batch(blob)
         except wire.WireError as exc:
@@ -681,6 +683,7 @@ class RaftStore:
                 entries=recovered.entries,
             )
             self._core = core
+            self._running = True
             replay = core.last_index - core.applied_index
             if replay > _REPLAY_CHUNK:
                 log.info("replaying %d Raft log entries from %s", replay, disk.dir)
@@ -725,7 +728,7 @@ class RaftStore:
                         await self._idle(core, disk, nursery)
                     await self._round(core, disk, nursery)
         finally:
-            self._serving = False
+            self._serving = self._running = False
             self._nursery = None
             self.leadership.lost()
             stopped = Unavailable(f"the Raft store in {self.data_dir} has stopped")

@@ -113,15 +113,39 @@ class _Peer:
                 ) as stream:
                     await stream.send_message(pb.MessageBatch(blob=blob))
                     backoff = _BACKOFF_MIN
-                    while True:
-                        blob = await self.queue.get()
-                        await stream.send_message(pb.MessageBatch(blob=blob))
-            except (TimeoutError, OSError, grpclib.GRPCError, StreamTerminatedError) as exc:
+                    # The peer answers only when the stream ends: an answer (or an error) now
+                    # means it refused or went away, which writes alone may never show.
+                    ended = asyncio.ensure_future(stream.recv_initial_metadata())
+                    ended.add_done_callback(_retrieved)
+                    try:
+                        while True:
+                            getting = asyncio.ensure_future(self.queue.get())
+                            try:
+                                await asyncio.wait(
+                                    (getting, ended), return_when=asyncio.FIRST_COMPLETED
+                                )
+                            finally:
+                                if not getting.done():
+                                    getting.cancel()
+                            if ended.done():
+                                ended.result()  # raises what ended the stream
+                                raise StreamTerminatedError("the peer ended the Send stream")
+                            await stream.send_message(pb.MessageBatch(blob=getting.result()))
+                    finally:
+                        ended.cancel()
+            except Exception as exc:  # any failure of the stream: report, back off, reconnect
                 self.transport.failed(self.peer, exc)
                 while not self.queue.empty():
                     self.queue.get_nowait()
+                self.reconnect()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def reconnect(self) -> None:
+        """A fresh connection for the next try: the old one may be half-dead."""
+        self.channel.close()
+        host, port = split_address(self.transport.routes.get(self.peer, self.peer))
+        self.channel = Channel(host, port, config=_CLIENT_CONFIG)
 
 
 _CLIENT_CONFIG = Configuration(
@@ -312,6 +336,13 @@ class GrpcTransport:
         return [RaftService(inbox, self.cluster_secret)]
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a watcher's exception as seen: unseen ones are reported by asyncio (and
+    trio-asyncio turns that report into a crash of the node)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpclib.GRPCError):
         return f"{exc.status.name}: {exc.message}"
@@ -410,8 +441,11 @@ class RaftService:
     async def _send(self, stream: grpclib.server.Stream[pb.MessageBatch, pb.SendAck]) -> None:
         await self._check(stream)
         deliver = self.inbox.deliver
-        async for batch in stream:
-            deliver(batch.blob)
+        try:
+            async for batch in stream:
+                deliver(batch.blob)
+        except Unavailable as exc:  # the store stopped: the sender reconnects elsewhere
+            raise grpclib.GRPCError(Status.UNAVAILABLE, str(exc)) from None
         await stream.send_message(pb.SendAck())
 
     async def _forward(

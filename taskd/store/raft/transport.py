@@ -160,8 +160,7 @@ class MemoryTransport:
         try:
             task_status.started()
             async for blob in self._out:
-                if self._inbox is not None:
-                    inbox.deliver(blob)
+                inbox.deliver(blob)
         finally:
             self._inbox = None
             self.network._unregister(self)

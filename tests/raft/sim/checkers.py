@@ -19,6 +19,10 @@ work (never a rescan of every log after every event):
 - state machine safety: the entry applied at each index, and the state machine's chain hash
   after it, are the same on every node (and a restored snapshot's chain matches what was
   applied at its index); a command applied twice on one node is a violation;
+- commit on a durable majority: when a leader's commit index moves, a majority of the
+  voters of its configuration hold that entry on disk (learners never count);
+- one membership change at a time: a leader's log never holds two configuration changes
+  above the highest commit index any node has reached;
 - acknowledged appends stay: once a node answered a leader of term t that it holds up to
   index i, its log does not end below i while its term is still t (crashes included: the
   answer went out only after the fsync);
@@ -29,8 +33,6 @@ A violation raises ``Violation`` naming the invariant, which ends the run with i
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from taskd.raft import Entry, EntryKind, RaftCore, ReadState
 from tests.raft.sim.node import SimNode
@@ -57,6 +59,11 @@ def _log_entry(core: RaftCore, index: int) -> Entry | None:
     return found[0] if found else None
 
 
+def _holds(node: SimNode, entry: Entry) -> bool:
+    disk = node.disk
+    return disk.snapshot.index >= entry.index or disk.term_at(entry.index) == entry.term
+
+
 class SafetyChecker:
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
@@ -68,8 +75,12 @@ class SafetyChecker:
         self.chain: dict[int, bytes] = {}
         self.read_floor: dict[object, int] = {}
         self.last_conf_change: Entry | None = None  # the latest committed CONF_CHANGE
+        self.max_committed = 0
         self.reads_checked = 0
         self._seen_commit: dict[str, tuple[int, int]] = {}  # node -> (incarnation, index)
+        self._voters_seen: dict[str, tuple[str, ...]] = {}  # leader -> its voters last seen
+        # leader -> (term, log end scanned, indexes of its CONF_CHANGE entries above its offset)
+        self._conf_entries: dict[str, tuple[int, int, list[int]]] = {}
 
     # -- NodeObserver ---------------------------------------------------------------------
 
@@ -152,14 +163,17 @@ class SafetyChecker:
 
     # -- after every event ----------------------------------------------------------------
 
-    def after_event(self, nodes: Iterable[SimNode]) -> None:
-        live = [node for node in nodes if node.core is not None]
+    def after_event(self, everyone: dict[str, SimNode]) -> None:
+        live = [node for node in everyone.values() if node.core is not None]
         for node in live:
             core = node.core
             assert core is not None
             if node.is_leader():
                 self._check_leader(node, core)
-            self._check_commit(node, core, live)
+            self._check_commit(node, core, live, everyone)
+            if node.is_leader():
+                self._check_one_change_at_a_time(node, core)
+                self._voters_seen[node.id] = core.conf.voters
             term, index = node.acked_append
             if term == core.term and core.log.last_index < index:
                 raise Violation(
@@ -183,6 +197,30 @@ class SafetyChecker:
             if self.commit_term.get(index, term) < term:
                 self._check_holds(node, core, entry, term)
 
+    def _check_one_change_at_a_time(self, node: SimNode, core: RaftCore) -> None:
+        """A leader's log holds at most one configuration change that is not known to be
+        committed: a change is appended only once the previous one committed (so its commit
+        was seen, after the event that made it, before the next could be appended)."""
+        log = core.log
+        term, scanned, found = self._conf_entries.get(node.id, (-1, log.offset, []))
+        if term != core.term or scanned > log.last_index:
+            scanned, found = log.offset, []
+        if log.last_index > scanned:
+            for entry in log.slice(scanned + 1, log.last_index):
+                if entry.kind is EntryKind.CONF_CHANGE:
+                    found.append(entry.index)
+            scanned = log.last_index
+        committed = self.max_committed
+        found = [index for index in found if index > log.offset]
+        self._conf_entries[node.id] = (core.term, scanned, found)
+        pending = [index for index in found if index > committed]
+        if len(pending) > 1:
+            raise Violation(
+                "one membership change at a time",
+                f"{node.id} (leader of term {core.term}) holds configuration changes at "
+                f"{pending}, none of them known to be committed (highest commit {committed})",
+            )
+
     def _check_holds(self, node: SimNode, core: RaftCore, entry: Entry, term: int) -> None:
         if entry.index <= core.log.offset:
             return  # its snapshot covers the entry; the state machine checks compare it
@@ -195,7 +233,9 @@ class SafetyChecker:
                 f"{_entry(entry)} was committed in term {self.commit_term[entry.index]}",
             )
 
-    def _check_commit(self, node: SimNode, core: RaftCore, live: list[SimNode]) -> None:
+    def _check_commit(
+        self, node: SimNode, core: RaftCore, live: list[SimNode], everyone: dict[str, SimNode]
+    ) -> None:
         incarnation, seen = self._seen_commit.get(node.id, (-1, 0))
         if incarnation != node.incarnations:
             seen = core.log.offset
@@ -213,6 +253,7 @@ class SafetyChecker:
             known = self.committed.get(index)
             if known is None:
                 self.committed[index] = entry
+                self.max_committed = max(self.max_committed, index)
                 if entry.kind is EntryKind.CONF_CHANGE and (
                     self.last_conf_change is None or index > self.last_conf_change.index
                 ):
@@ -235,4 +276,31 @@ class SafetyChecker:
                     if other is not node and other_core is not None and other.is_leader():
                         if other_core.term > core.term:
                             self._check_holds(other, other_core, entry, other_core.term)
+        if leading:
+            self._check_durable_quorum(node, core, commit, everyone)
         self._seen_commit[node.id] = (node.incarnations, commit)
+
+    def _check_durable_quorum(
+        self, node: SimNode, core: RaftCore, index: int, everyone: dict[str, SimNode]
+    ) -> None:
+        """A leader just committed up to ``index``: a majority of its configuration's voters
+        must hold that entry on DISK now (an acknowledgement is sent only after the fsync, so
+        a correct leader can count only durable copies; learners never count)."""
+        entry = self.committed[index]
+        voters = core.conf.voters
+        # The configuration may have changed within this event, after the commit was decided
+        # (a promotion appended right after an answer moved the commit): the one seen after
+        # the previous event counts too.
+        before = self._voters_seen.get(node.id, voters)
+        self._voters_seen[node.id] = voters
+        holders = {
+            voter
+            for voter in {*voters, *before}
+            if voter in everyone and _holds(everyone[voter], entry)
+        }
+        if not any(len(holders & set(c)) * 2 > len(c) for c in (voters, before)):
+            raise Violation(
+                "commit on a durable majority",
+                f"{node.id} (leader of term {core.term}) committed {_entry(entry)}, but only "
+                f"{sorted(holders)} of the voters {sorted(voters)} hold it on disk",
+            )

@@ -168,7 +168,7 @@ class Simulation:
         )
 
     def _run_until(self, done: Callable[[], bool], deadline: int | None) -> bool:
-        loop, checker, nodes = self.loop, self.checker, self.nodes.values()
+        loop, checker, nodes = self.loop, self.checker, self.nodes
         while not done():
             if deadline is not None and loop.now >= deadline:
                 return False

@@ -83,7 +83,7 @@ class Membership:
 
     def _propose(self, leader: SimNode, add: str | None, remove: str | None) -> bool:
         try:
-            index = leader.invoke("propose_conf_change", add, remove)
+            index = leader.call(lambda core: core.propose_conf_change(add=add, remove=remove))
         except (NotLeader, ValueError) as exc:  # ConfChangeError is a ValueError
             self.trace.log("nemesis", "change refused: %s", exc)
             return False

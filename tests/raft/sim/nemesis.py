@@ -246,7 +246,7 @@ class Nemesis:
         target = self.rng.choice([*voters, None]) if voters else None
         self.trace.log("nemesis", "transfer leadership from %s to %s", leader.id, target)
         try:
-            leader.invoke("transfer_leadership", target)
+            leader.call(lambda core: core.transfer_leadership(target))
         except (NotLeader, ValueError) as exc:
             self.trace.log("nemesis", "transfer refused: %s", exc)
         return True

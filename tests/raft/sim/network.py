@@ -51,12 +51,12 @@ def describe(message: Message) -> str:
     elif message.index or message.log_term:
         text += f" i{message.index}/{message.log_term}"
     if message.reject:
-        hint = getattr(message, "reject_hint", 0)
+        hint = message.reject_hint
         text += f" REJECT hint {hint}" if hint else " REJECT"
-    context = getattr(message, "context", 0)
+    context = message.context
     if context:
         text += f" ctx{context}"
-    meta = getattr(message, "snapshot", None)
+    meta = message.snapshot
     if meta is not None:
         text += f" snap {meta.index}/{meta.term}"
     return text
@@ -106,7 +106,7 @@ class Network:
 
     def send(self, src: SimNode, message: Message) -> None:
         self.sent += 1
-        meta: SnapshotMeta | None = getattr(message, "snapshot", None)
+        meta = message.snapshot
         if message.kind is MessageKind.SNAPSHOT and meta is not None:
             self._stream(src, message, meta)  # the stream reports its own failures
             return
@@ -117,7 +117,8 @@ class Network:
         if not self.connected(src.id, dst.id) or not dst.alive:
             self._drop(message, "link cut" if dst.alive else "peer down")
             if self.features.unreachable and self.rng.random() < self.profile.unreachable_reports:
-                src.report("report_unreachable", message.dst)
+                peer = message.dst
+                src.report(lambda core: core.report_unreachable(peer))
             return
         if self.rng.random() < self.profile.drop:
             self._drop(message, "lost")
@@ -159,7 +160,7 @@ class Network:
             if src.generation == generation and src.alive:
                 self.trace.log(src.id, "snapshot %d/%d to %s: %s", meta.index, meta.term,
                                peer, "sent" if ok else "FAILED")  # fmt: skip
-                src.report("report_snapshot", peer, ok)
+                src.report(lambda core: core.report_snapshot(peer, ok))
 
         low, high = self.profile.snapshot_us
         delay = self.rng.randint(low, high)

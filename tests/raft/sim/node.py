@@ -2,11 +2,12 @@
 trio driver drives them (contract §1).
 
 Theory of operation: the node runs *rounds*, one at a time. A round takes the core's
-``Ready``; installs its snapshot if it names one (the state machine is restored from the file
-the network staged when the SNAPSHOT arrived); applies its committed entries (``NORMAL`` ones
-to the state machine, Raft's own skipped) and calls ``advance``; then, when ``must_sync``,
-hands the hard state and entries to the disk as a pending write and waits for the fsync event.
-When the fsync completes (and only then) the write is durable, ``persisted(term, index)`` and
+``Ready`` (at most ``max_batch`` new entries, as the real driver caps a round); installs its
+snapshot if it names one (the state machine is restored from the file the network staged when
+the SNAPSHOT arrived); applies its committed entries (``NORMAL`` ones to the state machine,
+Raft's own skipped) and calls ``advance``; then, when ``must_sync``, hands the hard state and
+entries to the disk as a pending write and waits for the fsync event. When the fsync
+completes (and only then) the write is durable, ``persisted(term, index)`` and
 ``snapshot_installed`` are called and the round's messages are sent. While a fsync is in
 flight the core keeps taking ticks and messages (as in the real driver, where they come from
 other tasks); their work waits for the next round.
@@ -37,7 +38,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from taskd.errors import NotLeader
 from taskd.raft import (
@@ -103,6 +104,7 @@ class NodeTiming:
     snapshot_every: int  # applied entries between local snapshots (0: never)
     snapshot_us: tuple[int, int]  # latency of writing a snapshot file
     torn_write: float  # probability that a crash keeps a prefix of the pending write
+    max_batch: int | None = None  # new entries a round persists at most (the driver's cap)
 
 
 class SimNode:
@@ -167,16 +169,17 @@ class SimNode:
         self.incarnations += 1
         seed = self.rng.getrandbits(32)
         config = dataclasses.replace(self.config, seed=seed)
-        kwargs: dict[str, Any] = {
-            "config": config,
-            "hard_state": disk.hard_state(),
-            "snapshot": disk.snapshot,
-            "entries": list(disk.entries),
-        }
         self.sm = ChainStateMachine(disk.sm)
         if disk.sm is not None:
             self.observer.on_restore(self, disk.sm)
-        self.core = self.core_class(self.id, self.bootstrap, **kwargs)
+        self.core = self.core_class(
+            self.id,
+            self.bootstrap,
+            config=config,
+            hard_state=disk.hard_state(),
+            snapshot=disk.snapshot,
+            entries=list(disk.entries),
+        )
         self.busy = self.round_scheduled = self.snapshot_in_flight = False
         self.trace.log(
             self.id,
@@ -261,7 +264,7 @@ class SimNode:
         core = self.core
         if core is None or self._deferred(lambda: self.receive(message, staged)):
             return
-        meta: SnapshotMeta | None = getattr(message, "snapshot", None)
+        meta = message.snapshot
         if message.kind is MessageKind.SNAPSHOT and meta is not None:
             if staged is None:
                 return  # the file did not arrive whole: the driver never steps the message
@@ -290,17 +293,12 @@ class SimNode:
         finally:
             self.kick()
 
-    def invoke(self, method: str, *args: object) -> object:
-        """Call a core method by name: one that not every core version has (the features
-        decide whether it is called at all)."""
-        return self.call(lambda core: getattr(core, method)(*args))
-
-    def report(self, method: str, *args: object) -> None:
+    def report(self, action: Callable[[RaftCore], object]) -> None:
         """The driver's own report to its core (``report_snapshot``, ``report_unreachable``):
         waits while the node is frozen; lost if it crashed."""
-        if self.core is None or self._deferred(lambda: self.report(method, *args)):
+        if self.core is None or self._deferred(lambda: self.report(action)):
             return
-        self.invoke(method, *args)
+        self.call(action)
 
     def _guard(self, action: Callable[[], object]) -> None:
         try:
@@ -327,7 +325,7 @@ class SimNode:
         if self._deferred(lambda: self._round(generation)):
             return
         self.round_scheduled = False
-        ready = core.ready()
+        ready = core.ready(self.timing.max_batch)
         if _empty(ready):
             # kick() saw has_ready(); a driver that trusts it would spin on empty rounds.
             raise CoreFailure(
@@ -381,9 +379,8 @@ class SimNode:
             last = ready.entries_to_persist[-1]
             self._guard(lambda: core.persisted(last.term, last.index))
         if ready.snapshot is not None:
-            installed = getattr(core, "snapshot_installed")  # noqa: B009  # not in every core
             meta = ready.snapshot
-            self._guard(lambda: installed(meta))
+            self._guard(lambda: core.snapshot_installed(meta))
         self._send(ready.messages)
         self.kick()
 

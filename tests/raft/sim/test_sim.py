@@ -1,6 +1,6 @@
 """Many seeds of the whole-cluster simulation: every one must keep every invariant.
 
-Given a seed, the cluster runs ``TASKD_SIM_STEPS`` events (default 12000) of faults, then heals;
+Given a seed, the cluster runs ``TASKD_SIM_STEPS`` events (default 10000) of faults, then heals;
 expect no safety violation after any event, liveness after healing and no acknowledged write
 lost. ``TASKD_SIM_SEEDS`` (default 200) sets how many seeds run; a failure prints the trace
 tail and the ``make sim`` command that replays it.
@@ -15,7 +15,7 @@ import pytest
 from tests.raft.sim.cluster import Simulation
 
 SEEDS = int(os.environ.get("TASKD_SIM_SEEDS", "200"))
-STEPS = int(os.environ.get("TASKD_SIM_STEPS", "12000"))
+STEPS = int(os.environ.get("TASKD_SIM_STEPS", "10000"))
 
 
 @pytest.mark.parametrize("seed", range(1, SEEDS + 1))
