@@ -95,6 +95,8 @@ def main(argv: list[str]) -> int:
         taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
     )
     console = Console()
+    if not console.is_terminal:  # CI, a pipe: wide enough for the table's counts on one line
+        console.width = max(console.width, 120)
     console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
     run = ChaosRun(settings, say=lambda line: console.print(line, soft_wrap=True))
     try:
