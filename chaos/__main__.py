@@ -56,10 +56,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:  # CI, a pipe: wide enough for the table's counts on one line
+        console.width = max(console.width, 120)
+    return console
+
+
 def check_file(path: Path) -> int:
     history = History.from_json(path.read_bytes())
     account = checker.account(history)
-    report.show(Console(), history, account)
+    report.show(_console(), history, account)
     return 0 if account.ok else 1
 
 
@@ -94,9 +101,7 @@ def main(argv: list[str]) -> int:
         proxied=not args.no_proxies,
         taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
     )
-    console = Console()
-    if not console.is_terminal:  # CI, a pipe: wide enough for the table's counts on one line
-        console.width = max(console.width, 120)
+    console = _console()
     console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
     run = ChaosRun(settings, say=lambda line: console.print(line, soft_wrap=True))
     try:
