@@ -36,7 +36,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from chaos.history import FAIL, INFO, OK, History, Lease, Outcome, Report, Submit
+from chaos.history import FAIL, INFO, OK, History, Lease, Outcome, Read, Report, Submit
 from taskd.api.taskd import v1 as pb
 
 _JSON = {"content-type": "application/json"}
@@ -67,6 +67,7 @@ class LoadConfig:
     timeout: float = 3.0  # per call
     think: tuple[float, float] = (0.02, 0.1)  # seconds between a client's calls
     fail_rate: float = 0.2  # share of attempts a worker fails (retryable)
+    read_rate: float = 0.3  # share of acknowledged calls read back from another member
     seed: int = 0
 
 
@@ -206,6 +207,7 @@ class Submitter:
         self.acked = acked
         self.rng = random.Random(f"{cfg.seed}-{name}")
         self._ops = itertools.count(1)
+        self.last: Submit | None = None  # this client's latest record
 
     def plan(self) -> TaskPlan:
         rng = self.rng
@@ -238,6 +240,8 @@ class Submitter:
                 await trio.sleep(0.2)
             if outcome != OK:  # that member is down or busy: do not spin on it
                 await trio.sleep(self.rng.uniform(0.1, 0.3))
+            elif self.rng.random() < self.cfg.read_rate and self.last is not None:
+                await self.read_back(member, self.last)
             await trio.sleep(self.rng.uniform(*self.cfg.think))
 
     async def call(self, member: str, api: str, plans: list[TaskPlan]) -> Outcome:
@@ -276,27 +280,56 @@ class Submitter:
         completed = time.time()
         for i, p in enumerate(plans):
             task_id, duplicate = answers[i] if outcome == OK else (None, False)
-            self.history.submits.append(
-                Submit(
-                    op=p.op,
-                    client=self.name,
-                    node=member,
-                    api=api,
-                    queue=p.queue,
-                    invoked=invoked,
-                    completed=completed,
-                    outcome=outcome,
-                    task_id=task_id,
-                    duplicate=duplicate,
-                    key=p.key,
-                    deps=p.deps,
-                    max_retries=p.max_retries,
-                    delay=p.delay,
-                    error=error,
-                )
+            self.last = Submit(
+                op=p.op,
+                client=self.name,
+                node=member,
+                api=api,
+                queue=p.queue,
+                invoked=invoked,
+                completed=completed,
+                outcome=outcome,
+                task_id=task_id,
+                duplicate=duplicate,
+                key=p.key,
+                deps=p.deps,
+                max_retries=p.max_retries,
+                delay=p.delay,
+                error=error,
             )
+            self.history.submits.append(self.last)
             if task_id and p.queue == self.cfg.queue and not p.delay:
                 self.acked.add(task_id)
+
+    async def read_back(self, wrote_to: str, submit: Submit) -> None:
+        """Read the task just acknowledged from another member: it must be there."""
+        if submit.task_id is None:
+            return
+        others = [m for m in self.urls if m != wrote_to] or [wrote_to]
+        member = self.rng.choice(others)
+        invoked = time.time()
+        status, error = 0, ""
+        try:
+            response = await self.client.get(
+                f"{self.urls[member]}/api/v1/tasks/{submit.task_id}", timeout=self.cfg.timeout
+            )
+            status = response.status_code
+            if status != 200:
+                error = response.text[:200]
+        except httpx.HTTPError as exc:
+            error = _describe(exc)
+        self.history.reads.append(
+            Read(
+                self.name,
+                member,
+                submit.task_id,
+                submit.completed,
+                invoked,
+                time.time(),
+                status,
+                error,
+            )
+        )
 
     async def _rest(
         self, member: str, api: str, plans: list[TaskPlan]

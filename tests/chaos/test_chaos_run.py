@@ -42,7 +42,7 @@ def test_a_short_chaos_run_is_clean_and_a_doctored_copy_is_not(tmp_path):
     assert checker.account(history).ok
     acked = [s for s in history.submits if s.outcome == "ok"]
     assert len(acked) > 50
-    assert history.leases and history.reports
+    assert history.leases and history.reports and history.reads
     assert {e.kind for e in history.nemesis} - {"heal", "restart", "resume"}
     assert any(v.role == "leader" for v in history.views)
     assert len(history.replicas) == 3
