@@ -2,8 +2,9 @@
 
 Given a fresh 3-node cluster on loopback, When ``taskd bench --workload w1b,w2`` runs with every
 member's REST URL in ``--server`` (gRPC addresses discovered from each member's
-``/api/v1/cluster``), Expect both workloads to finish with nothing lost and the header to
-name all three members; skipped only where the cluster is absent from the branch.
+``/api/v1/cluster``), or with one URL and ``--cluster``, Expect the workloads to finish with
+nothing lost and the header to name all three members; skipped only where the cluster is
+absent from the branch.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ def test_bench_spreads_over_every_member_of_a_cluster():
         argv = [sys.executable, "-m", "taskd", "bench", "--server", ",".join(urls)]
         argv += ["--workload", "w1b,w2", "--tasks", "600", "--batch", "50", "--json"]
         done = subprocess.run(argv, capture_output=True, cwd=ROOT, timeout=180)
+        # and with one URL and --cluster: the members come from its /api/v1/cluster
+        argv = [sys.executable, "-m", "taskd", "bench", "--server", urls[1], "--cluster"]
+        argv += ["--workload", "w1b", "--tasks", "300", "--batch", "50", "--json"]
+        discovered = subprocess.run(argv, capture_output=True, cwd=ROOT, timeout=180)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert discovered.returncode == 0, discovered.stderr.decode()[-3000:]
+    again = orjson.loads(discovered.stdout)
+    assert sorted(m["grpc"] for m in again["members"]) == sorted(cluster.members)
+    assert again["workloads"][0]["tasks"] == 300 and again["workloads"][0]["lost"] == 0
     body = orjson.loads(done.stdout)
     assert sorted(m["grpc"] for m in body["members"]) == sorted(cluster.members)
     results = {w["workload"]: w for w in body["workloads"]}
