@@ -1,4 +1,4 @@
-"""``python -m chaos [--duration S] [--nodes N] [--seed N] ...`` and ``python -m chaos check FILE``.
+"""``python -m chaos [--duration S] [--nodes N] [--seed N] [--runs K] ...``; ``... check FILE``.
 
 Exit status: 0 when the account has no violation, 1 when it has, 2 when the run itself could
 not happen (bad flags, a cluster that never came up).
@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load and faults")
     p.add_argument("--nodes", type=int, default=3, help="cluster members (default 3)")
     p.add_argument("--seed", type=int, default=None, help="nemesis and load seed (default: time)")
+    p.add_argument(
+        "--runs", type=int, default=1, help="runs with seeds SEED, SEED+1, ... (exit: the worst)"
+    )
     p.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
     p.add_argument("--workers", type=int, default=3, help="HTTP workers")
     p.add_argument(
@@ -80,9 +83,25 @@ def main(argv: list[str]) -> int:
     if args.nodes < 1 or args.duration <= 0 or args.clients < 1 or args.workers < 1:
         print("chaos: --nodes, --clients, --workers >= 1 and --duration > 0", file=sys.stderr)
         return 2
-    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
+    first = args.seed if args.seed is not None else int(time.time()) % 100_000
+    if args.runs < 1:
+        print("chaos: --runs must be at least 1", file=sys.stderr)
+        return 2
+    if args.runs == 1:
+        return run_one(args, first, args.out)
+    console = _console()
+    verdicts: list[tuple[int, int]] = []
+    for seed in range(first, first + args.runs):  # each its own dir: chaos-runs/<time>-seed<n>
+        verdicts.append((seed, run_one(args, seed, args.out / f"seed{seed}" if args.out else None)))
+    for seed, code in verdicts:
+        console.print(f"chaos: seed {seed}: {('PASS', 'FAIL', 'NO RUN')[min(code, 2)]}")
+    return max(code for _, code in verdicts)
+
+
+def run_one(args: argparse.Namespace, seed: int, out: Path | None) -> int:
+    """One run with ``seed``: 0 clean, 1 violations, 2 no run."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    out = args.out or Path("chaos-runs") / f"{stamp}-seed{seed}"
+    out = out or Path("chaos-runs") / f"{stamp}-seed{seed}"
     load = LoadConfig(
         clients=args.clients,
         workers=args.workers,
