@@ -1,4 +1,5 @@
-"""``python -m chaos [--duration S] [--nodes N] [--seed N] [--runs K] ...``; ``... check FILE``.
+"""``python -m chaos [--duration S] [--nodes N] [--seed N] [--runs K] ...``; ``check FILE``;
+``timeline FILE`` (the run's faults, leader changes and writes per second, in time order).
 
 Exit status: 0 when the account has no violation, 1 when it has, 2 when the run itself could
 not happen (bad flags, a cluster that never came up).
@@ -7,6 +8,7 @@ not happen (bad flags, a cluster that never came up).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import shlex
 import sys
@@ -22,6 +24,7 @@ from chaos.cluster import DEFAULT_TASKD
 from chaos.history import History
 from chaos.load import LoadConfig
 from chaos.run import ChaosRun, RunError, Settings
+from chaos.timeline import timeline
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,10 +77,15 @@ def check_file(path: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["check"]:
+    if argv[:1] in (["check"], ["timeline"]):
         if len(argv) != 2:
-            print("usage: python -m chaos check RUN_DIR/history.json", file=sys.stderr)
+            print(f"usage: python -m chaos {argv[0]} RUN_DIR/history.json", file=sys.stderr)
             return 2
+        if argv[0] == "timeline":
+            lines = timeline(History.from_json(Path(argv[1]).read_bytes()))
+            with contextlib.suppress(BrokenPipeError):  # `| head` is a fine way to read it
+                sys.stdout.write("\n".join(lines) + "\n")
+            return 0
         return check_file(Path(argv[1]))
     args = parser().parse_args(argv)
     if args.nodes < 1 or args.duration <= 0 or args.clients < 1 or args.workers < 1:
