@@ -8,8 +8,9 @@ Theory of operation. One trio process (the harness) owns everything of a run:
 - ``proxy``: those proxies (one ``Link`` per directed pair), which the nemesis cuts (existing
   connections dropped with a reset, new ones refused), heals and slows down;
 - ``load``: clients submitting tasks over REST and gRPC to random members (some with
-  dependencies, idempotency keys, delays, retry limits) and SDK-less workers leasing,
-  completing and failing them over REST (optionally also ``--exec`` executors on every node);
+  dependencies, idempotency keys, delays, retry limits) and reading some back from another
+  member; ``workers``: SDK-less workers leasing, completing and failing them over REST
+  (optionally also ``--exec`` executors on every node);
 - ``observe``: polls every node's ``GET /api/v1/cluster`` throughout, and does the final reads;
 - ``nemesis``: a seeded schedule of faults (SIGKILL + restart, SIGTERM + restart and
   SIGSTOP/SIGCONT of the leader or a follower, partitions isolating the leader,

@@ -35,11 +35,12 @@ import trio_asyncio
 from chaos.checker import differences
 from chaos.cluster import DEFAULT_TASKD, Cluster, layout
 from chaos.history import FinalRead, History, LogLeader
-from chaos.load import Acknowledged, GrpcPool, HttpWorker, LoadConfig, Submitter
+from chaos.load import Acknowledged, GrpcPool, LoadConfig, Submitter
 from chaos.nemesis import Nemesis, schedule
 from chaos.observe import Observer, read_tasks, ready
 from chaos.ports import PortPool
 from chaos.proxy import Link, Network
+from chaos.workers import HttpWorker
 
 _LEADING = re.compile(r"leading in term (\d+)")
 _PROGRESS_EVERY = 5.0
