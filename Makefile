@@ -29,6 +29,7 @@ SEED ?= 1
 SEEDS ?= 1
 STEPS ?= 3000
 VERBOSE ?=
+PROFILE ?= default
 
 .PHONY: help venv run test build smoke proto proto-check lint bench bench-failover bench-cluster sim chaos clean distclean
 
@@ -40,7 +41,7 @@ help:
 	@echo "make smoke        test the built dist/taskd (tests/build)"
 	@echo "make proto        regenerate taskd/api from the .proto files; proto-check: is it current?"
 	@echo "make bench        start a node in a temp dir, run 'taskd bench' against it, stop it"
-	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [VERBOSE=1]"
+	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [PROFILE=harsh] [VERBOSE=1]"
 	@echo "make chaos        a cluster under load and faults, then its account (DURATION= NODES= SEED=)"
 	@echo "make bench-failover / bench-cluster   W6 on fresh loopback clusters (BENCH_ARGS=...)"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
@@ -113,7 +114,7 @@ bench-cluster: venv
 # Replays one seed exactly; a failure prints the tail of its trace (VERBOSE=1: all of it).
 sim: venv
 	$(BIN)/python -m tests.raft.sim --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) \
-		$(if $(VERBOSE),--verbose)
+		--profile $(PROFILE) $(if $(VERBOSE),--verbose)
 
 # `make chaos DURATION=60 NODES=3 SEED=7`: a real cluster, a load, a seeded nemesis (SEED is
 # shared with `make sim`: 1 unless given); exits 1 on any violation of design.md §5 (the

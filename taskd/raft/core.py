@@ -14,9 +14,9 @@ The driver's loop, in order: take a ``Ready``; install its snapshot if any (then
 ``snapshot_installed``); apply its committed entries and ``advance``; persist its hard state
 and entries (fsync when ``must_sync``; entries that start at or below the disk's last index
 replace the disk's suffix from there) and call ``persisted``; only then send its messages.
-Committed entries are always already durable locally. (A leader's own ``APPEND`` messages may
-go out before its entries are durable, Raft §10.2.1; the answers a follower sends may not, and
-the core never hands out an answer before the entries it acknowledges.)
+Committed entries are always already durable locally. A message never leaves in a ``Ready``
+before the entries it carries or acknowledges were handed out to persist (in that ``Ready`` or
+an earlier one), so a failed write (``discard_unpersisted``) leaves no trace on other nodes.
 
 Configuration is a frozen ``RaftConfig``: election timeout and heartbeat in ticks, a seed, the
 replication caps, pre-vote and check-quorum. The election timeout of each campaign is drawn
@@ -322,9 +322,9 @@ class RaftCore:
         to what was durable: forget every entry not yet persisted, so that the log continues
         from what is on disk and none of them can ever commit, and hand the hard state out
         again with the next ``Ready`` (it may not have reached the disk either; writing it
-        twice is harmless). A leader with peers steps down: they may hold entries it forgot,
-        which it must never reuse the indexes of in its term. Returns how many entries were
-        dropped."""
+        twice is harmless). A leader with peers steps down: a leader that cannot write is of
+        no use to them (none of them holds a dropped entry: APPENDs carry only entries handed
+        out, and their Ready's messages never left). Returns how many entries were dropped."""
         dropped = self.log.truncate_unstable()
         self._saved = HardState(term=-1)  # no real term is -1: the next ready() re-sends it
         self.drop_messages_past(self.log.last_index)
@@ -396,7 +396,6 @@ class RaftCore:
     def ready(self, max_entries: int | None = None) -> Ready:
         """Collect the work accumulated since the last call (at most ``max_entries`` new
         entries to persist). Each piece of work is handed out once."""
-        self.replication.flush()
         hard_state = None
         if self._hard_state_changed():
             hard_state = HardState(self.term, self.vote, self.log.committed)
@@ -408,6 +407,7 @@ class RaftCore:
         if snapshot is not None:
             self._installing, self.to_install = snapshot, None
         entries = self.log.take_unstable(max_entries)
+        self.replication.flush()  # after the hand-out: this Ready's entries may go with it
         messages = self._take_messages()
         read_states = self._read_states
         if read_states:
@@ -445,9 +445,9 @@ class RaftCore:
             else:
                 role = "learner" if member in learners else Role.FOLLOWER.value
             members.append(MemberStatus(member, role, match, reachable))
-        own_role = self.role.value
-        if self.role is Role.FOLLOWER and self.id in learners:
-            own_role = "learner"
+        # design.md §3 names three roles: a pre-candidate is campaigning, so "candidate" (a
+        # learner shows as such in ``members``).
+        own_role = Role.CANDIDATE.value if self.role is Role.PRE_CANDIDATE else self.role.value
         return RaftStatus(
             id=self.id,
             role=own_role,

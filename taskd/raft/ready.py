@@ -41,7 +41,7 @@ class RaftStatus:
     layer names members by their gRPC address), or None while there is no leader."""
 
     id: str
-    role: str
+    role: str  # "leader" | "follower" | "candidate" (design.md §3)
     term: int
     leader: str | None
     commit_index: int

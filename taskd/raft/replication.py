@@ -3,9 +3,12 @@
 Theory of operation: ``Replication`` belongs to a ``RaftCore`` and acts only while it leads.
 For every other member (voters and learners) it keeps a ``Progress`` (``progress.py``).
 Sending is lazy: proposals, answers and commits only change the progress, and ``flush`` —
-called when the driver asks for a ``Ready`` — turns it into messages, so everything proposed
-between two rounds leaves in as few APPENDs as the caps allow, and every read asked for
-between two rounds shares one heartbeat round:
+called when the driver asks for a ``Ready``, once its entries are handed out — turns it into
+messages, so everything proposed between two rounds leaves in as few APPENDs as the caps
+allow, and every read asked for between two rounds shares one heartbeat round. An APPEND
+carries only entries already handed out to persist (at the latest in the same ``Ready``, whose
+messages leave only once its write succeeded): an entry a failed write dropped never reached
+a follower, so "not applied" stays true for its proposer.
 
 - a member in ``REPLICATE`` gets APPENDs from ``next`` on, pipelined up to ``max_inflight``
   unacknowledged, each at most ``max_append_entries`` entries and ``max_append_bytes``;
@@ -115,7 +118,7 @@ class Replication:
             # Each APPEND in REPLICATE moves ``next`` on or tells the commit; PROBE and
             # SNAPSHOT pause after one message: the loop ends.
             while not progress.paused() and (
-                progress.next <= log.last_index or progress.sent_commit < log.committed
+                progress.next <= log.handed or progress.sent_commit < log.committed
             ):
                 self.send_append(member, progress)
 
@@ -135,10 +138,12 @@ class Replication:
             )
             progress.become_snapshot(snapshot.index)
             return
+        # Only entries handed out to persist: they leave with their own Ready's messages at
+        # the earliest, which the driver sends only once that write succeeded, so an entry
+        # a failed write dropped (``discard_unpersisted``) never reached anyone.
+        count = min(config.max_append_entries, log.handed - progress.next + 1)
         entries = (
-            log.slice_limited(progress.next, config.max_append_entries, config.max_append_bytes)
-            if progress.next <= log.last_index
-            else []
+            log.slice_limited(progress.next, count, config.max_append_bytes) if count > 0 else []
         )
         core.send(
             MessageKind.APPEND,

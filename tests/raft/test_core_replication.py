@@ -259,3 +259,21 @@ def test_a_lost_append_in_the_stream_costs_one_round_trip_and_no_probing() -> No
     assert progress.state is ProgressState.REPLICATE and progress.match == 7
     refusals = rejections_from(net, "n2")
     assert refusals and all(m.reject_hint == 1 for m in refusals)
+
+
+def test_appends_carry_only_entries_handed_out_to_persist() -> None:
+    # Given a leader whose driver takes one entry per round (sim finding 3, harsh seed 345)
+    net = Net(["n1", "n2", "n3"])
+    net.elect("n1")
+    core = net.core("n1")
+    core.propose_many([b"a", b"b", b"c"])
+    # When it hands out a round
+    ready = core.ready(max_entries=1)
+    # Expect its APPENDs to carry that round's entry and none past it
+    (handed,) = ready.entries_to_persist
+    sent = [e.index for m in ready.messages for e in m.entries]
+    assert sent and max(sent) == handed.index
+    # and when that write fails, no follower ever got the dropped entries
+    assert core.discard_unpersisted() == 3
+    later = core.ready()
+    assert not [e for m in later.messages for e in m.entries]

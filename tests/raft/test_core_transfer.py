@@ -105,7 +105,11 @@ def test_status_shows_roles_match_and_reachability() -> None:
     }
     follower = {m.id: (m.role, m.reachable) for m in net.core("n2").status().members}
     assert follower["n1"] == ("leader", True) and follower["n3"] == ("follower", False)
-    assert net.core("n4").status().role == "learner"
+    assert net.core("n4").status().role == "follower"
+    net.isolate("n1")
+    net.tick(CONFIG.election_ticks * 2, nodes=["n2"])
+    assert net.core("n2").role is Role.PRE_CANDIDATE
+    assert net.core("n2").status().role == "candidate"
 
 
 def test_a_lost_timeout_now_is_sent_again_on_the_next_heartbeat_answer() -> None:

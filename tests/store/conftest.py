@@ -96,7 +96,13 @@ class _LeaderMachine:
         return self._store.final_items
 
 
-@pytest.fixture(params=[_memory, _raft, _raft3], ids=["memory", "raft", "raft3"])
+@pytest.fixture(
+    params=[
+        pytest.param(_memory, id="memory"),
+        pytest.param(_raft, id="raft"),
+        pytest.param(_raft3, id="raft3", marks=pytest.mark.slow),  # real elections
+    ]
+)
 def kind(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> StoreKind:

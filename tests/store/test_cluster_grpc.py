@@ -24,6 +24,9 @@ from tests.store.cluster import Cluster, eventually
 
 _ports = itertools.count(21000)
 
+# Real clocks: elections take a few hundred milliseconds.
+pytestmark = pytest.mark.slow
+
 
 def port() -> int:
     return next(_ports)

@@ -17,6 +17,9 @@ from tests.store.cluster import Cluster, eventually
 
 IDS = ["n1", "n2", "n3"]
 
+# Real clocks: elections take a few hundred milliseconds.
+pytestmark = pytest.mark.slow
+
 
 @asynccontextmanager
 async def cluster(

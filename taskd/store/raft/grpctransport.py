@@ -16,9 +16,13 @@ doubles from 50 ms to 1 s. ``Forward``, ``ReadIndex``, ``ChangeMembership`` and
 ``TransferLeadership`` are unary calls on the same channel. ``InstallSnapshot`` streams the
 snapshot file in ``SNAPSHOT_CHUNK`` pieces read in a worker thread, so the loop never stalls.
 
-Errors: a call that could not connect (``OSError``) or that the peer refused before doing
-anything (FAILED_PRECONDITION: not serving) is ``PeerUnreachable``: nothing happened there. A
-call that failed after it was sent is ``Unavailable`` with an unknown outcome. The peer's
+Errors: a call that could not connect (anything raised before the request left, e.g. an
+``OSError`` of the connect) or that the peer refused before doing anything
+(FAILED_PRECONDITION: not serving; PERMISSION_DENIED, UNAUTHENTICATED) is ``PeerUnreachable``:
+nothing happened there. A call that failed in any other way after it was sent is
+``Unavailable`` with an unknown outcome: never retried blindly, since a forward would then be
+appended twice. A batch that takes over ``_SEND_TIMEOUT`` to go out recycles the stream, and a
+pump that died anyway is restarted by the next ``send``. The peer's
 "not the leader" answers are fields of the responses, raised here as ``NotLeader(leader)``.
 
 Server side (``handlers(inbox)``, mounted by the node on its gRPC server): every call is
@@ -66,6 +70,7 @@ _QUEUE = 256  # message batches queued per peer before new ones are dropped
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
 _CALL_TIMEOUT = 3.0  # seconds for a unary call (forward, read index)
+_SEND_TIMEOUT = 5.0  # seconds one batch may take to go out before the stream is recycled
 _SNAPSHOT_TIMEOUT = 600.0
 _RESOLVE_TTL = 30.0
 _DEFAULT_PORT = 50051
@@ -111,7 +116,9 @@ class _Peer:
                     pb.SendAck,
                     metadata=self.transport.metadata,
                 ) as stream:
-                    await stream.send_message(pb.MessageBatch(blob=blob))
+                    await asyncio.wait_for(
+                        stream.send_message(pb.MessageBatch(blob=blob)), _SEND_TIMEOUT
+                    )
                     backoff = _BACKOFF_MIN
                     # The peer answers only when the stream ends: an answer (or an error) now
                     # means it refused or went away, which writes alone may never show.
@@ -130,22 +137,32 @@ class _Peer:
                             if ended.done():
                                 ended.result()  # raises what ended the stream
                                 raise StreamTerminatedError("the peer ended the Send stream")
-                            await stream.send_message(pb.MessageBatch(blob=getting.result()))
+                            await asyncio.wait_for(
+                                stream.send_message(pb.MessageBatch(blob=getting.result())),
+                                _SEND_TIMEOUT,
+                            )
                     finally:
                         ended.cancel()
             except Exception as exc:  # any failure of the stream: report, back off, reconnect
-                self.transport.failed(self.peer, exc)
-                while not self.queue.empty():
-                    self.queue.get_nowait()
-                self.reconnect()
+                try:
+                    self.transport.failed(self.peer, exc)
+                    while not self.queue.empty():
+                        self.queue.get_nowait()
+                    self.reconnect()
+                except Exception:  # never let the pump die: it is the only way to the peer
+                    log.exception("recovering the connection to %s", self.peer)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def reconnect(self) -> None:
         """A fresh connection for the next try: the old one may be half-dead."""
-        self.channel.close()
+        old = self.channel
         host, port = split_address(self.transport.routes.get(self.peer, self.peer))
         self.channel = Channel(host, port, config=_CLIENT_CONFIG)
+        try:
+            old.close()
+        except Exception as exc:  # a connection grpclib already half-tore down
+            log.debug("closing the old connection to %s: %r", self.peer, exc)
 
 
 _CLIENT_CONFIG = Configuration(
@@ -187,8 +204,15 @@ class GrpcTransport:
             await trio.sleep_forever()
         finally:
             self._inbox = None
-            for task in self._pumps.values():
+            pumps = list(self._pumps.values())
+            for task in pumps:
                 task.cancel()
+            if pumps:  # let them end before the asyncio loop may close
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await trio_asyncio.aio_as_trio(asyncio.wait)(pumps)
+                left = [t.get_name() for t in pumps if not t.done()]
+                if left:
+                    log.warning("senders still stopping after 1 s: %s", ", ".join(left))
             for peer in self._peers.values():
                 peer.channel.close()
             self._pumps.clear()
@@ -204,8 +228,13 @@ class GrpcTransport:
         if self._inbox is None:
             return
         peer = self._peer(dst)
-        if dst not in self._pumps:
-            self._pumps[dst] = asyncio.ensure_future(peer.pump())
+        pump = self._pumps.get(dst)
+        if pump is None or pump.done():
+            if pump is not None and not pump.cancelled() and pump.exception() is not None:
+                log.error("the sender to %s had stopped: %r; restarted", dst, pump.exception())
+            self._pumps[dst] = asyncio.get_event_loop().create_task(
+                peer.pump(), name=f"raft-send {self.node_id} -> {dst}"
+            )
         with contextlib.suppress(asyncio.QueueFull):  # Raft tolerates a lost batch
             peer.queue.put_nowait(wire.encode_batch(self.node_id, dst, messages))
 
@@ -218,9 +247,14 @@ class GrpcTransport:
             self._inbox.unreachable(peer)
 
     async def _unary(self, peer: str, method: str, request: Any, reply: type[Any]) -> Any:
+        """One unary call. ``PeerUnreachable`` only when the request surely had no effect
+        there (no connection, or the peer refused it before acting); any failure after the
+        request went out is ``Unavailable`` (outcome unknown), whatever raised it."""
         channel = self._peer(peer).channel
+        sent = False
 
         async def call() -> Any:
+            nonlocal sent
             async with channel.request(
                 _SERVICE + method,
                 grpclib.const.Cardinality.UNARY_UNARY,
@@ -229,27 +263,26 @@ class GrpcTransport:
                 metadata=self.metadata,
                 timeout=_CALL_TIMEOUT,
             ) as stream:
-                try:
-                    await stream.send_request()
-                except OSError as exc:
-                    raise PeerUnreachable(f"cannot connect to {peer}: {exc}") from exc
+                await stream.send_request()  # connects: nothing of the call left this node
+                sent = True
                 await stream.send_message(request, end=True)
                 return await stream.recv_message()
 
         try:
             return await trio_asyncio.aio_as_trio(call)()
-        except PeerUnreachable:
-            raise
-        except OSError as exc:
-            raise PeerUnreachable(f"cannot connect to {peer}: {exc}") from exc
         except grpclib.GRPCError as exc:
-            if exc.status in (Status.FAILED_PRECONDITION, Status.UNAVAILABLE):
+            if exc.status is Status.FAILED_PRECONDITION:  # refused before it acted
                 raise PeerUnreachable(f"{peer} refused: {exc.message}") from exc
             if exc.status in (Status.PERMISSION_DENIED, Status.UNAUTHENTICATED):
                 raise PeerUnreachable(f"{peer} refused this node: {exc.message}") from exc
             raise Unavailable(f"{method} to {peer} failed: {exc.message}") from exc
-        except (TimeoutError, StreamTerminatedError) as exc:
-            raise Unavailable(f"{method} to {peer} failed: {_describe(exc)}") from exc
+        except Exception as exc:  # grpclib can raise odd things on a connection that closes
+            if not sent:
+                self._peer(peer).reconnect()
+                raise PeerUnreachable(f"cannot connect to {peer}: {_describe(exc)}") from exc
+            raise Unavailable(
+                f"{method} to {peer} failed after it was sent ({_describe(exc)}): outcome unknown"
+            ) from exc
 
     async def forward(self, leader: str, blob: bytes) -> tuple[int, int]:
         reply = await self._unary(
@@ -324,7 +357,7 @@ class GrpcTransport:
                 await aio(stream.recv_message)()
             finally:
                 await aio(stream.__aexit__)(None, None, None)
-        except (TimeoutError, OSError, grpclib.GRPCError, StreamTerminatedError) as exc:
+        except Exception as exc:  # whatever broke the stream: the leader tries again later
             raise Unavailable(f"sending the snapshot to {peer} failed: {_describe(exc)}") from exc
         finally:
             await handle.aclose()

@@ -48,6 +48,7 @@ class SimResult:
     seed: int
     steps: int
     ok: bool
+    profile: str
     failure: str | None
     sim_time_us: int
     events: int
@@ -65,7 +66,8 @@ class SimResult:
     def report(self) -> str:
         lines = [self.summary()]
         if not self.ok:
-            lines.append(f"replay: make sim SEED={self.seed} STEPS={self.steps} VERBOSE=1")
+            profile = f" PROFILE={self.profile}" if self.profile != "default" else ""
+            lines.append(f"replay: make sim SEED={self.seed} STEPS={self.steps}{profile} VERBOSE=1")
             lines.append(f"-- last {len(self.trace_tail)} trace lines --")
             lines.extend(self.trace_tail)
         return "\n".join(lines)
@@ -81,8 +83,10 @@ class Simulation:
         verbose: bool = False,
         trace_lines: int = 300,
         setup: Callable[[random.Random], Setup] = Setup.draw,
+        profile: str = "default",
     ) -> None:
         self.seed = seed
+        self.profile = profile
         self.steps = steps
         self.rng = random.Random(seed)
         self.setup = setup(self.rng)
@@ -158,6 +162,7 @@ class Simulation:
             failure = f"{exc!r}\n{traceback.format_exc()}"
         return SimResult(
             seed=self.seed,
+            profile=self.profile,
             steps=self.steps,
             ok=failure is None,
             failure=failure,

@@ -6,6 +6,7 @@ off), the disk (fsync latency, snapshot interval, torn writes), the network (lat
 duplication, stragglers), the client load and the nemesis (its pace and the weight of each
 fault). Drawing everything up front, in a fixed order, keeps a seed's run the same when the
 run itself changes what it draws later. Times are in microseconds of the mock clock.
+``PROFILES`` names the ways to draw: ``default`` (CI) and ``harsh`` (for hunting).
 
 The flow-control knobs stay large enough (at least 16 entries a message, 2 in flight) that a
 leader with a long uncommitted backlog catches its followers up well within the liveness
@@ -14,7 +15,9 @@ bound (seed 3269 of an earlier harness: one entry per message took longer than 1
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from taskd.raft import RaftConfig
@@ -94,3 +97,24 @@ class Setup:
                 },
             ),
         )
+
+
+def draw_harsh(rng: random.Random) -> Setup:
+    """The default draw, then much more trouble: faults every 5-60 ms, a majority down more
+    often, more loss, duplication and stragglers, wider clock skew, snapshots every few
+    entries. For hunting; seeds found here replay with ``PROFILE=harsh``."""
+    setup = Setup.draw(rng)
+    nemesis = dataclasses.replace(
+        setup.nemesis, every_us=(5 * MS, 60 * MS), majority_chance=0.3, skew=0.2
+    )
+    network = dataclasses.replace(
+        setup.network, drop=rng.choice((0.05, 0.2, 0.3)), duplicate=0.1, straggle=0.03
+    )
+    timing = dataclasses.replace(setup.timing, snapshot_every=rng.choice((3, 10)))
+    return dataclasses.replace(setup, nemesis=nemesis, network=network, timing=timing)
+
+
+PROFILES: dict[str, Callable[[random.Random], Setup]] = {
+    "default": Setup.draw,
+    "harsh": draw_harsh,
+}

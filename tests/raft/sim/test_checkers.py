@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from taskd.errors import NotLeader
 from taskd.raft import Entry, EntryKind, Message, RaftCore, ReadState
 from tests.raft.sim.checkers import SafetyChecker, Violation
 from tests.raft.sim.cluster import Simulation
@@ -45,6 +46,16 @@ class ForgetfulRestart(RaftCore):
         super().__init__(node_id, voters, entries=entries[:-1], **kwargs)
 
 
+class TrustingReader(RaftCore):
+    """Answers reads from its own commit index at once, without asking a quorum: a deposed
+    leader that does not know it yet serves stale reads."""
+
+    def read_index(self, ctx: object) -> None:
+        if self.role.value != "leader":
+            raise NotLeader(self.leader)
+        self.read_states_confirmed([ReadState(self.log.committed, ctx)])
+
+
 class Mute(RaftCore):
     """Never campaigns: a cluster of these never elects anyone."""
 
@@ -76,6 +87,11 @@ def test_commits_on_a_minority_are_caught() -> None:
 def test_a_node_that_forgets_fsynced_entries_breaks_its_promise() -> None:
     found = failures(ForgetfulRestart, range(1, 21))
     assert any(f.startswith("acknowledged append lost") for f in found), found
+
+
+def test_reads_without_a_quorum_round_are_caught() -> None:
+    found = failures(TrustingReader, range(1, 41))
+    assert any(f.startswith("linearizable read") for f in found), found
 
 
 def test_a_cluster_that_never_elects_fails_liveness() -> None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from taskd.raft import Entry, HardState, Message, MessageKind, RaftCore, SnapshotMeta
+from tests.raft.sim.__main__ import main
 from tests.raft.sim.cluster import Simulation
 from tests.raft.sim.disk import SimDisk, Write
 
@@ -64,3 +67,10 @@ def test_a_snapshot_over_a_cut_link_is_reported_failed_to_the_leader() -> None:
     for _ in range(100):
         sim.loop.run_one()
     assert ("n2", False) in reports
+
+
+def test_make_sim_runs_seeds_and_says_how_many_passed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--seed", "3", "--seeds", "2", "--steps", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 3 steps 300: ok" in out and "seed 4 steps 300: ok" in out
+    assert "2/2 seeds passed" in out
