@@ -261,7 +261,8 @@ class Load:
     interval: float = 0.01
     acknowledged: list[str] = field(default_factory=list)
     refused: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # connection errors and HTTP refusals
+    http_errors: list[str] = field(default_factory=list)  # answers other than 201 and 503
     ack_times: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -297,8 +298,9 @@ class Load:
                     self.ack_times.append(time.monotonic())
                 else:
                     self.refused += 1
+                    self.errors.append(f"{code} {body}")
                     if code != 503:
-                        self.errors.append(f"{code} {body}")
+                        self.http_errors.append(f"{code} {body}")
             time.sleep(self.interval)
 
     def first_ack_after(self, moment: float) -> float | None:

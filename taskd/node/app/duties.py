@@ -7,16 +7,17 @@ in a nursery of that term:
 1. ``prepare(term)``: what a new leader settles before writing anything of its own (the node:
    its clock not before the last applied command, the limits the flags ask for). It must not
    raise for a refused write: it decides what such a refusal means itself.
-2. ``takeover()``: the writes that must be in before anything leases work (the node: release
-   its local executors' attempts, renew remote workers' leases). If the store refuses them
-   (a full disk), that is logged and they are retried through ``retry`` until written.
+2. ``takeover()``: the writes a new leader makes before its duties run (the node: renew every
+   active lease a full period, so workers that lost their node have time to reconnect; a
+   node's own local attempts are released only by a restart of that node, never here). If the
+   store refuses them (a full disk), that is logged and they are retried through ``retry``
+   until written.
 3. ``duties``: long-running loops (the node: the timer loop, which also expires leases and
    applies retention), run side by side until the term ends.
 
 When leadership is lost, or gained again in a newer term, the term's nursery is cancelled, and
 a new one starts for the new term. ``taken_over()`` is True only while this node leads in a
-term whose takeover is written: local executors lease nothing otherwise (the gate in
-``taskd.node.app.sources``). ``settled()`` returns once this node does not lead, or the current
+term whose takeover is written. ``settled()`` returns once this node does not lead, or the current
 term's takeover was tried once: the node reports ready only then, so a one-member node answers
 its first request with its limits and releases in place, as it always did.
 """

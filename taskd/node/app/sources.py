@@ -2,10 +2,11 @@
 
 One class serves both kinds of holder; they differ only in lease length. Local executors
 live in this process and enforce timeouts themselves, so their leases last as long as any
-attempt may (the scheduler still ends each attempt at its own timeout), and a new leader's
-takeover releases them at once (``ReleaseWorker``, see ``taskd.node.app.duties``); until that is
-written, the gate keeps local executors from leasing. Remote workers hold short leases that
-heartbeats extend, so a vanished worker's tasks come back after ``--worker-lease`` seconds.
+attempt may (the scheduler still ends each attempt at its own timeout), and a restarted node
+releases its previous process's ones at once (``ReleaseWorker`` of ``local@<node id>``, see
+``taskd.node.runner``); until that is written, the gate keeps local executors from leasing.
+Remote workers hold short leases that heartbeats extend, so a vanished worker's tasks come
+back after ``--worker-lease`` seconds.
 """
 
 from __future__ import annotations
