@@ -67,6 +67,7 @@ class Net:
         self.blocked: set[tuple[str, str]] = set()  # (src, dst) links that drop everything
         self.delivered: list[Message] = []
         self.drop_if: Callable[[Message], bool] = lambda message: False
+        self.max_entries: int | None = None  # the drivers' cap on entries per round
 
     # -- the drivers ----------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ class Net:
         node = self.nodes[node_id]
         core = node.core
         while not node.down and core.has_ready():
-            ready = core.ready()
+            ready = core.ready(self.max_entries)
             if ready.snapshot is not None:
                 self._install(node, ready.snapshot)
                 core.snapshot_installed(ready.snapshot)

@@ -26,6 +26,7 @@ class Checked:
     def __init__(self, seed: int) -> None:
         self.rand = random.Random(seed)
         self.net = Net(["n1", "n2", "n3"], joining=["n4", "n5"], config=CONFIG)
+        self.net.max_entries = self.rand.choice((None, 1, 3))
         self.leader_of: dict[int, str] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}
         self.proposed = 0

@@ -4,7 +4,7 @@ batches, forwards, read index, snapshots streamed as chunks, refused callers; th
 
 from __future__ import annotations
 
-import itertools
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,20 +16,30 @@ import trio_asyncio
 from grpclib.server import Server
 
 from taskd.errors import NotLeader
-from taskd.raft.types import Message, MessageKind, SnapshotMeta
-from taskd.store.raft import wire
-from taskd.store.raft.grpctransport import GrpcTransport, RaftService
+from taskd.raft.types import Entry, Message, MessageKind, SnapshotMeta
+from taskd.store.raft import RaftStore, wire
+from taskd.store.raft.grpctransport import BATCH_BYTES, GrpcTransport, RaftService
 from taskd.store.raft.transport import ChunkSource, PeerUnreachable
+from tests.raft.fakes import AppendLog
 from tests.store.cluster import Cluster, eventually
 
-_ports = itertools.count(21000)
+_ports = iter(range(21000, 22000))
 
 # Real clocks: elections take a few hundred milliseconds.
 pytestmark = pytest.mark.slow
 
 
 def port() -> int:
-    return next(_ports)
+    """The next port of this area's range (21000-21999) that is free now."""
+    for candidate in _ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        return candidate
+    raise RuntimeError("no free port left in 21000-21999")
 
 
 class FakeInbox:
@@ -147,7 +157,7 @@ async def test_batches_forwards_reads_and_snapshots_reach_the_peer(tmp_path: Pat
             assert wire.decode_commands(inbox.forwarded[0]) == [b"a", b"b"]
             assert await t.read_index(server_id) == 42
             snapshot = tmp_path / "snap"
-            snapshot.write_bytes(b"x" * (2 * 1024 * 1024 + 5))  # three chunks
+            snapshot.write_bytes(b"x" * (2 * 1024 * 1024 + 5))  # several chunks
             meta = SnapshotMeta(10, 2, ("a:1",), ())
             await t.send_snapshot(server_id, 3, meta, snapshot)
             assert inbox.snapshots == [(meta, snapshot.read_bytes())]
@@ -200,16 +210,14 @@ async def test_an_unreachable_peer_is_reported() -> None:
 
 async def test_three_stores_over_grpc_elect_replicate_and_forward(tmp_path: Path) -> None:
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        base = port()
-        for _ in range(3):
-            port()
-        ids = [f"127.0.0.1:{base + i}" for i in range(3)]
+        ids = [f"127.0.0.1:{port()}" for _ in range(3)]
         c = Cluster(nursery, tmp_path, ids, transport=lambda i: GrpcTransport(i))
         handlers = [c.prepare(i).store.grpc_handlers() for i in ids]
+        at = [int(i.rsplit(":", 1)[1]) for i in ids]
         async with (
-            grpc_server(handlers[0], base),
-            grpc_server(handlers[1], base + 1),
-            grpc_server(handlers[2], base + 2),
+            grpc_server(handlers[0], at[0]),
+            grpc_server(handlers[1], at[1]),
+            grpc_server(handlers[2], at[2]),
         ):
             await c.start_all()
             leader = await c.leader()
@@ -227,10 +235,7 @@ async def test_over_grpc_with_a_secret_a_killed_leader_is_replaced_and_nothing_i
     tmp_path: Path,
 ) -> None:
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        base = port()
-        for _ in range(3):
-            port()
-        ids = [f"127.0.0.1:{base + i}" for i in range(3)]
+        ids = [f"127.0.0.1:{port()}" for _ in range(3)]
         c = Cluster(
             nursery, tmp_path, ids, transport=lambda i: GrpcTransport(i, cluster_secret="s3cret")
         )
@@ -263,3 +268,37 @@ async def test_over_grpc_with_a_secret_a_killed_leader_is_replaced_and_nothing_i
             for server in servers.values():
                 server.close()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_large_round_goes_out_in_batches_under_the_node_message_limit() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        server_id = f"127.0.0.1:{at}"
+        inbox = FakeInbox(server_id, [server_id, "127.0.0.1:1"])
+        async with grpc_server([RaftService(inbox, None)], at), client("127.0.0.1:1") as t:
+            # Given one round of 8 appends of 256 KiB each (2 MiB) for one peer
+            appends = [
+                Message(
+                    MessageKind.APPEND,
+                    "127.0.0.1:1",
+                    server_id,
+                    3,
+                    index=n,
+                    entries=(Entry(3, n + 1, bytes([n]) * 256 * 1024),),
+                )
+                for n in range(8)
+            ]
+            t.send(server_id, appends)
+            await eventually(lambda: len(inbox.delivered) >= 4)
+            # Expect every message, in order, in blobs of at most BATCH_BYTES of entries
+            got = [m for blob in inbox.delivered for m in wire.decode_batch(blob)[2]]
+            assert got == appends
+            assert all(len(blob) < BATCH_BYTES + 64 * 1024 for blob in inbox.delivered)
+
+
+def test_over_grpc_a_leader_puts_at_most_a_batch_into_one_append(tmp_path: Path) -> None:
+    store = RaftStore(
+        tmp_path, AppendLog(), node_id="a:1", peers=["a:1", "b:1", "c:1"]
+    )  # builds a GrpcTransport
+    assert isinstance(store.transport, GrpcTransport)
+    assert store.raft_config.max_append_bytes == BATCH_BYTES

@@ -173,6 +173,10 @@ async def test_leadership_is_transferred_on_request(tmp_path: Path) -> None:
         new = await c.leader()
         assert new.id == target.id
         await new.store.propose(b"after transfer")
+        # from a follower: forwarded to the leader, which hands over to the one named
+        back = c.followers(new)[0]
+        await back.store.transfer_leadership(leader.id)
+        assert (await c.leader()).id == leader.id
 
 
 async def test_a_read_barrier_on_a_follower_sees_a_write_acknowledged_elsewhere(
@@ -184,6 +188,12 @@ async def test_a_read_barrier_on_a_follower_sees_a_write_acknowledged_elsewhere(
         await leader.store.propose(b"seen")
         await follower.store.read_barrier()
         assert follower.machine.items == [b"seen"]
+        # many barriers at once share a few ReadIndex calls
+        calls = follower.store.read_index_calls
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(follower.store.read_barrier)
+        assert follower.store.read_index_calls - calls <= 3
 
 
 async def test_a_stale_read_returns_at_once_even_without_a_leader(tmp_path: Path) -> None:

@@ -67,6 +67,9 @@ log = logging.getLogger("taskd.raft.transport")
 SECRET_HEADER = "x-taskd-cluster-secret"
 _SERVICE = "/taskd.internal.v1.Raft/"
 _QUEUE = 256  # message batches queued per peer before new ones are dropped
+# Entry bytes per MessageBatch (and the most a leader puts in one APPEND, see RaftStore): well
+# under the node's default --max-payload (1 MiB), which its gRPC server applies to bytes fields.
+BATCH_BYTES = 512 * 1024
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
 _CALL_TIMEOUT = 3.0  # seconds for a unary call (forward, read index)
@@ -103,10 +106,11 @@ class _Peer:
         host, port = split_address(transport.routes.get(peer, peer))
         self.channel = Channel(host, port, config=_CLIENT_CONFIG)
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(_QUEUE)
+        self.closed = False  # the transport stopped: the pump ends
 
     async def pump(self) -> None:
         backoff = _BACKOFF_MIN
-        while True:
+        while not self.closed:
             blob = await self.queue.get()
             try:
                 async with self.channel.request(
@@ -116,9 +120,9 @@ class _Peer:
                     pb.SendAck,
                     metadata=self.transport.metadata,
                 ) as stream:
-                    await asyncio.wait_for(
-                        stream.send_message(pb.MessageBatch(blob=blob)), _SEND_TIMEOUT
-                    )
+                    # (asyncio.timeout, not wait_for: wait_for of 3.11 can swallow a cancel)
+                    async with asyncio.timeout(_SEND_TIMEOUT):
+                        await stream.send_message(pb.MessageBatch(blob=blob))
                     backoff = _BACKOFF_MIN
                     # The peer answers only when the stream ends: an answer (or an error) now
                     # means it refused or went away, which writes alone may never show.
@@ -137,13 +141,14 @@ class _Peer:
                             if ended.done():
                                 ended.result()  # raises what ended the stream
                                 raise StreamTerminatedError("the peer ended the Send stream")
-                            await asyncio.wait_for(
-                                stream.send_message(pb.MessageBatch(blob=getting.result())),
-                                _SEND_TIMEOUT,
-                            )
+                            async with asyncio.timeout(_SEND_TIMEOUT):
+                                await stream.send_message(pb.MessageBatch(blob=getting.result()))
                     finally:
                         ended.cancel()
             except Exception as exc:  # any failure of the stream: report, back off, reconnect
+                task = asyncio.current_task()
+                if self.closed or (task is not None and task.cancelling()):
+                    raise  # grpclib may turn our cancellation into a stream error
                 try:
                     self.transport.failed(self.peer, exc)
                     while not self.queue.empty():
@@ -205,6 +210,8 @@ class GrpcTransport:
         finally:
             self._inbox = None
             pumps = list(self._pumps.values())
+            for peer in self._peers.values():
+                peer.closed = True
             for task in pumps:
                 task.cancel()
             if pumps:  # let them end before the asyncio loop may close
@@ -235,8 +242,10 @@ class GrpcTransport:
             self._pumps[dst] = asyncio.get_event_loop().create_task(
                 peer.pump(), name=f"raft-send {self.node_id} -> {dst}"
             )
-        with contextlib.suppress(asyncio.QueueFull):  # Raft tolerates a lost batch
-            peer.queue.put_nowait(wire.encode_batch(self.node_id, dst, messages))
+        encode, node_id = wire.encode_batch, self.node_id
+        for part in _parts(messages):
+            with contextlib.suppress(asyncio.QueueFull):  # Raft tolerates a lost batch
+                peer.queue.put_nowait(encode(node_id, dst, part))
 
     def failed(self, peer: str, exc: BaseException) -> None:
         reason = _describe(exc)
@@ -367,6 +376,31 @@ class GrpcTransport:
     def handlers(self, inbox: Any) -> list[Any]:
         """The internal service for the node's gRPC server."""
         return [RaftService(inbox, self.cluster_secret)]
+
+
+def _parts(messages: Sequence[Message]) -> list[Sequence[Message]]:
+    """Split a round's messages for one peer so that no ``MessageBatch`` carries much more than
+    ``BATCH_BYTES`` of entries (the node's gRPC server refuses bytes fields over its
+    --max-payload); a single message larger than that still goes, alone."""
+    size = 0
+    for message in messages:
+        for entry in message.entries:
+            size += len(entry.data)
+    if size <= BATCH_BYTES:
+        return [messages]
+    parts: list[Sequence[Message]] = []
+    part: list[Message] = []
+    size = 0
+    for message in messages:
+        weight = sum(len(entry.data) for entry in message.entries)
+        if part and size + weight > BATCH_BYTES:
+            parts.append(part)
+            part, size = [], 0
+        part.append(message)
+        size += weight
+    if part:
+        parts.append(part)
+    return parts
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

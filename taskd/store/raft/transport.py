@@ -39,7 +39,7 @@ from taskd.errors import Unavailable
 from taskd.raft.types import Message, SnapshotMeta
 from taskd.store.raft import wire
 
-SNAPSHOT_CHUNK = 1024 * 1024  # bytes per InstallSnapshot chunk
+SNAPSHOT_CHUNK = 512 * 1024  # bytes per InstallSnapshot chunk (under the node's 1 MiB limit)
 
 # What a transport hands a receiver of a snapshot: the next chunk, or None at the end.
 ChunkSource = Callable[[], Awaitable[bytes | None]]

@@ -1,7 +1,8 @@
 """Simulated clients: they propose to whoever leads and remember what was acknowledged.
 
-Theory of operation: each client, every few milliseconds, proposes a fresh, unique command to
-the node it believes leads (at first a random live node). ``NotLeader`` sends it to the hint,
+Theory of operation: each client, every few milliseconds, proposes a fresh, unique command
+(now and then a batch of a few, through ``propose_many``, as the driver batches) to the node
+it believes leads (at first a random live node). ``NotLeader`` sends it to the hint,
 or to another random node; otherwise the proposer's driver decides the outcome by (term,
 index) when it applies that index (``node``): *acked* when the applied entry has the
 proposal's term, *failed* when another term's entry took the index, *unknown* when the
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from taskd.errors import NotLeader
 from tests.raft.sim.checkers import SafetyChecker
 from tests.raft.sim.loop import EventLoop
-from tests.raft.sim.node import ACKED, FAILED, SimNode
+from tests.raft.sim.node import ACKED, FAILED, OutcomeCallback, SimNode
 from tests.raft.sim.trace import Trace
 
 
@@ -113,25 +114,30 @@ class Clients:
         self._schedule(client, delay)
 
     def _propose(self, client: int, node: SimNode) -> None:
-        data = f"c{client}.{next(self._ids)}".encode()
-        self.propose(node, data, lambda outcome: None)
+        count = 1 if self.rng.random() < 0.7 else self.rng.randint(2, 6)
+        batch = [f"c{client}.{next(self._ids)}".encode() for _ in range(count)]
+        self.propose(node, batch, lambda outcome: None)
         self._guess[client] = node.id
 
-    def propose(self, node: SimNode, data: bytes, done: Callable[[str], None]) -> None:
-        """Propose ``data`` on ``node`` and record its outcome; raises ``NotLeader``."""
+    def propose(self, node: SimNode, batch: list[bytes], done: Callable[[str], None]) -> None:
+        """Propose ``batch`` on ``node`` (one ``propose_many`` when it has several commands)
+        and record each command's outcome; raises ``NotLeader``."""
 
-        def outcome(result: str, term: int, index: int) -> None:
-            self.outcomes[result] += 1
-            self.trace.log(node.id, "%s %r at %d/%d", result, data, index, term)
-            if result == ACKED:
-                self.acked[data] = Ack(node.id, term, index, self.loop.now)
-                self.max_acked_index = max(self.max_acked_index, index)
-            elif result == FAILED:
-                self.failed[data] = f"proposed on {node.id} at {index}/{term}"
-            done(result)
+        def waiter(data: bytes) -> OutcomeCallback:
+            def outcome(result: str, term: int, index: int) -> None:
+                self.outcomes[result] += 1
+                self.trace.log(node.id, "%s %r at %d/%d", result, data, index, term)
+                if result == ACKED:
+                    self.acked[data] = Ack(node.id, term, index, self.loop.now)
+                    self.max_acked_index = max(self.max_acked_index, index)
+                elif result == FAILED:
+                    self.failed[data] = f"proposed on {node.id} at {index}/{term}"
+                done(result)
 
-        term, index = node.propose(data, outcome)
-        self.trace.log(node.id, "propose %r at %d/%d", data, index, term)
+            return outcome
+
+        term, indexes = node.propose([(data, waiter(data)) for data in batch])
+        self.trace.log(node.id, "propose %r at %d..%d/%d", batch[0], indexes[0], indexes[-1], term)
 
     def _read(self, client: int, node: SimNode) -> None:
         ctx = f"r{client}.{next(self._ids)}"

@@ -233,7 +233,7 @@ class Simulation:
         delay = 50 * MS
         if leader is not None:
             try:
-                self.clients.propose(leader, data, done)
+                self.clients.propose(leader, [data], done)
                 delay = MARKER_PATIENCE
             except NotLeader:
                 pass

@@ -10,7 +10,8 @@ leader: ``add`` starts a spare node with an empty configuration (a joining node)
 it as a learner (the leader promotes it once it caught up); ``remove`` proposes removing a
 learner, or a voter while more than ``MIN_VOTERS`` remain (the leader itself included). A
 node that is in no configuration any more (committed or a live leader's) is ``reap``-ed:
-stopped, its disk wiped, so it can later join again as a fresh spare.
+stopped, and half the time its disk is wiped; either way it can later join again (fresh, or
+with the log and term it had).
 """
 
 from __future__ import annotations
@@ -92,10 +93,15 @@ class Membership:
         return True
 
     def reap(self) -> None:
-        """Stop (and wipe) every live node that no configuration names any more."""
+        """Stop every live node that no configuration names any more; half the time its disk
+        is wiped too (an operator who deletes the data), else it keeps its old log and term
+        for when it is added again."""
         members = self.members()
         for node in self.nodes.values():
             if node.alive and node.id not in members:
-                self.trace.log("nemesis", "%s is no member: stopped, its disk wiped", node.id)
+                wipe = self.rng.random() < 0.5
+                self.trace.log("nemesis", "%s is no member: stopped%s", node.id,
+                               ", its disk wiped" if wipe else "")  # fmt: skip
                 node.crash()
-                node.wipe()
+                if wipe:
+                    node.wipe()

@@ -272,15 +272,21 @@ class SimNode:
         self._guard(lambda: core.step(message))
         self.kick()
 
-    def propose(self, data: bytes, on_outcome: OutcomeCallback) -> tuple[int, int]:
-        """Propose on this node's core; raises ``NotLeader`` like the core does."""
+    def propose(self, items: list[tuple[bytes, OutcomeCallback]]) -> tuple[int, range]:
+        """Propose commands on this node's core (one ``propose_many`` for several, as the
+        driver batches them), each with its own waiter; raises ``NotLeader`` like the core."""
         core = self.core
         if core is None or self.paused:  # a frozen node never answers: the client gives up
             raise NotLeader(None)
-        index = core.propose(data)
-        self.waiters[index] = (core.term, on_outcome)
+        if len(items) == 1:
+            first = core.propose(items[0][0])
+            indexes = range(first, first + 1)
+        else:
+            indexes = core.propose_many([data for data, _ in items])
+        for index, (_, on_outcome) in zip(indexes, items, strict=True):
+            self.waiters[index] = (core.term, on_outcome)
         self.kick()
-        return core.term, index
+        return core.term, indexes
 
     def call(self, action: Callable[[RaftCore], object]) -> object:
         """Run ``action`` on the live core (a read, a transfer, a membership change) and let
