@@ -97,6 +97,10 @@ class Cluster(RuleBasedStateMachine):
     def heal(self) -> None:
         self.net.heal()
 
+    @rule(cap=st.none() | st.integers(1, 3))
+    def cap_rounds(self, cap: int | None) -> None:
+        self.net.max_entries = cap  # the drivers take at most this many entries per round
+
     @rule(member=node_ids)
     def change_membership(self, member: str) -> None:
         for node_id in self._leaders():

@@ -302,3 +302,42 @@ def test_over_grpc_a_leader_puts_at_most_a_batch_into_one_append(tmp_path: Path)
     )  # builds a GrpcTransport
     assert isinstance(store.transport, GrpcTransport)
     assert store.raft_config.max_append_bytes == BATCH_BYTES
+
+
+async def test_over_grpc_a_follower_far_behind_catches_up_by_a_streamed_snapshot(
+    tmp_path: Path,
+) -> None:
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        ids = [f"127.0.0.1:{port()}" for _ in range(3)]
+        c = Cluster(nursery, tmp_path, ids, transport=GrpcTransport, snapshot_every=20)
+        servers = {i: CrashableServer(c.prepare(i).store.grpc_handlers()) for i in ids}
+        for i, server in servers.items():
+            await start_on(server, int(i.rsplit(":", 1)[1]))
+        try:
+            await c.start_all()
+            leader = await c.leader()
+            behind = c.followers(leader)[0]
+            await c.kill(behind.id)
+            servers[behind.id].crash()
+            for n in range(60):
+                await leader.store.propose(b"s%d" % n)
+            await leader.store.wait_for_snapshot()
+            await trio_asyncio.aio_as_trio(servers[behind.id].wait_closed)()
+            back = c.prepare(behind.id)
+            servers[behind.id] = CrashableServer(back.store.grpc_handlers())
+            await start_on(servers[behind.id], int(behind.id.rsplit(":", 1)[1]))
+            await c.start(behind.id)
+            await eventually(lambda: back.machine.items == [b"s%d" % n for n in range(60)])
+            assert back.store._snapshot_index > 0  # through the snapshot, not the log
+        finally:
+            for server in servers.values():
+                server.close()
+            nursery.cancel_scope.cancel()
+
+
+async def test_members_named_by_host_name_are_resolved_for_the_address_check() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        inbox = FakeInbox(f"localhost:{at}", [f"localhost:{at}", "localhost:1"])
+        async with grpc_server([RaftService(inbox, None)], at), client("localhost:1") as t:
+            assert await t.forward(f"127.0.0.1:{at}", wire.encode_commands([b"a"])) == (7, 100)

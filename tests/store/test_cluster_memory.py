@@ -247,3 +247,31 @@ async def test_a_forward_whose_answer_is_lost_has_an_unknown_outcome(tmp_path: P
         # it was appended, and it commits: reading it back shows it applied
         await eventually(lambda: follower.machine.items == [b"maybe"])
         await c.converged()
+
+
+async def test_writes_through_every_member_survive_a_lossy_network(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await c.leader()
+        c.network.drop_rate = 0.2  # one message batch in five is lost
+        done: list[bytes] = []
+
+        async def writer(member_id: str) -> None:
+            for n in range(15):
+                item = b"%s-%d" % (member_id.encode(), n)
+                while True:
+                    try:
+                        await c.members[member_id].store.propose(item)
+                        break
+                    except NotLeader:
+                        await trio.sleep(0.02)  # an election under way: try again
+                done.append(item)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for member_id in IDS:
+                    nursery.start_soon(writer, member_id)
+        c.network.drop_rate = 0.0
+        await eventually(lambda: all(len(m.machine.items) >= 45 for m in c.members.values()))
+        await c.converged()
+        items = next(iter(c.members.values())).machine.items
+        assert sorted(items) == sorted(done)  # each exactly once

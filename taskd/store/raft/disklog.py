@@ -8,7 +8,9 @@ Blocking I/O. Theory of operation: everything lives under ``<data_dir>/raft/``::
                                              the index of its first entry; rotated at ~64 MiB
     durable                                the durable mark: how far the synced log reaches
     hardstate                              term, vote, commit; replaced atomically
-    snapshot-<index:020>-<term:020>        the latest snapshot; replaced atomically
+    snapshot-<index:020>-<term:020>        the latest snapshot (with its configuration);
+                                             replaced atomically
+    incoming-<index>-<term>.tmp            a leader's snapshot being received (deleted at start)
     lost+found/                            what ``--accept-data-loss`` cut away, kept
 
 "Atomically" is: write a temp file, fsync it, rename it over the old one, fsync the directory.
@@ -71,6 +73,20 @@ the segment holding ``index - 1`` is cut at that record's end and fsynced. A cra
 in between leaves a log that reaches at least the mark and has no gap, so recovery accepts
 it as it is; the driver's core then replaces the tail again. A committed entry is never
 truncated (``ValueError``): the mark's commit index stays below the cut.
+
+Installing a leader's snapshot (``install_snapshot(meta, staged)``: a follower far behind a
+compacted log; the staged file was written and fsynced in this directory by the driver) drops
+EVERY entry and makes the snapshot the base of the log, in this order: (1) the staged file is
+checked (header, checksum, position) and renamed to its snapshot name, and the directory
+fsynced: from now on recovery starts from it, keeps old entries above it (uncommitted; the
+leader replaces them) and deletes the segments it covers whole; (2) the mark is set to
+``meta.index`` and fsynced, so it never claims entries about to be deleted; (3) every segment
+is deleted, last first, and the directory fsynced: a crash leaves a contiguous prefix of the
+old segments, which (1) already handles; (4) older snapshots are removed. Appending then
+starts a new segment at ``meta.index + 1``. Snapshot files carry the configuration (voters,
+learners) as of their index in their header (format 2); files of format 1, without it, load
+with an empty configuration. ``save_snapshot`` never removes a NEWER snapshot: a forked
+child's snapshot may finish after an installed one that went further.
 """
 
 from __future__ import annotations
