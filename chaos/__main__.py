@@ -1,4 +1,5 @@
-"""``python -m chaos [--duration S] [--nodes N] [--seed N] ...`` and ``python -m chaos check FILE``.
+"""``python -m chaos [--duration S] [--nodes N] [--seed N] [--runs K] ...``; ``check FILE``;
+``timeline FILE`` (the run's faults, leader changes and writes per second, in time order).
 
 Exit status: 0 when the account has no violation, 1 when it has, 2 when the run itself could
 not happen (bad flags, a cluster that never came up).
@@ -7,6 +8,8 @@ not happen (bad flags, a cluster that never came up).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shlex
 import sys
 import time
@@ -21,6 +24,7 @@ from chaos.cluster import DEFAULT_TASKD
 from chaos.history import History
 from chaos.load import LoadConfig
 from chaos.run import ChaosRun, RunError, Settings
+from chaos.timeline import timeline
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load and faults")
     p.add_argument("--nodes", type=int, default=3, help="cluster members (default 3)")
     p.add_argument("--seed", type=int, default=None, help="nemesis and load seed (default: time)")
+    p.add_argument(
+        "--runs", type=int, default=1, help="runs with seeds SEED, SEED+1, ... (exit: the worst)"
+    )
     p.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
     p.add_argument("--workers", type=int, default=3, help="HTTP workers")
     p.add_argument(
@@ -55,26 +62,54 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:  # CI, a pipe: wide enough for the table's counts on one line
+        console.width = max(console.width, 120)
+    return console
+
+
 def check_file(path: Path) -> int:
     history = History.from_json(path.read_bytes())
     account = checker.account(history)
-    report.show(Console(), history, account)
+    report.show(_console(), history, account)
     return 0 if account.ok else 1
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["check"]:
+    if argv[:1] in (["check"], ["timeline"]):
         if len(argv) != 2:
-            print("usage: python -m chaos check RUN_DIR/history.json", file=sys.stderr)
+            print(f"usage: python -m chaos {argv[0]} RUN_DIR/history.json", file=sys.stderr)
             return 2
+        if argv[0] == "timeline":
+            lines = timeline(History.from_json(Path(argv[1]).read_bytes()))
+            with contextlib.suppress(BrokenPipeError):  # `| head` is a fine way to read it
+                sys.stdout.write("\n".join(lines) + "\n")
+            return 0
         return check_file(Path(argv[1]))
     args = parser().parse_args(argv)
     if args.nodes < 1 or args.duration <= 0 or args.clients < 1 or args.workers < 1:
         print("chaos: --nodes, --clients, --workers >= 1 and --duration > 0", file=sys.stderr)
         return 2
-    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
+    first = args.seed if args.seed is not None else int(time.time()) % 100_000
+    if args.runs < 1:
+        print("chaos: --runs must be at least 1", file=sys.stderr)
+        return 2
+    if args.runs == 1:
+        return run_one(args, first, args.out)
+    console = _console()
+    verdicts: list[tuple[int, int]] = []
+    for seed in range(first, first + args.runs):  # each its own dir: chaos-runs/<time>-seed<n>
+        verdicts.append((seed, run_one(args, seed, args.out / f"seed{seed}" if args.out else None)))
+    for seed, code in verdicts:
+        console.print(f"chaos: seed {seed}: {('PASS', 'FAIL', 'NO RUN')[min(code, 2)]}")
+    return max(code for _, code in verdicts)
+
+
+def run_one(args: argparse.Namespace, seed: int, out: Path | None) -> int:
+    """One run with ``seed``: 0 clean, 1 violations, 2 no run."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    out = args.out or Path("chaos-runs") / f"{stamp}-seed{seed}"
+    out = out or Path("chaos-runs") / f"{stamp}-seed{seed}"
     load = LoadConfig(
         clients=args.clients,
         workers=args.workers,
@@ -93,7 +128,7 @@ def main(argv: list[str]) -> int:
         proxied=not args.no_proxies,
         taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
     )
-    console = Console(record=True)
+    console = _console()
     console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
     run = ChaosRun(settings, say=lambda line: console.print(line, soft_wrap=True))
     try:
@@ -106,9 +141,11 @@ def main(argv: list[str]) -> int:
     (out / "account.json").write_bytes(
         orjson.dumps(account.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     )
+    text = Console(file=io.StringIO(), width=120, record=True)  # the table, for account.txt
+    report.show(text, history, account)
+    (out / "account.txt").write_text(text.export_text())
     report.show(console, history, account)
     console.print(f"chaos: history and account in {out}")
-    (out / "account.txt").write_text(console.export_text())
     return 0 if account.ok else 1
 
 

@@ -21,6 +21,8 @@ each node's own replica is ``history.replicas`` (stale reads after a quiet perio
   a worker sent before the lease arrived; in the final state a dependent past ``blocked`` has
   only succeeded dependencies, a dependent of a failed or canceled task is canceled, and one
   whose dependencies all succeeded is no longer blocked.
+- reads: a linearizable read (the default) of a task, sent to another member after its submit
+  was acknowledged, found it (else *stale read*); 503s and timeouts are only counted.
 - delays: no attempt was leased before its submit's invocation time plus its delay.
 - leaders: at most one leader per term, from every polled cluster view (a node saying it
   leads, or naming the leader) and every "leading in term N" log line.
@@ -281,6 +283,24 @@ def check_dependencies(h: History) -> Check:
     return Check("dependencies", counts, violations)
 
 
+def check_reads(h: History) -> Check:
+    """A linearizable read sent after a submit was acknowledged must find the task."""
+    statuses = Counter(r.status for r in h.reads)
+    violations = [
+        f"stale read: {r.node} answered 404 for task {r.task_id}, "
+        f"{r.invoked - r.acked:.3f} s after its submit was acknowledged"
+        for r in h.reads
+        if r.status == 404 and r.invoked >= r.acked
+    ]
+    counts: dict[str, int | str] = {
+        "reads": len(h.reads),
+        "found": statuses[200],
+        "unavailable": sum(n for s, n in statuses.items() if s not in (200, 404)),
+        "stale": len(violations),
+    }
+    return Check("reads", counts, violations)
+
+
 def check_delays(h: History) -> Check:
     not_before = {
         s.task_id: s.invoked + s.delay
@@ -367,6 +387,7 @@ CHECKS: tuple[Callable[[History], Check], ...] = (
     check_completions,
     check_attempts,
     check_dependencies,
+    check_reads,
     check_delays,
     check_leaders,
     check_convergence,

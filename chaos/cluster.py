@@ -8,13 +8,15 @@ command) with the same flags every time, appending to the same log, so a restart
 member on the same data dir; ``kill`` is SIGKILL, ``pause``/``resume`` SIGSTOP/SIGCONT,
 ``stop`` SIGTERM then SIGKILL after a grace period. Each child runs in its own session so a
 signal reaches that node only, and the harness never leaves one running: ``Cluster.close``
-kills whatever is left.
+kills whatever is left, and each node gets ``PR_SET_PDEATHSIG`` so that even a SIGKILLed
+harness takes its nodes with it.
 
 The proxies themselves are ``chaos.proxy``; this module only knows their ports.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -125,6 +127,7 @@ class Node:
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # a harness killed by SIGKILL leaves no node behind
         )
         self.paused = False
 
@@ -174,6 +177,15 @@ class Node:
         if self.pid is None:
             raise RuntimeError(f"node {self.member} is not running")
         return process_cpu_seconds(self.pid)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL me when the harness thread that spawned me exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -1,10 +1,11 @@
 """The recorded history of a chaos run: what every client, worker and observer saw, and when.
 
 Theory of operation: the harness appends one frozen record per observation (a submit call, a
-leased attempt, a complete/fail call, a cluster-status poll, a leadership line in a node's log,
-a nemesis action) and, after healing, the final reads of every node. The checker
-(``chaos.checker``) is a set of pure functions over this record and nothing else, so a history
-written to ``history.json`` can be checked again, or doctored by hand to prove a check fires.
+read of a task just acknowledged, a leased attempt, a complete/fail call, a cluster-status
+poll, a leadership line in a node's log, a nemesis action) and, after healing, the final reads
+of every node. The checker (``chaos.checker``) is a set of pure functions over this record and
+nothing else, so a history written to ``history.json`` can be checked again, or doctored by
+hand to prove a check fires.
 
 Outcomes follow Jepsen: ``ok`` (the node acknowledged), ``fail`` (the call certainly changed
 nothing: refused with a 4xx, or never sent because the connection was refused) and ``info``
@@ -82,6 +83,20 @@ class Report:
 
 
 @dataclass(frozen=True, slots=True)
+class Read:
+    """A linearizable ``GET /api/v1/tasks/{id}`` of a task just acknowledged, on another member."""
+
+    client: str
+    node: str
+    task_id: str
+    acked: float  # when the submit's acknowledgement arrived
+    invoked: float
+    completed: float
+    status: int  # HTTP status; 0 when no answer came
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterView:
     """One poll of a node's ``GET /api/v1/cluster``: that node's own view."""
 
@@ -142,6 +157,7 @@ class History:
     submits: list[Submit] = field(default_factory=list)
     leases: list[Lease] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
+    reads: list[Read] = field(default_factory=list)
     views: list[ClusterView] = field(default_factory=list)
     log_leaders: list[LogLeader] = field(default_factory=list)
     nemesis: list[NemesisEvent] = field(default_factory=list)
@@ -159,6 +175,7 @@ class History:
             submits=[_build(Submit, r) for r in raw.get("submits", [])],
             leases=[_build(Lease, r) for r in raw.get("leases", [])],
             reports=[_build(Report, r) for r in raw.get("reports", [])],
+            reads=[_build(Read, r) for r in raw.get("reads", [])],
             views=[_build(ClusterView, r) for r in raw.get("views", [])],
             log_leaders=[_build(LogLeader, r) for r in raw.get("log_leaders", [])],
             nemesis=[_build(NemesisEvent, r) for r in raw.get("nemesis", [])],

@@ -1,4 +1,4 @@
-"""The load: clients submitting tasks to random members, and HTTP workers running them.
+"""The load's clients: tasks submitted to random members, and the outcome rules of every call.
 
 Theory of operation. A ``Submitter`` loops until stopped: it picks a member and an API (REST
 one task, REST batch, gRPC ``Submit``, gRPC ``SubmitBatch``) at random, builds tasks whose
@@ -7,10 +7,8 @@ tasks depend on tasks acknowledged earlier, some carry an idempotency key (and a
 with the same key after an indeterminate outcome — the node must then answer with the same
 task), some are delayed, and ``max_retries`` varies from 0 to 3.
 
-An ``HttpWorker`` loops until stopped: it leases up to a few tasks of the worker queue from a
-member (``POST /api/v1/queues/{q}/lease``), records each leased attempt, and reports each one,
-mostly to the same member: ``complete`` with a result unique to that attempt, or (sometimes)
-``fail`` (retryable). When stopped it reports what it holds and leases nothing more.
+A third of the acknowledged calls are read back at once (linearizably, the default) from
+another member: the task must be there. The workers that run the tasks are ``chaos.workers``.
 
 Outcome rules (``chaos.history``): 2xx is ok; 4xx and a refused connection certainly changed
 nothing (fail); a 5xx, a timeout or a broken connection is unknown (info). gRPC calls go
@@ -24,7 +22,6 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +33,10 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from chaos.history import FAIL, INFO, OK, History, Lease, Outcome, Report, Submit
+from chaos.history import FAIL, INFO, OK, History, Outcome, Read, Submit
 from taskd.api.taskd import v1 as pb
 
-_JSON = {"content-type": "application/json"}
+JSON_HEADERS = {"content-type": "application/json"}
 _DEFINITE_GRPC = frozenset(
     {
         Status.INVALID_ARGUMENT,
@@ -67,6 +64,7 @@ class LoadConfig:
     timeout: float = 3.0  # per call
     think: tuple[float, float] = (0.02, 0.1)  # seconds between a client's calls
     fail_rate: float = 0.2  # share of attempts a worker fails (retryable)
+    read_rate: float = 0.3  # share of acknowledged calls read back from another member
     seed: int = 0
 
 
@@ -87,7 +85,7 @@ def grpc_error_outcome(exc: BaseException) -> Outcome:
     return FAIL if isinstance(exc, ConnectionRefusedError) else INFO
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, GRPCError):
         return f"{exc.status.name}: {exc.message}"[:200]
     return f"{type(exc).__name__}: {exc}"[:200]
@@ -206,6 +204,7 @@ class Submitter:
         self.acked = acked
         self.rng = random.Random(f"{cfg.seed}-{name}")
         self._ops = itertools.count(1)
+        self.last: Submit | None = None  # this client's latest record
 
     def plan(self) -> TaskPlan:
         rng = self.rng
@@ -238,6 +237,8 @@ class Submitter:
                 await trio.sleep(0.2)
             if outcome != OK:  # that member is down or busy: do not spin on it
                 await trio.sleep(self.rng.uniform(0.1, 0.3))
+            elif self.rng.random() < self.cfg.read_rate and self.last is not None:
+                await self.read_back(member, self.last)
             await trio.sleep(self.rng.uniform(*self.cfg.think))
 
     async def call(self, member: str, api: str, plans: list[TaskPlan]) -> Outcome:
@@ -259,7 +260,7 @@ class Submitter:
             outcome = grpc_error_outcome(exc) if api.startswith("grpc") else INFO
             if isinstance(exc, httpx.HTTPError):
                 outcome = http_error_outcome(exc)
-            error = _describe(exc)
+            error = describe(exc)
         self._record(member, api, plans, invoked, outcome, answers, error)
         return outcome
 
@@ -276,27 +277,56 @@ class Submitter:
         completed = time.time()
         for i, p in enumerate(plans):
             task_id, duplicate = answers[i] if outcome == OK else (None, False)
-            self.history.submits.append(
-                Submit(
-                    op=p.op,
-                    client=self.name,
-                    node=member,
-                    api=api,
-                    queue=p.queue,
-                    invoked=invoked,
-                    completed=completed,
-                    outcome=outcome,
-                    task_id=task_id,
-                    duplicate=duplicate,
-                    key=p.key,
-                    deps=p.deps,
-                    max_retries=p.max_retries,
-                    delay=p.delay,
-                    error=error,
-                )
+            self.last = Submit(
+                op=p.op,
+                client=self.name,
+                node=member,
+                api=api,
+                queue=p.queue,
+                invoked=invoked,
+                completed=completed,
+                outcome=outcome,
+                task_id=task_id,
+                duplicate=duplicate,
+                key=p.key,
+                deps=p.deps,
+                max_retries=p.max_retries,
+                delay=p.delay,
+                error=error,
             )
+            self.history.submits.append(self.last)
             if task_id and p.queue == self.cfg.queue and not p.delay:
                 self.acked.add(task_id)
+
+    async def read_back(self, wrote_to: str, submit: Submit) -> None:
+        """Read the task just acknowledged from another member: it must be there."""
+        if submit.task_id is None:
+            return
+        others = [m for m in self.urls if m != wrote_to] or [wrote_to]
+        member = self.rng.choice(others)
+        invoked = time.time()
+        status, error = 0, ""
+        try:
+            response = await self.client.get(
+                f"{self.urls[member]}/api/v1/tasks/{submit.task_id}", timeout=self.cfg.timeout
+            )
+            status = response.status_code
+            if status != 200:
+                error = response.text[:200]
+        except httpx.HTTPError as exc:
+            error = describe(exc)
+        self.history.reads.append(
+            Read(
+                self.name,
+                member,
+                submit.task_id,
+                submit.completed,
+                invoked,
+                time.time(),
+                status,
+                error,
+            )
+        )
 
     async def _rest(
         self, member: str, api: str, plans: list[TaskPlan]
@@ -309,7 +339,10 @@ class Submitter:
             body = {"tasks": [p.rest() for p in plans]}
             path = "/api/v1/tasks/batch"
         response = await self.client.post(
-            f"{url}{path}", content=orjson.dumps(body), headers=_JSON, timeout=self.cfg.timeout
+            f"{url}{path}",
+            content=orjson.dumps(body),
+            headers=JSON_HEADERS,
+            timeout=self.cfg.timeout,
         )
         outcome = http_outcome(response.status_code)
         if outcome != OK:
@@ -317,125 +350,3 @@ class Submitter:
         data = response.json()
         tasks = [data] if api == "rest" else data["tasks"]
         return OK, [(t["id"], bool(t.get("duplicate"))) for t in tasks], ""
-
-
-class HttpWorker:
-    def __init__(
-        self,
-        name: str,
-        cfg: LoadConfig,
-        urls: dict[str, str],
-        history: History,
-        client: httpx.AsyncClient,
-        stopping: Callable[[], bool],
-    ) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.urls = urls
-        self.history = history
-        self.client = client
-        self.stopping = stopping
-        self.rng = random.Random(f"{cfg.seed}-{name}")
-        self._nonce = itertools.count(1)
-
-    async def run(self) -> None:
-        member = self.rng.choice(list(self.urls))
-        while not self.stopping():
-            items = await self.lease(member)
-            if items is None:  # that member did not serve us: try another
-                member = self.rng.choice(list(self.urls))
-                await trio.sleep(0.1)
-                continue
-            for item in items:
-                await trio.sleep(self.rng.uniform(0.0, 0.03))
-                target = member if self.rng.random() < 0.8 else self.rng.choice(list(self.urls))
-                await self.report(target, item)
-
-    async def lease(self, member: str) -> list[dict[str, Any]] | None:
-        body = {"worker": self.name, "max": 4, "wait": 0.5}
-        try:
-            response = await self.client.post(
-                f"{self.urls[member]}/api/v1/queues/{self.cfg.queue}/lease",
-                content=orjson.dumps(body),
-                headers=_JSON,
-                timeout=self.cfg.timeout + 1.0,
-            )
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        received = time.time()
-        items: list[dict[str, Any]] = response.json().get("tasks", [])
-        for item in items:
-            payload = item.get("payload")
-            op = payload.get("op") if isinstance(payload, dict) else None
-            self.history.leases.append(
-                Lease(
-                    worker=self.name,
-                    node=member,
-                    task_id=item["id"],
-                    attempt=int(item.get("attempt") or 0),
-                    lease=int(item["lease"]),
-                    received=received,
-                    op=op,
-                    dependency_results=dict(item.get("dependency_results") or {}),
-                )
-            )
-        return items
-
-    async def report(self, member: str, item: dict[str, Any]) -> None:
-        task_id, lease = item["id"], int(item["lease"])
-        result: Any = None
-        if self.rng.random() < self.cfg.fail_rate:
-            kind = "fail"
-            body: dict[str, Any] = {"lease": lease, "error": "chaos: a deliberate failure"}
-        else:
-            kind = "complete"
-            result = {"w": self.name, "lease": lease, "n": next(self._nonce)}
-            body = {"lease": lease, "result": result}
-        invoked = time.time()
-        error = ""
-        outcome: Outcome = INFO
-        try:
-            response = await self.client.post(
-                f"{self.urls[member]}/api/v1/tasks/{task_id}/{kind}",
-                content=orjson.dumps(body),
-                headers=_JSON,
-                timeout=self.cfg.timeout,
-            )
-            outcome = http_outcome(response.status_code)
-            if outcome != OK:
-                error = f"HTTP {response.status_code}: {response.text[:200]}"
-        except httpx.HTTPError as exc:
-            outcome, error = http_error_outcome(exc), _describe(exc)
-        except trio.Cancelled:  # the run ended with this call in flight: it may still land
-            error = "cancelled: the run ended"
-            raise
-        finally:
-            self._recorded(kind, member, task_id, lease, invoked, outcome, result, error)
-
-    def _recorded(
-        self,
-        kind: str,
-        member: str,
-        task_id: str,
-        lease: int,
-        invoked: float,
-        outcome: Outcome,
-        result: Any,
-        error: str,
-    ) -> None:
-        self.history.reports.append(
-            Report(
-                kind="complete" if kind == "complete" else "fail",
-                worker=self.name,
-                node=member,
-                task_id=task_id,
-                lease=lease,
-                invoked=invoked,
-                completed=time.time(),
-                outcome=outcome,
-                result=result,
-                error=error,
-            )
-        )

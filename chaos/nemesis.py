@@ -7,7 +7,9 @@ when the fault starts from the observer's current view, since who leads is the r
 not the seed's. ``Nemesis.run`` sleeps to each start, applies the fault, records a
 ``NemesisEvent``, holds it, heals it (restart, SIGCONT, proxy heal) and records that too.
 
-Kinds: ``kill`` (SIGKILL, restart after the hold), ``pause`` (SIGSTOP, SIGCONT), ``isolate``
+Kinds: ``kill`` (SIGKILL, restart after the hold), ``terminate`` (SIGTERM: a graceful stop, which
+on the leader transfers leadership first; SIGKILL if it is still stopping after the hold, then
+restart), ``pause`` (SIGSTOP, SIGCONT), ``isolate``
 (cut every link into and out of the target), ``split`` (a random minority against the
 majority), ``one-way`` (the target's outbound links only), ``slow`` (every link delayed by
 50-300 ms), ``kill-all`` (every node at once, rare). A single-node cluster gets only kill and
@@ -31,6 +33,7 @@ from chaos.proxy import Network
 WARMUP = 2.0  # seconds of load before the first fault
 _KINDS = (
     ("kill", 3.0),
+    ("terminate", 1.0),
     ("pause", 2.0),
     ("isolate", 2.0),
     ("split", 1.5),
@@ -38,8 +41,9 @@ _KINDS = (
     ("slow", 1.0),
     ("kill-all", 0.3),
 )
-_LOCAL_KINDS = frozenset({"kill", "pause", "kill-all"})
+_LOCAL_KINDS = frozenset({"kill", "terminate", "pause", "kill-all"})
 
+_WATCH_EVERY = 0.01  # seconds between looks at the nodes' processes during a fault
 Heal = Callable[[], None]
 
 
@@ -105,8 +109,19 @@ class Nemesis:
         for fault in self.faults:
             await trio.sleep_until(start + fault.at)
             healed = self.apply(fault)
-            await trio.sleep(fault.hold)
+            await self._hold(trio.current_time() + fault.hold)
             healed()
+
+    async def _hold(self, until: float) -> None:
+        """Until ``until``, close the links into any node that exits (a SIGTERMed one, a crash)
+        as soon as it has, so that no connect meets a dead port through a proxy."""
+        down: set[str] = set()
+        while trio.current_time() < until:
+            for member, node in self.cluster.nodes.items():
+                if not node.alive and member not in down and self.network is not None:
+                    self.network.member_down(member)
+                    down.add(member)
+            await trio.sleep(min(_WATCH_EVERY, max(0.0, until - trio.current_time())))
 
     def apply(self, fault: Fault) -> Heal:
         target = self.resolve(fault.target)
@@ -116,6 +131,10 @@ class Nemesis:
             self._kill([target])
             self.record("kill", what, [target])
             return lambda: self._restart([target])
+        if fault.kind == "terminate":  # a graceful stop: the leader hands leadership over
+            self.cluster.node(target).terminate()
+            self.record("terminate", what, [target])
+            return lambda: self._restart([target], kill_first=True)
         if fault.kind == "kill-all":
             self._kill(members)
             self.record("kill", "kill-all", members)
@@ -147,13 +166,16 @@ class Nemesis:
 
     def _kill(self, members: list[str]) -> None:
         for member in members:
-            self.cluster.node(member).kill()
-            if self.network is not None:
+            if self.network is not None:  # first: no connect may meet the dying port
                 self.network.member_down(member)
+            self.cluster.node(member).kill()
 
-    def _restart(self, members: list[str]) -> None:
+    def _restart(self, members: list[str], *, kill_first: bool = False) -> None:
         for member in members:
-            self.cluster.node(member).start()
+            node = self.cluster.node(member)
+            if kill_first and node.alive:  # still shutting down after the hold: no more waiting
+                self._kill([member])
+            node.start()
             if self.network is not None:
                 self.network.member_up(member)
         self.record("restart", "restart " + ", ".join(members), members)

@@ -15,7 +15,9 @@ chunk is due ``delay`` seconds after it was read, so a slow link delays without 
 A proxy must not add faults of its own: a direct connect to a dead member is refused, so
 ``Network.member_down`` (told by the nemesis when it kills one) closes the links into it and
 ``member_up`` opens them again once the restarted member's own port accepts. (A frozen member
-is left alone: the kernel still accepts its connections, with or without a proxy.)
+is left alone: the kernel still accepts its connections, with or without a proxy.) A member
+that died otherwise (a crash, a SIGTERM) is noticed by the first connect the link cannot
+forward, and the link closes the same way from then on.
 
 ``Network`` is the set of links of one cluster, keyed by (source, destination) member, with
 the partition shapes the nemesis uses: isolate a node, split into groups, cut one direction.
@@ -174,7 +176,11 @@ class Link:
                 try:
                     outbound = await trio.open_tcp_stream(self.host, self.target_port)
                 except OSError:
-                    return  # the member is down: the caller sees its connection reset
+                    # The member is down (this caller sees its connection reset): refuse the
+                    # next ones, as its own port does, until it accepts again.
+                    self.target_down()
+                    self.target_up()
+                    return
                 self._streams.add(outbound)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, inbound, outbound, nursery.cancel_scope)

@@ -35,11 +35,12 @@ import trio_asyncio
 from chaos.checker import differences
 from chaos.cluster import DEFAULT_TASKD, Cluster, layout
 from chaos.history import FinalRead, History, LogLeader
-from chaos.load import Acknowledged, GrpcPool, HttpWorker, LoadConfig, Submitter
+from chaos.load import Acknowledged, GrpcPool, LoadConfig, Submitter
 from chaos.nemesis import Nemesis, schedule
 from chaos.observe import Observer, read_tasks, ready
 from chaos.ports import PortPool
 from chaos.proxy import Link, Network
+from chaos.workers import HttpWorker
 
 _LEADING = re.compile(r"leading in term (\d+)")
 _PROGRESS_EVERY = 5.0
@@ -59,6 +60,7 @@ class Settings:
     taskd: tuple[str, ...] = DEFAULT_TASKD
     worker_lease: float = 5.0  # --worker-lease of the nodes: orphaned attempts come back soon
     snapshot_every: int = 2000  # --snapshot-every: so lagging followers need snapshots
+    shutdown_grace: float = 1.0  # --shutdown-grace: a SIGTERMed node is gone within the hold
     election_timeout: float | None = None  # --election-timeout (default: the node's)
     node_args: tuple[str, ...] = ()  # anything else for every node
     proxied: bool = True
@@ -69,7 +71,7 @@ class Settings:
 
     def extra_args(self) -> list[str]:
         args = ["--worker-lease", f"{self.worker_lease:g}", "--snapshot-every"]
-        args.append(str(self.snapshot_every))
+        args += [str(self.snapshot_every), "--shutdown-grace", f"{self.shutdown_grace:g}"]
         if self.election_timeout is not None:
             args += ["--election-timeout", f"{self.election_timeout:g}"]
         if self.load.exec_queue:

@@ -103,6 +103,21 @@ def discover_grpc(url: str) -> str | None:
     return _cluster_field(url, "leader")
 
 
+def discover_members(url: str) -> list[str]:
+    """Every member's gRPC address from ``GET /api/v1/cluster`` (``members[].address``)."""
+    try:
+        response = httpx.get(f"{url}/api/v1/cluster", timeout=PROBE_TIMEOUT)
+        body: Any = response.json() if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return []
+    found = body.get("members") if isinstance(body, dict) else None
+    if not isinstance(found, list):
+        return []
+    return [
+        m["address"] for m in found if isinstance(m, dict) and isinstance(m.get("address"), str)
+    ]
+
+
 def discover_self(url: str) -> str | None:
     """This member's own gRPC address (its id) from ``GET /api/v1/cluster``, or None."""
     return _cluster_field(url, "id")

@@ -42,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_HTTP})",
     )
     p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="spread the gRPC clients over every member that --server's GET /api/v1/cluster "
+        "lists (REST calls go to the URLs given)",
+    )
+    p.add_argument(
         "--workload",
         default=",".join(WORKLOADS),
         help="comma-separated: w1a (also runs w1a@RATE, open loop; w1a-closed and "
@@ -94,11 +100,12 @@ def run_bench(argv: list[str]) -> int:
         errors.print("taskd bench: --duration must be positive and --rate not negative")
         return 2
 
+    urls = members.split_list(args.server_http) or [DEFAULT_HTTP]
     try:
-        targets = members.resolve(
-            members.split_list(args.server_http) or [DEFAULT_HTTP],
-            members.split_list(args.server_grpc),
-        )
+        if args.cluster:
+            targets = members.discover(urls)
+        else:
+            targets = members.resolve(urls, members.split_list(args.server_grpc))
     except ValueError as exc:
         errors.print(f"taskd bench: {exc}")
         return 2

@@ -4,7 +4,9 @@ Theory of operation: each ``--server`` URL is one member's REST address. Its gRP
 in order: the ``--server-grpc`` entry at the same position; else what the member says about
 itself (``GET /api/v1/cluster`` → ``id``: a member's identity is its gRPC address); else, with
 one URL only, the leader it names (so ``--server`` alone still finds a single node's gRPC
-port); else ``127.0.0.1:50051``. The workloads then spread their client connections and
+port); else ``127.0.0.1:50051``. With ``--cluster``, the gRPC members are instead every member
+the first URL's ``/api/v1/cluster`` lists (REST calls, W1c, go to the URLs given, in turn:
+a member's REST address is not in that list). The workloads then spread their client connections and
 worker streams over the members round robin (``submit``, ``worker``).
 """
 
@@ -44,4 +46,20 @@ def resolve(http_urls: list[str], grpc: list[str]) -> list[admin.Target]:
         except ValueError as exc:
             raise ValueError(f"--server-grpc: {exc}") from None
         targets.append(admin.Target(host, port, url))
+    return targets
+
+
+def discover(http_urls: list[str]) -> list[admin.Target]:
+    """``--cluster``: every member the first URL knows, paired with the given URLs in turn."""
+    urls = [normalise_url(u) for u in http_urls]
+    found = admin.discover_members(urls[0])
+    if not found:
+        raise ValueError(
+            f"--cluster: {urls[0]}/api/v1/cluster listed no members; is it a taskd node? "
+            "Pass every member with --server instead"
+        )
+    targets = []
+    for i, text in enumerate(found):
+        host, port = admin.parse_grpc_address(text)
+        targets.append(admin.Target(host, port, urls[i % len(urls)]))
     return targets

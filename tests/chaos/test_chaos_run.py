@@ -1,7 +1,7 @@
 """A short chaos run in CI: a real 3-node cluster, load, a seeded nemesis, a clean account.
 
 Given a 3-node cluster on loopback behind per-link proxies, clients, HTTP workers and ``--exec``
-executors on every node, and the nemesis of seed 1 (a leader kill, a pause, one-way cuts) for
+executors on every node, and the nemesis of seed 1 (a kill, a pause, a one-way cut, a split) for
 20 seconds, Expect ``python -m chaos`` to exit 0 with a substantial history (acknowledged
 submits, leased attempts, faults applied, a leader seen, local commands run); then, with one
 acknowledged task removed from the healed cluster's read, Expect ``python -m chaos check`` to
@@ -16,33 +16,16 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from chaos import checker
 from chaos.history import History
+from tests.chaos.presence import ROOT, cluster_absent
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 DURATION = 20
-
-
-def cluster_absent() -> str | None:
-    """Why the cluster cannot run on this branch, or None when it can."""
-    text = subprocess.run(
-        [sys.executable, "-m", "taskd", "--help"], capture_output=True, text=True, cwd=ROOT
-    ).stdout
-    if "--peer-route" not in text:
-        return "the node has no --peer-route flag (the cluster has not landed on this branch)"
-    from taskd.raft.core import RaftCore  # noqa: PLC0415  # only once the flag says it exists
-
-    try:
-        _ = RaftCore("a", ("a", "b", "c")).conf
-    except NotImplementedError as exc:
-        return f"the Raft core is a stub here ({exc})"
-    return None
 
 
 def test_a_short_chaos_run_is_clean_and_a_doctored_copy_is_not(tmp_path):
@@ -59,7 +42,7 @@ def test_a_short_chaos_run_is_clean_and_a_doctored_copy_is_not(tmp_path):
     assert checker.account(history).ok
     acked = [s for s in history.submits if s.outcome == "ok"]
     assert len(acked) > 50
-    assert history.leases and history.reports
+    assert history.leases and history.reports and history.reads
     assert {e.kind for e in history.nemesis} - {"heal", "restart", "resume"}
     assert any(v.role == "leader" for v in history.views)
     assert len(history.replicas) == 3

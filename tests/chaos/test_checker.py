@@ -19,6 +19,7 @@ from chaos.history import (
     History,
     Lease,
     LogLeader,
+    Read,
     Report,
     Submit,
     TaskView,
@@ -73,6 +74,10 @@ def clean() -> History:
         ClusterView(N3, 2.0, "leader", 2, N3),
     ]
     h.log_leaders = [LogLeader(N1, 1, "leading in term 1"), LogLeader(N3, 2, "leading in term 2")]
+    h.reads = [
+        Read("c0", N2, "t1", 1.01, 1.02, 1.03, 200),
+        Read("c0", N3, "t2", 2.01, 2.02, 5.02, 0, "ReadTimeout"),  # no answer: only counted
+    ]
     h.truth = FinalRead(N3, 10.0, False, tasks)
     h.replicas = [FinalRead(n, 10.0, True, dict(tasks)) for n in (N1, N2, N3)]
     return h
@@ -243,4 +248,15 @@ def test_a_cluster_that_did_not_recover_after_healing_is_flagged():
     assert any("no leader" in v for v in got)
     assert any("not ready: http://127.0.0.1:23005" in v for v in got)
     h.meta["settled"] = {"leader": N3, "not_ready": [], "at": 9.0}
+    assert checker.account(h).ok
+
+
+def test_a_linearizable_read_missing_an_acknowledged_task_is_a_stale_read():
+    h = clean()
+    h.reads.append(Read("c0", N3, "t4", 4.81, 4.82, 4.83, 404, "no such task"))
+    assert any(
+        "stale read: 127.0.0.1:23003 answered 404 for task t4" in v for v in flagged(h)["reads"]
+    )
+    h = clean()
+    h.reads.append(Read("c0", N3, "t4", 4.81, 4.80, 4.83, 404))  # sent before the ack: fine
     assert checker.account(h).ok

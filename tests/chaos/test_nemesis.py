@@ -34,7 +34,7 @@ def test_faults_do_not_overlap_and_end_before_the_run_does():
 
 def test_a_single_node_gets_only_process_faults():
     kinds = {f.kind for seed in range(20) for f in schedule(seed, 60, 1)}
-    assert kinds <= {"kill", "pause", "kill-all"}
+    assert kinds <= {"kill", "terminate", "pause", "kill-all"}
     assert "kill" in kinds
 
 

@@ -108,3 +108,25 @@ async def test_a_link_into_a_dead_member_refuses_until_the_member_listens_again(
         stream = await trio.open_tcp_stream("127.0.0.1", front)
         assert await roundtrip(stream, b"back") == b"back"
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_a_link_that_finds_its_destination_dead_refuses_until_it_is_back():
+    # Given a link nobody told that its destination is down
+    pool = PortPool()
+    target, front = pool.take(), pool.take()
+    async with trio.open_nursery() as nursery:
+        link = Link("a->b", target)
+        await nursery.start(link.serve, front)
+        # When a first connect gets through the proxy and finds nothing behind it
+        first = await trio.open_tcp_stream("127.0.0.1", front)
+        assert await broken(first)
+        # Expect the link to refuse from then on, and to forward again once the member is back
+        assert not link.wanted  # marked before that connection was reset
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", front)
+        await nursery.start(trio.serve_tcp, echo, target)
+        await link.wait_listening()
+        stream = await trio.open_tcp_stream("127.0.0.1", front)
+        assert await roundtrip(stream, b"again") == b"again"
+        nursery.cancel_scope.cancel()
