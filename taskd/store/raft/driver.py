@@ -63,9 +63,12 @@ follower stages a received snapshot in the data directory (fsynced), steps it, a
 ``Ready`` names it installs it (``DiskLog.install_snapshot``), restores the state machine and
 calls ``snapshot_installed`` before sending that round's messages. The leadership signal is
 ``gained(term)`` once this node leads and has applied its term's no-op, ``lost()`` when it
-steps down; then local read barriers fail with ``NotLeader(leader)``, and waiters whose entries
-a new leader cut from the log fail with ``NotLeader`` at once (the others stay: their entries
-may still commit, and the apply answers them either way). A follower's writes go to the
+steps down; then local read barriers fail with ``NotLeader(leader)``. Waiting proposals stay:
+only a COMMITTED entry of another term at their index proves theirs will never commit, so the
+apply answers them either way. (A cut of this node's log by a new leader proves nothing: the
+cut entry may live on in another member's log and commit in a later term, and a waiter told
+"not applied" at the cut would be re-forwarded and applied twice — what ``make chaos``
+found.) A follower's writes go to the
 leader through ``forwarding.Forwarder``; its read barrier asks the leader for a read index
 (batched: all barriers waiting share one call) and waits for its own apply to reach it.
 Membership changes and leadership transfer started on a follower are forwarded too.
@@ -804,8 +807,6 @@ class RaftStore:
         if self._reads:
             self._release_reads(core.applied_index)
         if ready.must_sync:  # new entries or a new term/vote: written and fsynced
-            new = ready.entries_to_persist
-            cuts = bool(new) and new[0].index <= disk.last_index and bool(self._waiters)
             try:
                 await trio.to_thread.run_sync(self._persist, disk, ready)
             except OSError as exc:
@@ -814,8 +815,6 @@ class RaftStore:
             self.fsync_rounds += 1
             if ready.entries_to_persist:
                 last = ready.entries_to_persist[-1]
-                if cuts:
-                    self._drop_cut_waiters(new[0])
                 core.persisted(last.term, last.index)
         if ready.messages:
             self._send(ready.messages, nursery)
@@ -889,18 +888,6 @@ class RaftStore:
             waiter.event.set()
         core.snapshot_installed(meta)
         log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
-
-    def _drop_cut_waiters(self, first_new: Any) -> None:
-        """A new leader's entries replace ours from ``first_new.index``: a waiter whose
-        entries all lay there, in another term, will never see them commit: NotLeader now."""
-        index, term = first_new.index, first_new.term
-        kept: deque[_Waiter] = deque()
-        for waiter in self._waiters:
-            if waiter.first >= index and waiter.term != term and not waiter.results:
-                self._answer_stale(waiter)
-            else:
-                kept.append(waiter)
-        self._waiters = kept
 
     def _check_leadership(self, core: RaftCore) -> None:
         """Raise the signal once this node leads and applied its term's no-op."""
