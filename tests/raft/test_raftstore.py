@@ -518,3 +518,17 @@ async def test_quota_exceeded_is_a_full_disk_that_clears_by_itself(
         await until_writable(store)
         await store.propose(b"after")
     assert machine.items == [b"ok", b"after"]
+
+
+def test_waiters_stay_in_index_order_when_an_old_leader_placed_one_further_on(
+    tmp_path: Path,
+) -> None:
+    # Given a forwarded proposal that an old leader (whose log was longer) placed at 995
+    store = RaftStore(tmp_path, AppendLog())
+    forwarded = store._wait_for(4, 995, 995)
+    # When this node, now leading, proposes its own entry at 991
+    own = store._wait_for(5, 991, 991)
+    # Expect the apply to meet its own waiter first (it answers waiters from the head: out of
+    # order, the entry at 991 found no waiter, and its proposer was told "not applied" at 995
+    # although it was, so a re-proposal applied a worker's complete twice — make chaos)
+    assert list(store._waiters) == [own, forwarded]

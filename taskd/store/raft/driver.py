@@ -1121,9 +1121,11 @@ class RaftStore:
         return self._core
 
     def _wait_for(self, term: int, first: int, last: int) -> _Waiter:
+        # In index order, always: a forwarded proposal placed by an old leader may wait at an
+        # index past this node's own new entries (that leader's log was longer), and the
+        # apply matches entries to waiters from the head.
         waiter = _Waiter(term, first, last)
-        self._waiters.append(waiter)
-        self._work.set()
+        self._insert_waiter(waiter)
         return waiter
 
     async def _fail(
