@@ -78,7 +78,6 @@ from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
 from taskd.raft.core import RaftConfig
 from taskd.store.raft.driver import RaftStore
-from taskd.store.raft.grpctransport import GrpcTransport
 
 log = logging.getLogger("taskd.node")
 
@@ -106,16 +105,6 @@ class Node:
             join=config.join,
             routes=dict(config.peer_routes),
             cluster_secret=config.cluster_secret,
-            # one member named by --peers is still a cluster: it has a transport, to grow
-            transport=(
-                GrpcTransport(
-                    config.node_id,
-                    routes=dict(config.peer_routes),
-                    cluster_secret=config.cluster_secret,
-                )
-                if config.clustered and len(config.peers) == 1 and not config.join
-                else None
-            ),
             # the leader re-stamps forwarded commands with its own time (design.md §1 "Time")
             stamp=lambda data: codec.restamp(data, self.clock()),
             raft_config=raft_config(config),

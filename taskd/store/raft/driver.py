@@ -208,7 +208,9 @@ class RaftStore:
             )
         self.peers = peers or (node_id,)
         self.join = join
-        self.clustered = join or len(self.peers) > 1 or transport is not None
+        # Peers named at all (even only this node: a cluster of one, which can grow), joining,
+        # or a transport given: a cluster member. No peers: a single node for good.
+        self.clustered = join or bool(peers) or transport is not None
         if self.clustered and transport is None:
             transport = GrpcTransport(node_id, routes=routes, cluster_secret=cluster_secret)
         self.transport = transport
