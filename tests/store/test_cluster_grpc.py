@@ -15,9 +15,9 @@ import trio
 import trio_asyncio
 from grpclib.server import Server
 
-from taskd.errors import NotLeader
+from taskd.errors import NotLeader, Unavailable
 from taskd.raft.types import Entry, Message, MessageKind, SnapshotMeta
-from taskd.store.raft import RaftStore, wire
+from taskd.store.raft import RaftStore, forwardstream, wire
 from taskd.store.raft.grpctransport import BATCH_BYTES, GrpcTransport, RaftService
 from taskd.store.raft.transport import ChunkSource, PeerUnreachable
 from tests.raft.fakes import AppendLog
@@ -341,3 +341,97 @@ async def test_members_named_by_host_name_are_resolved_for_the_address_check() -
         inbox = FakeInbox(f"localhost:{at}", [f"localhost:{at}", "localhost:1"])
         async with grpc_server([RaftService(inbox, None)], at), client("localhost:1") as t:
             assert await t.forward(f"127.0.0.1:{at}", wire.encode_commands([b"a"])) == (7, 100)
+
+
+class OldRaftService(RaftService):
+    """A member from before ForwardStream: it knows only the unary Forward."""
+
+    def __mapping__(self) -> dict[str, Any]:
+        mapping = super().__mapping__()
+        del mapping[forwardstream.METHOD]
+        return mapping
+
+
+async def test_forwards_fall_back_to_unary_calls_with_a_member_that_has_no_stream() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        server_id = f"127.0.0.1:{at}"
+        inbox = FakeInbox(server_id, [server_id])
+        async with grpc_server([OldRaftService(inbox, None)], at), client("127.0.0.1:1") as t:
+            # Given a leader without ForwardStream, the first try is refused, untouched...
+            with pytest.raises(PeerUnreachable, match="UNIMPLEMENTED"):
+                await t.forward(server_id, wire.encode_commands([b"a"]))
+            assert inbox.forwarded == []
+            # ...Expect every later forward to go as a unary call.
+            assert await t.forward(server_id, wire.encode_commands([b"b"])) == (7, 100)
+            assert [wire.decode_commands(blob) for blob in inbox.forwarded] == [[b"b"]]
+
+
+class RefusingInbox(FakeInbox):
+    def accept_forward(self, blob: bytes) -> tuple[int, int]:
+        raise Unavailable("the Raft store in /data is not taking writes")
+
+
+async def test_a_refusal_on_the_stream_says_nothing_was_done_and_the_stream_goes_on() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        server_id = f"127.0.0.1:{at}"
+        inbox = RefusingInbox(server_id, [server_id])
+        async with grpc_server([RaftService(inbox, None)], at), client("127.0.0.1:1") as t:
+            for _ in range(2):  # the same stream answers again after a refusal
+                with pytest.raises(PeerUnreachable, match="not taking writes"):
+                    await t.forward(server_id, wire.encode_commands([b"a"]))
+
+
+class CountingInbox(FakeInbox):
+    def accept_forward(self, blob: bytes) -> tuple[int, int]:
+        self.forwarded.append(blob)
+        return 7, 100 + len(self.forwarded)
+
+
+async def test_concurrent_forwards_on_one_stream_get_their_own_answers() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        server_id = f"127.0.0.1:{at}"
+        inbox = CountingInbox(server_id, [server_id])
+        answers: dict[bytes, int] = {}
+        async with grpc_server([RaftService(inbox, None)], at), client("127.0.0.1:1") as t:
+
+            async def one(name: bytes) -> None:
+                answers[name] = (await t.forward(server_id, wire.encode_commands([name])))[1]
+
+            async with trio.open_nursery() as nursery:
+                for i in range(50):
+                    nursery.start_soon(one, b"c%d" % i)
+        # Expect: the n-th request the leader appended got the n-th answer.
+        order = [wire.decode_commands(blob)[0] for blob in inbox.forwarded]
+        assert {name: 101 + order.index(name) for name in order} == answers
+
+
+class DyingInbox(FakeInbox):
+    """Appends the second forward, then its process dies before it answers."""
+
+    server: CrashableServer
+
+    def accept_forward(self, blob: bytes) -> tuple[int, int]:
+        answer = super().accept_forward(blob)
+        if len(self.forwarded) == 2:
+            self.server.crash()
+            raise Unavailable("dying")  # the answer never leaves
+        return answer
+
+
+async def test_a_leader_that_dies_with_a_forward_unanswered_gives_an_unknown_outcome() -> None:
+    async with trio_asyncio.open_loop():
+        at = port()
+        server_id = f"127.0.0.1:{at}"
+        inbox = DyingInbox(server_id, [server_id])
+        inbox.server = server = CrashableServer([RaftService(inbox, None)])
+        await start_on(server, at)
+        async with client("127.0.0.1:1") as t:
+            assert await t.forward(server_id, wire.encode_commands([b"a"])) == (7, 100)
+            with pytest.raises(Unavailable) as failed:
+                await t.forward(server_id, wire.encode_commands([b"b"]))
+            # Appended there, unanswered: never "nothing was done" (which would re-send it).
+            assert not isinstance(failed.value, PeerUnreachable)
+            assert "outcome is unknown" in str(failed.value)

@@ -12,9 +12,11 @@ protobuf message per batch). ``send`` never blocks: it puts the blob on the peer
 queue (bounded; when full, the batch is dropped, as Raft allows); an asyncio pump writes the
 queue to the stream. When the stream fails (connection refused or broken), the pump reports
 ``unreachable``, drops what was queued (stale by now), and reconnects after a backoff that
-doubles from 50 ms to 1 s. ``Forward``, ``ReadIndex``, ``ChangeMembership`` and
-``TransferLeadership`` are unary calls on the same channel. ``InstallSnapshot`` streams the
-snapshot file in ``SNAPSHOT_CHUNK`` pieces read in a worker thread, so the loop never stalls.
+doubles from 50 ms to 1 s. Forwards ride one long-lived ``ForwardStream`` per peer
+(``forwardstream``; unary ``Forward`` with a member that lacks it); ``ReadIndex``,
+``ChangeMembership`` and ``TransferLeadership`` are unary calls on the same channel.
+``InstallSnapshot`` streams the snapshot file in ``SNAPSHOT_CHUNK`` pieces read in a worker
+thread, so the loop never stalls.
 
 Errors: a call that could not connect (anything raised before the request left, e.g. an
 ``OSError`` of the connect) or that the peer refused before doing anything
@@ -59,7 +61,8 @@ from taskd.api.taskd.internal import v1 as pb
 from taskd.errors import NotLeader, TaskdError, Unavailable
 from taskd.raft.confstate import ConfChangeError
 from taskd.raft.types import Message, SnapshotMeta
-from taskd.store.raft import wire
+from taskd.store.raft import forwardstream, wire
+from taskd.store.raft.forwardstream import ForwardStream
 from taskd.store.raft.transport import SNAPSHOT_CHUNK, Inbox, PeerUnreachable
 
 log = logging.getLogger("taskd.raft.transport")
@@ -107,6 +110,9 @@ class _Peer:
         self.channel = Channel(host, port, config=_CLIENT_CONFIG)
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(_QUEUE)
         self.closed = False  # the transport stopped: the pump ends
+        self.forwards = ForwardStream(
+            peer, lambda: self.channel, transport.metadata, timeout=_CALL_TIMEOUT
+        )
 
     async def pump(self) -> None:
         backoff = _BACKOFF_MIN
@@ -212,6 +218,7 @@ class GrpcTransport:
             pumps = list(self._pumps.values())
             for peer in self._peers.values():
                 peer.closed = True
+                peer.forwards.close()
             for task in pumps:
                 task.cancel()
             if pumps:  # let them end before the asyncio loop may close
@@ -294,12 +301,14 @@ class GrpcTransport:
             ) from exc
 
     async def forward(self, leader: str, blob: bytes) -> tuple[int, int]:
-        reply = await self._unary(
-            leader, "Forward", pb.ForwardRequest(commands=blob), pb.ForwardResponse
-        )
-        if reply.not_leader:
-            raise NotLeader(reply.leader or None)
-        return reply.term, reply.first_index
+        forwards = self._peer(leader).forwards
+        if forwards.unimplemented:  # an older member: one unary call per batch
+            reply = await self._unary(
+                leader, "Forward", pb.ForwardRequest(commands=blob), pb.ForwardResponse
+            )
+        else:
+            reply = await trio_asyncio.aio_as_trio(forwards.forward)(blob)
+        return forwardstream.answer(reply, leader)
 
     async def read_index(self, leader: str) -> int:
         try:
@@ -437,6 +446,9 @@ class RaftService:
             _SERVICE + "Forward": grpclib.const.Handler(
                 self._forward, c.UNARY_UNARY, pb.ForwardRequest, pb.ForwardResponse
             ),
+            forwardstream.METHOD: grpclib.const.Handler(
+                self._forward_stream, c.STREAM_STREAM, pb.ForwardRequest, pb.ForwardResponse
+            ),
             _SERVICE + "ReadIndex": grpclib.const.Handler(
                 self._read_index, c.UNARY_UNARY, pb.ReadIndexRequest, pb.ReadIndexResponse
             ),
@@ -532,6 +544,12 @@ class RaftService:
         else:
             reply = pb.ForwardResponse(term=term, first_index=first)
         await stream.send_message(reply)
+
+    async def _forward_stream(
+        self, stream: grpclib.server.Stream[pb.ForwardRequest, pb.ForwardResponse]
+    ) -> None:
+        await self._check(stream)
+        await forwardstream.serve_stream(self.inbox, stream)
 
     async def _read_index(
         self, stream: grpclib.server.Stream[pb.ReadIndexRequest, pb.ReadIndexResponse]

@@ -94,6 +94,12 @@ class ForwardResponse(betterproto2.Message):
 
     leader: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
+    refused: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    ForwardStream only: the peer did nothing with this request (its store is not taking
+    writes); the reason. The follower may send it again.
+    """
+
 
 default_message_pool.register_message("taskd.internal.v1", "ForwardResponse", ForwardResponse)
 
@@ -257,6 +263,30 @@ class RaftStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def forward_stream(
+        self,
+        messages: "AsyncIterable[ForwardRequest] | Iterable[ForwardRequest]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[ForwardResponse]":
+        """
+        A follower's long-lived stream of forwards to the leader: one answer per request, in
+        order. Forward stays for members that do not have this call yet.
+        """
+
+        async for response in self._stream_stream(
+            "/taskd.internal.v1.Raft/ForwardStream",
+            messages,
+            ForwardRequest,
+            ForwardResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
     async def read_index(
         self,
         message: "ReadIndexRequest | None" = None,
@@ -328,6 +358,17 @@ class RaftBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def forward_stream(
+        self, messages: "AsyncIterator[ForwardRequest]"
+    ) -> "AsyncIterator[ForwardResponse]":
+        """
+        A follower's long-lived stream of forwards to the leader: one answer per request, in
+        order. Forward stays for members that do not have this call yet.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield ForwardResponse()
+
     async def read_index(self, message: "ReadIndexRequest") -> "ReadIndexResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -363,6 +404,16 @@ class RaftBase(betterproto2_grpclib.ServiceBase):
         assert request is not None
         response = await self.forward(request)
         await stream.send_message(response)
+
+    async def __rpc_forward_stream(
+        self, stream: "grpclib.server.Stream[ForwardRequest, ForwardResponse]"
+    ) -> None:
+        request = stream.__aiter__()
+        await self._call_rpc_handler_server_stream(
+            self.forward_stream,
+            stream,
+            request,
+        )
 
     async def __rpc_read_index(
         self, stream: "grpclib.server.Stream[ReadIndexRequest, ReadIndexResponse]"
@@ -405,6 +456,12 @@ class RaftBase(betterproto2_grpclib.ServiceBase):
             "/taskd.internal.v1.Raft/Forward": grpclib.const.Handler(
                 self.__rpc_forward,
                 grpclib.const.Cardinality.UNARY_UNARY,
+                ForwardRequest,
+                ForwardResponse,
+            ),
+            "/taskd.internal.v1.Raft/ForwardStream": grpclib.const.Handler(
+                self.__rpc_forward_stream,
+                grpclib.const.Cardinality.STREAM_STREAM,
                 ForwardRequest,
                 ForwardResponse,
             ),
