@@ -343,6 +343,19 @@ async def test_members_named_by_host_name_are_resolved_for_the_address_check() -
             assert await t.forward(f"127.0.0.1:{at}", wire.encode_commands([b"a"])) == (7, 100)
 
 
+@asynccontextmanager
+async def forwarding(
+    inbox_type: type[FakeInbox], service: type[RaftService] = RaftService
+) -> AsyncIterator[tuple[FakeInbox, GrpcTransport, str]]:
+    """A one-member leader (``service`` over an ``inbox_type``) and a transport calling it:
+    (its inbox, the transport, its id). Needs a running trio-asyncio loop."""
+    at = port()
+    server_id = f"127.0.0.1:{at}"
+    inbox = inbox_type(server_id, [server_id])
+    async with grpc_server([service(inbox, None)], at), client("127.0.0.1:1") as t:
+        yield inbox, t, server_id
+
+
 class OldRaftService(RaftService):
     """A member from before ForwardStream: it knows only the unary Forward."""
 
@@ -353,18 +366,17 @@ class OldRaftService(RaftService):
 
 
 async def test_forwards_fall_back_to_unary_calls_with_a_member_that_has_no_stream() -> None:
-    async with trio_asyncio.open_loop():
-        at = port()
-        server_id = f"127.0.0.1:{at}"
-        inbox = FakeInbox(server_id, [server_id])
-        async with grpc_server([OldRaftService(inbox, None)], at), client("127.0.0.1:1") as t:
-            # Given a leader without ForwardStream, the first try is refused, untouched...
-            with pytest.raises(PeerUnreachable, match="UNIMPLEMENTED"):
-                await t.forward(server_id, wire.encode_commands([b"a"]))
-            assert inbox.forwarded == []
-            # ...Expect every later forward to go as a unary call.
-            assert await t.forward(server_id, wire.encode_commands([b"b"])) == (7, 100)
-            assert [wire.decode_commands(blob) for blob in inbox.forwarded] == [[b"b"]]
+    async with (
+        trio_asyncio.open_loop(),
+        forwarding(FakeInbox, OldRaftService) as (inbox, t, server_id),
+    ):
+        # Given a leader without ForwardStream, the first try is refused, untouched...
+        with pytest.raises(PeerUnreachable, match="UNIMPLEMENTED"):
+            await t.forward(server_id, wire.encode_commands([b"a"]))
+        assert inbox.forwarded == []
+        # ...Expect every later forward to go as a unary call.
+        assert await t.forward(server_id, wire.encode_commands([b"b"])) == (7, 100)
+        assert [wire.decode_commands(blob) for blob in inbox.forwarded] == [[b"b"]]
 
 
 class RefusingInbox(FakeInbox):
@@ -373,14 +385,10 @@ class RefusingInbox(FakeInbox):
 
 
 async def test_a_refusal_on_the_stream_says_nothing_was_done_and_the_stream_goes_on() -> None:
-    async with trio_asyncio.open_loop():
-        at = port()
-        server_id = f"127.0.0.1:{at}"
-        inbox = RefusingInbox(server_id, [server_id])
-        async with grpc_server([RaftService(inbox, None)], at), client("127.0.0.1:1") as t:
-            for _ in range(2):  # the same stream answers again after a refusal
-                with pytest.raises(PeerUnreachable, match="not taking writes"):
-                    await t.forward(server_id, wire.encode_commands([b"a"]))
+    async with trio_asyncio.open_loop(), forwarding(RefusingInbox) as (_, t, server_id):
+        for _ in range(2):  # the same stream answers again after a refusal
+            with pytest.raises(PeerUnreachable, match="not taking writes"):
+                await t.forward(server_id, wire.encode_commands([b"a"]))
 
 
 class CountingInbox(FakeInbox):
@@ -390,22 +398,18 @@ class CountingInbox(FakeInbox):
 
 
 async def test_concurrent_forwards_on_one_stream_get_their_own_answers() -> None:
-    async with trio_asyncio.open_loop():
-        at = port()
-        server_id = f"127.0.0.1:{at}"
-        inbox = CountingInbox(server_id, [server_id])
-        answers: dict[bytes, int] = {}
-        async with grpc_server([RaftService(inbox, None)], at), client("127.0.0.1:1") as t:
+    answers: dict[bytes, int] = {}
+    async with trio_asyncio.open_loop(), forwarding(CountingInbox) as (inbox, t, server_id):
 
-            async def one(name: bytes) -> None:
-                answers[name] = (await t.forward(server_id, wire.encode_commands([name])))[1]
+        async def one(name: bytes) -> None:
+            answers[name] = (await t.forward(server_id, wire.encode_commands([name])))[1]
 
-            async with trio.open_nursery() as nursery:
-                for i in range(50):
-                    nursery.start_soon(one, b"c%d" % i)
-        # Expect: the n-th request the leader appended got the n-th answer.
-        order = [wire.decode_commands(blob)[0] for blob in inbox.forwarded]
-        assert {name: 101 + order.index(name) for name in order} == answers
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(one, b"c%d" % i)
+    # Expect: the n-th request the leader appended got the n-th answer.
+    order = [wire.decode_commands(blob)[0] for blob in inbox.forwarded]
+    assert {name: 101 + order.index(name) for name in order} == answers
 
 
 class DyingInbox(FakeInbox):

@@ -29,7 +29,6 @@ A stream that failed is dropped; the next call opens a new one. A peer that has 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 
@@ -44,8 +43,6 @@ from taskd.api.taskd.internal import v1 as pb
 from taskd.errors import NotLeader, Unavailable
 from taskd.store.raft import wire
 from taskd.store.raft.transport import Inbox, PeerUnreachable
-
-log = logging.getLogger("taskd.raft.transport")
 
 METHOD = "/taskd.internal.v1.Raft/ForwardStream"
 # Statuses the server ends the stream with before or instead of acting on a request.
@@ -180,7 +177,7 @@ class ForwardStream:
         refused = isinstance(exc, grpclib.GRPCError) and exc.status in _REFUSALS
         if isinstance(exc, grpclib.GRPCError) and exc.status is Status.UNIMPLEMENTED:
             self.unimplemented = True
-        reason = _describe(exc) if exc is not None else "the stream was recycled"
+        reason = describe(exc) if exc is not None else "the stream was recycled"
         while self._sent:
             future = self._sent.popleft().future
             if future.done():
@@ -229,7 +226,8 @@ async def serve_stream(
         await stream.send_message(reply)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A failure in one line, for messages that name it (gRPC status and message if any)."""
     if isinstance(exc, grpclib.GRPCError):
         return f"{exc.status.name}: {exc.message}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -62,7 +62,7 @@ from taskd.errors import NotLeader, TaskdError, Unavailable
 from taskd.raft.confstate import ConfChangeError
 from taskd.raft.types import Message, SnapshotMeta
 from taskd.store.raft import forwardstream, wire
-from taskd.store.raft.forwardstream import ForwardStream
+from taskd.store.raft.forwardstream import ForwardStream, describe
 from taskd.store.raft.transport import SNAPSHOT_CHUNK, Inbox, PeerUnreachable
 
 log = logging.getLogger("taskd.raft.transport")
@@ -255,7 +255,7 @@ class GrpcTransport:
                 peer.queue.put_nowait(encode(node_id, dst, part))
 
     def failed(self, peer: str, exc: BaseException) -> None:
-        reason = _describe(exc)
+        reason = describe(exc)
         if self._warned.get(peer) != reason:
             self._warned[peer] = reason
             log.warning("cannot reach the member %s: %s", peer, reason)
@@ -295,9 +295,9 @@ class GrpcTransport:
         except Exception as exc:  # grpclib can raise odd things on a connection that closes
             if not sent:
                 self._peer(peer).reconnect()
-                raise PeerUnreachable(f"cannot connect to {peer}: {_describe(exc)}") from exc
+                raise PeerUnreachable(f"cannot connect to {peer}: {describe(exc)}") from exc
             raise Unavailable(
-                f"{method} to {peer} failed after it was sent ({_describe(exc)}): outcome unknown"
+                f"{method} to {peer} failed after it was sent ({describe(exc)}): outcome unknown"
             ) from exc
 
     async def forward(self, leader: str, blob: bytes) -> tuple[int, int]:
@@ -376,7 +376,7 @@ class GrpcTransport:
             finally:
                 await aio(stream.__aexit__)(None, None, None)
         except Exception as exc:  # whatever broke the stream: the leader tries again later
-            raise Unavailable(f"sending the snapshot to {peer} failed: {_describe(exc)}") from exc
+            raise Unavailable(f"sending the snapshot to {peer} failed: {describe(exc)}") from exc
         finally:
             await handle.aclose()
 
@@ -417,12 +417,6 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
     trio-asyncio turns that report into a crash of the node)."""
     if not future.cancelled():
         future.exception()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpclib.GRPCError):
-        return f"{exc.status.name}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class RaftService:
