@@ -17,6 +17,7 @@ thread, to every running member in turn, and keeps the ids whose submit was ackn
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import random
 import signal
@@ -95,7 +96,7 @@ class Member(NodeProcess):
         """``GET /api/v1/cluster``, or None when the member does not answer."""
         try:
             code, body = rest.get(f"{self.http_url}/api/v1/cluster", timeout=timeout)
-        except OSError:
+        except (OSError, http.client.HTTPException):  # down, or cut off mid-answer
             return None
         return body if code == 200 and isinstance(body, dict) else None
 
@@ -289,7 +290,9 @@ class Load:
                 code, body = member.post(
                     "/api/v1/tasks", {"queue": self.queue, "payload": n}, timeout=3.0
                 )
-            except OSError as exc:  # refused, reset, timed out: not acknowledged
+            # Refused, reset, timed out, or cut off mid-answer by a SIGKILL (IncompleteRead,
+            # an HTTPException): not acknowledged.
+            except (OSError, http.client.HTTPException) as exc:
                 self.refused += 1
                 self.errors.append(repr(exc))
             else:

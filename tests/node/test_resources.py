@@ -347,9 +347,12 @@ def test_flood_of_idle_tcp_and_http2_connections_at_a_low_descriptor_limit(node_
                 # connection within the timeout, while we still hold ours open
                 assert node.proc is not None and node.proc.poll() is None
                 assert node_sockets(node) <= baseline + 2 * 64 + 16  # caps, closes under way
+                # Connections queued behind the cap (as many as the kernel's somaxconn lets
+                # the listen backlog hold: 4096 on some machines) are accepted and shed in
+                # waves of the 2 s idle timeout, so the bound is several timeouts, not one.
                 wait_until(
                     lambda: node_sockets(node) <= baseline + 2,
-                    10,
+                    30,
                     "idle connections closed by the node",
                 )
                 assert sum(closed_by_peer(s) for s in h2_clients) == len(h2_clients)
