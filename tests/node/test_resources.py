@@ -41,7 +41,9 @@ pytestmark = pytest.mark.slow
 
 MIB = 1 << 20
 LIMIT = 2 * MIB + (64 << 10)  # the default gRPC message limit: REST's body limit
-HEALTHZ_BOUND = 2.0  # seconds: generous on purpose (2 shared cores); the stalls fixed were 5-9 s
+# seconds: generous on purpose (2 shared cores whose speed halves from one session to the next:
+# 2.4 s was seen under the idle flood on a slow week); the stalls fixed were 5-9 s.
+HEALTHZ_BOUND = 4.0
 
 
 # ---- helpers ------------------------------------------------------------------------------
