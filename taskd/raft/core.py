@@ -613,6 +613,11 @@ class RaftCore:
         if self.transfer_target is not None:
             raise NotLeader(None)
 
+    def conf_change_ready(self) -> bool:
+        """Whether a membership change would be taken now: no other change in flight and
+        this term has committed an entry (both pass within moments of an election)."""
+        return self.membership.last_change <= self.log.committed and self._commit_is_current()
+
     def _check_change_allowed(self) -> None:
         pending = self.membership.last_change
         if pending > self.log.committed:

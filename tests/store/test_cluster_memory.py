@@ -26,7 +26,7 @@ async def cluster(
     tmp_path: Path, ids: list[str] = IDS, **options: object
 ) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
-        c = Cluster(nursery, tmp_path, ids, **options)  # type: ignore[arg-type]
+        c = Cluster(nursery, tmp_path, list(ids), **options)  # type: ignore[arg-type]
         await c.start_all()
         yield c
         nursery.cancel_scope.cancel()
@@ -200,6 +200,27 @@ async def test_leadership_is_transferred_on_request(tmp_path: Path) -> None:
         back = c.followers(new)[0]
         await back.store.transfer_leadership(leader.id)
         assert (await c.leader()).id == leader.id
+
+
+async def test_a_membership_change_right_after_an_election_waits_for_the_terms_first_commit(
+    tmp_path: Path,
+) -> None:
+    # Given a fourth member added and promoted, then leadership moved to another member
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        c.ids.append("n4")
+        await c.start("n4", join=True)
+        await leader.store.add_member("n4")
+        target = c.followers(leader)[0]
+        await leader.store.transfer_leadership(target.id)
+        new = await c.leader()
+        # When it is removed at once (the new leader's first entry, or the promotion, may not
+        # have committed yet)
+        await new.store.remove_member("n4")
+        # Expect the change taken, not refused with "retry in a moment"
+        core = new.store._core
+        assert core is not None
+        assert "n4" not in core.conf.voters and "n4" not in core.conf.learners
 
 
 async def test_a_read_barrier_on_a_follower_sees_a_write_acknowledged_elsewhere(
