@@ -480,7 +480,8 @@ class RaftStore:
         # A leader elected moments ago (after a transfer, say) takes a change once its
         # term's first entry commits: wait for that rather than refuse the caller.
         with trio.move_on_after(self.leader_wait):
-            while core.role is Role.LEADER and not core.conf_change_ready():
+            # (a poll: the sans-I/O core signals commits to the loop, not to callers)
+            while core.role is Role.LEADER and not core.conf_change_ready():  # noqa: ASYNC110
                 await trio.sleep(0.01)
         index = core.propose_conf_change(add=add, remove=remove)
         waiter = self._wait_for(core.term, index, index)
