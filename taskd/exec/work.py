@@ -165,6 +165,14 @@ class WorkerRegistry:
     def workers(self) -> list[WorkerInfo]:
         return sorted((h.info() for h in self._handles), key=lambda w: (w.name, w.kind))
 
+    def consumers(self) -> dict[str, int]:
+        """Live workers (local executors, stream and HTTP workers) per queue they serve."""
+        counts: dict[str, int] = {}
+        for handle in self._handles:
+            for queue in handle.info().queues:
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
     def holder_of(self, task_id: str) -> str | None:
         handle = self._holders.get(task_id)
         return handle.name if handle else None

@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,7 @@ class NodeConfig:
     snapshot_every: int = 100_000
     accept_data_loss: bool = False
     log_level: str = "info"
-    log_format: str = "json"
+    log_format: str = "auto"  # json | text | auto (text on a terminal); see observe.logs
     # transport limits (taskd/node/api/transport.py); 0 connections = derived from RLIMIT_NOFILE
     max_connections: int = 0
     idle_timeout: float = 60.0
@@ -293,9 +294,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start even if the log is damaged: cut at the first damage, log what was dropped",
     )
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", choices=["json", "text"])
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="(default info)"
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        help="json: one object per line; text: for people; auto (default): text when stderr "
+        "is a terminal, else json",
+    )
     return p
+
+
+def environment() -> list[tuple[str, str]]:
+    """Every ``TASKD_*`` variable a node reads, with its help: one per flag of
+    ``build_parser`` (``load`` reads each flag's variable), so the list cannot go stale."""
+    found: list[tuple[str, str]] = []
+    for action in build_parser()._actions:  # argparse has no public list of its actions
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs or longs[0] in ("--help", "--version"):
+            continue
+        name = "TASKD_" + longs[0][2:].upper().replace("-", "_")
+        found.append((name, action.help or ""))
+    return found
 
 
 def load(
@@ -381,7 +402,25 @@ def load(
     values["allow_hosts"] = _allow_hosts(args.allow_host or _env_list(env, "ALLOW_HOST"))
     config = NodeConfig(**values)  # type: ignore[arg-type]  # keys checked above
     config.validate()
+    check_programs(config.execs, env.get("PATH", os.defpath))
     return config
+
+
+def check_programs(execs: Sequence[ExecSpec], path: str) -> None:
+    """Refuse to start with an ``--exec`` whose program cannot run: every task of its queue
+    would fail, one retry after another, long after the typo could have been fixed."""
+    for spec in execs:
+        program = spec.argv[0]
+        if shutil.which(program, path=path) is not None:
+            continue
+        where = (
+            "no such executable file"
+            if os.sep in program
+            else "not found on PATH (give its full path, or fix PATH)"
+        )
+        if os.sep in program and os.path.isfile(program):
+            where = "the file is not executable (chmod +x it, or run it through its interpreter)"
+        raise ConfigError(f"--exec {spec.queue}: cannot run {program!r}: {where}")
 
 
 def _flag(raw: str | None, name: str, on: str = "on", off: str = "off") -> bool:

@@ -1,7 +1,12 @@
 """The ``taskd`` command: run a node (no subcommand), or act as a client of one.
 
 ``taskd [flags]`` runs a node; ``taskd bench ...`` runs the benchmarks against a node;
-``taskd submit|get|list|...`` talk to a node over REST (see ``taskd.cli.commands``).
+``taskd worker MODULE`` runs an SDK worker; ``taskd submit|get|list|...`` talk to a node over
+REST (``taskd.cli``); ``taskd help [COMMAND]`` and ``taskd --help`` explain all of it.
+
+Start-up time matters here (a client call should take well under 0.2 s): this module imports
+nothing at load time beyond the stdlib; each path imports only what it needs, so a client
+command never loads trio, grpclib, hypercorn or the node's config.
 """
 
 from __future__ import annotations
@@ -9,46 +14,119 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import trio
+from taskd.cli import parser as cli_parser
 
-from taskd.errors import TaskdError, first_of
-from taskd.node import config as node_config
-from taskd.node.observe import logs
-
-CLIENT_COMMANDS = frozenset(
-    {
-        "submit",
-        "get",
-        "list",
-        "cancel",
-        "retry",
-        "queues",
-        "pause",
-        "resume",
-        "workers",
-        "cluster",
-        "watch",
-        "help",
-    }
-)
+OTHER_COMMANDS = {
+    "bench": "run the benchmarks against a running node (taskd bench --help)",
+    "worker": "run the SDK Worker a Python module defines: taskd worker myapp.tasks",
+    "help": "taskd help [COMMAND]: this help, or a command's",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in CLIENT_COMMANDS:
-        from taskd.cli.commands import run_client  # noqa: PLC0415  # a node never loads client code
-
-        status: int = run_client(args)
-        return status
-    if args and args[0] == "bench":
+    found = cli_parser.command_of(args)
+    if found is None:
+        if any(a in ("-h", "--help") for a in args):
+            try:
+                print_help()
+            except BrokenPipeError:  # `taskd --help | head`
+                pass
+            return 0
+        first = args[0].split("=", 1)[0] if args else ""
+        if first not in cli_parser.GLOBAL_FLAGS_WITH_VALUE | cli_parser.GLOBAL_SWITCHES:
+            return run_node(args)
+        found = (len(args), "")  # client flags and no command: the client says what is missing
+    index, word = found
+    rest = args[index + 1 :]
+    if word == "help":
+        return _help(rest)
+    if word == "bench":
         from taskd.bench.main import run_bench  # noqa: PLC0415  # only `taskd bench` needs it
 
-        status = run_bench(args[1:])
+        status: int = run_bench(rest)
         return status
-    return run_node(args)
+    if word == "worker":
+        return _worker(rest)
+    from taskd.cli.commands import run_client  # noqa: PLC0415  # a node never loads client code
+
+    status = run_client(args)
+    return status
+
+
+def _help(words: list[str]) -> int:
+    if not words:
+        print_help()
+        return 0
+    name = words[0]
+    if name in cli_parser.COMMANDS or name in ("bench", "worker"):
+        return main([name, "--help"])
+    known = sorted([*cli_parser.COMMANDS, *OTHER_COMMANDS])
+    print(
+        f"taskd: unknown command {name!r}{cli_parser.suggest(name, known)} "
+        "(taskd --help lists them)",
+        file=sys.stderr,
+    )
+    return 2
+
+
+WORKER_CLI = "taskd.client.worker.cli"  # its main(argv) -> int runs `taskd worker MODULE`
+
+
+def _worker(words: list[str]) -> int:
+    import importlib  # noqa: PLC0415  # only `taskd worker` needs it
+
+    try:
+        module = importlib.import_module(WORKER_CLI)  # the SDK's module, absent in older builds
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not WORKER_CLI.startswith(exc.name):
+            raise
+        print(
+            "taskd: `taskd worker` is not in this build yet; run your Worker from Python",
+            file=sys.stderr,
+        )
+        return 2
+    status: int = module.main(words)
+    return status
+
+
+def print_help() -> None:
+    from taskd.node import config as node_config  # noqa: PLC0415  # only help needs node flags
+
+    node_parser = node_config.build_parser()
+    width = max(len(name) for name in [*cli_parser.COMMANDS, *OTHER_COMMANDS]) + 2
+    lines = [
+        "usage: taskd [NODE FLAGS]            run a node",
+        "       taskd COMMAND [ARGS] [--server URL] [--json]",
+        "",
+        "commands (global flags --server URL and --json go before or after the command):",
+    ]
+    for name, text in [*cli_parser.COMMANDS.items(), *OTHER_COMMANDS.items()]:
+        lines.append(f"  {name.ljust(width)}{text}")
+    lines += [
+        "",
+        "client exit codes: 0 ok, 1 the node refused the request, 2 usage error,",
+        "  3 no taskd answered (down, timed out, wrong port or scheme), 4 the node failed (5xx)",
+        "",
+    ]
+    print("\n".join(lines))
+    node_parser.print_help()
+    print("\nenvironment (a flag on the command line wins):")
+    variables = [("TASKD_SERVER", "client commands: the node's HTTP address (--server)")]
+    variables += node_config.environment()
+    width = max(len(name) for name, _ in variables) + 2
+    for name, text in variables:
+        print(f"  {name.ljust(width)}{text}")
+    print("\nset for --exec commands: TASKD_TASK_ID, TASKD_ATTEMPT (1 on the first), TASKD_QUEUE")
 
 
 def run_node(args: list[str]) -> int:
+    import trio  # noqa: PLC0415  # clients never load the event loop
+
+    from taskd.errors import TaskdError, first_of  # noqa: PLC0415  # idem
+    from taskd.node import config as node_config  # noqa: PLC0415  # idem
+    from taskd.node.observe import logs  # noqa: PLC0415  # idem
+
     try:
         config = node_config.load(args)
     except node_config.ConfigError as exc:

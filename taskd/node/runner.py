@@ -121,6 +121,7 @@ class Node:
         self.machine.listeners.append(self.metrics.on_applied)
         self.registry = WorkerRegistry()
         self.service.revoke = self.registry.revoke
+        self.service.consumers = self.registry.consumers
         self.duties = LeaderDuties(
             self.store.leadership,
             prepare=self._prepare_to_lead,
@@ -192,6 +193,7 @@ class Node:
             await root.start(self.store.serve)
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
+            self.service.log_failures = True  # idem: failures replayed are not news
             # Leader-only duties start (and stop) on the store's leadership signal; the node
             # reports ready once this node does not lead or its takeover was tried once. Local
             # executors lease nothing until the takeover is written, or its release would take

@@ -71,7 +71,7 @@ from taskd.queue.eviction import EvictionRules
 from taskd.queue.holdings import HeldCounts, Holdings, spec_size
 from taskd.queue.queues import QueueIndex, QueueStats
 from taskd.queue.submit import SubmitPlan, check_queue_name, plan_submit
-from taskd.queue.task import SchedulerConfig, Task
+from taskd.queue.task import SchedulerConfig, Task, end_attempt
 from taskd.queue.timers import Timers, due_time
 from taskd.queue.transitions import InvariantError, Trigger, allowed, check
 
@@ -80,6 +80,13 @@ __all__ = ["HeldCounts", "QueueStats", "Scheduler"]
 _PENDING, _BLOCKED, _QUEUED, _RUNNING = State.PENDING, State.BLOCKED, State.QUEUED, State.RUNNING
 _SUCCEEDED, _FAILED, _CANCELED = State.SUCCEEDED, State.FAILED, State.CANCELED
 _MAX_LEASE_BATCH = 10_000
+# How an attempt that did not succeed ended, by what ended it (the attempt history's outcome).
+_OUTCOME = {
+    Trigger.FAIL: "failed",
+    Trigger.TIMEOUT: "timeout",
+    Trigger.LEASE_EXPIRED: "lease expired",
+    Trigger.WORKER_LOST: "worker lost",
+}
 _MAX_WORKER_NAME = 255
 
 
@@ -468,6 +475,7 @@ class Scheduler(EvictionRules, DependencyRules):
         # Calling _transition here costs 12-16% of lease+complete throughput (bench_apply);
         # audit.recount checks after every property-test step that this agrees with it.
         task_id = task.id
+        end_attempt(task, "succeeded", "", now)
         task.result = command.result
         task.finished_at = now
         task.lease_deadline = task.timeout_deadline = 0.0
@@ -526,6 +534,7 @@ class Scheduler(EvictionRules, DependencyRules):
         """
         if revoked is not None:
             revoked.append(Revoked(task.id, task.epoch, error))
+        end_attempt(task, _OUTCOME[trigger], error, now)
         task.error = error
         task.lease_deadline = task.timeout_deadline = 0.0
         config = self._config
@@ -546,6 +555,8 @@ class Scheduler(EvictionRules, DependencyRules):
             return self._conflict(f"task is already {task.state.value}")
         events: list[StateChanged] = []
         revoked = (Revoked(task.id, task.epoch, "canceled"),) if task.state is _RUNNING else ()
+        if revoked:
+            end_attempt(task, "canceled", "canceled", now)
         task.error = "canceled"
         task.canceled_by = ""
         task.finished_at = now

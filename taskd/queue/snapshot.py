@@ -4,7 +4,9 @@ Theory of operation: a snapshot holds only what decides future behaviour: the se
 counters, the paused queues, every held task, in seq order, as a positional array, and the
 ``SchedulerConfig`` in effect as ``[retention, backoff_base, backoff_cap, max_queue_depth,
 max_tasks, max_bytes]`` (set by ``SetConfig``). Snapshots written before ``SetConfig`` hold
-the three bounds alone there (``SetLimits``), or nothing; both still restore. Every
+the three bounds alone there (``SetLimits``), or nothing; both still restore. A task row ends
+with its attempt history (``[number, started_at, finished_at, outcome, error, worker]`` each);
+rows written before it have 25 fields and restore with an empty history. Every
 index (ready heaps, timers, dependents, idempotency keys, worker leases, counts) is derived
 data, rebuilt on restore, so two schedulers in the same logical state produce identical bytes
 whatever their history (lazy heap entries included). Floats are always encoded as float64 and
@@ -19,7 +21,7 @@ from typing import Any
 import msgpack
 
 from taskd.queue.commands import State
-from taskd.queue.task import SchedulerConfig, Task
+from taskd.queue.task import Attempt, SchedulerConfig, Task
 
 SNAPSHOT_VERSION = 1
 _STATES = {state.value: state for state in State}
@@ -50,6 +52,8 @@ def _task_row(t: Task) -> list[Any]:
         t.seq, t.state.value, t.attempt, t.result, t.error, t.worker, float(t.started_at),
         float(t.finished_at), t.epoch, float(t.lease_deadline), float(t.timeout_deadline),
         sorted(t.waiting_on), t.canceled_by,
+        [[a.number, float(a.started_at), float(a.finished_at), a.outcome, a.error, a.worker]
+         for a in t.attempts],
     ]  # fmt: skip
 
 
@@ -112,7 +116,9 @@ def _task(row: list[Any]) -> Task:
         task_id, queue, name, priority, payload, timeout, max_retries, run_at, depends_on,
         key, labels, created_at, seq, state, attempt, result, error, worker, started_at,
         finished_at, epoch, lease_deadline, timeout_deadline, waiting_on, canceled_by,
-    ) = row  # fmt: skip
+    ) = row[:25]  # fmt: skip
+    # Snapshots written before the attempt history have 25 fields: such a task starts empty.
+    history = row[25] if len(row) > 25 else []
     return Task(
         id=task_id,
         queue=queue,
@@ -139,4 +145,7 @@ def _task(row: list[Any]) -> Task:
         timeout_deadline=timeout_deadline,
         waiting_on=set(waiting_on),
         canceled_by=canceled_by,
+        attempts=[
+            Attempt(n, started, finished, o, e, w) for n, started, finished, o, e, w in history
+        ],
     )

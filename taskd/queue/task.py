@@ -7,6 +7,21 @@ from dataclasses import dataclass, field
 
 from taskd.queue.commands import State
 
+MAX_ATTEMPTS_KEPT = 20  # a task's history keeps its last attempts
+MAX_ATTEMPT_ERROR = 4096  # characters of each attempt's error that the history keeps
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One ended attempt, as the task's history keeps it."""
+
+    number: int  # the task's ``attempt`` then (1 for the first; restarts after a Retry)
+    started_at: float
+    finished_at: float
+    outcome: str  # succeeded, failed, timeout, lease expired, worker lost, canceled
+    error: str  # "" when it succeeded; clipped to MAX_ATTEMPT_ERROR
+    worker: str
+
 
 @dataclass(slots=True)
 class Task:
@@ -38,6 +53,18 @@ class Task:
     waiting_on: set[str] = field(default_factory=set)  # unfinished dependency ids
     canceled_by: str = ""  # the dependency whose failure or cancellation canceled this task
     size: int = 0  # bytes counted against max_bytes (holdings.task_size); derived, not stored
+    attempts: list[Attempt] = field(default_factory=list)  # ended attempts, oldest first
+
+
+def end_attempt(task: Task, outcome: str, error: str, now: float) -> None:
+    """Add the attempt that is ending now to ``task``'s history (bounded: the last
+    ``MAX_ATTEMPTS_KEPT``, each error clipped to ``MAX_ATTEMPT_ERROR`` characters)."""
+    history = task.attempts
+    history.append(
+        Attempt(task.attempt, task.started_at, now, outcome, error[:MAX_ATTEMPT_ERROR], task.worker)
+    )
+    if len(history) > MAX_ATTEMPTS_KEPT:
+        del history[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,3 +94,6 @@ class FailingStore:
 
     async def propose(self, data: bytes) -> object:
         raise self.error
+
+    async def read_barrier(self) -> None:  # a linearizable read needs the store too
+        raise self.error

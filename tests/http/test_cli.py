@@ -120,10 +120,10 @@ async def test_the_server_comes_from_taskd_server(
 async def test_a_refused_connection_says_how_to_start_a_node(capsys: Any) -> None:
     [port] = free_ports(1)
     code = await taskd("list", "--server", f"http://127.0.0.1:{port}")
-    assert code == 1
+    assert code == 3  # no taskd answered: distinct from a refusal (1) and a usage error (2)
     assert capsys.readouterr().err.strip() == (
-        f"error: cannot reach taskd at http://127.0.0.1:{port}: is a node running? "
-        "start one with `taskd`"
+        f"error: cannot reach taskd at http://127.0.0.1:{port}: nothing listens there; is a "
+        "node running? start one with `taskd`"
     )
 
 

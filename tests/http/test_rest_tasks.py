@@ -199,7 +199,7 @@ async def test_bad_batches_are_400_naming_the_field(api: Api, body: Any, field: 
         ({"max_retries": True}, "max_retries", "integer"),
         ({"max_retries": "3"}, "max_retries", "integer"),
         ({"delay": -1}, "delay", "seconds"),
-        ({"delay": "5m"}, "delay", "seconds"),
+        ({"delay": "5 minutes"}, "delay", "seconds"),
         ({"delay": 5, "run_at": "2030-01-01T00:00:00Z"}, "run_at", "not both"),
         ({"run_at": "tomorrow"}, "run_at", "RFC 3339"),
         ({"run_at": "2030-01-01T00:00:00"}, "run_at", "zone"),
@@ -387,6 +387,9 @@ async def test_list_filters_by_state(api: Api) -> None:
         ("sort=asc", "sort"),
         ("limit=1&limit=2", "limit"),
         ("after=", "after"),
+        ("after=garbage", "after"),
+        ("after=01ARZ3NDEKTSV4RRFFQ69G5FA", "after"),  # 25 digits: not a task id
+        ("after=01ARZ3NDEKTSV4RRFFQ69G5FAU", "after"),  # U is not a Crockford digit
     ],
 )
 async def test_bad_list_parameters_are_400(api: Api, query: str, field: str) -> None:

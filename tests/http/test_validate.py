@@ -46,7 +46,7 @@ def test_durations_parse(text: str, seconds: float) -> None:
     assert validate.check_timeout(text, "timeout") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "300", "5 m", "m5", "1d", "-5s", "5M", "1h30", "1.s", "s"])
+@pytest.mark.parametrize("text", ["", "300", "5 m", "m5", "1w", "-5s", "5M", "1h30", "1.s", "s"])
 def test_bad_durations_are_refused(text: str) -> None:
     assert validate.parse_duration(text) is None
     with pytest.raises(CallerError) as info:
@@ -125,6 +125,9 @@ def test_bad_rfc3339_times(text: Any) -> None:
 
 def test_delay_becomes_an_absolute_run_at() -> None:
     assert validate.spec_from_json({"delay": 30}, now=NOW).run_at == NOW + 30
+    assert validate.spec_from_json({"delay": "5m"}, now=NOW).run_at == NOW + 300
+    assert validate.spec_from_json({"delay": "500ms"}, now=NOW).run_at == NOW + 0.5
+    assert validate.spec_from_json({"delay": "1d"}, now=NOW).run_at == NOW + 86400
     assert validate.spec_from_json({"delay": 0}, now=NOW).run_at == 0.0
 
 
@@ -303,7 +306,7 @@ def test_one_queue_rule_everywhere(name: str) -> None:
     ("check", "good", "bad"),
     [
         (validate.check_id, "x" * 255, ["", "x" * 256, 5, None]),
-        (validate.check_cursor, "x" * 255, ["", "x" * 256, 5]),
+        (validate.check_cursor, "01ARZ3NDEKTSV4RRFFQ69G5FAV", ["", "x" * 256, 5, "garbage"]),
         (validate.check_worker, "w-1@host", ["", "w" * 256, "a\x00b", "a\nb", "\u202e", 1]),
         (validate.check_error_text, "", ["e" * ((64 << 10) + 1), b"bytes"]),
     ],
@@ -549,3 +552,16 @@ def test_the_wire_limits_are_the_validation_limits() -> None:
     assert wire.STRING_LIMITS["worker"] == limits.MAX_WORKER_NAME
     assert wire.COUNT_LIMITS["tasks"] == limits.MAX_BATCH
     assert wire.COUNT_LIMITS["depends_on"] == limits.MAX_DEPENDENCIES
+
+
+@pytest.mark.parametrize("text", ["5", "5x", "m", "", "-5m", "5m "])
+def test_a_delay_that_is_no_duration_is_refused_naming_delay(text: str) -> None:
+    with pytest.raises(CallerError) as info:
+        validate.spec_from_json({"delay": text}, now=NOW)
+    assert info.value.field == "delay"
+
+
+def test_durations_take_every_unit_the_cli_documents() -> None:
+    assert [validate.parse_duration(t) for t in ("500ms", "30s", "5m", "2h", "1d", "1h30m")] == [
+        0.5, 30.0, 300.0, 7200.0, 86400.0, 5400.0,
+    ]  # fmt: skip

@@ -188,11 +188,3 @@ def test_priority_order_with_fifo_ties(node_factory, tmp_path, monkeypatch):
     # Expect highest priority first, submission order among equals
     expected = [tid for _, tid in sorted(submitted, key=lambda pt: -pt[0])]
     assert [line.split()[0] for line in log.read_text().splitlines()] == expected
-
-
-def test_a_command_that_cannot_start_fails_with_a_clear_error(node_factory):
-    node = node_factory("--exec", "ghost=/nonexistent/bin/resize --fast")
-    status, task = post(f"{node.http_url}/api/v1/tasks", {"queue": "ghost", "max_retries": 0})
-    assert status == 201
-    task = wait_for_task(node.http_url, task["id"], {"failed"})
-    assert "cannot start" in task["error"] and "/nonexistent/bin/resize" in task["error"]

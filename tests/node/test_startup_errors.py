@@ -65,11 +65,15 @@ def test_a_taken_port_and_a_locked_data_dir(node_factory_shared, tmp_path):
 
 
 def test_bad_flags_exit_2_with_the_fix_in_the_message(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a program\n")  # a file, not executable
     for args, words in (
         (["--peers", "a:1,b:2,c:3", "--grpc", "d:4"], "--grpc d:4 is not one of --peers"),
         (["--peers", "a:1,b:2,c:3"], "pass --grpc with this node's entry"),
         (["--store", "postgres://db/taskd"], "--store"),
         (["--exec", "resize"], "QUEUE=COMMAND"),
+        (["--exec", "ghost=/nonexistent/bin/resize --fast"], "'/nonexistent/bin/resize'"),
+        (["--exec", "ghost=no-such-program-anywhere -x"], "not found on PATH"),
+        (["--exec", "ok=true", "--exec", "txt=./notes.txt"], "--exec txt: cannot run"),
         (["--concurrency", "8-2"], "--concurrency"),
     ):
         result = _start(*args, cwd=str(tmp_path))

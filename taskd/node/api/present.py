@@ -135,6 +135,17 @@ def task_to_json(task: Task, *, duplicate: bool | None = None) -> dict[str, Any]
         "started_at": rfc3339(task.started_at),
         "finished_at": rfc3339(task.finished_at),
         "lease": task.epoch if task.state is State.RUNNING else None,
+        "attempts": [
+            {
+                "attempt": a.number,
+                "started_at": rfc3339(a.started_at),
+                "finished_at": rfc3339(a.finished_at),
+                "outcome": a.outcome,
+                "error": a.error or None,
+                "worker": a.worker or None,
+            }
+            for a in task.attempts
+        ],
     }
     if payload_b64:
         view["payload_encoding"] = "base64"
@@ -172,13 +183,18 @@ def work_item_to_json(item: WorkItem) -> dict[str, Any]:
     return view
 
 
-def stats_to_json(stats: QueueStats, rates: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
-    """Per-queue counts: ``by_state`` for every state, ``by_priority`` of QUEUED tasks, and
-    the last minute's rates (tasks submitted and finished per second)."""
+def stats_to_json(
+    stats: QueueStats, rates: tuple[float, float] = (0.0, 0.0), consumers: int = 0
+) -> dict[str, Any]:
+    """Per-queue counts: ``by_state`` for every state, ``by_priority`` of QUEUED tasks, the
+    last minute's rates (tasks submitted and finished per second), and ``consumers``: the
+    local executors and remote workers of this node that serve the queue (0 with tasks
+    queued means nothing here will run them)."""
     by_state = {state.value: stats.by_state.get(state, 0) for state in State}
     return {
         "name": stats.name,
         "paused": stats.paused,
+        "consumers": consumers,
         "depth": sum(n for state, n in stats.by_state.items() if not state.terminal),
         "by_state": by_state,
         "by_priority": {str(p): n for p, n in sorted(stats.by_priority.items())},
@@ -211,11 +227,25 @@ def task_to_proto(task: Task) -> pb.Task:
         started_at_ms=_ms(task.started_at),
         finished_at_ms=_ms(task.finished_at),
         lease=_clamp(task.epoch, _UINT64) if task.state is State.RUNNING else 0,
+        attempts=[
+            pb.TaskAttempt(
+                attempt=_clamp(a.number, _INT32),
+                started_at_ms=_ms(a.started_at),
+                finished_at_ms=_ms(a.finished_at),
+                outcome=a.outcome,
+                error=a.error,
+                worker=a.worker,
+            )
+            for a in task.attempts
+        ],
     )
 
 
-def stats_to_proto(stats: QueueStats, rates: tuple[float, float] = (0.0, 0.0)) -> pb.QueueStats:
+def stats_to_proto(
+    stats: QueueStats, rates: tuple[float, float] = (0.0, 0.0), consumers: int = 0
+) -> pb.QueueStats:
     return pb.QueueStats(
+        consumers=consumers,
         name=stats.name,
         paused=stats.paused,
         by_state={state.value: stats.by_state.get(state, 0) for state in State},

@@ -52,9 +52,11 @@ MAX_LABEL_VALUE = limits.MAX_LABEL_VALUE
 MAX_BATCH = limits.MAX_BATCH
 
 _RFC3339_RE = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
-_DURATION_RE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|d|h|m|s))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# A List cursor is the id of the last task of the previous page: a ULID (Crockford base32).
+_CURSOR_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 _SPEC_FIELDS = frozenset(
     {
@@ -297,9 +299,12 @@ def check_id(value: object, field: str) -> str:
 
 
 def check_cursor(value: object, field: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= limits.MAX_CURSOR:
-        raise invalid(f"{_last(field)} must be the cursor a previous page returned", field)
-    return value
+    """A page cursor: the task id ``next`` held; anything else would silently list page one."""
+    if not isinstance(value, str) or not _CURSOR_RE.fullmatch(value.upper()):
+        raise invalid(
+            f"{_last(field)} must be the cursor a previous page returned (its `next`)", field
+        )
+    return value.upper()
 
 
 def check_list_limit(value: object, field: str, max_limit: int = limits.MAX_LIST_LIMIT) -> int:
@@ -385,7 +390,7 @@ def check_timeout(value: object, field: str) -> float:
 
 
 def parse_duration(text: str) -> float | None:
-    """``"1h30m"`` → 5400.0; None when ``text`` is not a duration (units h, m, s, ms)."""
+    """``"1h30m"`` → 5400.0; None when ``text`` is not a duration (units d, h, m, s, ms)."""
     if not _DURATION_RE.fullmatch(text):
         return None
     return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
@@ -400,9 +405,15 @@ def check_max_retries(value: object, field: str) -> int:
 
 
 def check_delay(value: object, field: str) -> float:
-    if is_number(value) and 0 <= value <= limits.MAX_DELAY:
-        return float(value)
-    raise invalid(f"{_last(field)} must be a number of seconds 0-{MAX_DELAY:.0f}", field)
+    """Seconds, or a duration string as ``timeout`` takes (``"500ms"``, ``"5m"``, ``"1d"``)."""
+    seconds = parse_duration(value) if isinstance(value, str) else value
+    if is_number(seconds) and 0 <= seconds <= limits.MAX_DELAY:
+        return float(seconds)
+    raise invalid(
+        f'{_last(field)} must be a number of seconds 0-{MAX_DELAY:.0f} or a duration like "30s", '
+        '"5m", "2h", "1d"',
+        field,
+    )
 
 
 def parse_rfc3339(value: object, field: str) -> float:

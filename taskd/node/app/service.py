@@ -22,7 +22,7 @@ from __future__ import annotations
 import builtins
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -60,6 +60,7 @@ from taskd.queue.task import Task
 from taskd.store.seam import Store
 
 log = logging.getLogger("taskd.service")
+_ATTEMPT_FAILED = frozenset({State.PENDING, State.FAILED})  # retried later, or for good
 
 # While the store refuses writes (a full or failing disk, no leader), leader duties wait this
 # long between tries: each try is refused at once, without touching the disk.
@@ -92,6 +93,11 @@ class NodeService:
         self.ids = IdGenerator(self.clock)
         self.events = EventHub()
         self.revoke: Callable[[str, int, str], object] = lambda task_id, epoch, reason: None
+        # Workers per queue on this node (the runner wires its WorkerRegistry in): shown by
+        # /queues, and a queue nobody serves gets a warning in the log when tasks arrive.
+        self.consumers: Callable[[], Mapping[str, int]] = dict
+        self._unserved_warned: dict[str, float] = {}  # queue → trio time of its warning
+        self.log_failures = False  # set once recovery replayed the log: old news is not logged
         self._random = random.Random()
         self._work_arrived: dict[str, trio.Event] = {}
         self._deadline_moved = trio.Event()
@@ -128,6 +134,7 @@ class NodeService:
         self._admit(specs)
         ids = tuple(self.ids.new() for _ in specs)
         outcome = await self._propose(Submit(tuple(specs), ids))
+        self.warn_unserved({spec.queue for spec in specs})
         reply = outcome.reply
         assert isinstance(reply, tuple)
         return [(self._task(task_id), duplicate) for task_id, duplicate in reply]
@@ -137,6 +144,7 @@ class NodeService:
         self._admit(specs)
         ids = tuple(self.ids.new() for _ in specs)
         outcome = await self._propose(Submit(tuple(specs), ids))
+        self.warn_unserved({spec.queue for spec in specs})
         reply = outcome.reply
         assert isinstance(reply, tuple)
         return list(reply)
@@ -159,8 +167,38 @@ class NodeService:
             self._task(task_id)
 
     async def pause(self, queue: str) -> QueueStats:
+        """Pause a known queue: one that holds tasks or that a worker serves. Pausing a name
+        never seen is refused (404): it is a typo far more often than a plan."""
+        if not self._known_queue(queue):
+            await self.store.read_barrier()  # created through another member a moment ago?
+            if not self._known_queue(queue):
+                raise CallerError(
+                    "not_found",
+                    f"no queue {queue!r}: it holds no tasks and no worker serves it "
+                    "(taskd queues lists the known ones)",
+                    "name",
+                )
         await self._propose(PauseQueue(queue))
         return self.scheduler.queue_stats(queue)
+
+    def _known_queue(self, queue: str) -> bool:
+        return queue in self.scheduler.queue_names() or queue in self.consumers()
+
+    def warn_unserved(self, queues: Iterable[str]) -> None:
+        """Log (at most once a minute per queue) that tasks wait in a queue nobody serves."""
+        consumers = self.consumers()
+        now = trio.current_time()
+        for queue in queues:
+            if consumers.get(queue, 0) or now - self._unserved_warned.get(queue, -1e9) < 60:
+                continue
+            self._unserved_warned[queue] = now
+            log.warning(
+                "tasks wait in queue %s, which no executor or worker serves: start a worker "
+                "for it or give --exec %s=COMMAND",
+                queue,
+                queue,
+                extra={"fields": {"queue": queue, "waiting": self.scheduler.depth(queue)}},
+            )
 
     async def resume(self, queue: str) -> QueueStats:
         await self._propose(ResumeQueue(queue))
@@ -238,7 +276,9 @@ class NodeService:
         return self.scheduler.list(queue, state, limit, after)
 
     def queues(self) -> builtins.list[QueueStats]:
-        return [self.scheduler.queue_stats(name) for name in self.scheduler.queue_names()]
+        """Every queue that holds tasks or that a worker of this node serves, by name."""
+        names = sorted({*self.scheduler.queue_names(), *self.consumers()})
+        return [self.scheduler.queue_stats(name) for name in names]
 
     def _work_item(self, grant: Leased) -> WorkItem:
         task = self._task(grant.task_id)
@@ -260,6 +300,10 @@ class NodeService:
         for event in outcome.events:
             if event.current is State.QUEUED:
                 self._wake(event.queue)
+        if self.log_failures:
+            for event in outcome.events:
+                if event.previous is State.RUNNING and event.current in _ATTEMPT_FAILED:
+                    self._log_failure(event.task_id, event.current)
         for revoked in outcome.revoked:  # the scheduler says which leases it took away
             self.revoke(revoked.task_id, revoked.epoch, revoked.reason)
         if isinstance(command, ResumeQueue):
@@ -271,6 +315,30 @@ class NodeService:
             self._sleeping_until is None or deadline < self._sleeping_until
         ):
             self._deadline_moved.set()
+
+    def _log_failure(self, task_id: str, state: State) -> None:
+        task = self.scheduler.get(task_id)
+        if task is None:
+            return
+        error = task.error if len(task.error) <= 200 else task.error[:200] + "…"
+        then = "retrying later" if state is State.PENDING else "failed for good"
+        log.warning(
+            "task %s failed on attempt %d (%s): %s",
+            task_id,
+            task.attempt,
+            then,
+            error.splitlines()[-1] if error.strip() else "(no error text)",
+            extra={
+                "fields": {
+                    "id": task_id,
+                    "queue": task.queue,
+                    "attempt": task.attempt,
+                    "state": state.value,
+                    "worker": task.worker,
+                    "error": error,
+                }
+            },
+        )
 
     def _wake(self, queue: str) -> None:
         event = self._work_arrived.pop(queue, None)

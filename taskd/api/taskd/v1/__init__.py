@@ -31,6 +31,7 @@ __all__ = (
     "SubmitRequest",
     "SubmitResponse",
     "Task",
+    "TaskAttempt",
     "TaskEvent",
     "TaskResult",
     "TaskResults",
@@ -366,6 +367,11 @@ class QueueStats(betterproto2.Message):
 
     completed_per_second: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
 
+    consumers: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+    """
+    local executors and workers of this node serving the queue
+    """
+
 
 default_message_pool.register_message("taskd.v1", "QueueStats", QueueStats)
 
@@ -535,8 +541,44 @@ class Task(betterproto2.Message):
     fencing epoch of the current lease, 0 if none
     """
 
+    attempts: "list[TaskAttempt]" = betterproto2.field(22, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    ended attempts, oldest first (the last 20)
+    """
+
 
 default_message_pool.register_message("taskd.v1", "Task", Task)
+
+
+@dataclass(eq=False, repr=False)
+class TaskAttempt(betterproto2.Message):
+    """
+    One ended attempt of a task.
+    """
+
+    attempt: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    the task's attempt number then (1 for the first)
+    """
+
+    started_at_ms: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+
+    finished_at_ms: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+
+    outcome: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    succeeded, failed, timeout, lease expired, worker lost, canceled
+    """
+
+    error: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    empty when it succeeded; at most 4096 characters
+    """
+
+    worker: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("taskd.v1", "TaskAttempt", TaskAttempt)
 
 
 @dataclass(eq=False, repr=False)

@@ -318,17 +318,24 @@ class ClusterService(pb.ClusterServiceBase):
     async def list_queues(self, message: pb.ListQueuesRequest) -> pb.ListQueuesResponse:
         await self.service.fresh(message.stale)
         stats, rates = self.service.queues(), self.service.rates.of
-        return pb.ListQueuesResponse(queues=[stats_to_proto(s, rates(s.name)) for s in stats])
+        consumers = self.service.consumers()
+        return pb.ListQueuesResponse(
+            queues=[stats_to_proto(s, rates(s.name), consumers.get(s.name, 0)) for s in stats]
+        )
 
     @on_trio
     async def pause_queue(self, message: pb.QueueRequest) -> pb.QueueStats:
         name = _queue_name(message.name)
-        return stats_to_proto(await self.service.pause(name), self.service.rates.of(name))
+        stats = await self.service.pause(name)
+        consumers = self.service.consumers().get(name, 0)
+        return stats_to_proto(stats, self.service.rates.of(name), consumers)
 
     @on_trio
     async def resume_queue(self, message: pb.QueueRequest) -> pb.QueueStats:
         name = _queue_name(message.name)
-        return stats_to_proto(await self.service.resume(name), self.service.rates.of(name))
+        stats = await self.service.resume(name)
+        consumers = self.service.consumers().get(name, 0)
+        return stats_to_proto(stats, self.service.rates.of(name), consumers)
 
     @on_trio
     async def list_workers(self, message: pb.ListWorkersRequest) -> pb.ListWorkersResponse:

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -50,10 +51,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from taskd import __version__
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
 from taskd.node import limits
 from taskd.node.api import validate
 from taskd.node.api.codes import cluster_hint, cluster_message
+from taskd.node.api.http import openapi
 from taskd.node.api.http.messages import check_fields, error_response, json_response, read_object
 from taskd.node.api.http.origin import OriginGuard, OriginPolicy
 from taskd.node.api.http.workers import HttpWorkerTracker
@@ -271,19 +274,29 @@ class _Api:
     async def queues(self, request: Request) -> Response:
         await self.service.fresh(_only_stale(request))
         stats = self.service.queues()
-        rates = self.service.rates.of
-        return json_response({"queues": [stats_to_json(s, rates(s.name)) for s in stats]})
+        rates, consumers = self.service.rates.of, self.service.consumers()
+        return json_response(
+            {"queues": [stats_to_json(s, rates(s.name), consumers.get(s.name, 0)) for s in stats]}
+        )
 
     async def pause(self, request: Request) -> Response:
         name = validate.check_queue(request.path_params["name"], "name")
         return json_response(
-            stats_to_json(await self.service.pause(name), self.service.rates.of(name))
+            stats_to_json(
+                await self.service.pause(name),
+                self.service.rates.of(name),
+                self.service.consumers().get(name, 0),
+            )
         )
 
     async def resume(self, request: Request) -> Response:
         name = validate.check_queue(request.path_params["name"], "name")
         return json_response(
-            stats_to_json(await self.service.resume(name), self.service.rates.of(name))
+            stats_to_json(
+                await self.service.resume(name),
+                self.service.rates.of(name),
+                self.service.consumers().get(name, 0),
+            )
         )
 
     # HTTP workers
@@ -427,6 +440,13 @@ class _Api:
     async def index(self, request: Request) -> Response:
         return HTMLResponse(_INDEX_HTML)
 
+    @functools.cached_property
+    def _openapi(self) -> bytes:
+        return orjson.dumps(openapi.document(__version__))
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self._openapi, media_type="application/json")
+
 
 def _by_method(handlers: dict[str, Handler]) -> Handler:
     """One endpoint per path, so a 405 lists every method the path allows."""
@@ -463,6 +483,7 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         "/api/v1/cluster/members": {"POST": api.add_member},
         "/api/v1/cluster/members/{address}": {"DELETE": api.remove_member},
         "/api/v1/cluster/transfer": {"POST": api.transfer},
+        "/api/v1/openapi.json": {"GET": api.openapi},
         "/healthz": {"GET": api.healthz},
         "/readyz": {"GET": api.readyz},
         "/metrics": {"GET": api.metrics},
