@@ -25,12 +25,13 @@ from taskd.client.errors import (
     TooLarge,
     Unavailable,
 )
-from taskd.client.task import Priority, Task, TaskEvent, TaskState
+from taskd.client.task import Attempt, Priority, Task, TaskEvent, TaskState
 from taskd.client.worker import Retry, Worker
 
 __all__ = [
     "AsyncStream",
     "AsyncTaskSchedulerClient",
+    "Attempt",
     "Conflict",
     "DeadlineExceeded",
     "InvalidArgument",

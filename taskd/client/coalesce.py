@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from taskd.api.taskd import v1 as pb
@@ -61,8 +61,9 @@ def for_caller(exc: TaskdClientError, *, keep_index: bool = False) -> TaskdClien
     return exc
 
 
-def as_submitted(task_id: str, spec: pb.TaskSpec) -> Task:
-    """The task a SubmitBatch made from ``spec``, as it is at submission."""
+def as_submitted(task_id: str, spec: pb.TaskSpec, refs: Mapping[str, str] | None = None) -> Task:
+    """The task a SubmitBatch made from ``spec``, as it is at submission (``refs``: the
+    batch's refs to the ids they were given, so ``depends_on`` names ids)."""
     if spec.depends_on:
         state = TaskState.BLOCKED
     elif spec.delay_seconds > 0 or spec.run_at_ms:
@@ -79,7 +80,7 @@ def as_submitted(task_id: str, spec: pb.TaskSpec) -> Task:
             timeout_seconds=1800.0 if spec.timeout_seconds is None else spec.timeout_seconds,
             max_retries=3 if spec.max_retries is None else spec.max_retries,
             run_at_ms=spec.run_at_ms,
-            depends_on=list(spec.depends_on),
+            depends_on=[(refs or {}).get(d, d) for d in spec.depends_on],
             idempotency_key=spec.idempotency_key,
             labels=dict(spec.labels),
             state=pb.TaskState[state.name],

@@ -158,12 +158,13 @@ class Operations:
             reply = await self._submit_specs(specs, deadline)
         except TaskdClientError as exc:
             raise for_caller(exc, keep_index=True) from None
+        refs = {spec.ref: tid for spec, tid in zip(specs, reply.ids, strict=False) if spec.ref}
         out = []
         for spec, tid, dup in zip(specs, reply.ids, reply.duplicate, strict=False):
             if dup:
                 out.append(await self._read(tid, deadline))
             else:
-                out.append(as_submitted(tid, spec))
+                out.append(as_submitted(tid, spec, refs))
         return out
 
     async def get_task(

@@ -80,6 +80,29 @@ def _decode(data: bytes) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One ended attempt of a task: its number, when it ran, how it ended and why."""
+
+    attempt: int
+    outcome: str  # succeeded, failed, timeout, lease expired, worker lost, canceled
+    error: str = ""
+    worker: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_proto(cls, msg: pb.TaskAttempt) -> Attempt:
+        return cls(
+            attempt=msg.attempt,
+            outcome=msg.outcome,
+            error=msg.error,
+            worker=msg.worker,
+            started_at=_when(msg.started_at_ms),
+            finished_at=_when(msg.finished_at_ms),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """One task: what was submitted, and where it is now."""
 
@@ -103,6 +126,7 @@ class Task:
     labels: dict[str, str] = field(default_factory=dict)
     idempotency_key: str = ""
     duplicate: bool = False  # a submit that returned an earlier task with the same key
+    attempts: tuple[Attempt, ...] = ()  # ended attempts, oldest first (the node keeps 20)
 
     @classmethod
     def from_proto(cls, msg: pb.Task, *, duplicate: bool = False) -> Task:
@@ -127,6 +151,7 @@ class Task:
             labels=dict(msg.labels),
             idempotency_key=msg.idempotency_key,
             duplicate=duplicate,
+            attempts=tuple(Attempt.from_proto(a) for a in msg.attempts),
         )
 
     @property
