@@ -13,12 +13,14 @@ from rich.console import Console
 
 from taskd.bench import admin, members, report
 from taskd.bench.stats import WorkloadResult
-from taskd.bench.workloads import WORKLOADS, Settings, w1, w1_open, w2, w3
+from taskd.bench.workloads import WORKLOADS, Settings, w1, w1_open, w1_sdk, w2, w3
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "http://127.0.0.1:8080"
 REST_DESCRIPTION = "REST POST /api/v1/tasks, one task per request"
-ORDER = ("w1a", "w1a-closed", "w1a-open", "w1b", "w1c", "w2", "w3")
+ORDER = (
+    "w1a", "w1a-closed", "w1a-open", "sdk-submit", "w1b", "w1c", "w2", "w2-sdk", "w3", "w3-sdk",
+)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,7 +53,9 @@ def parser() -> argparse.ArgumentParser:
         "--workload",
         default=",".join(WORKLOADS),
         help="comma-separated: w1a (also runs w1a@RATE, open loop; w1a-closed and "
-        "w1a-open run one half), w1b, w1c, w2, w3 (default: all)",
+        "w1a-open run one half), w1b, w1c, w2, w3 (default: all); the SDK's: sdk-submit "
+        "(submit_task from --clients threads sharing one client), w2-sdk and w3-sdk (W2 and "
+        "W3 drained by the SDK Worker)",
     )
     p.add_argument("--tasks", type=int, default=100_000, help="tasks per W1 and W2 workload")
     p.add_argument("--clients", type=int, default=8, help="concurrent client connections")
@@ -171,14 +175,20 @@ def plan(names: list[str], s: Settings) -> list[Callable[[Console], WorkloadResu
             steps.append(lambda c: w1(s, c, "w1a", "unary", "one task per unary gRPC Submit"))
         if name == "w1a-open" or (name == "w1a" and s.rate > 0):
             steps.append(lambda c: w1_open(s, c))
+        if name == "sdk-submit":
+            steps.append(lambda c: w1_sdk(s, c))
         if name == "w1b":
             steps.append(lambda c: w1(s, c, "w1b", "batch", f"SubmitBatch of {s.batch} tasks"))
         if name == "w1c":
             steps.append(lambda c: w1(s, c, "w1c", "rest", REST_DESCRIPTION))
         if name == "w2":
             steps.append(lambda c: w2(s, c))
+        if name == "w2-sdk":
+            steps.append(lambda c: w2(s, c, sdk=True))
         if name == "w3":
             steps.append(lambda c: w3(s, c))
+        if name == "w3-sdk":
+            steps.append(lambda c: w3(s, c, sdk=True))
     return steps
 
 

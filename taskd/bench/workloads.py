@@ -7,6 +7,9 @@
   batches; tasks/s from the first submit to the last accepted result.
 - W3 pickup: stream workers, then unary submits open loop at ``rate``/s for ``duration`` s;
   latency from the submit (a timestamp in the payload) to the worker receiving the task.
+- The SDK's figures (taskd/bench/sdk.py): ``sdk-submit`` is W1a through one
+  ``TaskSchedulerClient`` shared by ``clients`` threads in one process; ``w2-sdk`` and
+  ``w3-sdk`` are W2 and W3 drained by the SDK ``Worker`` instead of the protocol-only worker.
 
 Every workload has its own queue (``<run queue>-<workload>``), so afterwards the node's queue
 stats tell whether every acknowledged task is there ("lost" counts those that are not; for W2
@@ -26,6 +29,7 @@ from rich.console import Console
 from taskd.bench import admin
 from taskd.bench.fleet import Fleet, Role, fork_context
 from taskd.bench.report import ProgressLine
+from taskd.bench.sdk import run_sdk_workers, sdk_submit
 from taskd.bench.stats import ChildReport, WorkloadResult, merge
 from taskd.bench.submit import Producer, closed_loop, open_loop
 from taskd.bench.worker import WorkerPlan, run_workers
@@ -92,9 +96,9 @@ class Run:
         while not all(f.ready for f in fleets) and time.monotonic() < end:
             time.sleep(0.01)
 
-    def producers(self, api: str, *, stamped: bool = False) -> list[Producer]:
+    def producers(self, api: str, *, stamped: bool = False, procs: int = 0) -> list[Producer]:
         s = self.settings
-        procs = max(1, min(s.procs, s.clients))
+        procs = max(1, min(procs or s.procs, s.clients))
         shares = split(s.clients, procs)
         return [
             Producer(
@@ -154,6 +158,36 @@ def w1(
     return _result(run, name, description, total, notes)
 
 
+def w1_sdk(settings: Settings, console: Console) -> WorkloadResult:
+    """W1a as an application makes it: ``submit_task`` from ``clients`` threads of one process
+    sharing one ``TaskSchedulerClient`` (which coalesces them)."""
+    run = Run(settings, console, "sdk-submit")
+    [plan] = run.producers("sdk", procs=1)
+    try:
+        fleet = run.fleet(1, lambda i: functools.partial(sdk_submit, plan, settings.tasks))
+        run.wait_ready(fleet)
+        with ProgressLine(console, run.name, settings.tasks, run.processes) as line:
+            start = time.monotonic()
+            run.go.set()
+            while not fleet.poll():
+                line.update(fleet.progress, fleet.errors, time.monotonic() - start)
+                time.sleep(TICK)
+            line.update(fleet.progress, fleet.errors, time.monotonic() - start)
+        [reports] = run.close()
+    finally:
+        run.kill()
+    total = merge(reports)
+    notes: dict[str, object] = {
+        "threads": settings.clients,
+        "submit_batch_calls": total.extra.get("batches", 0),
+        "queue": run.queue,
+    }
+    description = (
+        f"SDK submit_task, one task per call, from {settings.clients} threads sharing one client"
+    )
+    return _result(run, "sdk-submit", description, total, notes)
+
+
 def w1_open(settings: Settings, console: Console) -> WorkloadResult:
     name = f"w1a@{settings.rate:g}"
     run = Run(settings, console, name)
@@ -205,7 +239,7 @@ def _span(total: ChildReport) -> float:
     return max(0.0, total.last - total.first) if total.done else 0.0
 
 
-def _start_workers(run: Run, *, stamped: bool) -> Fleet:
+def _start_workers(run: Run, *, stamped: bool, sdk: bool = False) -> Fleet:
     s = run.settings
     procs = max(1, min(s.procs, s.workers))
     progress = "received" if stamped else "acked"
@@ -214,7 +248,8 @@ def _start_workers(run: Run, *, stamped: bool) -> Fleet:
         WorkerPlan(s.targets, run.queue, n, s.capacity, stamped, progress, first)
         for n, first in zip(shares, starts(shares), strict=True)
     ]
-    workers = run.fleet(procs, lambda i: functools.partial(run_workers, plans[i]))
+    role = run_sdk_workers if sdk else run_workers
+    workers = run.fleet(procs, lambda i: functools.partial(role, plans[i]))
     run.wait_ready(workers)
     # every member has its streams registered before the first task goes out
     end = time.monotonic() + READY_TIMEOUT
@@ -246,8 +281,9 @@ def _drain(run: Run, line: ProgressLine, producers: Fleet, workers: Fleet, start
         time.sleep(TICK)
 
 
-def w2(settings: Settings, console: Console) -> WorkloadResult:
-    run = Run(settings, console, "w2")
+def w2(settings: Settings, console: Console, *, sdk: bool = False) -> WorkloadResult:
+    name = "w2-sdk" if sdk else "w2"
+    run = Run(settings, console, name)
     plans = run.producers("batch")
     shares = split(settings.tasks, len(plans))
     worker_reports, producer_reports = _with_workers(
@@ -257,6 +293,7 @@ def w2(settings: Settings, console: Console) -> WorkloadResult:
         len(plans),
         lambda i: functools.partial(closed_loop, plans[i], shares[i]),
         stamped=False,
+        sdk=sdk,
     )
     done, submitted = merge(worker_reports), merge(producer_reports)
     notes: dict[str, object] = {
@@ -269,12 +306,13 @@ def w2(settings: Settings, console: Console) -> WorkloadResult:
     lost = _not_succeeded(run, submitted.done, notes)
     seconds = max(0.0, done.last - submitted.first) if done.done else 0.0
     errors = dict(submitted.errors + done.errors)
+    kind = "SDK Workers (async no-op handler)" if sdk else "stream workers"
     description = (
         f"{submitted.done:,} no-op tasks in SubmitBatch of {settings.batch}, drained by "
-        f"{settings.workers} stream workers; first submit to last accepted result"
+        f"{settings.workers} {kind}; first submit to last accepted result"
     )
     return WorkloadResult(
-        "w2", description, done.done, seconds, [], run.processes, errors, lost, notes
+        name, description, done.done, seconds, [], run.processes, errors, lost, notes
     )
 
 
@@ -286,10 +324,11 @@ def _with_workers(
     role_for: Callable[[int], Role],
     *,
     stamped: bool,
+    sdk: bool = False,
 ) -> tuple[list[ChildReport], list[ChildReport]]:
     """Start stream workers, then producers; show progress until drained; both reports."""
     try:
-        workers = _start_workers(run, stamped=stamped)
+        workers = _start_workers(run, stamped=stamped, sdk=sdk)
         producers = run.fleet(producer_count, role_for)
         run.wait_ready(producers)
         with ProgressLine(console, run.name, expected, run.processes) as line:
@@ -312,8 +351,9 @@ def _not_succeeded(run: Run, submitted: int, notes: dict[str, object]) -> int:
     return max(0, submitted - counts.get("succeeded", 0))
 
 
-def w3(settings: Settings, console: Console) -> WorkloadResult:
-    run = Run(settings, console, "w3")
+def w3(settings: Settings, console: Console, *, sdk: bool = False) -> WorkloadResult:
+    name = "w3-sdk" if sdk else "w3"
+    run = Run(settings, console, name)
     plans = run.producers("unary", stamped=True)
     rates = [settings.rate * p.clients / settings.clients for p in plans]
     worker_reports, producer_reports = _with_workers(
@@ -323,6 +363,7 @@ def w3(settings: Settings, console: Console) -> WorkloadResult:
         len(plans),
         lambda i: functools.partial(open_loop, plans[i], rates[i], settings.duration),
         stamped=True,
+        sdk=sdk,
     )
     picked, submitted = merge(worker_reports), merge(producer_reports)
     received = len(picked.pickups)  # distinct tasks: a redelivery elsewhere is not a pickup
@@ -334,12 +375,13 @@ def w3(settings: Settings, console: Console) -> WorkloadResult:
         **picked.extra,
         "received": received,
     }
+    receiver = "an SDK Worker's handler starting" if sdk else "a stream worker receiving"
     description = (
         f"unary Submit open loop at {settings.rate:g}/s for {settings.duration:g} s; "
-        "latency = submit to a stream worker receiving the task"
+        f"latency = submit to {receiver} the task"
     )
     return WorkloadResult(
-        "w3",
+        name,
         description,
         received,
         _span(submitted),

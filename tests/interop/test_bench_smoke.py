@@ -98,3 +98,31 @@ def test_unreachable_node_gets_a_clear_message(capsys):
     err = capsys.readouterr().err
     assert f"cannot reach taskd at 127.0.0.1:{port}" in err
     assert "start a node with `taskd` or pass --server-grpc" in err
+
+
+@pytest.mark.slow
+def test_the_sdk_workloads_run_and_lose_nothing(node_factory):
+    # Given a fresh node
+    node = node_factory()
+
+    # When the SDK's workloads run at toy sizes
+    done = bench(
+        "--server-grpc", node.grpc_address, "--server-http", node.http_url,
+        "--workload", "sdk-submit,w2-sdk,w3-sdk", "--tasks", str(TASKS),
+        "--duration", "2", "--rate", "100", "--json",
+    )  # fmt: skip
+
+    # Expect each to finish every task through the SDK, the submits coalesced
+    assert done.returncode == 0, done.stderr
+    by_name = {w["workload"]: w for w in json.loads(done.stdout)["workloads"]}
+    assert set(by_name) == {"sdk-submit", "w2-sdk", "w3-sdk"}, done.stderr
+    for name, w in by_name.items():
+        assert w["lost"] == 0 and w["errors"] == {}, (name, w)
+    submit = by_name["sdk-submit"]
+    assert submit["tasks"] == TASKS and sum(submit["states"].values()) == TASKS
+    assert 0 < submit["submit_batch_calls"] < TASKS
+    w2 = by_name["w2-sdk"]
+    assert w2["tasks"] == w2["submitted"] == w2["states"]["succeeded"] == TASKS
+    w3 = by_name["w3-sdk"]
+    assert w3["tasks"] == w3["submitted"] == 200  # 100/s for 2 s
+    assert 0 < w3["p50_ms"] <= w3["p99_ms"]
