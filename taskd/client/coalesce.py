@@ -1,10 +1,13 @@
 """Concurrent ``submit_task`` calls become one ``SubmitBatch``, each caller keeping its own
 answer.
 
-Theory of operation: a submit joins the pending list. The list is sent at once when no send is
-in flight (a lone caller pays no linger), else when it reaches ``max_batch`` tasks or
-``max_bytes`` of payload, else after ``linger`` seconds — so under load, batches form while
-the previous one is on the wire. A list of one is sent as a unary ``Submit`` (its caller gets
+Theory of operation: a submit joins the pending list. At most one send is in flight unless
+the list fills (``max_batch`` tasks or ``max_bytes`` of payload). With none in flight, the
+list is sent once it holds as many submits as are expected — the callers of the batch just
+answered plus those that were waiting (a lone caller pays no linger: that is itself) — or
+after ``linger`` seconds. So under load the callers a batch answers come back to share the
+next one with those who waited, instead of the first of them leaving alone: closed-loop
+callers settle into one batch per round trip. A list of one is sent as a unary ``Submit`` (its caller gets
 the node's full task back); longer lists as ``SubmitBatch``, whose answer carries ids only, so
 each caller gets the task as submitted (id from the node; its state the one a fresh task of
 that spec enters). A duplicate (same idempotency key as an earlier task) is read back with
@@ -110,6 +113,7 @@ class Coalescer:
         self._pending: list[_Pending] = []
         self._pending_bytes = 0
         self._inflight = 0
+        self._expect = 1  # submits a send waits for (up to linger) when none is in flight
         self._timer: asyncio.TimerHandle | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self.batches_sent = 0  # SubmitBatch calls made (for tests and the bench)
@@ -130,9 +134,9 @@ class Coalescer:
         if not self._pending:
             return
         full = len(self._pending) >= self.max_batch or self._pending_bytes >= self.max_bytes
-        if self._inflight == 0 or full:
+        if full or (self._inflight == 0 and len(self._pending) >= self._expect):
             self._flush()
-        elif self._timer is None:
+        elif self._timer is None and self._inflight == 0:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._flush)
 
     def _flush(self) -> None:
@@ -172,6 +176,9 @@ class Coalescer:
                 raise
         finally:
             self._inflight -= 1
+            # the callers just answered are likely to submit again at once: wait for them
+            # (up to ``linger``) so they share the next batch with those already pending
+            self._expect = min(self.max_batch, len(group) + len(self._pending))
             self._kick()
 
     async def _deliver(self, group: list[_Pending]) -> None:
