@@ -7,11 +7,13 @@ list is sent once it holds as many submits as are expected — the callers of th
 answered plus those that were waiting (a lone caller pays no linger: that is itself) — or
 after ``linger`` seconds. So under load the callers a batch answers come back to share the
 next one with those who waited, instead of the first of them leaving alone: closed-loop
-callers settle into one batch per round trip. A list of one is sent as a unary ``Submit`` (its caller gets
-the node's full task back); longer lists as ``SubmitBatch``, whose answer carries ids only, so
-each caller gets the task as submitted (id from the node; its state the one a fresh task of
-that spec enters). A duplicate (same idempotency key as an earlier task) is read back with
-``Get`` so its caller sees the earlier task.
+callers settle into one batch per round trip.
+
+A list of one is sent as a unary ``Submit`` (its caller gets the node's full task back);
+longer lists as ``SubmitBatch``, whose answer carries ids only, so each caller gets the task
+as submitted (id from the node; its state the one a fresh task of that spec enters). A
+duplicate (same idempotency key as an earlier task) is read back with ``Get`` so its caller
+sees the earlier task.
 
 A batch is all or nothing on the node, but its callers are unrelated: when a node refuses a
 batch because of one task (an INVALID_ARGUMENT naming ``tasks[i]``), that caller gets the
