@@ -248,12 +248,14 @@ class Runtime:
                 self._announced = capacity
             reports = self.ledger.unsent()
             if reports:
+                delays = [r.retry_delay for r in reports]
                 results = pb.TaskResults(
                     ids=[r.id for r in reports],
                     leases=[r.epoch for r in reports],
                     success=[r.success for r in reports],
                     results=[r.result for r in reports],
                     errors=[r.error for r in reports],
+                    retry_delay_seconds=delays if any(delays) else [],
                 )
                 await stream.send_message(pb.WorkerMessage(results=results))
             alive = self.ledger.alive()
