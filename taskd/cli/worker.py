@@ -223,9 +223,8 @@ def _tail(exc: BaseException, frames: list[traceback.FrameSummary]) -> str:
     lines += traceback.format_exception_only(exc)
     text = "".join(lines).splitlines(keepends=True)
     if len(text) > TRACEBACK_LINES:
-        text = ["Traceback (most recent call last, last lines):\n", "  ...\n"] + text[
-            -(TRACEBACK_LINES - 2) :
-        ]
+        head = ["Traceback (most recent call last, last lines):\n", "  ...\n"]
+        text = [*head, *text[-(TRACEBACK_LINES - 2) :]]
     return "".join(text)
 
 

@@ -26,7 +26,7 @@ stateDiagram-v2
 
 _CAUSE = {
     Trigger.SUBMIT: "`Submit` creates the task",
-    Trigger.RUN_AT: "`Tick` at or after `run_at` (a delay, a backoff or a worker's retry delay ended)",
+    Trigger.RUN_AT: "`Tick` at or after `run_at` (a delay, a backoff or a retry delay ended)",
     Trigger.DEPS_MET: "`Complete` of the task's last unfinished dependency",
     Trigger.LEASE: "`Lease` hands the task to a worker with a fresh fencing epoch",
     Trigger.HEARTBEAT: "`Heartbeat` with the current epoch extends the lease",

@@ -12,11 +12,11 @@ import trio
 
 from taskd.errors import NotLeader, Unavailable
 from taskd.node.api.http.app import HttpExtras, create_app
+from taskd.node.api.present import rfc3339
 from taskd.node.app.machine import SchedulerMachine
 from taskd.node.app.service import NodeService
 from taskd.queue.task import SchedulerConfig
 from tests.http.asgi import call
-from taskd.node.api.present import rfc3339
 from tests.http.conftest import CLUSTER, WORKERS, Api, FailingStore, make_api
 
 
