@@ -106,10 +106,16 @@ class StreamSession:
         self._poke()
 
     async def on_result(
-        self, id: str, lease: int, success: bool, result: bytes, error: str
+        self,
+        id: str,
+        lease: int,
+        success: bool,
+        result: bytes,
+        error: str,
+        retry_delay: float = 0.0,
     ) -> None:
         """Take one result; it is reported (and acked) concurrently with later messages."""
-        await self.on_results([Report(id, lease, success, result, error)])
+        await self.on_results([Report(id, lease, success, result, error, retry_delay)])
 
     async def on_results(self, reports: Sequence[Report]) -> None:
         """Take results that arrived together: one durability round reports them all."""

@@ -45,6 +45,7 @@ class Report:
     success: bool
     result: bytes = b""  # when success
     error: str = ""  # when not
+    retry_delay: float = 0.0  # when not: > 0 asks for the next attempt that much later
 
 
 class WorkSource(Protocol):
@@ -59,7 +60,8 @@ class WorkSource(Protocol):
         ...
 
     async def fail(self, task_id: str, epoch: int, error: str) -> bool:
-        """Report failure; ``False`` when the lease is stale."""
+        """Report failure (the node's backoff decides when it retries); ``False`` when the
+        lease is stale."""
         ...
 
     async def report_many(self, reports: Sequence[Report]) -> list[bool]:

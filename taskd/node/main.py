@@ -47,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = run_bench(rest)
         return status
     if word == "worker":
-        return _worker(rest)
+        from taskd.cli.worker import main as run_worker  # noqa: PLC0415  # loads the SDK
+
+        # global flags before the command (taskd --server ADDR worker MODULE) are its own too
+        status = run_worker([*args[:index], *rest])
+        return status
     from taskd.cli.commands import run_client  # noqa: PLC0415  # a node never loads client code
 
     status = run_client(args)
@@ -68,26 +72,6 @@ def _help(words: list[str]) -> int:
         file=sys.stderr,
     )
     return 2
-
-
-WORKER_CLI = "taskd.client.worker.cli"  # its main(argv) -> int runs `taskd worker MODULE`
-
-
-def _worker(words: list[str]) -> int:
-    import importlib  # noqa: PLC0415  # only `taskd worker` needs it
-
-    try:
-        module = importlib.import_module(WORKER_CLI)  # the SDK's module, absent in older builds
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not WORKER_CLI.startswith(exc.name):
-            raise
-        print(
-            "taskd: `taskd worker` is not in this build yet; run your Worker from Python",
-            file=sys.stderr,
-        )
-        return 2
-    status: int = module.main(words)
-    return status
 
 
 def print_help() -> None:

@@ -9,6 +9,9 @@ encoding fast (this runs once per log entry on every replica).
 
 Adding a field means a new ``FORMAT_VERSION`` and a decoder for the old one. A new command kind
 keeps the version (old entries stay readable; an older build refuses the new kind by name).
+So a ``Fail`` that carries a worker's ``retry_delay`` is written as its own kind
+(``_FAIL_AFTER``, the ``Fail`` fields plus the delay); every other ``Fail`` keeps kind 8 and
+its bytes, which any build reads.
 
 ``restamp(data, now)`` replaces the ``now`` of an encoded command without decoding the rest: a
 cluster's leader re-stamps every command a follower forwards with its own (leader) time, and a
@@ -88,6 +91,8 @@ def _config_row(c: SchedulerConfig) -> list[Any]:
 
 # kind tag → (command type, fields as a row, row → command)
 _SUBMIT = 0
+_FAIL = 8
+_FAIL_AFTER = 14  # a Fail with retry_delay > 0
 _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     Submit: (_SUBMIT, lambda c: [c.ids, [_spec_row(s) for s in c.specs]]),
     Cancel: (1, lambda c: [c.task_id]),
@@ -97,7 +102,7 @@ _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     Lease: (5, lambda c: [c.queue, c.worker, c.max, c.lease_ttl]),
     Heartbeat: (6, lambda c: [c.task_id, c.epoch, c.lease_ttl]),
     Complete: (7, lambda c: [c.task_id, c.epoch, c.result]),
-    Fail: (8, lambda c: [c.task_id, c.epoch, c.error, c.retryable]),
+    Fail: (_FAIL, lambda c: [c.task_id, c.epoch, c.error, c.retryable]),
     Tick: (9, lambda c: []),
     ReleaseWorker: (10, lambda c: [c.worker]),
     RenewLeases: (11, lambda c: [c.lease_ttl]),
@@ -113,12 +118,13 @@ _DECODERS: dict[int, Callable[..., Command]] = {
     5: Lease,
     6: Heartbeat,
     7: Complete,
-    8: Fail,
+    _FAIL: Fail,
     9: Tick,
     10: ReleaseWorker,
     11: RenewLeases,
     12: SetLimits,
     13: lambda *row: SetConfig(SchedulerConfig(*row)),
+    _FAIL_AFTER: Fail,
 }
 
 
@@ -127,9 +133,11 @@ def encode(command: Command, now: float, entropy: int) -> bytes:
         kind, fields = _ENCODERS[type(command)]
     except KeyError:
         raise CodecError(f"cannot encode {type(command).__name__}") from None
-    data: bytes = msgpack.packb(
-        [FORMAT_VERSION, kind, now, entropy, *fields(command)], use_bin_type=True
-    )
+    row = fields(command)
+    if isinstance(command, Fail) and command.retry_delay:
+        kind = _FAIL_AFTER
+        row.append(command.retry_delay)
+    data: bytes = msgpack.packb([FORMAT_VERSION, kind, now, entropy, *row], use_bin_type=True)
     return data
 
 

@@ -125,12 +125,18 @@ class Complete:
 
 @dataclass(frozen=True, slots=True)
 class Fail:
-    """An attempt failed. ``retryable=False`` sends it straight to ``failed``."""
+    """An attempt failed. ``retryable=False`` sends it straight to ``failed``.
+
+    ``retry_delay`` > 0: the worker asked for the next attempt no earlier than that many
+    seconds from now, instead of the scheduler's backoff (retries are still counted and bounded
+    by ``max_retries``); 0: the backoff.
+    """
 
     task_id: str
     epoch: int
     error: str
     retryable: bool = True
+    retry_delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,15 @@ stateDiagram-v2
 
 _CAUSE = {
     Trigger.SUBMIT: "`Submit` creates the task",
-    Trigger.RUN_AT: "`Tick` at or after `run_at` (a delay or a retry backoff ended)",
+    Trigger.RUN_AT: "`Tick` at or after `run_at` (a delay, a backoff or a retry delay ended)",
     Trigger.DEPS_MET: "`Complete` of the task's last unfinished dependency",
     Trigger.LEASE: "`Lease` hands the task to a worker with a fresh fencing epoch",
     Trigger.HEARTBEAT: "`Heartbeat` with the current epoch extends the lease",
     Trigger.COMPLETE: "`Complete` with the current epoch",
-    Trigger.FAIL: "`Fail` with the current epoch (pending while retries remain)",
+    Trigger.FAIL: (
+        "`Fail` with the current epoch (pending while retries remain, for the worker's "
+        "`retry_delay` if it gave one, else the backoff)"
+    ),
     Trigger.TIMEOUT: "`Tick` after the attempt's timeout (pending while retries remain)",
     Trigger.LEASE_EXPIRED: "`Tick` after the lease lapsed unrenewed (pending while retries remain)",
     Trigger.WORKER_LOST: "`ReleaseWorker` of the lease holder (pending while retries remain)",

@@ -508,12 +508,22 @@ class Scheduler(EvictionRules, DependencyRules):
             return _invalid("error must be a string", "error")
         if type(command.retryable) is not bool:
             return _invalid("retryable must be a boolean", "retryable")
+        delay = command.retry_delay
+        if type(delay) not in (float, int) or not 0 <= delay < math.inf:
+            return _invalid("retry_delay must be a finite number of seconds >= 0", "retry_delay")
         task = self._running(command.task_id, command.epoch, Trigger.FAIL)
         if isinstance(task, Outcome):
             return task
         events: list[StateChanged] = []
         self._end_attempt(
-            task, command.error, command.retryable, Trigger.FAIL, now, entropy, events
+            task,
+            command.error,
+            command.retryable,
+            Trigger.FAIL,
+            now,
+            entropy,
+            events,
+            retry_delay=float(delay),
         )
         return Outcome(reply=task.id, events=events)
 
@@ -527,9 +537,12 @@ class Scheduler(EvictionRules, DependencyRules):
         entropy: int,
         events: list[StateChanged],
         revoked: list[Revoked] | None = None,
+        *,
+        retry_delay: float = 0.0,
     ) -> None:
         """A running attempt failed: back off and retry while retries remain, else fail.
 
+        The wait is ``retry_delay`` when the worker asked for one (> 0), else the backoff.
         ``revoked`` collects the lease when the attempt ended without its holder asking.
         """
         if revoked is not None:
@@ -539,7 +552,9 @@ class Scheduler(EvictionRules, DependencyRules):
         task.lease_deadline = task.timeout_deadline = 0.0
         config = self._config
         if retryable and task.attempt <= task.max_retries:
-            wait = backoff(config.backoff_base, config.backoff_cap, task.attempt, entropy, task.seq)
+            wait = retry_delay or backoff(
+                config.backoff_base, config.backoff_cap, task.attempt, entropy, task.seq
+            )
             task.run_at = now + wait
             self._transition(task, _PENDING, trigger, events)
         else:

@@ -12,11 +12,12 @@ import trio
 
 from taskd.errors import NotLeader, Unavailable
 from taskd.node.api.http.app import HttpExtras, create_app
+from taskd.node.api.present import rfc3339
 from taskd.node.app.machine import SchedulerMachine
 from taskd.node.app.service import NodeService
 from taskd.queue.task import SchedulerConfig
 from tests.http.asgi import call
-from tests.http.conftest import CLUSTER, WORKERS, Api, FailingStore
+from tests.http.conftest import CLUSTER, WORKERS, Api, FailingStore, make_api
 
 
 async def lease(api: Api, queue: str, **body: Any) -> dict[str, Any]:
@@ -134,6 +135,31 @@ async def test_fail_retryable_and_final(api: Api) -> None:
     assert final.status == 200 and final.json["state"] == "failed"
 
 
+async def test_fail_with_a_retry_delay_requeues_no_earlier_than_asked() -> None:
+    # Given a node whose clock stands still, and a leased task with retries left
+    now = [1_700_000_000.0]
+    api = make_api(clock=lambda: now[0])
+    task = await api.submit(queue="d", max_retries=2)
+    epoch = (await lease(api, "d"))["tasks"][0]["lease"]
+    # When the worker fails it asking for another attempt in 30 s (as a duration string)
+    failed = await api.post(
+        f"/api/v1/tasks/{task['id']}/fail", {"lease": epoch, "error": "busy", "retry_delay": "30s"}
+    )
+    # Expect: pending until exactly 30 s later, the attempt counted
+    assert failed.status == 200, failed.body
+    assert failed.json["state"] == "pending" and failed.json["attempt"] == 1
+    assert failed.json["run_at"] == rfc3339(now[0] + 30)
+    assert (await lease(api, "d"))["tasks"] == []
+    # When another task's attempt fails with a delay in seconds
+    other = await api.submit(queue="e", max_retries=2)
+    epoch = (await lease(api, "e"))["tasks"][0]["lease"]
+    again = await api.post(
+        f"/api/v1/tasks/{other['id']}/fail", {"lease": epoch, "error": "x", "retry_delay": 2.5}
+    )
+    # Expect it pending for exactly that long
+    assert again.json["state"] == "pending" and again.json["run_at"] == rfc3339(now[0] + 2.5)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
@@ -153,6 +179,10 @@ async def test_fail_retryable_and_final(api: Api) -> None:
         ("tasks/x/fail", {"lease": 1}, "error"),
         ("tasks/x/fail", {"lease": 1, "error": 5}, "error"),
         ("tasks/x/fail", {"lease": 1, "error": "e", "retryable": "no"}, "retryable"),
+        ("tasks/x/fail", {"lease": 1, "error": "e", "retry_delay": -1}, "retry_delay"),
+        ("tasks/x/fail", {"lease": 1, "error": "e", "retry_delay": 1e12}, "retry_delay"),
+        ("tasks/x/fail", {"lease": 1, "error": "e", "retry_delay": "soon"}, "retry_delay"),
+        ("tasks/x/fail", {"lease": 1, "error": "e", "retry_delay": True}, "retry_delay"),
     ],
 )
 async def test_bad_worker_calls_are_400(api: Api, path: str, body: Any, field: str) -> None:

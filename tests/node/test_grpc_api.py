@@ -399,6 +399,50 @@ def test_batched_results_with_lists_of_different_lengths_are_invalid(node_factor
     assert "results.leases" in message
 
 
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (pb.WorkerMessage(result=pb.TaskResult(id="a", lease=1, retry_delay_seconds=-1)), "result"),
+        (
+            pb.WorkerMessage(
+                results=pb.TaskResults(
+                    ids=["a", "b"], leases=[1, 2], success=[False, False],
+                    retry_delay_seconds=[5.0, 1e12],
+                )
+            ),
+            "results.retry_delay_seconds[1]",
+        ),
+        (
+            pb.WorkerMessage(
+                results=pb.TaskResults(
+                    ids=["a", "b"], leases=[1, 2], success=[False, False], retry_delay_seconds=[5]
+                )
+            ),
+            "results.retry_delay_seconds",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_retry_delay_ends_the_stream_naming_the_field(
+    node_factory_shared: Any, message: pb.WorkerMessage, field: str
+) -> None:
+    node = node_factory_shared
+
+    async def body(channel: Channel) -> None:
+        stub = pb.WorkerServiceStub(channel)
+
+        async def outgoing():  # type: ignore[no-untyped-def]
+            yield pb.WorkerMessage(
+                hello=pb.WorkerHello(worker="w-delay", queues=["nope"], capacity=1)
+            )
+            yield message
+
+        async for _ in stub.work(outgoing()):
+            pass
+
+    error = expect_error(node, body, Status.INVALID_ARGUMENT)
+    assert error.startswith(field) and "retry_delay_seconds" in error, error
+
+
 # ---- every input checked, bounded work per request (issue 5) --------------------------------
 
 

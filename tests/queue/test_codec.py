@@ -62,6 +62,7 @@ EVERY_COMMAND: list[Command] = [
     Heartbeat("id1", 3, 15.0),
     Complete("id1", 3, b"\x01result"),
     Fail("id1", 3, "boom", False),
+    Fail("id1", 3, "Retry: busy", True, 30.0),
     Tick(),
     ReleaseWorker("w"),
     RenewLeases(30.0),

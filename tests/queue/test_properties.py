@@ -302,10 +302,15 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.fenced(x, Complete(x.task_id, x.epoch, result))
 
     @precondition(lambda self: self.leases)
-    @rule(data=st.data(), retryable=st.booleans(), entropy=st.integers(0, 2**64 - 1))
-    def fail(self, data: st.DataObject, retryable: bool, entropy: int) -> None:
+    @rule(
+        data=st.data(),
+        retryable=st.booleans(),
+        entropy=st.integers(0, 2**64 - 1),
+        retry_delay=st.sampled_from([0.0, 0.5, 3.0, 40.0]),
+    )
+    def fail(self, data: st.DataObject, retryable: bool, entropy: int, retry_delay: float) -> None:
         x = data.draw(st.sampled_from(self.leases[-6:]))
-        self.fenced(x, Fail(x.task_id, x.epoch, "boom", retryable), entropy)
+        self.fenced(x, Fail(x.task_id, x.epoch, "boom", retryable, retry_delay), entropy)
 
     @precondition(lambda self: self.leases)
     @rule(data=st.data(), ttl=st.sampled_from([1.0, 30.0]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -33,6 +34,12 @@ from taskd.client.worker.scaling import Concurrency
 H = TypeVar("H", bound=Handler)
 MAX_QUEUES = 64
 MAX_QUEUE_NAME = 255
+
+
+def _drain_timeout(value: float | None) -> float | None:
+    if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
+        raise InvalidArgument("must be >= 0 seconds, or None to wait", "drain_timeout")
+    return value
 
 
 def _queues(queues: str | Iterable[str]) -> tuple[str, ...]:
@@ -75,13 +82,19 @@ class Worker:
         except ValueError as exc:
             raise InvalidArgument(str(exc), "concurrency") from None
         self.queues = _queues(queues)
-        self.servers = parse_targets(servers)
+        # A bad TASKD_SERVER is reported by run(), not here: `taskd worker --server` (or
+        # configure) may replace it, and importing a module must not fail because of it.
+        self._servers_error: InvalidArgument | None = None
+        try:
+            self.servers = parse_targets(servers)
+        except InvalidArgument as exc:
+            if servers is not None:
+                raise
+            self.servers, self._servers_error = (), exc
         self.name = name or default_name()
         if not 0 < len(self.name) <= 255 or not self.name.isprintable():
             raise InvalidArgument("must be 1-255 printable characters", "name")
-        if drain_timeout is not None and not drain_timeout >= 0:
-            raise InvalidArgument("must be >= 0 seconds, or None to wait", "drain_timeout")
-        self.drain_timeout = drain_timeout
+        self.drain_timeout = _drain_timeout(drain_timeout)
         self.max_result = max_result
         self.handlers = Handlers()
         self._runtime: Runtime | None = None
@@ -108,10 +121,13 @@ class Worker:
         servers: str | Iterable[str] | None = None,
         concurrency: int | tuple[int, int] | str | None = None,
         queues: str | Iterable[str] | None = None,
+        drain_timeout: float | None = None,
     ) -> None:
-        """Override settings before ``run`` (what ``taskd worker --server ...`` does)."""
+        """Override settings before ``run`` (what ``taskd worker --server ...`` does); ``None``
+        keeps a setting as it is."""
         if servers is not None:
             self.servers = parse_targets(servers)
+            self._servers_error = None
         if concurrency is not None:
             try:
                 self.concurrency = Concurrency.of(concurrency)
@@ -119,6 +135,16 @@ class Worker:
                 raise InvalidArgument(str(exc), "concurrency") from None
         if queues is not None:
             self.queues = _queues(queues)
+        if drain_timeout is not None:
+            self.drain_timeout = _drain_timeout(drain_timeout)
+
+    def check(self) -> None:
+        """Raise ``InvalidArgument`` if ``run`` could not start: no handler, or no usable
+        server address (a bad ``TASKD_SERVER`` that nothing replaced)."""
+        if not len(self.handlers):
+            raise InvalidArgument("register a handler with @worker.task() first", "handlers")
+        if self._servers_error is not None:
+            raise self._servers_error
 
     @property
     def stats(self) -> Stats:
@@ -142,8 +168,7 @@ class Worker:
                 loop.call_soon_threadsafe(runtime.stop)
 
     async def _main(self, *, signals: bool) -> None:
-        if not len(self.handlers):
-            raise InvalidArgument("register a handler with @worker.task() first", "handlers")
+        self.check()
         if self._runtime is not None:
             raise RuntimeError("this Worker is already running")
         settings = Settings(

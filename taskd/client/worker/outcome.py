@@ -21,7 +21,11 @@ TIMEOUT = "timeout"  # the error of an attempt past its timeout, as the node wri
 
 
 class Retry(Exception):
-    """Fail this attempt and ask for another one ``delay`` seconds from now."""
+    """Fail this attempt and ask for another one ``delay`` seconds from now.
+
+    The node re-queues the task no earlier than that (``retry_delay_seconds`` on the wire); the
+    attempt counts against ``max_retries`` like any failure. ``delay=0``: the node's backoff.
+    """
 
     def __init__(self, reason: str = "retry requested", *, delay: float = 0.0) -> None:
         if not isinstance(delay, int | float) or not 0 <= delay <= 86_400 * 365:

@@ -37,7 +37,7 @@ from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality, Status
 
 from taskd.api.taskd import v1 as pb
-from taskd.client.errors import leader_hint, trailers_of
+from taskd.client.errors import from_status, leader_hint, trailers_of
 from taskd.client.targets import Rotation, Target
 from taskd.client.worker.handlers import Handlers, Registered
 from taskd.client.worker.heartbeat import Heartbeats
@@ -150,9 +150,9 @@ class Runtime:
                     detail = "the node ended the stream"
                 except grpclib.GRPCError as exc:
                     detail = f"{exc.status.name}: {exc.message}"
-                    if exc.status is not Status.UNAVAILABLE:
-                        if exc.status in (Status.INVALID_ARGUMENT, Status.UNIMPLEMENTED):
-                            raise  # the worker itself is wrong: reconnecting cannot help
+                    if exc.status in (Status.INVALID_ARGUMENT, Status.UNIMPLEMENTED):
+                        # the worker itself is wrong: reconnecting cannot help
+                        raise from_status(exc.status, exc.message, self._trailers) from None
                     hint = leader_hint(exc.message or "", self._trailers)
                 except _BROKEN as exc:
                     detail = f"{type(exc).__name__}: {exc}"
@@ -248,12 +248,14 @@ class Runtime:
                 self._announced = capacity
             reports = self.ledger.unsent()
             if reports:
+                delays = [r.retry_delay for r in reports]
                 results = pb.TaskResults(
                     ids=[r.id for r in reports],
                     leases=[r.epoch for r in reports],
                     success=[r.success for r in reports],
                     results=[r.result for r in reports],
                     errors=[r.error for r in reports],
+                    retry_delay_seconds=delays if any(delays) else [],
                 )
                 await stream.send_message(pb.WorkerMessage(results=results))
             alive = self.ledger.alive()

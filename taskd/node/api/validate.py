@@ -416,6 +416,20 @@ def check_delay(value: object, field: str) -> float:
     )
 
 
+def check_retry_delay(value: object, field: str) -> float:
+    """A worker's retry delay on a failure: seconds 0..MAX_DELAY (0: the node's backoff). REST
+    also takes a duration string, as ``delay`` does; gRPC sends a double."""
+    if isinstance(value, str):
+        return check_delay(value, field)
+    if is_number(value) and 0 <= value <= limits.MAX_DELAY:
+        return float(value)
+    raise invalid(
+        f"{_last(field)} must be a number of seconds 0-{MAX_DELAY:.0f} (0 or absent: the node's "
+        "backoff), not " + echo(value),
+        field,
+    )
+
+
 def parse_rfc3339(value: object, field: str) -> float:
     hint = 'run_at must be an RFC 3339 time with a zone, like "2030-01-02T15:04:05Z"'
     match = _RFC3339_RE.fullmatch(value) if isinstance(value, str) else None

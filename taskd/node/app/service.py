@@ -220,8 +220,17 @@ class NodeService:
         await self._propose(Complete(task_id, epoch, result))
         return self._task(task_id)
 
-    async def fail(self, task_id: str, epoch: int, error: str, *, retryable: bool = True) -> Task:
-        await self._propose(Fail(task_id, epoch, error, retryable))
+    async def fail(
+        self,
+        task_id: str,
+        epoch: int,
+        error: str,
+        *,
+        retryable: bool = True,
+        retry_delay: float = 0.0,
+    ) -> Task:
+        """``retry_delay`` > 0: the next attempt no earlier than that (else the backoff)."""
+        await self._propose(Fail(task_id, epoch, error, retryable, retry_delay))
         return self._task(task_id)
 
     async def report_many(self, reports: Sequence[Report]) -> builtins.list[bool]:
@@ -231,7 +240,7 @@ class NodeService:
             command: Command = (
                 Complete(r.task_id, r.epoch, r.result)
                 if r.success
-                else Fail(r.task_id, r.epoch, r.error, True)
+                else Fail(r.task_id, r.epoch, r.error, True, r.retry_delay)
             )
             commands.append(codec.encode(command, now, self._random.getrandbits(64)))
         outcomes = await self.store.propose_many(commands)

@@ -614,6 +614,12 @@ class TaskResult(betterproto2.Message):
     when not
     """
 
+    retry_delay_seconds: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    When not: > 0 asks that the next attempt start no earlier than this many seconds from now
+    (instead of the node's backoff; still counted against max_retries); 0: the backoff.
+    """
+
 
 default_message_pool.register_message("taskd.v1", "TaskResult", TaskResult)
 
@@ -622,8 +628,8 @@ default_message_pool.register_message("taskd.v1", "TaskResult", TaskResult)
 class TaskResults(betterproto2.Message):
     """
     Several results in one message: what a busy worker should send. Parallel lists, all of the
-    length of ids (results[i]/errors[i] may be empty), because lists of scalars cost a fraction
-    of lists of messages to encode and decode.
+    length of ids (results, errors and retry_delay_seconds may be empty lists), because lists of
+    scalars cost a fraction of lists of messages to encode and decode.
     """
 
     ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
@@ -635,6 +641,13 @@ class TaskResults(betterproto2.Message):
     results: "list[bytes]" = betterproto2.field(4, betterproto2.TYPE_BYTES, repeated=True)
 
     errors: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
+
+    retry_delay_seconds: "list[float]" = betterproto2.field(
+        6, betterproto2.TYPE_DOUBLE, repeated=True
+    )
+    """
+    empty when none asks for one; see TaskResult
+    """
 
 
 default_message_pool.register_message("taskd.v1", "TaskResults", TaskResults)

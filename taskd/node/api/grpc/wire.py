@@ -89,6 +89,7 @@ COUNT_LIMITS: dict[str, int] = {
     "success": limits.MAX_REPORTS,
     "results": limits.MAX_REPORTS,
     "errors": limits.MAX_REPORTS,
+    "retry_delay_seconds": limits.MAX_REPORTS,
 }
 DEFAULT_STRING = limits.MAX_ERROR  # a string field without an entry (none in requests)
 DEFAULT_COUNT = limits.MAX_REPORTS

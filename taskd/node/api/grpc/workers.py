@@ -191,7 +191,9 @@ class WorkerStreamService(pb.WorkerServiceBase):
     async def _dispatch(session: StreamSession, message: pb.WorkerMessage) -> None:
         if message.result is not None:
             r = message.result
-            await session.on_result(r.id, r.lease, r.success, r.result, r.error)
+            await session.on_result(
+                r.id, r.lease, r.success, r.result, r.error, r.retry_delay_seconds
+            )
         elif message.results is not None:
             await session.on_results(_reports(message.results))
         elif message.heartbeat is not None:
@@ -255,6 +257,7 @@ def _check_message(message: pb.WorkerMessage, max_payload: int) -> None:
         validate.check_id(r.id, "result.id")
         validate.check_result(r.result, "result.result", max_payload)
         validate.check_error_text(r.error, "result.error")
+        validate.check_retry_delay(r.retry_delay_seconds, "result.retry_delay_seconds")
     elif message.results is not None:
         batch = message.results
         reports = _reports(batch)  # parallel lists of one length
@@ -262,6 +265,8 @@ def _check_message(message: pb.WorkerMessage, max_payload: int) -> None:
             validate.check_id(report.task_id, f"results.ids[{i}]")
             validate.check_result(report.result, f"results.results[{i}]", max_payload)
             validate.check_error_text(report.error, f"results.errors[{i}]")
+            if report.retry_delay:
+                validate.check_retry_delay(report.retry_delay, f"results.retry_delay_seconds[{i}]")
     elif message.heartbeat is not None:
         for i, task_id in enumerate(message.heartbeat.ids):
             validate.check_id(task_id, f"heartbeat.ids[{i}]")
@@ -279,6 +284,7 @@ def _reports(batch: pb.TaskResults) -> list[Report]:
         ("success", False),
         ("results", True),
         ("errors", True),
+        ("retry_delay_seconds", True),
     ):
         size = len(getattr(batch, name))
         if size != count and not (may_be_empty and size == 0):
@@ -287,9 +293,10 @@ def _reports(batch: pb.TaskResults) -> list[Report]:
             )
     results = batch.results or [b""] * count
     errors = batch.errors or [""] * count
+    delays = batch.retry_delay_seconds or [0.0] * count
     return [
-        Report(task_id, lease, success, result, error)
-        for task_id, lease, success, result, error in zip(
-            batch.ids, batch.leases, batch.success, results, errors, strict=True
+        Report(task_id, lease, success, result, error, delay)
+        for task_id, lease, success, result, error, delay in zip(
+            batch.ids, batch.leases, batch.success, results, errors, delays, strict=True
         )
     ]

@@ -366,7 +366,11 @@ class _Api:
 
     async def fail(self, request: Request) -> Response:
         obj = await read_object(request, self.extras.max_body)
-        check_fields(obj, frozenset({"lease", "error", "retryable"}), frozenset({"lease", "error"}))
+        check_fields(
+            obj,
+            frozenset({"lease", "error", "retryable", "retry_delay"}),
+            frozenset({"lease", "error"}),
+        )
         epoch = _epoch(obj)
         error = obj["error"]
         if not isinstance(error, str) or not 0 < len(error) <= _MAX_ERROR:
@@ -374,7 +378,11 @@ class _Api:
         retryable = obj.get("retryable", True)
         if not isinstance(retryable, bool):
             raise validate.invalid("retryable must be true or false", "retryable")
-        task = await self.service.fail(_task_id(request), epoch, error, retryable=retryable)
+        delay = obj.get("retry_delay")
+        retry_delay = 0.0 if delay is None else validate.check_retry_delay(delay, "retry_delay")
+        task = await self.service.fail(
+            _task_id(request), epoch, error, retryable=retryable, retry_delay=retry_delay
+        )
         if self.extras.http_workers is not None:
             self.extras.http_workers.reported(task.id)
         return json_response(task_to_json(task))

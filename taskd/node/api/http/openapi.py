@@ -275,6 +275,16 @@ _FAIL_BODY = _obj(
             "default": True,
             "description": "false: fail for good now",
         },
+        "retry_delay": {
+            "type": ["number", "string", "null"],
+            "minimum": 0,
+            "maximum": limits.MAX_DELAY,
+            "description": (
+                'seconds (or a duration like "30s", "5m") before the next attempt may start, '
+                "instead of the node's backoff; still counted against max_retries. "
+                "0 or absent: the backoff"
+            ),
+        },
     },
     required=("lease", "error"),
 )
@@ -412,7 +422,8 @@ _OPS: dict[tuple[str, str], tuple[str, str, int, Schema, tuple[str, ...]]] = {
     ),
     ("/api/v1/tasks/{id}/fail", "post"): (
         "fail",
-        "HTTP worker: the attempt failed (retried after a backoff while retries remain)",
+        "HTTP worker: the attempt failed (retried after a backoff, or after retry_delay, "
+        "while retries remain)",
         200,
         _ref("Task"),
         ("invalid", "not_found", "conflict", "not_leader"),
