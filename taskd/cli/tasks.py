@@ -118,9 +118,9 @@ def get(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
     out.print(table)
     attempts = task.get("attempts") or []
     if attempts:
-        history = Table("attempt", "outcome", "started", "finished", "worker", "error")
+        history = Table("attempt", "outcome", "started", "finished", "worker", "error / stderr")
         for a in attempts:
-            error = (a.get("error") or "").strip().splitlines()
+            error = (a.get("error") or a.get("log") or "").strip().splitlines()
             history.add_row(
                 str(a["attempt"]),
                 a["outcome"],

@@ -89,6 +89,7 @@ class Attempt:
     worker: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    log: str = ""  # a successful run's stderr tail (local --exec executors)
 
     @classmethod
     def from_proto(cls, msg: pb.TaskAttempt) -> Attempt:
@@ -97,6 +98,7 @@ class Attempt:
             outcome=msg.outcome,
             error=msg.error,
             worker=msg.worker,
+            log=msg.log,
             started_at=_when(msg.started_at_ms),
             finished_at=_when(msg.finished_at_ms),
         )

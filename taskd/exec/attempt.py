@@ -34,6 +34,7 @@ class AttemptResult:
     ok: bool
     result: bytes = b""
     error: str = ""
+    log: str = ""  # a successful run's stderr tail
 
 
 class Attempt:
@@ -151,7 +152,11 @@ class Attempt:
         if self._killed_because is not None:
             return AttemptResult(False, error=self._killed_because)
         if returncode == 0:
-            return AttemptResult(True, result=_without_final_newline(bytes(self._stdout)))
+            return AttemptResult(
+                True,
+                result=_without_final_newline(bytes(self._stdout)),
+                log=stderr_tail(bytes(self._stderr)),
+            )
         tail = stderr_tail(bytes(self._stderr))
         if returncode is not None and returncode < 0:
             try:

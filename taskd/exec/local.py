@@ -213,7 +213,9 @@ class LocalExecutor:
         while True:
             try:
                 if outcome.ok:
-                    return await self._source.complete(item.id, item.epoch, outcome.result)
+                    return await self._source.complete(
+                        item.id, item.epoch, outcome.result, log=outcome.log
+                    )
                 return await self._source.fail(item.id, item.epoch, outcome.error)
             except ClusterError as exc:
                 if self._draining:

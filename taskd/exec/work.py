@@ -55,8 +55,9 @@ class WorkSource(Protocol):
         """Lease up to ``max`` runnable tasks of ``queue``; ``[]`` when none is runnable."""
         ...
 
-    async def complete(self, task_id: str, epoch: int, result: bytes) -> bool:
-        """Report success; ``False`` when the lease is stale (the result is ignored)."""
+    async def complete(self, task_id: str, epoch: int, result: bytes, *, log: str = "") -> bool:
+        """Report success (``log``: the run's stderr tail, for the attempt history);
+        ``False`` when the lease is stale (the result is ignored)."""
         ...
 
     async def fail(self, task_id: str, epoch: int, error: str) -> bool:

@@ -11,7 +11,8 @@ Adding a field means a new ``FORMAT_VERSION`` and a decoder for the old one. A n
 keeps the version (old entries stay readable; an older build refuses the new kind by name).
 So a ``Fail`` that carries a worker's ``retry_delay`` is written as its own kind
 (``_FAIL_AFTER``, the ``Fail`` fields plus the delay); every other ``Fail`` keeps kind 8 and
-its bytes, which any build reads.
+its bytes, which any build reads. Likewise a ``Complete`` with a stderr ``log``
+(``_COMPLETE_LOG``); without one it keeps kind 7.
 
 ``restamp(data, now)`` replaces the ``now`` of an encoded command without decoding the rest: a
 cluster's leader re-stamps every command a follower forwards with its own (leader) time, and a
@@ -93,6 +94,8 @@ def _config_row(c: SchedulerConfig) -> list[Any]:
 _SUBMIT = 0
 _FAIL = 8
 _FAIL_AFTER = 14  # a Fail with retry_delay > 0
+_COMPLETE = 7
+_COMPLETE_LOG = 15  # a Complete with a stderr log
 _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     Submit: (_SUBMIT, lambda c: [c.ids, [_spec_row(s) for s in c.specs]]),
     Cancel: (1, lambda c: [c.task_id]),
@@ -101,7 +104,7 @@ _ENCODERS: dict[type, tuple[int, Callable[[Any], list[Any]]]] = {
     ResumeQueue: (4, lambda c: [c.queue]),
     Lease: (5, lambda c: [c.queue, c.worker, c.max, c.lease_ttl]),
     Heartbeat: (6, lambda c: [c.task_id, c.epoch, c.lease_ttl]),
-    Complete: (7, lambda c: [c.task_id, c.epoch, c.result]),
+    Complete: (_COMPLETE, lambda c: [c.task_id, c.epoch, c.result]),
     Fail: (_FAIL, lambda c: [c.task_id, c.epoch, c.error, c.retryable]),
     Tick: (9, lambda c: []),
     ReleaseWorker: (10, lambda c: [c.worker]),
@@ -117,7 +120,7 @@ _DECODERS: dict[int, Callable[..., Command]] = {
     4: ResumeQueue,
     5: Lease,
     6: Heartbeat,
-    7: Complete,
+    _COMPLETE: Complete,
     _FAIL: Fail,
     9: Tick,
     10: ReleaseWorker,
@@ -125,6 +128,7 @@ _DECODERS: dict[int, Callable[..., Command]] = {
     12: SetLimits,
     13: lambda *row: SetConfig(SchedulerConfig(*row)),
     _FAIL_AFTER: Fail,
+    _COMPLETE_LOG: Complete,
 }
 
 
@@ -137,6 +141,9 @@ def encode(command: Command, now: float, entropy: int) -> bytes:
     if isinstance(command, Fail) and command.retry_delay:
         kind = _FAIL_AFTER
         row.append(command.retry_delay)
+    elif isinstance(command, Complete) and command.log:
+        kind = _COMPLETE_LOG
+        row.append(command.log)
     data: bytes = msgpack.packb([FORMAT_VERSION, kind, now, entropy, *row], use_bin_type=True)
     return data
 

@@ -118,9 +118,13 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Complete:
+    """An attempt succeeded with ``result``; ``log``: its stderr tail, kept in the attempt
+    history (a local executor's runs; empty from workers)."""
+
     task_id: str
     epoch: int
     result: bytes
+    log: str = ""
 
 
 @dataclass(frozen=True, slots=True)

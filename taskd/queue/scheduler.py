@@ -475,7 +475,7 @@ class Scheduler(EvictionRules, DependencyRules):
         # Calling _transition here costs 12-16% of lease+complete throughput (bench_apply);
         # audit.recount checks after every property-test step that this agrees with it.
         task_id = task.id
-        end_attempt(task, "succeeded", "", now)
+        end_attempt(task, "succeeded", "", now, command.log)
         task.result = command.result
         task.finished_at = now
         task.lease_deadline = task.timeout_deadline = 0.0

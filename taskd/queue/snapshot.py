@@ -5,7 +5,8 @@ counters, the paused queues, every held task, in seq order, as a positional arra
 ``SchedulerConfig`` in effect as ``[retention, backoff_base, backoff_cap, max_queue_depth,
 max_tasks, max_bytes]`` (set by ``SetConfig``). Snapshots written before ``SetConfig`` hold
 the three bounds alone there (``SetLimits``), or nothing; both still restore. A task row ends
-with its attempt history (``[number, started_at, finished_at, outcome, error, worker]`` each);
+with its attempt history (``[number, started_at, finished_at, outcome, error, worker]`` each, plus
+``log`` when a successful run left a stderr tail);
 rows written before it have 25 fields and restore with an empty history. Every
 index (ready heaps, timers, dependents, idempotency keys, worker leases, counts) is derived
 data, rebuilt on restore, so two schedulers in the same logical state produce identical bytes
@@ -52,7 +53,8 @@ def _task_row(t: Task) -> list[Any]:
         t.seq, t.state.value, t.attempt, t.result, t.error, t.worker, float(t.started_at),
         float(t.finished_at), t.epoch, float(t.lease_deadline), float(t.timeout_deadline),
         sorted(t.waiting_on), t.canceled_by,
-        [[a.number, float(a.started_at), float(a.finished_at), a.outcome, a.error, a.worker]
+        [[a.number, float(a.started_at), float(a.finished_at), a.outcome, a.error, a.worker,
+          *([a.log] if a.log else [])]  # a log only when there is one: older rows have six
          for a in t.attempts],
     ]  # fmt: skip
 
@@ -145,7 +147,5 @@ def _task(row: list[Any]) -> Task:
         timeout_deadline=timeout_deadline,
         waiting_on=set(waiting_on),
         canceled_by=canceled_by,
-        attempts=[
-            Attempt(n, started, finished, o, e, w) for n, started, finished, o, e, w in history
-        ],
+        attempts=[Attempt(*row) for row in history],  # six fields, or seven with a log
     )

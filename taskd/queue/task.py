@@ -21,6 +21,7 @@ class Attempt:
     outcome: str  # succeeded, failed, timeout, lease expired, worker lost, canceled
     error: str  # "" when it succeeded; clipped to MAX_ATTEMPT_ERROR
     worker: str
+    log: str = ""  # a successful run's stderr tail (local executors); clipped likewise
 
 
 @dataclass(slots=True)
@@ -56,13 +57,16 @@ class Task:
     attempts: list[Attempt] = field(default_factory=list)  # ended attempts, oldest first
 
 
-def end_attempt(task: Task, outcome: str, error: str, now: float) -> None:
+def end_attempt(task: Task, outcome: str, error: str, now: float, log: str = "") -> None:
     """Add the attempt that is ending now to ``task``'s history (bounded: the last
-    ``MAX_ATTEMPTS_KEPT``, each error clipped to ``MAX_ATTEMPT_ERROR`` characters)."""
+    ``MAX_ATTEMPTS_KEPT``, each error and log clipped to ``MAX_ATTEMPT_ERROR`` characters)."""
     history = task.attempts
     history.append(
-        Attempt(task.attempt, task.started_at, now, outcome, error[:MAX_ATTEMPT_ERROR], task.worker)
-    )
+        Attempt(
+            task.attempt, task.started_at, now, outcome, error[:MAX_ATTEMPT_ERROR], task.worker,
+            log[-MAX_ATTEMPT_ERROR:],
+        )
+    )  # fmt: skip
     if len(history) > MAX_ATTEMPTS_KEPT:
         del history[0]
 

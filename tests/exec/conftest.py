@@ -43,6 +43,7 @@ class FakeSource:
         self.queues: dict[str, deque[str]] = {}
         self.lease_calls: list[tuple[str, int, int]] = []  # (queue, max, handed out)
         self.reports: list[tuple[str, str, int, bool]] = []  # (kind, id, epoch, accepted)
+        self.logs: dict[str, str] = {}  # task id -> the stderr tail its completion carried
         self.max_running = 0  # most tasks leased and not yet reported, at any lease
         # Set by a test to the executor's own count of attempts in flight: an attempt's slot
         # is free once its process ended, before its report lands (by design), so on a
@@ -111,12 +112,13 @@ class FakeSource:
         self._notify()
         return items
 
-    async def complete(self, task_id: str, epoch: int, result: bytes) -> bool:
+    async def complete(self, task_id: str, epoch: int, result: bytes, *, log: str = "") -> bool:
         await trio.lowlevel.checkpoint()
         task = self.tasks[task_id]
         ok = task.state is State.RUNNING and task.epoch == epoch
         if ok:
             task.state, task.result = State.SUCCEEDED, result
+            self.logs[task_id] = log
         self.reports.append(("complete", task_id, epoch, ok))
         self._notify()
         return ok

@@ -85,6 +85,18 @@ async def test_success_returns_stdout_bytes(source):
     assert source.tasks[task].result == b"hello\nworld"
 
 
+async def test_success_reports_the_stderr_tail_for_the_attempt_history(source):
+    # Given a command that warns on stderr and succeeds
+    task = source.submit()
+    script = "echo 'warning: cache cold' >&2; echo 'took 3s' >&2; echo done"
+    # When it runs
+    async with serving(source, ["sh", "-c", script]):
+        await source.settled(task)
+    # Expect the result from stdout and the stderr tail carried with the completion
+    assert source.tasks[task].result == b"done"
+    assert source.logs[task] == "warning: cache cold\ntook 3s"
+
+
 async def test_nonzero_exit_fails_with_the_stderr_tail(source):
     task = source.submit()
     script = "echo first >&2; echo 'second line' >&2; exit 3"

@@ -108,6 +108,21 @@ def test_failure_is_retried_with_backoff_and_succeeds(node_factory, tmp_path):
     assert task["result"] == "ok on 2"  # the final line break of the output is dropped
 
 
+def test_a_successful_runs_stderr_tail_is_kept_in_its_attempt(node_factory, tmp_path):
+    # Given a node whose executor runs a command that logs to stderr and succeeds
+    body = "import sys\nsys.stderr.write('loaded 12 rows\\n')\nprint('ok')\n"
+    node = node_factory("--exec", f"chatty={_script(tmp_path, 'chatty.py', body)}")
+    # When a task runs
+    status, task = post(f"{node.http_url}/api/v1/tasks", {"queue": "chatty"})
+    assert status == 201
+    task = wait_for_task(node.http_url, task["id"], {"succeeded"}, deadline=30)
+    # Expect the attempt history to hold the stderr tail, and the result the stdout
+    assert task["result"] == "ok"
+    [attempt] = task["attempts"]
+    assert attempt["outcome"] == "succeeded" and attempt["error"] is None
+    assert attempt["log"] == "loaded 12 rows"
+
+
 def test_dead_after_last_retry_with_stderr_tail(node_factory, tmp_path):
     body = "import sys\nsys.stderr.write('boom: disk on fire\\n')\nsys.exit(7)\n"
     node = node_factory("--exec", f"bad={_script(tmp_path, 'bad.py', body)}")

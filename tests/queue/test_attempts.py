@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from taskd.queue import snapshot
+from taskd.queue.commands import Complete
 from taskd.queue.scheduler import Scheduler
 from taskd.queue.task import MAX_ATTEMPT_ERROR, MAX_ATTEMPTS_KEPT, Attempt
 from tests.queue.sched_helpers import Harness
@@ -70,3 +71,23 @@ def test_the_history_survives_a_snapshot_and_old_snapshots_still_load() -> None:
     task = old.get(task_id)
     assert task is not None and task.attempts == [] and task.error == "boom"
     assert snapshot.decode(old.snapshot()).tasks[0].attempts == []
+
+
+def test_a_successful_runs_stderr_tail_is_kept_and_survives_a_snapshot() -> None:
+    # Given a task whose run succeeded with a stderr tail, and one whose run left none
+    h = Harness()
+    chatty, quiet = h.submit(), h.submit()
+    first = h.lease_one()
+    assert first.task_id == chatty  # FIFO within a priority
+    h.ok(Complete(chatty, first.epoch, b"ok", "x" * (MAX_ATTEMPT_ERROR + 10)))
+    h.complete(h.lease_one())
+    # Expect the tail (its last MAX_ATTEMPT_ERROR characters) in the attempt
+    [attempt] = h.task(chatty).attempts
+    assert attempt.outcome == "succeeded" and attempt.log == "x" * MAX_ATTEMPT_ERROR
+    # and both histories back from a snapshot, the quiet one's row still six fields
+    data = h.s.snapshot()
+    restored = Scheduler.restore(data)
+    assert restored.get(chatty).attempts == h.task(chatty).attempts  # type: ignore[union-attr]
+    assert restored.get(quiet).attempts == h.task(quiet).attempts  # type: ignore[union-attr]
+    rows = {row[0]: row for row in msgpack.unpackb(data, raw=False)[4]}
+    assert len(rows[quiet][25][0]) == 6 and len(rows[chatty][25][0]) == 7

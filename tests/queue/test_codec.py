@@ -61,6 +61,7 @@ EVERY_COMMAND: list[Command] = [
     Lease("q", "w", 10, 30.0),
     Heartbeat("id1", 3, 15.0),
     Complete("id1", 3, b"\x01result"),
+    Complete("id1", 3, b"ok", "warning: cache cold"),
     Fail("id1", 3, "boom", False),
     Fail("id1", 3, "Retry: busy", True, 30.0),
     Tick(),

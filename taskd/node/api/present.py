@@ -143,6 +143,7 @@ def task_to_json(task: Task, *, duplicate: bool | None = None) -> dict[str, Any]
                 "outcome": a.outcome,
                 "error": a.error or None,
                 "worker": a.worker or None,
+                "log": a.log or None,
             }
             for a in task.attempts
         ],
@@ -235,6 +236,7 @@ def task_to_proto(task: Task) -> pb.Task:
                 outcome=a.outcome,
                 error=a.error,
                 worker=a.worker,
+                log=a.log,
             )
             for a in task.attempts
         ],

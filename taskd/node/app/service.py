@@ -216,8 +216,8 @@ class NodeService:
         await self._propose(Heartbeat(task_id, epoch, ttl))
         return self._task(task_id)
 
-    async def complete(self, task_id: str, epoch: int, result: bytes) -> Task:
-        await self._propose(Complete(task_id, epoch, result))
+    async def complete(self, task_id: str, epoch: int, result: bytes, *, log: str = "") -> Task:
+        await self._propose(Complete(task_id, epoch, result, log))
         return self._task(task_id)
 
     async def fail(

@@ -39,8 +39,8 @@ class ServiceSource:
             return []
         return await self.service.lease(queue, worker, max, self.lease_ttl)
 
-    async def complete(self, task_id: str, epoch: int, result: bytes) -> bool:
-        return await _settled(self.service.complete(task_id, epoch, result))
+    async def complete(self, task_id: str, epoch: int, result: bytes, *, log: str = "") -> bool:
+        return await _settled(self.service.complete(task_id, epoch, result, log=log))
 
     async def fail(self, task_id: str, epoch: int, error: str) -> bool:
         return await _settled(self.service.fail(task_id, epoch, error))

@@ -577,6 +577,11 @@ class TaskAttempt(betterproto2.Message):
 
     worker: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
 
+    log: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    a successful run's stderr tail (local executors), at most 4096
+    """
+
 
 default_message_pool.register_message("taskd.v1", "TaskAttempt", TaskAttempt)
 

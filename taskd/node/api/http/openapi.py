@@ -161,6 +161,10 @@ def _task() -> Schema:
                         "outcome": {"type": "string"},
                         "error": _NULL_STR,
                         "worker": _NULL_STR,
+                        "log": {
+                            **_NULL_STR,
+                            "description": "a successful run's stderr tail (local executors)",
+                        },
                     },
                     required=("attempt", "outcome"),
                 ),
