@@ -48,9 +48,19 @@ help:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Both distributions, editable: taskd-client (sdk/, the SDK) and taskd-scheduler (., the server,
+# which requires the former). `taskd` is the distribution's name from before the split: a venv
+# made then has it, and it goes. $(WHEELHOUSE) gets the wheels of the SDK's dependencies, at the
+# dev venv's versions, so that tests/packaging installs the SDK into a fresh venv offline.
+WHEELHOUSE := $(VENV)/wheelhouse
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+$(STAMP): pyproject.toml sdk/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q -e '.[dev]'
+	@$(PIP) uninstall -q -y taskd 2>/dev/null || true
+	$(PIP) install --progress-bar off -q -e ./sdk -e '.[dev]'
+	@rm -rf $(WHEELHOUSE); $(PIP) freeze --exclude-editable > $(VENV)/constraints.txt
+	$(PIP) wheel --progress-bar off -q -c $(VENV)/constraints.txt -w $(WHEELHOUSE) ./sdk
+	@rm -f $(WHEELHOUSE)/taskd_client-*.whl  # the tests build their own, from the current source
 	@touch $@
 
 run: venv
@@ -126,7 +136,7 @@ chaos: venv
 	$(BIN)/python -m chaos --duration $(DURATION) --nodes $(NODES) --seed $(SEED) $(CHAOS_ARGS)
 
 clean:
-	rm -rf dist build/work .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf dist build/work build/lib sdk/build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info sdk/*.egg-info
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 distclean: clean

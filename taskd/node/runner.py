@@ -43,10 +43,10 @@ import trio
 import trio_asyncio
 
 from taskd import __version__
-from taskd.api import speedups
 from taskd.errors import ClusterError, StartupError
 from taskd.exec.local import LocalExecutor
 from taskd.exec.work import WorkerRegistry
+from taskd.node import speedups
 from taskd.node.api.grpc import handlers as grpc_api
 from taskd.node.api.grpc.bridge import TrioBridge
 from taskd.node.api.grpc.server import GuardedServer

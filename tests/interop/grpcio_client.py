@@ -2,8 +2,9 @@
 
 Run as a separate process by ``test_grpcio_interop.py``, with the directory holding the
 generated ``tasks_pb2.py`` and ``tasks_pb2_grpc.py`` as its working directory:
-``python grpcio_client.py HOST:PORT``. It drives TaskService and one WorkerService.Work
-stream, and prints what it saw as one JSON object on stdout (the test asserts on it).
+``python grpcio_client.py HOST:PORT``. It drives TaskService, then runs a worker loop over
+one WorkerService.Work stream that completes five tasks (one of them reported as failed), and
+prints what it saw as one JSON object on stdout (the test asserts on it).
 """
 
 import json
@@ -41,36 +42,62 @@ def error_of(call):
     return None
 
 
-def work_one(channel, queue_name):
-    """Take one task over a Work stream, report success, read the node's ack."""
+CAPACITY = 2
+
+
+def handle(item):
+    """The worker's "handler": double ``n``; refuse the task that asks for a failure."""
+    job = json.loads(item.payload)
+    if job.get("fail"):
+        return False, b"", f"n={job['n']} refused on purpose"
+    return True, json.dumps({"doubled": job["n"] * 2, "by": "grpcio"}).encode(), ""
+
+
+def work_loop(channel, queue_name, expected):
+    """Run a worker over one Work stream until the node has acked a result for each of
+    ``expected`` task ids: take assignments, run each item, report it, read the acks."""
     outbox = queue.Queue()
     outbox.put(
         pb.WorkerMessage(
-            hello=pb.WorkerHello(worker="grpcio-interop", queues=[queue_name], capacity=1)
+            hello=pb.WorkerHello(worker="grpcio-interop", queues=[queue_name], capacity=CAPACITY)
         )
     )
     replies = rpc.WorkerServiceStub(channel).Work(iter(outbox.get, None), timeout=TIMEOUT)
-    seen = {}
+    seen = {"assigned": [], "largest_assignment": 0, "acked": [], "rejected": []}
     try:
         for message in replies:
             kind = message.WhichOneof("kind")
             if kind == "assignment":
-                item = message.assignment.items[0]
-                seen["assigned"] = {
-                    "id": item.id,
-                    "payload": item.payload.decode(),
-                    "attempt": item.attempt,
-                    "lease": item.lease,
-                }
-                outbox.put(
-                    pb.WorkerMessage(
-                        result=pb.TaskResult(
-                            id=item.id, lease=item.lease, success=True, result=b'{"ok": true}'
+                items = message.assignment.items
+                seen["largest_assignment"] = max(seen["largest_assignment"], len(items))
+                for item in items:
+                    seen["assigned"].append(
+                        {
+                            "id": item.id,
+                            "payload": item.payload.decode(),
+                            "attempt": item.attempt,
+                            "lease": item.lease,
+                        }
+                    )
+                    success, result, error = handle(item)
+                    outbox.put(
+                        pb.WorkerMessage(
+                            result=pb.TaskResult(
+                                id=item.id,
+                                lease=item.lease,
+                                success=success,
+                                result=result,
+                                error=error,
+                            )
                         )
                     )
-                )
             elif kind == "ack":
-                seen["ack"] = {"id": message.ack.id, "accepted": message.ack.accepted}
+                ack = message.ack
+                (seen["acked"] if ack.accepted else seen["rejected"]).append(ack.id)
+            elif kind == "acks":
+                seen["acked"].extend(message.acks.ids)
+                seen["rejected"].extend(r.id for r in message.acks.rejected)
+            if set(seen["acked"]) >= set(expected):
                 break
     finally:
         outbox.put(None)  # end our side of the stream
@@ -122,12 +149,26 @@ def main(target):
             lambda: tasks.Get(pb.GetRequest(id="no-such-task"), timeout=TIMEOUT)
         )
 
-        worked = tasks.Submit(
-            pb.SubmitRequest(task=pb.TaskSpec(queue="interop-work", payload=b'{"n": 1}')),
+        jobs = [{"n": n} for n in (1, 2, 3, 4)] + [{"n": 5, "fail": True}]
+        worked = tasks.SubmitBatch(
+            pb.SubmitBatchRequest(
+                tasks=[
+                    pb.TaskSpec(
+                        queue="interop-work",
+                        payload=json.dumps(job).encode(),
+                        max_retries=0 if job.get("fail") else 3,
+                    )
+                    for job in jobs
+                ]
+            ),
             timeout=TIMEOUT,
         )
-        out["work"] = {"submitted": worked.task.id, **work_one(channel, "interop-work")}
-        out["worked"] = view(tasks.Get(pb.GetRequest(id=worked.task.id), timeout=TIMEOUT))
+        ids = list(worked.ids)
+        out["work"] = {"submitted": ids, **work_loop(channel, "interop-work", ids)}
+        out["worked"] = [
+            {**view(t), "result": t.result.decode(), "error": t.error, "worker": t.worker}
+            for t in (tasks.Get(pb.GetRequest(id=i), timeout=TIMEOUT) for i in ids)
+        ]
 
     out["taskd_imported"] = sorted(m for m in sys.modules if m == "taskd" or m.startswith("taskd."))
     print(json.dumps(out))

@@ -3,8 +3,9 @@
 Given the committed ``tasks.proto`` compiled at test time by ``grpc_tools.protoc`` (python_out
 and grpc_python_out), and a separate Python process that imports only those modules and
 ``grpc`` (``grpcio_client.py``; it reports every ``taskd`` module it ended up importing),
-when that client drives a real node through TaskService and one WorkerService.Work stream,
-expect the same answers the project's own betterproto2 client gets.
+when that client drives a real node through TaskService and runs a worker loop over one
+WorkerService.Work stream, expect the answers ``expect.check_client_output`` describes — the
+same that the Node client (test_node_interop.py) must get.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.interop.expect import check_client_output
 
 pytestmark = pytest.mark.slow
 
@@ -71,34 +74,6 @@ def test_grpcio_client_speaks_taskd_v1(node_factory, tmp_path):
     # When
     out = run_client(generated, node.grpc_address)
 
-    # Expect: no taskd code on the client side
+    # Expect: no taskd code on the client side, and the answers every client gets
     assert out["taskd_imported"] == []
-    submitted = out["submit"]
-    assert submitted["id"] and not submitted["duplicate"]
-    assert submitted["priority"] == 7
-    assert submitted["payload"] == '{"hello": "grpcio"}'
-    assert submitted["labels"] == {"client": "grpcio"}
-    assert submitted["state"] == "TASK_STATE_QUEUED"
-    assert out["get"] == {k: v for k, v in submitted.items() if k != "duplicate"}
-
-    batch = out["batch"]
-    assert len(batch["ids"]) == 3 and len(set(batch["ids"])) == 3
-    assert batch["duplicate"] == [False, False, False]
-
-    listed = out["list"]["ids"]
-    assert set(listed) == {submitted["id"], *batch["ids"]}
-    assert listed[0] == batch["ids"][-1]  # newest first
-
-    assert out["cancel"]["id"] == batch["ids"][0]
-    assert out["cancel"]["state"] == "TASK_STATE_CANCELED"
-
-    assert out["bad_priority"]["code"] == "INVALID_ARGUMENT"
-    assert "priority" in out["bad_priority"]["details"]
-    assert out["unknown_id"]["code"] == "NOT_FOUND"
-
-    work = out["work"]
-    assert work["assigned"]["id"] == work["submitted"]
-    assert work["assigned"]["payload"] == '{"n": 1}'
-    assert work["assigned"]["attempt"] == 1 and work["assigned"]["lease"] > 0
-    assert work["ack"] == {"id": work["submitted"], "accepted": True}
-    assert out["worked"]["state"] == "TASK_STATE_SUCCEEDED"
+    check_client_output(out, worker="grpcio-interop", by="grpcio")

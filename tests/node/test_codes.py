@@ -44,7 +44,7 @@ def test_importing_the_api_does_not_patch_betterproto2() -> None:
     # effect of importing the gRPC layer or the generated code
     script = (
         "import betterproto2\n"
-        "from taskd.api import speedups\n"
+        "from taskd.node import speedups\n"
         "import taskd.node.api.grpc.handlers\n"
         "assert betterproto2.Message._get_field_default is speedups.ORIGINAL\n"
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import betterproto2
 
-from taskd.api import speedups
 from taskd.api.taskd import v1 as pb
+from taskd.node import speedups
 
 PROTO = Path(__file__).parents[2] / "taskd" / "api" / "taskd" / "v1" / "tasks.proto"
 

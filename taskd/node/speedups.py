@@ -1,4 +1,8 @@
-"""One measured speed-up of betterproto2's serializer, applied when ``taskd.api`` is imported.
+"""One measured speed-up of betterproto2's serializer, installed by the node when it starts.
+
+It lives here and not beside the generated code because it is the server's choice: the SDK
+(the taskd-client distribution ships ``taskd.api``) must not patch betterproto2 in a user's
+process, and does not ship this module.
 
 ``betterproto2.Message.__bytes__`` compares every field with its default, and
 ``_get_field_default`` wraps each lookup in ``warnings.catch_warnings()`` to silence
