@@ -441,7 +441,7 @@ static const char *run_cached(const struct bundle *b, char **argv) {
         }
         debug("extracted %u entries into %s in %.0f ms", b->count, final, now_ms() - t0);
     } else {
-        debug("another process extracted %s", final);
+        debug("cache filled by another process meanwhile: %s", final);
     }
     close(lock_fd);
     exec_program(b, final, argv);
