@@ -30,7 +30,7 @@ def _install() -> None:
         path = pending.pop(module)
         with open(path, encoding="utf-8") as f:
             code = compile(f.read(), path, "exec")
-        exec(code, {"__name__": "__pyi_deferred_rthook__", "__file__": path})  # noqa: S102
+        exec(code, {"__name__": "__pyi_deferred_rthook__", "__file__": path})
 
     class DeferredHooks:
         """A meta path finder that finds nothing itself: it wraps the real loader's exec_module."""

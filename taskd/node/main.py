@@ -33,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BrokenPipeError:  # `taskd --help | head`
                 pass
             return 0
+        if "--version" in args:  # what the node parser would print, without loading trio
+            from taskd import __version__  # noqa: PLC0415  # only --version needs it
+
+            print(f"taskd {__version__}")
+            return 0
         first = args[0].split("=", 1)[0] if args else ""
         if first not in cli_parser.GLOBAL_FLAGS_WITH_VALUE | cli_parser.GLOBAL_SWITCHES:
             return run_node(args)

@@ -218,7 +218,9 @@ BARRIER = (
 def _blocked_on(path: Path) -> int:
     """How many processes wait for a lock on ``path`` (the "->" lines of /proc/locks)."""
     inode = f":{path.stat().st_ino} "
-    return sum("->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines())
+    return sum(
+        "->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines()
+    )
 
 
 def test_concurrent_first_runs_extract_once(packed: Packed, tmp_path: Path) -> None:
@@ -275,7 +277,9 @@ def test_a_home_where_nothing_can_be_created_falls_back_to_a_temporary_copy(
 def test_the_fallback_is_silent_without_debug(packed: Packed) -> None:
     # Given an unusable cache location
     # When the program runs without TASKD_LAUNCHER_DEBUG
-    run = packed.run("exit", "0", HOME=packed.unusable_home, XDG_CACHE_HOME=None, TASKD_LAUNCHER_DEBUG=None)
+    run = packed.run(
+        "exit", "0", HOME=packed.unusable_home, XDG_CACHE_HOME=None, TASKD_LAUNCHER_DEBUG=None
+    )
 
     # Expect only the program's own output: a client command's output stays parseable
     assert run.code == 0
