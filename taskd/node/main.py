@@ -119,6 +119,13 @@ def print_help() -> None:
     print("\nenvironment (a flag on the command line wins):")
     variables = [("TASKD_SERVER", "client commands: the node's HTTP address (--server)")]
     variables += node_config.environment()
+    variables += [
+        (
+            "TASKD_LAUNCHER_DEBUG",
+            "1: the one-file binary says on stderr where it runs from and why "
+            "($XDG_CACHE_HOME/taskd, else ~/.cache/taskd; else a per-run copy in $TMPDIR)",
+        )
+    ]
     width = max(len(name) for name, _ in variables) + 2
     for name, text in variables:
         print(f"  {name.ljust(width)}{text}")

@@ -32,7 +32,11 @@ REQUIRED = os.environ.get("TASKD_SMOKE_REQUIRED") == "1"
 def _newest_source_mtime() -> float:
     sources = [
         ROOT / "pyproject.toml",
-        *(path for path in ROOT.glob("build/**/*") if "work" not in path.relative_to(ROOT).parts),
+        *(  # the build's inputs: not its scratch space (build/work), not its README
+            path
+            for path in ROOT.glob("build/**/*")
+            if "work" not in path.relative_to(ROOT).parts and path.suffix != ".md"
+        ),
         *(ROOT / "taskd").rglob("*"),
     ]
     return max(path.stat().st_mtime for path in sources if path.is_file())

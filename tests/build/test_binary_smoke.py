@@ -72,6 +72,7 @@ def test_help_and_version(binary: Path, cache_home: Path) -> None:
     assert "usage: taskd" in help_run.stdout
     for flag in ("--grpc", "--http", "--data-dir", "--exec", "--concurrency"):
         assert flag in help_run.stdout
+    assert "\n  TASKD_LAUNCHER_DEBUG " in help_run.stdout  # the launcher's one variable
 
     version_run = _run(binary, cache_home, "--version")
     assert version_run.returncode == 0, version_run.stderr

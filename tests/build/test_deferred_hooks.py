@@ -1,8 +1,8 @@
 """build/rthooks/deferred.py: PyInstaller runtime hooks run on first import, not at start.
 
 Runs the runtime hook in a fresh interpreter of the dev venv, with ``sys._MEIPASS`` pointing at
-a folder of hooks laid out as build/taskd.spec ships them (``_deferred_rthooks/pyi_rth_<module>.py``),
-and the real import system finding the modules.
+a folder of hooks laid out as build/taskd.spec ships them
+(``_deferred_rthooks/pyi_rth_<module>.py``), and the real import system finding the modules.
 """
 
 from __future__ import annotations
