@@ -427,11 +427,14 @@ static const char *run_cached(const struct bundle *b, char **argv) {
         struct stat st;
         if (lstat(final, &st) == 0) { /* a damaged or altered copy: move it away, then delete it */
             char old[PATH_MAX];
-            if (snprintf(old, sizeof old, "%s/.%s.old.XXXXXX", root, b->build_id) < (int)sizeof old && mkdtemp(old) &&
-                rename(final, old) == 0)
+            int made = snprintf(old, sizeof old, "%s/.%s.old.XXXXXX", root, b->build_id) < (int)sizeof old &&
+                       mkdtemp(old) != NULL;
+            if (made && rename(final, old) == 0) {
                 remove_tree(old);
-            else
+            } else { /* not a directory (a file, a symlink): remove it where it is */
+                if (made) rmdir(old);
                 remove_tree(final);
+            }
         }
         if (rename(tmp, final) != 0) {
             snprintf(why, sizeof why, "cannot rename %s to %s: %s", tmp, final, strerror(errno));

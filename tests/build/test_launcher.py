@@ -208,6 +208,28 @@ def test_an_altered_copy_is_extracted_again(packed: Packed, damage: str) -> None
     assert packed.run("exit", "0").stderr.count("cache hit") == 1
 
 
+def test_a_symlink_in_place_of_the_copy_is_replaced_not_followed(packed: Packed) -> None:
+    # Given the cache entry of this build is a symlink to another directory with a file in it
+    elsewhere = packed.home / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("mine")
+    (packed.cache / "taskd").mkdir(mode=0o700)
+    packed.cached.symlink_to(elsewhere)
+
+    # When the program runs
+    run = packed.run("exit", "0")
+
+    # Expect a real copy in its place, and the link's target left alone
+    assert run.code == 0, run.stderr
+    assert run.field("dir") == str(packed.cached)
+    assert packed.cached.is_dir() and not packed.cached.is_symlink()
+    assert (elsewhere / "keep").read_text() == "mine"
+    assert sorted(p.name for p in (packed.cache / "taskd").iterdir()) == [
+        packed.build_id,
+        f"{packed.build_id}.lock",
+    ]
+
+
 # Holds each run at a shared flock on argv[1] until the test lets go of its exclusive one.
 BARRIER = (
     "import fcntl, os, sys; fcntl.flock(open(sys.argv[1]), fcntl.LOCK_SH); "
