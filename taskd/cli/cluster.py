@@ -11,8 +11,10 @@ import time
 import urllib.parse
 from typing import Any
 
-from taskd.cli.output import console, print_json
+from taskd.cli.output import line as say
+from taskd.cli.output import print_json
 from taskd.cli.rest import ClientError, Exit, Rest
+from taskd.cli.table import Table
 
 PROMOTION_POLL = 0.2  # seconds between looks at a new member's progress
 
@@ -28,19 +30,16 @@ def cluster(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
         )
     if args.action == "add":
         return _cluster_add(rest, args, as_json)
-    out = console()
     if args.action == "remove":
         path = f"/api/v1/cluster/members/{urllib.parse.quote(args.address, safe='')}"
         status = rest.call("DELETE", path)
         if not as_json:
-            out.print(f"removed {args.address}", highlight=False)
+            say(f"removed {args.address}")
     elif args.action == "transfer":
         body = {"address": args.address} if args.address else {}
         status = rest.call("POST", "/api/v1/cluster/transfer", body)
         if not as_json:
-            out.print(
-                f"leadership transferred: {status['leader'] or 'unknown'} leads", highlight=False
-            )
+            say(f"leadership transferred: {status['leader'] or 'unknown'} leads")
     else:
         status = rest.call("GET", "/api/v1/cluster")
     if as_json:
@@ -55,20 +54,19 @@ def _cluster_add(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
     status = rest.call("POST", "/api/v1/cluster/members", {"address": args.address})
     member = _find_member(status, args.address)
     address = member["address"] if member else args.address
-    out = console()
     if not as_json:
-        out.print(f"added {address} as a learner", highlight=False)
+        say(f"added {address} as a learner")
     deadline = time.monotonic() + args.wait
     last_line = ""
     while args.wait > 0:
         member = _find_member(status, address)
         if member is not None and member["role"] != "learner":
             if not as_json:
-                out.print(f"{address} caught up and is a voter ({member['role']})", highlight=False)
+                say(f"{address} caught up and is a voter ({member['role']})")
             break
         line = _progress(status, member, address)
         if line != last_line and not as_json:
-            out.print(line, highlight=False)
+            say(line)
             last_line = line
         if time.monotonic() >= deadline:
             raise ClientError(
@@ -106,17 +104,13 @@ def _progress(status: dict[str, Any], member: dict[str, Any] | None, address: st
 
 
 def _print_cluster(status: dict[str, Any]) -> None:
-    from rich.table import Table  # noqa: PLC0415  # rich only for people (output.console)
-
-    out = console()
-    out.print(
+    say(
         f"node {status['id']}: {status['role']}, term {status['term']}, "
-        f"leader {status['leader'] or 'unknown'}, commit index {status['commit_index']}",
-        highlight=False,
+        f"leader {status['leader'] or 'unknown'}, commit index {status['commit_index']}"
     )
-    table = Table("member", "role", "match index", "reachable")
+    table = Table(("member", "role", "match index", "reachable"))
     for m in status["members"]:
         table.add_row(
             m["address"], m["role"], str(m["match_index"]), "yes" if m["reachable"] else "no"
         )
-    out.print(table)
+    table.show()

@@ -2,9 +2,9 @@
 
 Theory of operation: parse the subcommand (``taskd.cli.parser``), make one or two REST calls
 (``taskd.cli.rest``, stdlib urllib: a client call loads none of the server's libraries) and
-print the answer as JSON (``--json``) or for people (rich tables). It checks only what it must
-to build a request (e.g. that ``--payload`` is JSON); the node validates everything else and
-its errors are printed as ``error: <message> (field: x)``.
+print the answer as JSON (``--json``) or for people (plain tables: ``taskd.cli.table``). It
+checks only what it must to build a request (e.g. that ``--payload`` is JSON); the node
+validates everything else and its errors are printed as ``error: <message> (field: x)``.
 
 Never a traceback: every failure is one line on stderr and an exit code (``rest.Exit``): 0
 success, 1 the node refused the request, 2 usage errors, 3 no taskd answered (down, timed out,

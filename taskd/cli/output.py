@@ -1,18 +1,18 @@
-"""Printing answers: JSON for programs (``--json``), rich tables for people.
+"""Printing answers: JSON for programs (``--json``), plain tables and lines for people.
 
-rich is imported only when a table is printed, so ``--json`` calls and errors stay fast; the
-stdlib's json, not orjson, for the same reason (orjson's import alone costs ~20 ms, more than
-all the JSON a command handles).
+Nothing here imports more than the stdlib's json: a client call's budget is 200 ms, and
+importing rich alone cost ~40 ms of it (tables: ``taskd.cli.table``). The stdlib's json, not
+orjson, for the same reason (orjson's import alone costs ~20 ms, more than all the JSON a
+command handles).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from taskd.cli.table import DIM, RESET, clean, styled
 
 
 def print_json(value: Any) -> None:
@@ -20,15 +20,10 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def console() -> Console:
-    from rich.console import Console  # noqa: PLC0415  # rich costs ~50 ms: only for tables
-
-    out = Console(soft_wrap=True)
-    if not out.is_terminal:  # piped: never truncate columns to a guessed 80-column width
-        out = Console(soft_wrap=True, width=1000)
-    return out
-
-
 def line(text: str, *, dim: bool = False) -> None:
-    """One plain line for people (no markup, no highlighting)."""
-    console().print(text, style="dim" if dim else None, highlight=False, markup=False)
+    """One plain line for people (dim on a terminal if asked; control characters escaped)."""
+    shown = clean(text)
+    if dim and styled(sys.stdout):
+        shown = f"{DIM}{shown}{RESET}"
+    sys.stdout.write(shown + "\n")
+    sys.stdout.flush()

@@ -6,9 +6,10 @@ import argparse
 import urllib.parse
 from collections.abc import Callable
 
-from taskd.cli.output import console, line, print_json
+from taskd.cli.output import line, print_json
 from taskd.cli.parser import STATES
 from taskd.cli.rest import Exit, Rest
+from taskd.cli.table import Table
 
 Command = Callable[[Rest, argparse.Namespace, bool], int]
 
@@ -18,11 +19,9 @@ def queues(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
     if as_json:
         print_json(answer)
         return Exit.OK
-    from rich.table import Table  # noqa: PLC0415  # rich only for people (output.console)
-
     with_consumers = any("consumers" in q for q in answer["queues"])
     heads = ("consumers",) if with_consumers else ()
-    table = Table("queue", "paused", *heads, *STATES, "in/s", "done/s")
+    table = Table(("queue", "paused", *heads, *STATES, "in/s", "done/s"))
     for q in answer["queues"]:
         rates = q.get("rates", {})
         extra = (str(q.get("consumers", 0)),) if with_consumers else ()
@@ -34,7 +33,7 @@ def queues(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
             f"{rates.get('submitted_per_second', 0):g}",
             f"{rates.get('finished_per_second', 0):g}",
         )
-    console().print(table)
+    table.show()
     return Exit.OK
 
 
@@ -57,9 +56,7 @@ def workers(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
     if as_json:
         print_json(answer)
         return Exit.OK
-    from rich.table import Table  # noqa: PLC0415  # rich only for people
-
-    table = Table("worker", "kind", "queues", "capacity", "running")
+    table = Table(("worker", "kind", "queues", "capacity", "running"))
     for w in answer["workers"]:
         table.add_row(
             w["worker"],
@@ -68,5 +65,5 @@ def workers(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
             str(w["capacity"]),
             str(len(w["running"])),
         )
-    console().print(table)
+    table.show()
     return Exit.OK

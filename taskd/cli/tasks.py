@@ -10,8 +10,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from taskd.cli.output import console, line, print_json
+from taskd.cli.output import line, print_json
 from taskd.cli.rest import ClientError, Exit, Rest
+from taskd.cli.table import Table
 
 Command = Callable[[Rest, argparse.Namespace, bool], int]
 
@@ -100,11 +101,7 @@ def get(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
     if as_json:
         print_json(task)
         return Exit.OK
-    from rich.table import Table  # noqa: PLC0415  # rich only for people (output.console)
-
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table = Table(box=False)
     for key, value in task.items():
         if value is None or value == [] or value == {} or key == "attempts":
             continue
@@ -114,11 +111,10 @@ def get(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
             else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         )
         table.add_row(key, shown)
-    out = console()
-    out.print(table)
+    table.show()
     attempts = task.get("attempts") or []
     if attempts:
-        history = Table("attempt", "outcome", "started", "finished", "worker", "error / stderr")
+        history = Table(("attempt", "outcome", "started", "finished", "worker", "error / stderr"))
         for a in attempts:
             error = (a.get("error") or a.get("log") or "").strip().splitlines()
             history.add_row(
@@ -129,7 +125,7 @@ def get(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
                 a.get("worker") or "",
                 error[-1] if error else "",  # the last line: an exception's message
             )
-        out.print(history)
+        history.show()
     return Exit.OK
 
 
@@ -155,11 +151,7 @@ def list_tasks(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
     if as_json:
         print_json(page)
         return Exit.OK
-    from rich.table import Column, Table  # noqa: PLC0415  # rich only for people
-
-    table = Table("queue", "name", "state", "prio", "try", "created")
-    # ids are copied from here: never truncate or wrap them
-    table.columns.insert(0, Column("id", no_wrap=True, min_width=26))
+    table = Table(("id", "queue", "name", "state", "prio", "try", "created"))
     for task in page["tasks"]:
         table.add_row(
             task["id"],
@@ -170,7 +162,7 @@ def list_tasks(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
             str(task["attempt"]),
             task["created_at"] or "",
         )
-    console().print(table)
+    table.show()
     if page.get("next"):
         line(more_hint(args, page["next"]), dim=True)
     return Exit.OK

@@ -33,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BrokenPipeError:  # `taskd --help | head`
                 pass
             return 0
+        if "--version" in args:  # what the node parser would print, without loading trio
+            from taskd import __version__  # noqa: PLC0415  # only --version needs it
+
+            print(f"taskd {__version__}")
+            return 0
         first = args[0].split("=", 1)[0] if args else ""
         if first not in cli_parser.GLOBAL_FLAGS_WITH_VALUE | cli_parser.GLOBAL_SWITCHES:
             return run_node(args)
@@ -98,6 +103,13 @@ def print_help() -> None:
     print("\nenvironment (a flag on the command line wins):")
     variables = [("TASKD_SERVER", "client commands: the node's HTTP address (--server)")]
     variables += node_config.environment()
+    variables += [
+        (
+            "TASKD_LAUNCHER_DEBUG",
+            "1: the one-file binary says on stderr where it runs from and why "
+            "($XDG_CACHE_HOME/taskd, else ~/.cache/taskd; else a per-run copy in $TMPDIR)",
+        )
+    ]
     width = max(len(name) for name, _ in variables) + 2
     for name, text in variables:
         print(f"  {name.ljust(width)}{text}")

@@ -2,16 +2,20 @@
 
 Given a copy of dist/taskd alone in an empty temp dir (so it can need nothing from the repo),
 Expect `--help` and `--version` to work, a node started from it to accept a task over REST and
-give it back, to report its idle memory, and to exit 0 on SIGTERM.
+give it back, to be the very process that was started (the launcher exec()s the cached
+one-folder build: no launcher process in between), to report its idle memory, and to exit 0
+on SIGTERM. Every test here points XDG_CACHE_HOME at one temp dir of the module, so the first
+run extracts the build there and the others reuse it.
 
 Skipped when dist/taskd is missing or older than the sources (so `make test` never judges a
-stale binary); `make smoke` sets TASKD_SMOKE_REQUIRED=1, which turns those skips into failures.
+stale binary); `make smoke` sets TASKD_SMOKE_REQUIRED=1, which turns those skips into failures
+(the ``binary`` fixture, tests/build/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,63 +28,37 @@ from tests.node.rest import get, post
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = ROOT / "dist" / "taskd"
-REQUIRED = os.environ.get("TASKD_SMOKE_REQUIRED") == "1"
-IDLE_RSS_LIMIT_MB = 50.0  # of the node's Python process (the one-file bootloader is extra)
+IDLE_RSS_LIMIT_MB = 50.0  # of the node's process
 IDLE_SETTLE = 1.0  # seconds after readiness before measuring idle RSS
 
 
-def _newest_source_mtime() -> float:
-    sources = [ROOT / "pyproject.toml", *ROOT.glob("build/*.*"), *(ROOT / "taskd").rglob("*")]
-    return max(path.stat().st_mtime for path in sources if path.is_file())
-
-
-def _unusable_reason() -> str | None:
-    if not BINARY.exists():
-        return f"{BINARY} does not exist; run `make build`"
-    if BINARY.stat().st_mtime < _newest_source_mtime():
-        return f"{BINARY} is older than the sources; run `make build`"
-    return None
-
-
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    reason = _unusable_reason()
-    if reason:
-        if REQUIRED:
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    copy = tmp_path_factory.mktemp("bin") / "taskd"
-    shutil.copy2(BINARY, copy)
-    return copy
-
-
-def _bare_env() -> dict[str, str]:
+def _bare_env(cache_home: Path) -> dict[str, str]:
     """An environment with no trace of the repo or its venv."""
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": os.environ.get("HOME", "/tmp"),
+        "XDG_CACHE_HOME": str(cache_home),
         "LANG": "C.UTF-8",
     }
 
 
 @pytest.fixture
-def binary_env(binary: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def binary_env(binary: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Make node_factory start the copied binary in a bare environment."""
     for name in list(os.environ):
         if name.startswith(("PYTHON", "VIRTUAL_ENV", "TASKD_")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("PATH", _bare_env()["PATH"])
+    monkeypatch.setenv("PATH", _bare_env(cache_home)["PATH"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
     monkeypatch.setenv("TASKD_BINARY", str(binary))
     yield binary
 
 
-def _run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(binary: Path, cache_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(binary), *args],
         cwd=binary.parent,
-        env=_bare_env(),
+        env=_bare_env(cache_home),
         capture_output=True,
         text=True,
         timeout=60,
@@ -88,14 +66,15 @@ def _run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_help_and_version(binary: Path) -> None:
-    help_run = _run(binary, "--help")
+def test_help_and_version(binary: Path, cache_home: Path) -> None:
+    help_run = _run(binary, cache_home, "--help")
     assert help_run.returncode == 0, help_run.stderr
     assert "usage: taskd" in help_run.stdout
     for flag in ("--grpc", "--http", "--data-dir", "--exec", "--concurrency"):
         assert flag in help_run.stdout
+    assert "\n  TASKD_LAUNCHER_DEBUG " in help_run.stdout  # the launcher's one variable
 
-    version_run = _run(binary, "--version")
+    version_run = _run(binary, cache_home, "--version")
     assert version_run.returncode == 0, version_run.stderr
     assert version_run.stdout.strip() == f"taskd {taskd.__version__}"
 
@@ -113,20 +92,19 @@ def _children(pid: int) -> list[int]:
 
 
 def test_node_from_the_binary_takes_a_task_and_stops_cleanly(
-    binary_env: Path, node_factory
+    binary_env: Path, cache_home: Path, node_factory
 ) -> None:
     # Given a node started from the copied binary
     node = node_factory()
 
-    # Expect a small idle footprint: the bootloader parent plus one Python child
+    # Expect the started pid to be the node itself, run from the cache (the launcher exec()d
+    # it), so a supervisor's signals reach the node and no launcher process sits in between
     time.sleep(IDLE_SETTLE)  # let start-up garbage settle before measuring "idle"
-    children = _children(node.pid)
-    assert len(children) == 1, f"expected the one-file bootloader to run one child: {children}"
-    parent_mb, child_mb = _rss_kb(node.pid) / 1024, _rss_kb(children[0]) / 1024
-    print(
-        f"\nidle RSS: node (python) {child_mb:.1f} MB + bootloader {parent_mb:.1f} MB"
-        f" = {child_mb + parent_mb:.1f} MB"
-    )
+    assert _children(node.pid) == [], "expected the node alone, without a launcher or a child"
+    program = Path(f"/proc/{node.pid}/exe").resolve()
+    assert program.is_relative_to(cache_home / "taskd"), program
+    node_mb = _rss_kb(node.pid) / 1024
+    print(f"\nidle RSS: node {node_mb:.1f} MB (one process)")
 
     # When a task is submitted over REST, as in the README's curl example
     status, task = post(
@@ -144,4 +122,61 @@ def test_node_from_the_binary_takes_a_task_and_stops_cleanly(
     # And a SIGTERM to stop the node with exit code 0
     assert node.terminate() == 0, node.stderr_text()
 
-    assert child_mb <= IDLE_RSS_LIMIT_MB, f"idle RSS of the node process is {child_mb:.1f} MB"
+    assert node_mb <= IDLE_RSS_LIMIT_MB, f"idle RSS of the node process is {node_mb:.1f} MB"
+
+
+def _fallback_env(tmp_path: Path) -> dict[str, str]:
+    """HOME under which nothing can be created, no XDG_CACHE_HOME: the per-run extraction."""
+    home = tmp_path / "home-is-a-file"
+    home.touch()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    return {"HOME": str(home), "XDG_CACHE_HOME": "", "TMPDIR": str(tmpdir)}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
+def test_a_node_from_a_per_run_extraction_stops_on_sigterm_and_cleans_up(
+    binary_env: Path, node_factory, tmp_path: Path
+) -> None:
+    # Given a node started from the binary where no cache can be written (read-only HOME)
+    env = _fallback_env(tmp_path)
+    node = node_factory(env=env)
+    tmpdir = Path(env["TMPDIR"])
+
+    # Expect it to run from a temporary copy, as the launcher's one child
+    (copy,) = tmpdir.iterdir()
+    (child,) = _children(node.pid)
+    assert Path(f"/proc/{child}/exe").resolve().is_relative_to(copy)
+    status, task = post(f"{node.http_url}/api/v1/tasks", {"payload": {"n": 1}})
+    assert status == 201, task
+
+    # When the supervisor sends SIGTERM to the pid it started
+    # Expect the node to get it and exit 0, the launcher with it, and the copy to be removed
+    assert node.terminate() == 0, node.stderr_text()
+    assert _gone(child)
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_sigkill_of_a_per_run_launcher_leaves_no_orphan_node(
+    binary_env: Path, node_factory, tmp_path: Path
+) -> None:
+    # Given a node started from a per-run extraction (the launcher's child)
+    node = node_factory(env=_fallback_env(tmp_path))
+    (child,) = _children(node.pid)
+
+    # When the supervisor SIGKILLs the pid it started, and only that pid
+    os.kill(node.pid, signal.SIGKILL)
+    node.proc.wait(timeout=10)
+
+    # Expect the node to die with it rather than live on holding its ports
+    end = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < end, f"node {child} outlived its launcher"
+        time.sleep(0.02)
