@@ -1,0 +1,89 @@
+// Time-series charts (uPlot, vendored): x is the node's clock in seconds, each series one
+// line whose colour is a CSS custom property, so the charts follow the theme (restyle()
+// rebuilds them with the new colours). Sized to their container, whose width they follow.
+
+import uPlot from "../vendor/uPlot.esm.js";
+
+const HEIGHT = 220;
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
+}
+
+export class TimeChart {
+  // series: [{label, color: "--c-1", dash: [4, 4]?}], format: value -> text (axis and legend)
+  constructor(container, { series, format, yMin = 0 }) {
+    this.container = container;
+    this.series = series;
+    this.format = format;
+    this.yMin = yMin;
+    this.data = [[], ...series.map(() => [])];
+    this.plot = null;
+    this.width = 0;
+    this.observer = new ResizeObserver(() => this.#resize());
+    this.observer.observe(container);
+  }
+
+  setData(data) {
+    this.data = data;
+    if (!this.plot) this.#build();
+    else this.plot.setData(data);
+  }
+
+  restyle() {
+    if (this.plot) {
+      this.plot.destroy();
+      this.plot = null;
+    }
+    this.#build();
+  }
+
+  #width() {
+    return Math.max(240, Math.floor(this.container.clientWidth));
+  }
+
+  #resize() {
+    const width = this.#width();
+    if (!this.plot || this.container.clientWidth === 0 || width === this.width) return;
+    this.width = width;
+    this.plot.setSize({ width, height: HEIGHT });
+  }
+
+  #build() {
+    const text = cssVar("--muted");
+    const grid = cssVar("--chart-grid");
+    const fmt = this.format;
+    const axis = {
+      stroke: text,
+      grid: { stroke: grid, width: 1 },
+      ticks: { stroke: grid, width: 1 },
+      font: "11px system-ui, sans-serif",
+    };
+    this.width = this.#width();
+    const yMin = this.yMin;
+    this.plot = new uPlot(
+      {
+        width: this.width,
+        height: HEIGHT,
+        cursor: { drag: { x: false, y: false }, points: { size: 6 } },
+        legend: { live: true },
+        scales: { x: { time: true }, y: { range: (u, min, max) => [yMin, Math.max(max * 1.15, 1)] } },
+        axes: [axis, { ...axis, size: 56, values: (u, values) => values.map((v) => fmt(v)) }],
+        series: [
+          { label: "time" },
+          ...this.series.map((s) => ({
+            label: s.label,
+            stroke: cssVar(s.color),
+            width: 1.75,
+            dash: s.dash,
+            spanGaps: false,
+            points: { show: false },
+            value: (u, v) => (v === null || v === undefined ? "—" : fmt(v)),
+          })),
+        ],
+      },
+      this.data,
+      this.container,
+    );
+  }
+}
