@@ -45,11 +45,17 @@ export function svg(tag, attrs = {}, ...children) {
 
 export function setText(el, text) {
   const value = String(text);
-  if (el.textContent !== value) el.textContent = value;
+  const only = el.firstChild;
+  if (only && only === el.lastChild && only.nodeType === Node.TEXT_NODE) {
+    if (only.nodeValue !== value) only.nodeValue = value; // no new node: cheaper than textContent
+  } else if (el.textContent !== value) el.textContent = value;
 }
 
+// Returns whether it changed anything.
 export function setClass(el, className) {
-  if (el.className !== className) el.className = className;
+  if (el.className === className) return false;
+  el.className = className;
+  return true;
 }
 
 export function setHidden(el, hidden) {

@@ -24,6 +24,7 @@ export class Model {
     this.cluster = null;
     this.workers = [];
     this.queues = new Map(); // name -> QUEUE, sorted by name
+    this.queuesOmitted = 0; // queues the node left out of its messages (it lists at most so many)
     this.totals = { by_state: {} };
     this.rates = null; // {submitted_per_s, finished_per_s, transitions_per_s}
     this.intervalMs = 1000;
@@ -96,7 +97,7 @@ export class Model {
     this.node = msg.node ?? null;
     this.intervalMs = msg.interval_ms ?? 1000;
     this.workers = msg.workers ?? [];
-    this.#setQueues(msg.queues ?? []);
+    this.#setQueues(msg.queues ?? [], msg.queues_omitted);
     this.totals = msg.totals ?? { by_state: {} };
     this.#setCluster(msg.cluster);
     this.at = msg.at ?? this.at;
@@ -109,7 +110,7 @@ export class Model {
   }
 
   #stats(msg) {
-    this.#setQueues(msg.queues ?? []);
+    this.#setQueues(msg.queues ?? [], msg.queues_omitted);
     this.totals = msg.totals ?? this.totals;
     this.rates = msg.rates ?? null;
     this.at = msg.at ?? this.at;
@@ -131,7 +132,8 @@ export class Model {
     return new Set(["feed", "transitions"]);
   }
 
-  #setQueues(list) {
+  #setQueues(list, omitted) {
+    this.queuesOmitted = omitted ?? 0;
     const sorted = [...list].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     this.queues = new Map(sorted.map((q) => [q.name, q]));
   }

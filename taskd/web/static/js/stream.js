@@ -101,7 +101,7 @@ export class Stream {
       if (this.ws !== ws) return;
       this.ws = null;
       clearTimeout(this.watchdog);
-      const why = bye || event.reason || (this.everLive ? "the connection to the node was lost" : "the node did not answer");
+      const why = bye || event.reason || (this.everLive ? "the connection to the node was lost" : "the node's event stream did not answer");
       this.#lost(why, event.code);
     };
     ws.onerror = () => {}; // a close event follows, which says what to do
