@@ -36,7 +36,7 @@ export function toast(kind, text, { timeoutMs } = {}) {
 
 function describe(err) {
   if (!(err instanceof api.ApiError)) return String(err?.message ?? err);
-  const where = err.field ? ` (field ${err.field})` : "";
+  const where = err.field && err.code === "invalid" ? ` (field ${err.field})` : "";
   return `${err.message}${where}`;
 }
 

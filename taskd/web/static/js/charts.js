@@ -11,8 +11,10 @@ function cssVar(name) {
 }
 
 export class TimeChart {
-  // series: [{label, color: "--c-1", dash: [4, 4]?}], format: value -> text (axis and legend)
-  constructor(container, { series, format, yMin = 0 }) {
+  // series: [{label, color: "--c-1", dash: [4, 4]?}], format: value -> text (axis and legend),
+  // yFloor: the least top of the y axis (an idle chart still has a readable scale)
+  constructor(container, { series, format, yMin = 0, yFloor = 1 }) {
+    this.yFloor = yFloor;
     this.container = container;
     this.series = series;
     this.format = format;
@@ -61,13 +63,14 @@ export class TimeChart {
     };
     this.width = this.#width();
     const yMin = this.yMin;
+    const yFloor = this.yFloor;
     this.plot = new uPlot(
       {
         width: this.width,
         height: HEIGHT,
         cursor: { drag: { x: false, y: false }, points: { size: 6 } },
         legend: { live: true },
-        scales: { x: { time: true }, y: { range: (u, min, max) => [yMin, Math.max(max * 1.15, 1)] } },
+        scales: { x: { time: true }, y: { range: (u, min, max) => [yMin, Math.max((max ?? 0) * 1.15, yFloor)] } },
         axes: [axis, { ...axis, size: 56, values: (u, values) => values.map((v) => fmt(v)) }],
         series: [
           { label: "time" },

@@ -42,6 +42,7 @@ export function mountOverview(root, { model, onChange }) {
       { label: "run p95", color: "--c-3" },
     ],
     format: fmt.millis,
+    yFloor: 10,
   });
   latencyQueue.addEventListener("change", () => drawLatency());
 

@@ -95,7 +95,7 @@ export function mountTasks(root, { model, navigate }) {
   let byId = new Map();
   let cursor = null;
   let scanned = 0;
-  let newCount = 0;
+  let newIds = new Set(); // submitted since the list was read, matching its filters
   let stale = false; // more changed than the stream could tell row by row
   let generation = 0; // a newer load makes older answers moot
 
@@ -158,6 +158,7 @@ export function mountTasks(root, { model, navigate }) {
     let text = `${fmt.count(tasks.length)} shown`;
     if (filter.label) text += ` · label ${filter.label.key}${filter.label.value === null ? "" : `=${filter.label.value}`} matched in ${fmt.count(scanned)} tasks read`;
     setText(status, text);
+    const newCount = [...newIds].filter((id) => !byId.has(id)).length; // the list may have them
     fresh.hidden = newCount === 0 && !stale;
     setText(fresh, stale ? "changed — refresh" : `${newCount} new — show`);
   }
@@ -210,7 +211,7 @@ export function mountTasks(root, { model, navigate }) {
     byId = new Map();
     cursor = null;
     scanned = 0;
-    newCount = 0;
+    newIds = new Set();
     stale = false;
     body.replaceChildren();
     return load(null);
@@ -258,8 +259,8 @@ export function mountTasks(root, { model, navigate }) {
             byId.set(e.id, { ...shown, state: e.to, attempt: e.attempt ?? shown.attempt });
             changed = true;
           }
-        } else if (matchesNew(e) && !filter.label) {
-          newCount += 1;
+        } else if (matchesNew(e) && !filter.label && newIds.size < 10000) {
+          newIds.add(e.id);
           changed = true;
         }
       }
