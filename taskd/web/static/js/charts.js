@@ -13,7 +13,9 @@ function cssVar(name) {
 export class TimeChart {
   // series: [{label, color: "--c-1", dash: [4, 4]?}], format: value -> text (axis and legend),
   // yFloor: the least top of the y axis (an idle chart still has a readable scale)
-  constructor(container, { series, format, yMin = 0, yFloor = 1 }) {
+  // window: seconds of x shown, ending at the newest point
+  constructor(container, { series, format, yMin = 0, yFloor = 1, window = 300 }) {
+    this.window = window;
     this.yFloor = yFloor;
     this.container = container;
     this.series = series;
@@ -64,13 +66,14 @@ export class TimeChart {
     this.width = this.#width();
     const yMin = this.yMin;
     const yFloor = this.yFloor;
+    const span = this.window;
     this.plot = new uPlot(
       {
         width: this.width,
         height: HEIGHT,
         cursor: { drag: { x: false, y: false }, points: { size: 6 } },
         legend: { live: true },
-        scales: { x: { time: true }, y: { range: (u, min, max) => [yMin, Math.max((max ?? 0) * 1.15, yFloor)] } },
+        scales: { x: { time: true, range: (u, min, max) => [max - span, max] }, y: { range: (u, min, max) => [yMin, Math.max((max ?? 0) * 1.15, yFloor)] } },
         axes: [axis, { ...axis, size: 56, values: (u, values) => values.map((v) => fmt(v)) }],
         series: [
           { label: "time" },
