@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 CHROMIUM = os.environ.get("TASKD_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
 VIEWPORT = {"width": 1366, "height": 860}  # a laptop screen
 TIMEOUT_MS = 15_000  # for every wait of a test: a loaded 2-core machine is slow, not broken
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")

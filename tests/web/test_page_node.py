@@ -209,3 +209,52 @@ def test_the_page_recovers_after_the_node_restarts(page: Page, node: NodeProcess
     submit(node, queue="after")
     expect(page.locator('#queue-rows tr[data-queue="after"]')).to_be_visible()
     expect(page.locator('#queue-rows tr[data-queue="before"]')).to_be_visible()
+
+
+def test_workers_and_a_finished_tasks_attempts(page: Page, node_factory: NodeFactory) -> None:
+    # Given a node that runs queue "echo" itself, two at a time
+    node = node_factory("--exec", """echo=echo '{"answer": 42}'""", "--concurrency", "2")
+    page.goto(f"{node.http_url}/#/workers")
+    wait_live(page)
+
+    # Expect its executor listed with the queue it serves and its capacity
+    rows = page.locator("#worker-rows tr")
+    expect(rows).not_to_have_count(0)
+    expect(rows.first).to_contain_text("echo")
+    expect(page.locator("#workers-summary")).to_contain_text("connected")
+    shoot(page, "workers")
+
+    # When a task of that queue runs, and its detail is opened
+    task = submit(node, queue="echo", payload={"n": 1})
+    page.goto(f"{node.http_url}/#/tasks/{task['id']}")
+
+    # Expect the outcome the page follows to: succeeded, its result, one attempt that took time
+    expect(page.locator("#task-state")).to_have_text("succeeded")
+    expect(page.locator('pre[data-field="result"]')).to_contain_text('"answer": 42')
+    expect(page.locator("#attempts tbody tr")).to_have_count(1)
+    expect(page.locator("#attempts tbody tr")).to_contain_text("succeeded")
+    expect(page.locator("#task-timing .timeline")).to_be_visible()
+    shoot(page, "task-succeeded")
+
+
+def test_the_cluster_view_of_three_members(page: Page, node_factory: NodeFactory) -> None:
+    # Given three members, and the page of one that does not lead
+    nodes = node_factory.cluster(3)
+    status = get(f"{nodes[0].http_url}/api/v1/cluster")[1]
+    follower = next(n for n in nodes if n.grpc_address != status["leader"])
+    page.goto(f"{follower.http_url}/#/cluster")
+    wait_live(page)
+
+    # Expect every member, the leader named, this node a follower
+    expect(page.locator("#member-rows tr")).to_have_count(3)
+    expect(page.locator('[data-fact="role"] .value')).to_have_text("follower")
+    expect(page.locator('[data-fact="leader"] .value')).to_have_text(status["leader"])
+    expect(page.locator("#member-rows")).to_contain_text("(this node)")
+    expect(page.locator("#member-rows .pill.role-leader")).to_have_count(1)
+
+    # When a task is submitted through the leader, the follower's page shows it
+    leader = next(n for n in nodes if n.grpc_address == status["leader"])
+    submit(leader, queue="replicated")
+    page.locator('.tabs a[data-view="overview"]').click()
+    expect(page.locator('#queue-rows tr[data-queue="replicated"] td').nth(2)).to_have_text("1")
+    shoot(page, "follower-overview")
