@@ -19,6 +19,8 @@ from tests.web.conftest import BROKEN_CONNECTION, Console, shoot, wait_live
 pytestmark = pytest.mark.slow
 
 
+# Every test names its node fixture before ``page``: fixtures end in the reverse order, so the
+# page is checked and photographed while its node still runs.
 @pytest.fixture
 def node(node_factory: NodeFactory) -> NodeProcess:
     return node_factory()
@@ -38,7 +40,7 @@ def confirm(page: Page, expected_title: str) -> None:
     expect(dialog).to_be_hidden()
 
 
-def test_a_new_queue_and_its_depth_show_up_live(page: Page, node: NodeProcess) -> None:
+def test_a_new_queue_and_its_depth_show_up_live(node: NodeProcess, page: Page) -> None:
     # Given the overview of a node, live, in a document the test marks
     page.goto(f"{node.http_url}/")
     wait_live(page)
@@ -66,7 +68,7 @@ def test_a_new_queue_and_its_depth_show_up_live(page: Page, node: NodeProcess) -
     shoot(page, "live-queue")
 
 
-def test_a_tasks_detail_draws_its_dependency_graph(page: Page, node: NodeProcess) -> None:
+def test_a_tasks_detail_draws_its_dependency_graph(node: NodeProcess, page: Page) -> None:
     # Given extract -> (transform, clean) -> load
     status, batch = post(
         f"{node.http_url}/api/v1/tasks/batch",
@@ -109,7 +111,7 @@ def test_a_tasks_detail_draws_its_dependency_graph(page: Page, node: NodeProcess
     expect(page.locator("#task-graph")).to_contain_text("depends on no other task")
 
 
-def test_actions_round_trip_with_confirmation_and_outcome(page: Page, node: NodeProcess, console: Console) -> None:
+def test_actions_round_trip_with_confirmation_and_outcome(node: NodeProcess, page: Page, console: Console) -> None:
     console.allow(r"^Failed to load resource: the server responded with a status of 409")
     base = node.http_url
     task = submit(node, queue="acts", name="resize")
@@ -163,7 +165,7 @@ def test_actions_round_trip_with_confirmation_and_outcome(page: Page, node: Node
     shoot(page, "action-refused")
 
 
-def test_the_task_list_follows_the_stream(page: Page, node: NodeProcess) -> None:
+def test_the_task_list_follows_the_stream(node: NodeProcess, page: Page) -> None:
     # Given the task list of a queue with one task
     first = submit(node, queue="follow")
     page.goto(f"{node.http_url}/#/tasks?queue=follow")
@@ -183,7 +185,7 @@ def test_the_task_list_follows_the_stream(page: Page, node: NodeProcess) -> None
     expect(page.locator("#task-rows tr")).to_have_count(3)
 
 
-def test_the_page_recovers_after_the_node_restarts(page: Page, node: NodeProcess, console: Console) -> None:
+def test_the_page_recovers_after_the_node_restarts(node: NodeProcess, page: Page, console: Console) -> None:
     for pattern in BROKEN_CONNECTION:
         console.allow(pattern)
     submit(node, queue="before")
@@ -211,7 +213,7 @@ def test_the_page_recovers_after_the_node_restarts(page: Page, node: NodeProcess
     expect(page.locator('#queue-rows tr[data-queue="before"]')).to_be_visible()
 
 
-def test_workers_and_a_finished_tasks_attempts(page: Page, node_factory: NodeFactory) -> None:
+def test_workers_and_a_finished_tasks_attempts(node_factory: NodeFactory, page: Page) -> None:
     # Given a node that runs queue "echo" itself, two at a time
     node = node_factory("--exec", """echo=echo '{"answer": 42}'""", "--concurrency", "2")
     page.goto(f"{node.http_url}/#/workers")
@@ -237,7 +239,7 @@ def test_workers_and_a_finished_tasks_attempts(page: Page, node_factory: NodeFac
     shoot(page, "task-succeeded")
 
 
-def test_the_cluster_view_of_three_members(page: Page, node_factory: NodeFactory) -> None:
+def test_the_cluster_view_of_three_members(node_factory: NodeFactory, page: Page) -> None:
     # Given three members, and the page of one that does not lead
     nodes = node_factory.cluster(3)
     status = get(f"{nodes[0].http_url}/api/v1/cluster")[1]

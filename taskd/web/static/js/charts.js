@@ -5,6 +5,14 @@
 import uPlot from "../vendor/uPlot.esm.js";
 
 const HEIGHT = 220;
+const hm = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hour12: false });
+const hms = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+
+// x ticks as times of day: to the minute when ticks are a minute apart or more
+function timeTicks(u, splits, axisIdx, space, incr) {
+  const f = incr >= 60 ? hm : hms;
+  return splits.map((t) => f.format(new Date(t * 1000)));
+}
 
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
@@ -53,6 +61,14 @@ export class TimeChart {
     this.plot.setSize({ width, height: HEIGHT });
   }
 
+  // The window ends at the newest point (now, without one): uPlot's own min and max are
+  // degenerate for a single point.
+  #xRange(span) {
+    const xs = this.data[0];
+    const end = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+    return [end - span, end];
+  }
+
   #build() {
     const text = cssVar("--muted");
     const grid = cssVar("--chart-grid");
@@ -73,8 +89,8 @@ export class TimeChart {
         height: HEIGHT,
         cursor: { drag: { x: false, y: false }, points: { size: 6 } },
         legend: { live: true },
-        scales: { x: { time: true, range: (u, min, max) => [max - span, max] }, y: { range: (u, min, max) => [yMin, Math.max((max ?? 0) * 1.15, yFloor)] } },
-        axes: [axis, { ...axis, size: 56, values: (u, values) => values.map((v) => fmt(v)) }],
+        scales: { x: { time: true, range: () => this.#xRange(span) }, y: { range: (u, min, max) => [yMin, Math.max((max ?? 0) * 1.15, yFloor)] } },
+        axes: [{ ...axis, space: 64, values: timeTicks }, { ...axis, size: 56, values: (u, values) => values.map((v) => fmt(v)) }],
         series: [
           { label: "time" },
           ...this.series.map((s) => ({
@@ -83,7 +99,6 @@ export class TimeChart {
             width: 1.75,
             dash: s.dash,
             spanGaps: false,
-            points: { show: false },
             value: (u, v) => (v === null || v === undefined ? "—" : fmt(v)),
           })),
         ],
