@@ -17,7 +17,9 @@ from tests.http.conftest import Api
 
 _ASSET_REFS = re.compile(r'(?:src|href)="(/static/[^"]+)"')
 _IMPORTS = re.compile(r'^\s*(?:import|export)\b[^;]*?\bfrom\s+"([^"]+)"', re.MULTILINE)
-_EXTERNAL = re.compile(r'(?:src|href)="(?:https?:)?//|import[^;]*from\s+"(?:https?:)?//|url\((?:"|\')?(?:https?:)?//')
+_EXTERNAL = re.compile(
+    r'(?:src|href)="(?:https?:)?//|import[^;]*from\s+"(?:https?:)?//|url\((?:"|\')?(?:https?:)?//'
+)
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
@@ -58,7 +60,11 @@ async def test_every_file_the_page_needs_is_served(api: Api) -> None:
                 assert spec.startswith("."), f"{path} imports {spec!r}: only relative imports"
                 wanted.append(str(_normalize(base / spec)))
     # Expect the whole page: its modules, both libraries, their styles
-    assert {"/static/vendor/uPlot.esm.js", "/static/vendor/dagre.esm.js", "/static/js/views/task.js"} <= seen
+    assert {
+        "/static/vendor/uPlot.esm.js",
+        "/static/vendor/dagre.esm.js",
+        "/static/js/views/task.js",
+    } <= seen
 
 
 def _normalize(path: PurePosixPath) -> PurePosixPath:

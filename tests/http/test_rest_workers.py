@@ -255,7 +255,9 @@ async def test_node_endpoints(api: Api) -> None:
     assert b"taskd_up 1" in metrics.body
     index = await api.get("/")
     assert index.status == 200 and index.headers["content-type"].startswith("text/html")
-    assert b'src="/static/app.js"' in index.body  # the monitor page (tests/http/test_monitor_assets)
+    assert (
+        b'src="/static/app.js"' in index.body
+    )  # the monitor page (tests/http/test_monitor_assets)
     # When the node is not ready
     api.ready[0] = False
     not_ready = await api.get("/readyz")

@@ -99,7 +99,9 @@ class Picture:
     queues: list[Msg] = field(default_factory=list)
     workers: list[Msg] = field(default_factory=list)
     cluster: Msg = field(default_factory=lambda: dict(CLUSTER))
-    node: Msg = field(default_factory=lambda: {"id": "127.0.0.1:1", "role": "leader", "version": "0.0.0-fake"})
+    node: Msg = field(
+        default_factory=lambda: {"id": "127.0.0.1:1", "role": "leader", "version": "0.0.0-fake"}
+    )
     interval_ms: int = 1000
 
 
@@ -116,7 +118,9 @@ def snapshot(picture: Picture) -> Msg:
     }
 
 
-def stats(queues: list[Msg], *, submitted: float = 0.0, finished: float = 0.0, at: float | None = None) -> Msg:
+def stats(
+    queues: list[Msg], *, submitted: float = 0.0, finished: float = 0.0, at: float | None = None
+) -> Msg:
     return {
         "type": "stats",
         "at": now_rfc3339(at),
@@ -130,8 +134,26 @@ def stats(queues: list[Msg], *, submitted: float = 0.0, finished: float = 0.0, a
     }
 
 
-def transition(task_id: str, queue_name: str, from_state: str | None, to: str, *, attempt: int = 0, priority: int = 5, name: str | None = None) -> Msg:
-    return {"id": task_id, "queue": queue_name, "name": name, "from": from_state, "to": to, "at": now_rfc3339(), "attempt": attempt, "priority": priority}
+def transition(
+    task_id: str,
+    queue_name: str,
+    from_state: str | None,
+    to: str,
+    *,
+    attempt: int = 0,
+    priority: int = 5,
+    name: str | None = None,
+) -> Msg:
+    return {
+        "id": task_id,
+        "queue": queue_name,
+        "name": name,
+        "from": from_state,
+        "to": to,
+        "at": now_rfc3339(),
+        "attempt": attempt,
+        "priority": priority,
+    }
 
 
 def transitions(events: list[Msg], dropped: int = 0) -> Msg:
@@ -165,7 +187,9 @@ class FakeStreamServer:
 
     def start(self) -> None:
         ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: trio.run(self._main, ready), name="fake-stream", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: trio.run(self._main, ready), name="fake-stream", daemon=True
+        )
         self._thread.start()
         if not ready.wait(15):
             raise RuntimeError("the fake stream server did not start within 15 s")
@@ -180,7 +204,9 @@ class FakeStreamServer:
         with self._lock:
             return len(self._connections)
 
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    def wait_for(
+        self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    ) -> None:
         end = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > end:
@@ -193,7 +219,9 @@ class FakeStreamServer:
 
     def drop(self, reason: str = "node shutting down", code: int = 1001) -> None:
         """Every connection gets a ``bye`` and is closed with ``code``."""
-        self._in_loop(self._enqueue, orjson.dumps({"type": "bye", "reason": reason}).decode(), (_CLOSE, code))
+        self._in_loop(
+            self._enqueue, orjson.dumps({"type": "bye", "reason": reason}).decode(), (_CLOSE, code)
+        )
 
     def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn`` in the server's trio loop (channels are not thread-safe)."""
@@ -212,13 +240,17 @@ class FakeStreamServer:
     def refuse(self, refusing: bool) -> None:
         self._refusing = refusing
 
-    def flood(self, seconds: float, *, queues: int = 50, per_second: int = 10_000, seed: int = 1) -> dict[str, int]:
+    def flood(
+        self, seconds: float, *, queues: int = 50, per_second: int = 10_000, seed: int = 1
+    ) -> dict[str, int]:
         """What the node sends at ``per_second`` transitions/s, for ``seconds``: a
         ``transitions`` message every 100 ms (a sample of at most 200, the rest counted in
         ``dropped``) and a ``stats`` message every second covering ``queues`` queues.
         Blocks until done; returns how many of each it sent."""
         assert self._token is not None
-        return trio.from_thread.run(self._flood, seconds, queues, per_second, seed, trio_token=self._token)
+        return trio.from_thread.run(
+            self._flood, seconds, queues, per_second, seed, trio_token=self._token
+        )
 
     # ---- the server, in its own trio loop ------------------------------------------------
 
@@ -228,7 +260,16 @@ class FakeStreamServer:
         assets = MonitorAssets()
 
         async def not_found(request: Request) -> Response:
-            return JSONResponse({"error": {"code": "not_found", "message": f"the fake node has no {request.url.path}", "field": None}}, 404)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "not_found",
+                        "message": f"the fake node has no {request.url.path}",
+                        "field": None,
+                    }
+                },
+                404,
+            )
 
         app = Starlette(
             routes=[
@@ -243,7 +284,9 @@ class FakeStreamServer:
         config.accesslog = None
         config.errorlog = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: hypercorn.trio.serve(app, config, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
+            nursery.start_soon(
+                lambda: hypercorn.trio.serve(app, config, shutdown_trigger=self._stop.wait)
+            )  # type: ignore[arg-type]
             await _wait_listening(self.port)
             ready.set()
 
@@ -282,7 +325,9 @@ class FakeStreamServer:
             with self._lock:
                 self._connections.discard(conn)
 
-    async def _flood(self, seconds: float, n_queues: int, per_second: int, seed: int) -> dict[str, int]:
+    async def _flood(
+        self, seconds: float, n_queues: int, per_second: int, seed: int
+    ) -> dict[str, int]:
         rng = random.Random(seed)
         names = [f"flood-{i:03d}" for i in range(n_queues)]
         ids = (f"01FLOOD{n:019d}" for n in itertools.count())
@@ -294,8 +339,19 @@ class FakeStreamServer:
             tick += 1
             events = []
             for _ in range(min(200, per_tick)):
-                frm, to = rng.choice([(None, "queued"), ("queued", "running"), ("running", "succeeded"), ("running", "failed")])
-                events.append(transition(next(ids), rng.choice(names), frm, to, attempt=1, priority=rng.randint(0, 9)))
+                frm, to = rng.choice(
+                    [
+                        (None, "queued"),
+                        ("queued", "running"),
+                        ("running", "succeeded"),
+                        ("running", "failed"),
+                    ]
+                )
+                events.append(
+                    transition(
+                        next(ids), rng.choice(names), frm, to, attempt=1, priority=rng.randint(0, 9)
+                    )
+                )
             dropped = max(0, per_tick - len(events))
             self.push(transitions(events, dropped))
             sent["transitions"] += 1
@@ -305,7 +361,11 @@ class FakeStreamServer:
                 qs = [
                     queue(
                         name,
-                        by_state={"queued": rng.randint(0, 5000), "running": rng.randint(0, 64), "succeeded": rng.randint(0, 10**6)},
+                        by_state={
+                            "queued": rng.randint(0, 5000),
+                            "running": rng.randint(0, 64),
+                            "succeeded": rng.randint(0, 10**6),
+                        },
                         by_priority={p: rng.randint(0, 500) for p in range(10)},
                         rates=(per_second / 2 / n_queues, per_second / 2 / n_queues),
                         pickup_ms=(rng.uniform(1, 5), rng.uniform(5, 50), rng.uniform(50, 200)),

@@ -32,7 +32,9 @@ new PerformanceObserver((list) => {
 """
 
 
-def test_a_flood_is_drawn_and_the_work_per_update_is_measured(page: Page, fake: fs.FakeStreamServer) -> None:
+def test_a_flood_is_drawn_and_the_work_per_update_is_measured(
+    page: Page, fake: fs.FakeStreamServer
+) -> None:
     # Given the overview, live, with the browser's long tasks (> 50 ms of main thread) counted
     page.add_init_script(LONG_TASKS)
     page.goto(f"{fake.url}/")
@@ -70,8 +72,10 @@ def test_a_flood_is_drawn_and_the_work_per_update_is_measured(page: Page, fake: 
     shoot(page, "flood-overview")
 
 
-def test_a_bye_shows_reconnecting_with_its_reason_until_the_node_is_back(page: Page, fake: fs.FakeStreamServer, console: Console) -> None:
-    for pattern in BROKEN_CONNECTION + [r"Unexpected response code: 403"]:
+def test_a_bye_shows_reconnecting_with_its_reason_until_the_node_is_back(
+    page: Page, fake: fs.FakeStreamServer, console: Console
+) -> None:
+    for pattern in [*BROKEN_CONNECTION, r"Unexpected response code: 403"]:
         console.allow(pattern)
     # Given a live page showing queue "old"
     fake.picture.queues = [fs.queue("old", by_state={"queued": 3})]
@@ -115,7 +119,9 @@ def test_a_silent_connection_is_replaced(page: Page, fake: fs.FakeStreamServer) 
     fake.wait_for(lambda: fake.accepted >= 2, timeout=10, what="second connection")
 
 
-def test_depth_and_paused_follow_stats_without_reload(page: Page, fake: fs.FakeStreamServer) -> None:
+def test_depth_and_paused_follow_stats_without_reload(
+    page: Page, fake: fs.FakeStreamServer
+) -> None:
     # Given a live overview with no queue
     page.goto(f"{fake.url}/")
     wait_live(page)
@@ -126,7 +132,18 @@ def test_depth_and_paused_follow_stats_without_reload(page: Page, fake: fs.FakeS
     fake.push(fs.stats([fs.queue("q1", by_state={"queued": 2}, by_priority={5: 2})]))
     row = page.locator('#queue-rows tr[data-queue="q1"]')
     expect(row.locator("td").nth(2)).to_have_text("2")
-    fake.push(fs.stats([fs.queue("q1", paused=True, by_state={"queued": 7, "running": 1}, by_priority={9: 3, 5: 4})]))
+    fake.push(
+        fs.stats(
+            [
+                fs.queue(
+                    "q1",
+                    paused=True,
+                    by_state={"queued": 7, "running": 1},
+                    by_priority={9: 3, 5: 4},
+                )
+            ]
+        )
+    )
 
     # Expect the row to say so, in the same document
     expect(row.locator("td").nth(2)).to_have_text("8")
@@ -138,13 +155,22 @@ def test_depth_and_paused_follow_stats_without_reload(page: Page, fake: fs.FakeS
 
 
 def test_light_dark_and_the_toggle(page: Page, fake: fs.FakeStreamServer) -> None:
-    fake.picture.queues = [fs.queue("default", by_state={"queued": 4, "running": 2}, by_priority={5: 4})]
+    fake.picture.queues = [
+        fs.queue("default", by_state={"queued": 4, "running": 2}, by_priority={5: 4})
+    ]
     # Given a browser that prefers dark
     page.emulate_media(color_scheme="dark")
     page.goto(f"{fake.url}/")
     wait_live(page)
     for i in range(30):
-        fake.push(fs.stats(fake.picture.queues, submitted=5 + i % 3, finished=4 + i % 2, at=time.time() - 30 + i))
+        fake.push(
+            fs.stats(
+                fake.picture.queues,
+                submitted=5 + i % 3,
+                finished=4 + i % 2,
+                at=time.time() - 30 + i,
+            )
+        )
     background = "getComputedStyle(document.body).backgroundColor"
     dark = page.evaluate(background)
     shoot(page, "overview-dark")

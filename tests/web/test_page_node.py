@@ -74,10 +74,21 @@ def test_a_tasks_detail_draws_its_dependency_graph(node: NodeProcess, page: Page
         f"{node.http_url}/api/v1/tasks/batch",
         {
             "tasks": [
-                {"ref": "e", "queue": "etl", "name": "extract", "payload": {"src": "s3://bucket/day"}},
+                {
+                    "ref": "e",
+                    "queue": "etl",
+                    "name": "extract",
+                    "payload": {"src": "s3://bucket/day"},
+                },
                 {"ref": "t", "queue": "etl", "name": "transform", "depends_on": ["e"]},
                 {"ref": "c", "queue": "etl", "name": "clean", "depends_on": ["e"]},
-                {"ref": "l", "queue": "etl", "name": "load", "depends_on": ["t", "c"], "labels": {"team": "data"}},
+                {
+                    "ref": "l",
+                    "queue": "etl",
+                    "name": "load",
+                    "depends_on": ["t", "c"],
+                    "labels": {"team": "data"},
+                },
             ]
         },
     )
@@ -95,10 +106,20 @@ def test_a_tasks_detail_draws_its_dependency_graph(node: NodeProcess, page: Page
     expect(graph.locator("path.edge")).to_have_count(4)
     expect(graph.locator(f'.gnode.current[data-id="{load}"]')).to_contain_text("load")
     expect(graph.locator(f'.gnode[data-id="{extract}"]')).to_contain_text("queued")
-    for dep, dependent in ((extract, transform), (extract, clean), (transform, load), (clean, load)):
-        expect(graph.locator(f'path.edge[data-from="{dep}"][data-to="{dependent}"]')).to_have_count(1)
+    for dep, dependent in (
+        (extract, transform),
+        (extract, clean),
+        (transform, load),
+        (clean, load),
+    ):
+        expect(graph.locator(f'path.edge[data-from="{dep}"][data-to="{dependent}"]')).to_have_count(
+            1
+        )
     # every arrow runs left to right: a dependency is drawn before what waits for it
-    xs = {i: graph.locator(f'.gnode[data-id="{i}"]').bounding_box()["x"] for i in (extract, transform, load)}  # type: ignore[index]
+    xs = {
+        i: graph.locator(f'.gnode[data-id="{i}"]').bounding_box()["x"]
+        for i in (extract, transform, load)
+    }  # type: ignore[index]
     assert xs[extract] < xs[transform] < xs[load]
     shoot(page, "dependency-graph")
 
@@ -111,7 +132,9 @@ def test_a_tasks_detail_draws_its_dependency_graph(node: NodeProcess, page: Page
     expect(page.locator("#task-graph")).to_contain_text("depends on no other task")
 
 
-def test_actions_round_trip_with_confirmation_and_outcome(node: NodeProcess, page: Page, console: Console) -> None:
+def test_actions_round_trip_with_confirmation_and_outcome(
+    node: NodeProcess, page: Page, console: Console
+) -> None:
     console.allow(r"^Failed to load resource: the server responded with a status of 409")
     base = node.http_url
     task = submit(node, queue="acts", name="resize")
@@ -126,7 +149,9 @@ def test_actions_round_trip_with_confirmation_and_outcome(node: NodeProcess, pag
     # Expect the outcome on the page and on the node
     expect(page.locator(".toast.ok").last).to_contain_text("Queue acts is paused")
     expect(row.locator(".pill")).to_have_text("paused")
-    assert [q["paused"] for q in get(f"{base}/api/v1/queues")[1]["queues"] if q["name"] == "acts"] == [True]
+    assert [
+        q["paused"] for q in get(f"{base}/api/v1/queues")[1]["queues"] if q["name"] == "acts"
+    ] == [True]
 
     # When it is resumed, but the dialog is declined first
     row.locator("button").click()
@@ -135,7 +160,9 @@ def test_actions_round_trip_with_confirmation_and_outcome(node: NodeProcess, pag
     row.locator("button").click()
     confirm(page, "Resume queue acts?")
     expect(row.locator(".pill")).to_have_text("active")
-    assert [q["paused"] for q in get(f"{base}/api/v1/queues")[1]["queues"] if q["name"] == "acts"] == [False]
+    assert [
+        q["paused"] for q in get(f"{base}/api/v1/queues")[1]["queues"] if q["name"] == "acts"
+    ] == [False]
 
     # When the task is canceled from its detail
     page.goto(f"{base}/#/tasks/{task['id']}")
@@ -185,7 +212,9 @@ def test_the_task_list_follows_the_stream(node: NodeProcess, page: Page) -> None
     expect(page.locator("#task-rows tr")).to_have_count(3)
 
 
-def test_the_page_recovers_after_the_node_restarts(node: NodeProcess, page: Page, console: Console) -> None:
+def test_the_page_recovers_after_the_node_restarts(
+    node: NodeProcess, page: Page, console: Console
+) -> None:
     for pattern in BROKEN_CONNECTION:
         console.allow(pattern)
     submit(node, queue="before")

@@ -501,4 +501,3 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         exception_handlers={HTTPException: _http_error},
         middleware=[Middleware(OriginGuard, policy=extras.origin)],  # before any handler
     )
-
