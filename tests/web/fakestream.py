@@ -172,6 +172,7 @@ class FakeStreamServer:
     def __init__(self) -> None:
         self.picture = Picture()
         self.received: list[Msg] = []  # what pages sent (subscribe)
+        self.queries: list[str] = []  # the query string of every upgrade asked for
         self.accepted = 0  # connections accepted so far
         self.refused = 0  # upgrades turned away while refusing
         self._refusing = False
@@ -291,6 +292,7 @@ class FakeStreamServer:
             ready.set()
 
     async def _events(self, ws: WebSocket) -> None:
+        self.queries.append(ws.scope["query_string"].decode())
         if self._refusing:
             self.refused += 1
             await ws.close(code=1008)  # before accept: the upgrade is answered 403

@@ -186,3 +186,34 @@ def test_light_dark_and_the_toggle(page: Page, fake: fs.FakeStreamServer) -> Non
     wait_live(page)
     expect(page.locator("html")).to_have_attribute("data-theme", "light")
     shoot(page, "overview-light")
+
+
+def test_the_view_on_screen_picks_the_transitions_it_follows(
+    page: Page, fake: fs.FakeStreamServer, console: Console
+) -> None:
+    console.allow(r"status of 404")  # the fake knows no task: the detail says so
+    # Given a live overview, which takes every transition
+    page.goto(f"{fake.url}/")
+    wait_live(page)
+    assert fake.queries == [""]
+
+    # When a task's detail is opened
+    task_id = "01J0000000000000000000TASK"
+    page.goto(f"{fake.url}/#/tasks/{task_id}")
+    expect(page.locator("#task-message")).to_contain_text(f"No task {task_id}")
+
+    # Expect the page to ask for that task's transitions only
+    wanted = {"type": "subscribe", "queues": [], "states": [], "ids": [task_id]}
+    fake.wait_for(lambda: wanted in fake.received, what="subscribe message")
+
+    # When the connection is replaced, expect the new one to ask for the same in its URL
+    fake.drop("restarting")
+    fake.wait_for(lambda: fake.accepted >= 2, what="reconnection")
+    assert fake.queries[-1] == f"id={task_id}"
+
+    # When the task list of one queue is shown, then the overview again
+    page.goto(f"{fake.url}/#/tasks?queue=emails")
+    fake.wait_for(lambda: fake.received[-1]["queues"] == ["emails"], what="queue subscribe")
+    page.goto(f"{fake.url}/#/overview")
+    everything = {"type": "subscribe", "queues": [], "states": [], "ids": []}
+    fake.wait_for(lambda: fake.received[-1] == everything, what="subscribe to everything")

@@ -34,7 +34,12 @@ function changed(parts) {
   if (!frame) frame = requestAnimationFrame(flush);
 }
 
-const ctx = { model, navigate, onChange: changed };
+// The transitions the view on screen needs (the stream sends every one otherwise).
+function resubscribe() {
+  stream.subscribe(views[current]?.subscription?.() ?? null);
+}
+
+const ctx = { model, navigate, onChange: changed, resubscribe };
 const views = {
   overview: mountOverview($("view-overview"), ctx),
   tasks: mountTasks($("view-tasks"), ctx),
@@ -65,6 +70,7 @@ function route() {
   current = name;
   document.title = `taskd · ${tab}${taskId ? ` ${taskId}` : ""}`;
   views[name].show?.(params, taskId);
+  resubscribe();
   changed(ALL);
 }
 
@@ -115,9 +121,9 @@ function drawStatus(status) {
 let wasLive = false;
 const stream = new Stream({
   url: streamUrl(),
-  onMessage(msg, parseMs) {
+  onMessage(msg, parseMs, answer) {
     const t0 = performance.now();
-    const parts = model.apply(msg);
+    const parts = model.apply(msg, { answer });
     perf.onMessage(parseMs + performance.now() - t0);
     if (parts.size) changed(parts);
   },

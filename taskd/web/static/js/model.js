@@ -38,10 +38,11 @@ export class Model {
     this.overflow = false;
   }
 
-  apply(msg) {
+  // answer: a snapshot that answers a change of subscription (the page never went away)
+  apply(msg, { answer = false } = {}) {
     switch (msg?.type) {
       case "snapshot":
-        return this.#snapshot(msg);
+        return this.#snapshot(msg, answer);
       case "stats":
         return this.#stats(msg);
       case "transitions":
@@ -92,7 +93,7 @@ export class Model {
     );
   }
 
-  #snapshot(msg) {
+  #snapshot(msg, answer) {
     this.snapshots += 1;
     this.node = msg.node ?? null;
     this.intervalMs = msg.interval_ms ?? 1000;
@@ -101,11 +102,12 @@ export class Model {
     this.totals = msg.totals ?? { by_state: {} };
     this.#setCluster(msg.cluster);
     this.at = msg.at ?? this.at;
-    // After a reconnect the charts show a gap for the time the page was away.
-    if (this.history.t.length) this.#pushPoint(msg.at, null);
+    // After a reconnect the charts show a gap for the time the page was away, and whatever
+    // a view shows may be out of date.
+    const reconnect = this.snapshots > 1 && !answer;
+    if (reconnect && this.history.t.length) this.#pushPoint(msg.at, null);
     this.pending = [];
-    // After a reconnect, whatever a view shows may be out of date.
-    this.overflow = this.snapshots > 1;
+    this.overflow = reconnect;
     return new Set(["node", "queues", "totals", "history", "workers", "cluster", "transitions", "feed"]);
   }
 

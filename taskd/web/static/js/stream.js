@@ -5,7 +5,8 @@
 // from its first message, the snapshot. A connection that stays silent for three stats
 // intervals is taken for dead (a stopped node holds TCP open) and replaced.
 //
-// onMessage(message, parseMs) gets every message in order (parseMs: its JSON.parse time).
+// onMessage(message, parseMs, answer) gets every message in order (parseMs: its JSON.parse
+// time; answer: this snapshot answers a subscribe on the same connection, no reconnect).
 // onStatus receives {state: "connecting" | "live" | "reconnecting", attempt, retryAt (ms
 // epoch or null), reason (why the last connection ended, or null), lastLive (ms epoch)}.
 
@@ -18,9 +19,24 @@ export function backoffDelay(attempt, random = Math.random) {
   return Math.round(base * (0.8 + 0.4 * random()));
 }
 
-export function streamUrl(loc = window.location, params = "") {
+export function streamUrl(loc = window.location) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${loc.host}/api/v1/events${params ? `?${params}` : ""}`;
+  return `${scheme}//${loc.host}/api/v1/events`;
+}
+
+// {queues, states, ids} with sorted unique lists; missing or empty = no filter on that field
+export function normalizeSubscription(sub) {
+  const list = (values) => [...new Set(values ?? [])].sort();
+  return { queues: list(sub?.queues), states: list(sub?.states), ids: list(sub?.ids) };
+}
+
+function subscriptionQuery(sub) {
+  const params = new URLSearchParams();
+  for (const q of sub.queues) params.append("queue", q);
+  for (const s of sub.states) params.append("state", s);
+  for (const id of sub.ids) params.append("id", id);
+  const text = params.toString();
+  return text ? `?${text}` : "";
 }
 
 export class Stream {
@@ -36,6 +52,8 @@ export class Stream {
     this.retryTimer = 0;
     this.watchdog = 0;
     this.silenceMs = 3000;
+    this.subscription = normalizeSubscription(null);
+    this.answerPending = false; // a subscribe was sent on this connection; its snapshot is due
     this.status = { state: "connecting", attempt: 0, retryAt: null, reason: null, lastLive: null };
   }
 
@@ -50,8 +68,17 @@ export class Stream {
     this.#connect();
   }
 
-  send(obj) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(obj));
+  // Which transitions to receive (the stats cover every queue whatever this says). Sent at
+  // once on an open connection, whose answer is a fresh snapshot; a new connection asks for
+  // it in its URL.
+  subscribe(sub) {
+    const next = normalizeSubscription(sub);
+    if (JSON.stringify(next) === JSON.stringify(this.subscription)) return;
+    this.subscription = next;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.status.state === "live") {
+      this.answerPending = true;
+      this.ws.send(JSON.stringify({ type: "subscribe", ...next }));
+    }
   }
 
   #setStatus(patch) {
@@ -64,12 +91,13 @@ export class Stream {
     this.#setStatus({ state: this.everLive ? "reconnecting" : "connecting", retryAt: null });
     let ws;
     try {
-      ws = new WebSocket(this.url);
+      ws = new WebSocket(this.url + subscriptionQuery(this.subscription));
     } catch (err) {
       this.#lost(`cannot open the event stream: ${err.message}`, 0);
       return;
     }
     this.ws = ws;
+    this.answerPending = false;
     let bye = null;
     ws.onmessage = (event) => {
       if (this.ws !== ws) return;
@@ -84,7 +112,10 @@ export class Stream {
       }
       const parseMs = performance.now() - t0;
       if (msg.type === "bye") bye = msg.reason || "the node closed the stream";
+      let answer = false;
       if (msg.type === "snapshot") {
+        answer = this.answerPending;
+        this.answerPending = false;
         if (msg.interval_ms) this.silenceMs = 3 * msg.interval_ms;
         this.attempt = 0;
         this.everLive = true;
@@ -95,7 +126,7 @@ export class Stream {
         this.lastLive = Date.now();
         this.status.lastLive = this.lastLive; // no need to tell anyone: still live
       }
-      this.onMessage(msg, parseMs);
+      this.onMessage(msg, parseMs, answer);
     };
     ws.onclose = (event) => {
       if (this.ws !== ws) return;

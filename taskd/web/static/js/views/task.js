@@ -11,7 +11,7 @@ import { drawDependencies, loadDependencies } from "../graph.js";
 
 const REFRESH_MS = 500;
 
-export function mountTask(root, { navigate }) {
+export function mountTask(root, { navigate, resubscribe }) {
   const head = h("div", { class: "view-head" });
   const actionsBox = h("div", { class: "chips" });
   const facts = h("dl", { class: "facts", id: "task-facts" });
@@ -205,6 +205,8 @@ export function mountTask(root, { navigate }) {
       const loaded = await loadDependencies(t, api.getTask);
       if (gen !== generation && graphIds !== key) return;
       graph = drawDependencies(graphBox, loaded, { currentId: t.id, onSelect: (to) => navigate(`#/tasks/${encodeURIComponent(to)}`) });
+      graph.ids = [...loaded.nodes.keys()];
+      resubscribe(); // follow the graph's tasks too
       const n = loaded.nodes.size - 1;
       setText(graphNote, `${n} upstream ${n === 1 ? "task" : "tasks"}; arrows point from a dependency to what waits for it${loaded.truncated ? " (the first 60 shown)" : ""}`);
     } catch (err) {
@@ -214,6 +216,8 @@ export function mountTask(root, { navigate }) {
   }
 
   return {
+    // this task's transitions and its graph's, every one (none sampled away under load)
+    subscription: () => (id ? { ids: graph?.ids ?? [id] } : null),
     show(params, taskId) {
       if (taskId !== id) {
         id = taskId;

@@ -226,6 +226,8 @@ export function mountTasks(root, { model, navigate }) {
   }
 
   return {
+    // the shown queue's transitions only (states: the rows must see every move)
+    subscription: () => (filter.queue ? { queues: [filter.queue] } : null),
     show(params) {
       filter = {
         queue: params.get("queue") || null,
