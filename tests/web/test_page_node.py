@@ -289,3 +289,37 @@ def test_the_cluster_view_of_three_members(node_factory: NodeFactory, page: Page
     page.locator('.tabs a[data-view="overview"]').click()
     expect(page.locator('#queue-rows tr[data-queue="replicated"] td').nth(2)).to_have_text("1")
     shoot(page, "follower-overview")
+
+
+def test_filters_by_queue_state_and_label_and_find_by_id(node: NodeProcess, page: Page) -> None:
+    # Given tasks of two teams in two queues, one of them canceled
+    data = [submit(node, queue="jobs", labels={"team": "data"}) for _ in range(3)]
+    ops = submit(node, queue="jobs", labels={"team": "ops"})
+    other = submit(node, queue="other", labels={"team": "data"})
+    assert post(f"{node.http_url}/api/v1/tasks/{data[0]['id']}/cancel")[0] == 200
+    page.goto(f"{node.http_url}/#/tasks")
+    expect(page.locator("#task-rows tr")).to_have_count(5)
+
+    # When filtered by queue and label, through the form
+    page.locator("#filter-queue").fill("jobs")
+    page.locator("#filter-label").fill("team=data")
+    page.locator("#task-filters button[type=submit]").click()
+
+    # Expect the three tasks of team data in queue jobs, and the filter in the address
+    expect(page.locator("#task-rows tr")).to_have_count(3)
+    expect(page.locator(f'#task-rows tr[data-id="{ops["id"]}"]')).to_have_count(0)
+    expect(page.locator(f'#task-rows tr[data-id="{other["id"]}"]')).to_have_count(0)
+    expect(page.locator("#tasks-status")).to_contain_text("label team=data matched in 4 tasks read")
+    assert "queue=jobs" in page.url and "label=team%3Ddata" in page.url
+
+    # When the state filter is added
+    page.locator("#filter-state").select_option("canceled")
+    page.locator("#task-filters button[type=submit]").click()
+    expect(page.locator("#task-rows tr")).to_have_count(1)
+    expect(page.locator(f'#task-rows tr[data-id="{data[0]["id"]}"]')).to_be_visible()
+
+    # When a task is looked up by id
+    page.locator("#find-id").fill(other["id"])
+    page.locator("#find-task button[type=submit]").click()
+    expect(page.locator("#task-state")).to_have_text("queued")
+    expect(page.locator("#view-task h1")).to_have_text(other["id"])
