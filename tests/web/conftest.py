@@ -12,6 +12,7 @@ screenshot of where it ended in ``test-artifacts/web/`` (git-ignored); ``shoot``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Iterator
@@ -29,13 +30,27 @@ TIMEOUT_MS = 15_000  # for every wait of a test: a loaded 2-core machine is slow
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as pw:
+    """Playwright's sync API runs an asyncio loop of its own on this thread, marked running
+    between calls: it lives for one module, so that tests after it find no asyncio loop
+    running. It must be a plain asyncio loop: trio-asyncio (imported by other tests) installs
+    a policy whose loops refuse to be driven that way, so the default policy is put back
+    while Playwright makes its loop."""
+    kept = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        manager = sync_playwright()
+        pw = manager.start()
+    finally:
+        asyncio.set_event_loop_policy(kept)
+    try:
         yield pw
+    finally:
+        pw.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).is_file():
         pytest.fail(
