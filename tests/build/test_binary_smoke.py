@@ -79,6 +79,24 @@ def test_help_and_version(binary: Path, cache_home: Path) -> None:
     assert version_run.stdout.strip() == f"taskd {taskd.__version__}"
 
 
+def test_the_binary_serves_the_monitor_page(binary_env: Path, node_factory) -> None:
+    # Given a node started from the copied binary (its files unpacked from the binary itself)
+    node = node_factory()
+
+    # Expect the page and the files it loads, from inside the binary
+    status, page = get(f"{node.http_url}/")
+    assert status == 200 and 'src="/static/app.js"' in page
+    for path in (
+        "app.js",
+        "app.css",
+        "js/views/task.js",
+        "vendor/uPlot.esm.js",
+        "vendor/dagre.esm.js",
+    ):
+        status, body = get(f"{node.http_url}/static/{path}")
+        assert status == 200 and body, path
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

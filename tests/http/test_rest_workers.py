@@ -284,7 +284,10 @@ async def test_node_endpoints(api: Api) -> None:
     assert metrics.status == 200 and metrics.headers["content-type"].startswith("text/plain")
     assert b"taskd_up 1" in metrics.body
     index = await api.get("/")
-    assert index.status == 200 and b"later version" in index.body and b"/api/v1/" in index.body
+    assert index.status == 200 and index.headers["content-type"].startswith("text/html")
+    assert (
+        b'src="/static/app.js"' in index.body
+    )  # the monitor page (tests/http/test_monitor_assets)
     # When the node is not ready
     api.ready[0] = False
     not_ready = await api.get("/readyz")

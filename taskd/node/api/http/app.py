@@ -31,6 +31,7 @@ exception is logged with its traceback and answered with a 500 JSON error.
 
 Things outside the service (cluster status, worker registry, readiness, metrics) arrive as
 plain callables in ``HttpExtras``, so this module depends on nothing but the service.
+``/`` and ``/static/...`` serve the monitor page (``taskd.web.assets``).
 ``/api/v1/events`` (WebSocket) is not served yet.
 """
 
@@ -48,8 +49,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from taskd import __version__
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
@@ -64,6 +65,7 @@ from taskd.node.api.present import stats_to_json, task_to_json, work_item_to_jso
 from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.service import NodeService
 from taskd.queue.commands import State
+from taskd.web.assets import MonitorAssets
 
 log = logging.getLogger("taskd.http")
 
@@ -445,9 +447,6 @@ class _Api:
             self.extras.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    async def index(self, request: Request) -> Response:
-        return HTMLResponse(_INDEX_HTML)
-
     @functools.cached_property
     def _openapi(self) -> bytes:
         return orjson.dumps(openapi.document(__version__))
@@ -495,32 +494,18 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         "/healthz": {"GET": api.healthz},
         "/readyz": {"GET": api.readyz},
         "/metrics": {"GET": api.metrics},
-        "/": {"GET": api.index},
     }
-    routes = [
+    assets = MonitorAssets()
+    routes: list[BaseRoute] = [
         Route(path, _endpoint(_by_method(methods), extras.leader), methods=list(methods))
         for path, methods in table.items()
+    ]
+    routes += [
+        Route("/", _endpoint(assets.index, extras.leader), methods=["GET"]),
+        Mount("/static", app=assets.static, name="static"),
     ]
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
         middleware=[Middleware(OriginGuard, policy=extras.origin)],  # before any handler
     )
-
-
-_INDEX_HTML = """<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>taskd</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;line-height:1.5}
-code{background:#f3f3f3;padding:0 .2em}</style></head>
-<body>
-<h1>taskd</h1>
-<p>This node is running. The live monitor arrives in a later version.</p>
-<p>Meanwhile, the REST API is at <a href="/api/v1/tasks"><code>/api/v1/</code></a>:
-<a href="/api/v1/tasks">tasks</a>, <a href="/api/v1/queues">queues</a>,
-<a href="/api/v1/workers">workers</a>, <a href="/api/v1/cluster">cluster</a>,
-<a href="/metrics">metrics</a>. The <code>taskd</code> command is its client:
-try <code>taskd list</code>.</p>
-</body>
-</html>
-"""
