@@ -4,9 +4,9 @@
 #   docs/examples/curl-worker.sh QUEUE COMMAND [ARG...]
 #
 # Leases one task at a time from QUEUE (long-polling up to 20 s), runs COMMAND with the task's
-# payload as JSON on stdin (TASKD_TASK_ID, TASKD_ATTEMPT, TASKD_QUEUE in its environment), heartbeats the
-# lease while COMMAND runs, then completes the task with COMMAND's stdout as the result (JSON
-# if it parses, else a string) or fails it with the last lines of its stderr.
+# payload as JSON on stdin (TASKD_TASK_ID, TASKD_ATTEMPT and TASKD_QUEUE in its environment),
+# heartbeats the lease while COMMAND runs, then completes the task with COMMAND's stdout as the
+# result (JSON if it parses, else a string) or fails it with the last lines of its stderr.
 #
 # Environment: TASKD_URL (default http://127.0.0.1:8080), TASKD_WORKER (default
 # curl-worker-$HOSTNAME-$$), TASKD_MAX_TASKS (stop after this many tasks; default: never),
