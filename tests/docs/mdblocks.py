@@ -79,6 +79,16 @@ def blocks(path: Path) -> list[Block]:
     return out
 
 
+def inline_code(path: Path) -> list[tuple[int, str]]:
+    """Every inline code span of the page (``like this``), with its paragraph's line."""
+    out = []
+    for token in MarkdownIt("commonmark").parse(path.read_text(encoding="utf-8")):
+        if token.type == "inline":
+            line = (token.map or [0])[0] + 1
+            out += [(line, c.content) for c in token.children or [] if c.type == "code_inline"]
+    return out
+
+
 def tagged(path: Path, kind: str) -> list[Block]:
     return [b for b in blocks(path) if b.tag is not None and b.tag.kind == kind]
 
