@@ -106,8 +106,20 @@ def shown() -> list[Shown]:
     return found
 
 
+def _strict(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The parser, and its subcommands' parsers, without abbreviations: a doc must spell each
+    flag out (``--stat`` for ``--state`` works today, and breaks when a ``--stats`` arrives)."""
+    parser.allow_abbrev = False
+    for action in parser._actions:  # argparse keeps subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _strict(sub)
+    return parser
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
     """None when ``argv`` parses (or asks for help), else argparse's complaint."""
+    parser = _strict(parser)
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
