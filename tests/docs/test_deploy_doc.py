@@ -110,9 +110,8 @@ def test_the_containerfile_configures_what_the_node_reads() -> None:
 
 def test_the_image_is_based_on_the_build_machine_release() -> None:
     # Given this machine's release (where `make build` makes dist/taskd)
-    release = dict(
-        line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line
-    )
+    lines = Path("/etc/os-release").read_text().splitlines()
+    release = dict(line.split("=", 1) for line in lines if "=" in line)
     if release.get("ID") != "debian":
         pytest.skip(f"this machine is not Debian ({release.get('ID')}); the Containerfile says why")
     codename = release["VERSION_CODENAME"].strip('"')

@@ -94,7 +94,9 @@ def test_every_field_of_the_http_worker_calls_is_documented() -> None:
 
 
 @pytest.mark.slow
-def test_the_stream_worker_of_the_page_runs_tasks(node_factory: NodeFactory, tmp_path: Path) -> None:
+def test_the_stream_worker_of_the_page_runs_tasks(
+    node_factory: NodeFactory, tmp_path: Path
+) -> None:
     # Given a node with 1 s leases, the page's worker and protoc's code in one directory
     node = node_factory("--worker-lease", "1")
     generated = tmp_path / "generated"
