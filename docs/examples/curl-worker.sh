@@ -4,9 +4,9 @@
 #   docs/examples/curl-worker.sh QUEUE COMMAND [ARG...]
 #
 # Leases one task at a time from QUEUE (long-polling up to 20 s), runs COMMAND with the task's
-# payload as JSON on stdin (TASKD_TASK_ID and TASKD_ATTEMPT in its environment), heartbeats the
-# lease while COMMAND runs, then completes the task with COMMAND's stdout as the result (JSON
-# if it parses, else a string) or fails it with the last lines of its stderr.
+# payload as JSON on stdin (TASKD_TASK_ID, TASKD_ATTEMPT and TASKD_QUEUE in its environment),
+# heartbeats the lease while COMMAND runs, then completes the task with COMMAND's stdout as the
+# result (JSON if it parses, else a string) or fails it with the last lines of its stderr.
 #
 # Environment: TASKD_URL (default http://127.0.0.1:8080), TASKD_WORKER (default
 # curl-worker-$HOSTNAME-$$), TASKD_MAX_TASKS (stop after this many tasks; default: never),
@@ -24,17 +24,22 @@ url="${TASKD_URL:-http://127.0.0.1:8080}"
 worker="${TASKD_WORKER:-curl-worker-${HOSTNAME:-host}-$$}"
 max_tasks="${TASKD_MAX_TASKS:-0}"
 
-# json EXPR: evaluate a Python expression over the JSON document on stdin (bound to `d`), print
-# strings as they are and anything else as JSON. jq FILTER (the second argument) is used instead
-# when jq is installed, unless TASKD_NO_JQ=1.
-json() {
+# lease_fields ANSWER PAYLOADFILE: print "ID LEASE ATTEMPT LEASE_SECONDS" of the first task of a
+# lease answer (nothing when it holds no task) and write its payload, as JSON, to PAYLOADFILE.
+# One process per lease (jq when installed, unless TASKD_NO_JQ=1; else python3): the lease is
+# ticking.
+lease_fields() {
     if [[ "${TASKD_NO_JQ:-0}" != 1 ]] && command -v jq >/dev/null 2>&1; then
-        jq -r "$2"
+        jq -c '.tasks[0].payload' <<<"$1" >"$2"
+        jq -r 'select(.tasks | length > 0) | "\(.tasks[0].id) \(.tasks[0].lease) \(.tasks[0].attempt) \(.lease_seconds)"' <<<"$1"
     else
         python3 -c 'import json, sys
-d = json.load(sys.stdin)
-v = eval(sys.argv[1], {"d": d})
-print(v if isinstance(v, str) else json.dumps(v))' "$1"
+d = json.loads(sys.argv[1])
+if d["tasks"]:
+    t = d["tasks"][0]
+    with open(sys.argv[2], "w") as f:
+        json.dump(t["payload"], f)
+    print(t["id"], t["lease"], t["attempt"], d["lease_seconds"])' "$1" "$2"
     fi
 }
 
@@ -68,21 +73,18 @@ done_count=0
 
 while ((max_tasks == 0 || done_count < max_tasks)); do
     answer="$(post "/api/v1/queues/$queue/lease" "{\"worker\": \"$worker\", \"max\": 1, \"wait\": 20}")"
-    if [[ "$(json 'len(d["tasks"])' '.tasks | length' <<<"$answer")" == 0 ]]; then
+    fields="$(lease_fields "$answer" "$work/payload")"
+    if [[ -z "$fields" ]]; then
         continue # nothing queued within the wait: ask again
     fi
-    id="$(json 'd["tasks"][0]["id"]' '.tasks[0].id' <<<"$answer")"
-    lease="$(json 'd["tasks"][0]["lease"]' '.tasks[0].lease' <<<"$answer")"
-    attempt="$(json 'd["tasks"][0]["attempt"]' '.tasks[0].attempt' <<<"$answer")"
-    ttl="$(json 'd["lease_seconds"]' '.lease_seconds' <<<"$answer")"
-    json 'd["tasks"][0]["payload"]' '.tasks[0].payload | tojson' <<<"$answer" >"$work/payload"
+    read -r id lease attempt ttl <<<"$fields"
 
     # Run the command in the background and heartbeat every third of the lease meanwhile.
     TASKD_TASK_ID="$id" TASKD_ATTEMPT="$attempt" TASKD_QUEUE="$queue" \
         "$@" <"$work/payload" >"$work/out" 2>"$work/err" &
     pid=$!
     # ticks of 0.1 s between heartbeats: a third of the lease
-    beat_ticks="$(python3 -c 'import sys; print(max(1, int(float(sys.argv[1]) * 10 / 3)))' "$ttl")"
+    beat_ticks="$(awk -v ttl="$ttl" 'BEGIN { n = int(ttl * 10 / 3); print (n < 1 ? 1 : n) }')"
     ticks=0
     while kill -0 "$pid" 2>/dev/null; do
         sleep 0.1
