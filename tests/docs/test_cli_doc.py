@@ -29,7 +29,7 @@ from tests.docs import mdblocks
 
 PROGRAMS = {"taskd", "./taskd", ".venv/bin/taskd", "dist/taskd", "/usr/local/bin/taskd"}
 SHELL_LANGS = {"sh", "bash", "console", "shell", ""}
-WORKER_CLI = "taskd.client.worker.cli"
+WORKER_CLI = "taskd.cli.worker"
 _ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 
 

@@ -24,7 +24,7 @@ from tests.docs import mdblocks
 pytestmark = pytest.mark.slow
 
 README = mdblocks.ROOT / "README.md"
-WORKER_CLI = "taskd.client.worker.cli"  # what `taskd worker` runs (taskd/node/main.py)
+WORKER_CLI = "taskd.cli.worker"  # what `taskd worker` runs (taskd/node/main.py)
 
 
 def files(page: Path) -> dict[str, str]:
