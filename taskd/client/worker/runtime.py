@@ -6,7 +6,9 @@ until it breaks or the worker has drained: ``_receive`` (assignments start handl
 revocations stop them, acks settle results) and ``_pump`` (everything the worker sends:
 credits, results batched into one ``TaskResults``, heartbeats of every running attempt in one
 ``WorkerHeartbeat``). Handlers belong to the runtime, not to a stream: a stream that breaks
-leaves them running; the next stream carries their heartbeats and results (``Ledger``).
+leaves them running; the next stream carries their heartbeats and results (``Ledger``). Every
+hello lists the attempts carried over with ``holds_all``, so the node at once releases any
+other lease under this worker's name: an assignment lost with the broken stream.
 Decisions — what capacity to announce, what to heartbeat and when, when to grow or shrink,
 where to reconnect and how long to wait — are taken by the I/O-free classes; this module only
 moves bytes and wakes up when one of them says something is due.
@@ -201,10 +203,14 @@ class Runtime:
                 self.ledger.new_stream()
                 self.heartbeats.reset()
                 capacity = self._capacity()
+                held = list(self.ledger.held)  # carried over: the node releases its others
                 hello = pb.WorkerHello(
                     worker=self.settings.name,
                     queues=list(self.settings.queues),
                     capacity=capacity,
+                    held_ids=[task_id for task_id, _ in held],
+                    held_leases=[epoch for _, epoch in held],
+                    holds_all=True,
                 )
                 await stream.send_message(pb.WorkerMessage(hello=hello))
                 self._announced = capacity
