@@ -30,7 +30,6 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import betterproto2
@@ -47,6 +46,7 @@ from taskd.client.worker.job import WorkerTask
 from taskd.client.worker.ledger import Ledger
 from taskd.client.worker.outcome import TIMEOUT, Outcome, encode_result, failure
 from taskd.client.worker.scaling import Autoscaler, Concurrency
+from taskd.client.worker.threads import DaemonThreads
 
 log = logging.getLogger("taskd.worker")
 
@@ -101,9 +101,7 @@ class Runtime:
         self.rotation = Rotation(settings.targets, rng or random.Random())
         self.stats = Stats()
         self.on_start = on_start
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.concurrency.max, thread_name_prefix="taskd-worker"
-        )
+        self._threads = DaemonThreads(settings.concurrency.max)
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._cancellable: dict[tuple[str, int], asyncio.Task[None]] = {}  # async handlers
         self._wake = asyncio.Event()
@@ -170,7 +168,7 @@ class Runtime:
                 await self._pause(wait)
         finally:
             await self._abandon()
-            self._pool.shutdown(wait=False)
+            self._threads.shutdown()
 
     async def _pause(self, seconds: float) -> None:
         """Wait before reconnecting; a stop with nothing left to report ends the wait."""
@@ -375,8 +373,7 @@ class Runtime:
                 value = await handler.fn(task)
             else:
                 # not cancellable: at a timeout or revocation the thread runs on, holding its slot
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(self._pool, handler.fn, task)
+                value = await self._threads.run(handler.fn, task)
             outcome = encode_result(value, self.settings.max_result)
         except asyncio.CancelledError:
             self._returned(key)
