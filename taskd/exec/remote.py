@@ -13,6 +13,11 @@ Invariants:
 - Every lease is reported exactly once by this session: a result, a revocation (the node took
   it back; nothing to report), or, when the stream ends, a failure ``worker lost``, so the
   task retries at once instead of waiting for its lease to expire.
+- A hello that lists what the worker holds (``held``, from its earlier streams) releases, as
+  ``worker lost``, every other lease under its name before this session leases anything: an
+  assignment that was lost with a broken stream (the node restarted, the leader died while
+  it was in flight) runs again now, not after a whole lease period. Leases this session
+  hands out come later, so they are never among them.
 - An Assignment is queued before any Revocation or ResultAck of its tasks (one FIFO outbox).
 Results are reported concurrently (bounded by ``max_reports``), each acked once durable.
 """
@@ -80,13 +85,22 @@ class StreamSession:
         self._wake: trio.CancelScope | None = None
         self._closed = False
         self._lease_error: str | None = None  # the last lease refusal, logged once
+        self._reclaim: set[tuple[str, int]] | None = None  # what the hello said it holds
         self._heartbeat_error: str | None = None  # the last heartbeat refusal, logged once
 
     @property
     def in_flight(self) -> int:
         return len(self._held)
 
-    def hello(self, worker: str, queues: Sequence[str], capacity: int) -> None:
+    def hello(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        capacity: int,
+        held: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
+        """``held``: every (task id, epoch) the worker still runs from earlier streams, when it
+        says that is all it holds (its other leases are released); None: it does not say."""
         if self._handle is not None:
             raise CallerError("invalid", "hello was already sent on this stream", "hello")
         if not worker:
@@ -95,6 +109,7 @@ class StreamSession:
             raise CallerError("invalid", "name at least one queue, none empty", "hello.queues")
         self._check_capacity(capacity, "hello.capacity")
         self._capacity = capacity
+        self._reclaim = set(held) if held is not None else None
         self._handle = self._registry.join(worker, "stream", queues, capacity, holder=self)
         self._poke()
 
@@ -182,6 +197,9 @@ class StreamSession:
     async def _push(self) -> None:
         rotation = 0
         while not self._closed:
+            if self._reclaim is not None and self._handle is not None:
+                await self._release_unheld(self._handle.name, self._reclaim)
+                self._reclaim = None
             free = self._capacity - len(self._held)
             if self._handle is not None and free > 0:
                 queues = self._handle.queues
@@ -241,6 +259,29 @@ class StreamSession:
                 self._queue(ResultAck(report.task_id, report.epoch, False, str(exc)))
         finally:
             self._report_slots.release()
+
+    async def _release_unheld(self, worker: str, held: set[tuple[str, int]]) -> None:
+        """Fail, as ``worker lost``, the leases under ``worker``'s name it does not hold."""
+        leases: list[tuple[str, int]] = []
+        try:
+            with trio.move_on_after(self.lease_ttl):
+                leases = await self._source.leases_of(worker)
+        except TaskdError as exc:  # no leader to ask: they lapse after their lease instead
+            log.warning("cannot check the leases of reconnected worker %s: %s", worker, exc)
+            return
+        lost = [lease for lease in leases if lease not in held]
+        if not lost:
+            return
+        log.info(
+            "worker %s reconnected without %d of its leases (lost with its last stream): "
+            "releasing them",
+            worker,
+            len(lost),
+            extra={"fields": {"worker": worker, "tasks": [task_id for task_id, _ in lost]}},
+        )
+        async with trio.open_nursery() as nursery:
+            for task_id, epoch in lost:
+                nursery.start_soon(self._lost, task_id, epoch)
 
     async def _release_all(self) -> None:
         held, self._held = self._held, {}

@@ -154,6 +154,14 @@ class FakeSource:
         task = self.tasks[task_id]
         return task.state is State.RUNNING and task.epoch == epoch
 
+    async def leases_of(self, worker: str) -> list[tuple[str, int]]:
+        await trio.lowlevel.checkpoint()  # a real node waits for its read barrier here
+        return [
+            (t.id, t.epoch)
+            for t in self.tasks.values()
+            if t.state is State.RUNNING and t.worker == worker
+        ]
+
     async def wait_for_work(self, queues: Sequence[str]) -> None:
         while not any(self.backlog(q) for q in queues):
             await self._changed.wait()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import trio
+import trio.testing
 
 from taskd.errors import CallerError
 from taskd.exec.remote import Assignment, Outbound, ResultAck, Revocation, StreamSession
@@ -100,6 +101,35 @@ async def test_a_broken_stream_also_releases_its_leases(source, registry):
         await peer.until(lambda: len(peer.assigned()) == 1)
         nursery.cancel_scope.cancel()  # the handler's receive loop died
     assert source.tasks[task].error == "worker lost"
+
+
+async def test_a_hello_listing_what_it_holds_releases_the_rest_of_its_leases(source, registry):
+    # Given two leases of worker w1 from a stream of a node that since restarted: one it still
+    # runs (carried over), one whose assignment never reached it; and a lease of worker w2
+    carried, lost, other = source.submit(retries=1), source.submit(retries=1), source.submit()
+    epochs = {item.id: item.epoch for item in await source.lease("q", "w1", 2)}
+    await source.lease("q", "w2", 1)
+    # When w1 reconnects saying it holds only the first
+    async with trio.open_nursery() as nursery:
+        session, _ = await open_session(nursery, source, registry)
+        session.hello("w1", ["q"], 0, [(carried, epochs[carried])])
+        await source.until(lambda: source.tasks[lost].errors != [])
+        session.close()
+    # Expect the lost one released (queued to run again) and nothing else touched
+    assert (source.tasks[lost].state, source.tasks[lost].errors) == (State.QUEUED, ["worker lost"])
+    assert source.tasks[carried].state is State.RUNNING and source.tasks[carried].errors == []
+    assert source.tasks[other].state is State.RUNNING
+
+
+async def test_a_hello_that_does_not_say_what_it_holds_releases_nothing(source, registry):
+    task = source.submit()
+    await source.lease("q", "w1", 1)
+    async with trio.open_nursery() as nursery:
+        session, _ = await open_session(nursery, source, registry)
+        session.hello("w1", ["q"], 0)
+        await trio.testing.wait_all_tasks_blocked()
+        session.close()
+    assert source.tasks[task].state is State.RUNNING
 
 
 async def test_results_are_routed_and_stale_ones_rejected(source, registry):

@@ -64,7 +64,10 @@ class Worker:
     ``servers``: member gRPC addresses ("host:port", "a:1,b:2" or a list); default
     ``TASKD_SERVER``, else 127.0.0.1:50051. ``concurrency``: handlers at once, ``N`` or
     ``(min, max)`` to grow with the backlog and shrink when idle. ``drain_timeout``: seconds a
-    stop waits for running handlers (default: until they finish).
+    stop waits for running handlers (default: until they finish). ``name``: how the node knows
+    this process (default ``host-pid``); it must be unique per worker process, because a
+    reconnecting worker tells the node every lease it still holds under it and the node
+    releases the others at once (they were lost with the stream).
     """
 
     def __init__(

@@ -6,7 +6,9 @@ until it breaks or the worker has drained: ``_receive`` (assignments start handl
 revocations stop them, acks settle results) and ``_pump`` (everything the worker sends:
 credits, results batched into one ``TaskResults``, heartbeats of every running attempt in one
 ``WorkerHeartbeat``). Handlers belong to the runtime, not to a stream: a stream that breaks
-leaves them running; the next stream carries their heartbeats and results (``Ledger``).
+leaves them running; the next stream carries their heartbeats and results (``Ledger``). Every
+hello lists the attempts carried over with ``holds_all``, so the node at once releases any
+other lease under this worker's name: an assignment lost with the broken stream.
 Decisions — what capacity to announce, what to heartbeat and when, when to grow or shrink,
 where to reconnect and how long to wait — are taken by the I/O-free classes; this module only
 moves bytes and wakes up when one of them says something is due.
@@ -28,7 +30,6 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import betterproto2
@@ -45,6 +46,7 @@ from taskd.client.worker.job import WorkerTask
 from taskd.client.worker.ledger import Ledger
 from taskd.client.worker.outcome import TIMEOUT, Outcome, encode_result, failure
 from taskd.client.worker.scaling import Autoscaler, Concurrency
+from taskd.client.worker.threads import DaemonThreads
 
 log = logging.getLogger("taskd.worker")
 
@@ -99,9 +101,7 @@ class Runtime:
         self.rotation = Rotation(settings.targets, rng or random.Random())
         self.stats = Stats()
         self.on_start = on_start
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.concurrency.max, thread_name_prefix="taskd-worker"
-        )
+        self._threads = DaemonThreads(settings.concurrency.max)
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._cancellable: dict[tuple[str, int], asyncio.Task[None]] = {}  # async handlers
         self._wake = asyncio.Event()
@@ -168,7 +168,7 @@ class Runtime:
                 await self._pause(wait)
         finally:
             await self._abandon()
-            self._pool.shutdown(wait=False)
+            self._threads.shutdown()
 
     async def _pause(self, seconds: float) -> None:
         """Wait before reconnecting; a stop with nothing left to report ends the wait."""
@@ -201,10 +201,14 @@ class Runtime:
                 self.ledger.new_stream()
                 self.heartbeats.reset()
                 capacity = self._capacity()
+                held = list(self.ledger.held)  # carried over: the node releases its others
                 hello = pb.WorkerHello(
                     worker=self.settings.name,
                     queues=list(self.settings.queues),
                     capacity=capacity,
+                    held_ids=[task_id for task_id, _ in held],
+                    held_leases=[epoch for _, epoch in held],
+                    holds_all=True,
                 )
                 await stream.send_message(pb.WorkerMessage(hello=hello))
                 self._announced = capacity
@@ -369,8 +373,7 @@ class Runtime:
                 value = await handler.fn(task)
             else:
                 # not cancellable: at a timeout or revocation the thread runs on, holding its slot
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(self._pool, handler.fn, task)
+                value = await self._threads.run(handler.fn, task)
             outcome = encode_result(value, self.settings.max_result)
         except asyncio.CancelledError:
             self._returned(key)

@@ -796,6 +796,19 @@ class WorkerHello(betterproto2.Message):
     how many tasks it may run at once
     """
 
+    held_ids: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
+    """
+    The attempts this worker process still holds from its earlier streams (parallel lists).
+    With holds_all, the node fails at once, as "worker lost", every other lease held under
+    this worker name: an assignment lost with a broken stream (its node restarted, its
+    leader died) instead of stranding it until --worker-lease lapses. SDK workers set it; it
+    relies on the name being unique per process.
+    """
+
+    held_leases: "list[int]" = betterproto2.field(5, betterproto2.TYPE_UINT64, repeated=True)
+
+    holds_all: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+
 
 default_message_pool.register_message("taskd.v1", "WorkerHello", WorkerHello)
 

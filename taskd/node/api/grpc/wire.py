@@ -69,6 +69,7 @@ STRING_LIMITS: dict[str, int] = {
     "depends_on": limits.MAX_ID,
     "id": limits.MAX_ID,
     "ids": limits.MAX_ID,
+    "held_ids": limits.MAX_ID,
     "after": limits.MAX_CURSOR,
     "worker": limits.MAX_WORKER_NAME,
     "error": limits.MAX_ERROR,
@@ -90,6 +91,8 @@ COUNT_LIMITS: dict[str, int] = {
     "results": limits.MAX_REPORTS,
     "errors": limits.MAX_REPORTS,
     "retry_delay_seconds": limits.MAX_REPORTS,
+    "held_ids": limits.MAX_REPORTS,
+    "held_leases": limits.MAX_REPORTS,
 }
 DEFAULT_STRING = limits.MAX_ERROR  # a string field without an entry (none in requests)
 DEFAULT_COUNT = limits.MAX_REPORTS

@@ -169,7 +169,10 @@ class WorkerStreamService(pb.WorkerServiceBase):
         drained: asyncio.Event,
     ) -> None:
         session = StreamSession(self.source, self.registry, lease_ttl=self.lease_ttl)
-        session.hello(hello.worker, list(hello.queues), hello.capacity)
+        held = list(zip(hello.held_ids, hello.held_leases, strict=True))
+        session.hello(
+            hello.worker, list(hello.queues), hello.capacity, held if hello.holds_all else None
+        )
 
         async def send(message: Outbound) -> None:
             outbox.put_nowait(to_pb(message))
@@ -247,6 +250,14 @@ def _check_hello(hello: pb.WorkerHello) -> None:
     """The hello's names by the rules REST applies to the same names."""
     validate.check_worker(hello.worker, "hello.worker")
     validate.check_worker_queues(list(hello.queues), "hello.queues")
+    if len(hello.held_leases) != len(hello.held_ids):
+        raise CallerError(
+            "invalid",
+            f"held_leases must have one entry per held id ({len(hello.held_ids)})",
+            "hello.held_leases",
+        )
+    for i, task_id in enumerate(hello.held_ids):
+        validate.check_id(task_id, f"hello.held_ids[{i}]")
 
 
 def _check_message(message: pb.WorkerMessage, max_payload: int) -> None:
