@@ -70,7 +70,9 @@ class Engine:
             if self._closed:
                 raise TaskdClientError("this client is closed")
             if self._loop is None:
-                loop = asyncio.new_event_loop()
+                # A plain selector loop, whatever loop policy the application installed
+                # (trio-asyncio's, say, makes loops that only run inside trio).
+                loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop()
                 thread = threading.Thread(target=loop.run_forever, name="taskd-client", daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
@@ -91,6 +93,10 @@ class Engine:
             raise RuntimeError("the sync client cannot be called from its own loop thread")
         future = self.submit(coro)
         try:
+            while not concurrent.futures.wait([future], timeout=1.0).done:
+                thread = self._thread  # never wait on a loop thread that is gone
+                if thread is None or not thread.is_alive():
+                    raise TaskdClientError("the client's loop thread stopped; create a new client")
             return future.result()
         except BaseException:
             future.cancel()  # KeyboardInterrupt: do not leave the call running

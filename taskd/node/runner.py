@@ -78,6 +78,7 @@ from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
 from taskd.raft.core import RaftConfig
 from taskd.store.raft.driver import RaftStore
+from taskd.web.stream import StreamHub
 
 log = logging.getLogger("taskd.node")
 
@@ -132,6 +133,7 @@ class Node:
         self.bridge = TrioBridge()
         self.local_released = trio.Event()  # this node's previous local leases are released
         self.ready = False
+        self.events: StreamHub | None = None  # the event stream's hub, once HTTP serves
         self.started_at = time.time()
         self.grpc_connections = ConnectionTable("gRPC", 0, config.idle_timeout)
         self.http_connections = ConnectionTable("HTTP", 0, config.idle_timeout)
@@ -193,6 +195,7 @@ class Node:
             await root.start(self.store.serve)
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
+            self.service.stream.start()  # idem for the event stream's counts and latencies
             self.service.log_failures = True  # idem: failures replayed are not news
             # Leader-only duties start (and stop) on the store's leadership signal; the node
             # reports ready once this node does not lead or its takeover was tried once. Local
@@ -249,6 +252,8 @@ class Node:
                 config.shutdown_grace,
             )
             self.ready = False
+            if self.events is not None:  # event streams say bye (1001) while they can
+                self.events.close_all()
             async with trio.open_nursery() as drain:
                 for executor in executors:
                     drain.start_soon(executor.drain, config.shutdown_grace)
@@ -440,6 +445,7 @@ class Node:
                 ),
             ),
         )
+        self.events = app.state.events
         hconfig = hypercorn_config(self.config.idle_timeout)
         hconfig.errorlog = logging.getLogger("hypercorn.error")
         await serve_http(

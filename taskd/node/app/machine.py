@@ -28,6 +28,7 @@ class SchedulerMachine:
         self.listeners: list[Listener] = []
         self.applied = 0  # commands applied since start (replay included)
         self.latest_time = 0.0  # the newest leader time stamped into an applied command
+        self.now = 0.0  # the leader time of the command being (or last) applied: for listeners
 
     def apply(self, index: int, data: bytes) -> object:
         if not data:  # a store's own entries (a Raft term's no-op) carry no command
@@ -35,11 +36,16 @@ class SchedulerMachine:
         command, now, entropy = codec.decode(data)
         if now > self.latest_time:
             self.latest_time = now
+        self.now = now
         outcome = self.scheduler.apply(command, now, entropy)
         self.applied += 1
         for listener in self.listeners:
             listener(command, outcome)
         return outcome
+
+    def now_of(self) -> float:
+        """The leader time of the command being applied (for listeners)."""
+        return self.now
 
     def snapshot(self) -> bytes:
         return self.scheduler.snapshot()

@@ -58,6 +58,7 @@ from taskd.queue.commands import (
 from taskd.queue.scheduler import QueueStats, Scheduler
 from taskd.queue.task import Task
 from taskd.store.seam import Store
+from taskd.web.tracker import StreamTracker
 
 log = logging.getLogger("taskd.service")
 _ATTEMPT_FAILED = frozenset({State.PENDING, State.FAILED})  # retried later, or for good
@@ -104,8 +105,11 @@ class NodeService:
         self._sleeping_until: float | None = None
         self._paused_duties: set[str] = set()
         self.rates = QueueRates()
+        # counts, latencies and transitions for the event stream (``start`` after recovery)
+        self.stream = StreamTracker(lambda task_id: machine.scheduler.get(task_id), machine.now_of)
         machine.listeners.append(self._on_applied)
         machine.listeners.append(self.rates.on_applied)
+        machine.listeners.append(self.stream.on_applied)
 
     @property
     def scheduler(self) -> Scheduler:

@@ -32,7 +32,8 @@ exception is logged with its traceback and answered with a 500 JSON error.
 Things outside the service (cluster status, worker registry, readiness, metrics) arrive as
 plain callables in ``HttpExtras``, so this module depends on nothing but the service.
 ``/`` and ``/static/...`` serve the monitor page (``taskd.web.assets``).
-``/api/v1/events`` (WebSocket) is not served yet.
+``/api/v1/events`` is the event stream (WebSocket, ``events``; docs/monitor.md): its hub is
+``app.state.events``, which the node tells ``close_all`` when it shuts down.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from taskd import __version__
 from taskd.errors import CallerError, ClusterError, NotLeader, StorageFault
@@ -58,6 +59,13 @@ from taskd.node import limits
 from taskd.node.api import validate
 from taskd.node.api.codes import cluster_hint, cluster_message
 from taskd.node.api.http import openapi
+from taskd.node.api.http.events import (
+    Authorize,
+    EventsEndpoint,
+    NodePicture,
+    allow_all,
+    not_upgraded,
+)
 from taskd.node.api.http.messages import check_fields, error_response, json_response, read_object
 from taskd.node.api.http.origin import OriginGuard, OriginPolicy
 from taskd.node.api.http.workers import HttpWorkerTracker
@@ -66,6 +74,7 @@ from taskd.node.app.cluster import ClusterAdmin
 from taskd.node.app.service import NodeService
 from taskd.queue.commands import State
 from taskd.web.assets import MonitorAssets
+from taskd.web.stream import StreamConfig, StreamHub
 
 log = logging.getLogger("taskd.http")
 
@@ -100,6 +109,9 @@ class HttpExtras:
     cluster_admin: ClusterAdmin | None = None
     # the leader's gRPC address when another member leads (named in 503s), else None
     leader: Callable[[], str | None] = lambda: None
+    # the event stream's authentication hook: None allows, a reason refuses (401/403)
+    authorize_events: Authorize = allow_all
+    stream: StreamConfig = StreamConfig()  # noqa: RUF009  # frozen; the event stream's timing
 
 
 # ---- responses and errors ------------------------------------------------------------------
@@ -391,10 +403,13 @@ class _Api:
 
     # node
 
-    async def workers(self, request: Request) -> Response:
+    def workers_view(self) -> list[dict[str, Any]]:
         if self.extras.http_workers is not None:
             self.extras.http_workers.prune()
-        return json_response({"workers": self.extras.workers()})
+        return self.extras.workers()
+
+    async def workers(self, request: Request) -> Response:
+        return json_response({"workers": self.workers_view()})
 
     async def cluster(self, request: Request) -> Response:
         return json_response(self.extras.cluster_status())
@@ -494,6 +509,7 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         "/healthz": {"GET": api.healthz},
         "/readyz": {"GET": api.readyz},
         "/metrics": {"GET": api.metrics},
+        "/api/v1/events": {"GET": not_upgraded},  # a plain GET: how to use the WebSocket
     }
     assets = MonitorAssets()
     routes: list[BaseRoute] = [
@@ -504,8 +520,16 @@ def create_app(service: NodeService, *, extras: HttpExtras) -> Starlette:
         Route("/", _endpoint(assets.index, extras.leader), methods=["GET"]),
         Mount("/static", app=assets.static, name="static"),
     ]
-    return Starlette(
+    hub = StreamHub(
+        service.stream, NodePicture(service, extras.cluster_status, api.workers_view), extras.stream
+    )
+    routes.append(
+        WebSocketRoute("/api/v1/events", EventsEndpoint(hub, extras.authorize_events).handle)
+    )
+    app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
         middleware=[Middleware(OriginGuard, policy=extras.origin)],  # before any handler
     )
+    app.state.events = hub
+    return app

@@ -502,6 +502,14 @@ _OPS: dict[tuple[str, str], tuple[str, str, int, Schema, tuple[str, ...]]] = {
         ("invalid", "not_found", "conflict", "unavailable"),
     ),
     ("/api/v1/openapi.json", "get"): ("openapi", "This document", 200, {"type": "object"}, ()),
+    ("/api/v1/events", "get"): (
+        "events",
+        "The live event stream: a WebSocket (snapshot, stats, transitions, workers, cluster; "
+        "docs/monitor.md). Query: queue, state, id (repeatable), token",
+        101,
+        {"description": "JSON text frames, each an object with a type"},
+        ("invalid",),
+    ),
     ("/healthz", "get"): ("healthz", "Liveness", 200, _obj({"status": {"const": "ok"}}), ()),
     ("/readyz", "get"): (
         "readyz",
@@ -524,6 +532,9 @@ def _operation(path: str, method: str) -> Schema:
     }
     if (path, method) == ("/api/v1/tasks", "post"):
         responses["200"] = {"description": "an idempotent repeat", **_json(schema)}
+    if (path, method) == ("/api/v1/events", "get"):
+        responses["101"] = {"description": "switching to the WebSocket protocol"}
+        responses["426"] = {"description": "a plain GET: upgrade_required", **_json(_ref("Error"))}
     for code in sorted({*errors, "internal"}, key=http_status):
         key = str(http_status(code))
         entry = responses.setdefault(key, {"description": "", **_json(_ref("Error"))})

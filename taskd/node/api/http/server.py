@@ -14,6 +14,10 @@ connections between requests, half-sent requests (slowloris, including one that 
 byte at a time, and a body that never comes) and responses nobody reads (at least 64 KiB per
 timeout must be). hypercorn's keep-alive timeout is the same; its read timeout stays off, as
 it would cut long-polls. (HTTP/2 connections are judged by what was sent alone.)
+
+Each connection's ASGI scope carries, in its ``state``, the connection's abort
+(``ABORT_KEY``): hypercorn's sends cannot be cancelled (they are shielded), so an app whose
+send waits on a client that reads nothing has no other way to let go of it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from hypercorn.utils import wrap_app
 
 from taskd.node.api.transport import ConnectionTable, accept_loop
 
+# scope["state"][ABORT_KEY]: closes the connection's socket (the event stream's last resort
+# against a client that reads nothing, not even its bye)
+ABORT_KEY = "taskd.abort"
 SEND_CHUNK = 64 << 10  # a slow reader that still reads is not idle: progress per chunk
 EOF_GRACE = 1.0  # seconds a connection may live on after its client closed its side
 
@@ -127,7 +134,7 @@ async def serve_http(
     async def run_connection(stream: TrackedStream) -> None:
         try:
             with stream.scope:
-                state = ConnectionState(lifespan_state.copy())
+                state = ConnectionState({**lifespan_state, ABORT_KEY: stream.shed})
                 stream.server = TCPServer(wrapped, config, context, state, cast(Any, stream))
                 await stream.server.run()
         finally:
