@@ -74,7 +74,16 @@ async def test_payload_on_stdin_and_env_reach_the_command(source):
     assert source.tasks[task].state is State.SUCCEEDED
     seen = json.loads(source.tasks[task].result)
     assert seen["stdin"] == '{"data": 1}'
-    assert seen["env"] == {"TASKD_TASK_ID": task, "TASKD_ATTEMPT": "1", "TASKD_QUEUE": "q"}
+    ours = {
+        k: v
+        for k, v in seen["env"].items()
+        if k in ("TASKD_TASK_ID", "TASKD_ATTEMPT", "TASKD_QUEUE")
+    }
+    assert ours == {
+        "TASKD_TASK_ID": task,
+        "TASKD_ATTEMPT": "1",
+        "TASKD_QUEUE": "q",
+    }  # (CI sets others)
     assert seen["path"]  # the node's environment is kept
 
 
