@@ -83,6 +83,7 @@ class StreamSession:
         self._reports: trio.Nursery | None = None
         self._report_slots = trio.Semaphore(max_reports)
         self._wake: trio.CancelScope | None = None
+        self._poked = False  # a poke since the push loop last looked (it may not be waiting)
         self._closed = False
         self._lease_error: str | None = None  # the last lease refusal, logged once
         self._reclaim: set[tuple[str, int]] | None = None  # what the hello said it holds
@@ -197,6 +198,7 @@ class StreamSession:
     async def _push(self) -> None:
         rotation = 0
         while not self._closed:
+            self._poked = False
             if self._reclaim is not None and self._handle is not None:
                 await self._release_unheld(self._handle.name, self._reclaim)
                 self._reclaim = None
@@ -218,6 +220,8 @@ class StreamSession:
                 if promised:  # the backlog promised work the lease did not find
                     await trio.sleep(_LEASE_RETRY)
                     continue
+            if self._poked:  # something changed while this pass awaited: look again
+                continue
             with trio.CancelScope() as self._wake:
                 if self._handle is not None and free > 0:
                     await self._source.wait_for_work(self._handle.queues)
@@ -316,6 +320,7 @@ class StreamSession:
         self._poke()
 
     def _poke(self) -> None:
+        self._poked = True
         if self._wake is not None:
             self._wake.cancel()
 
