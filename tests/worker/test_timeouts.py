@@ -68,7 +68,7 @@ def test_timed_out_async_and_sync_handlers_are_timed_out_attempts(
         for task_id in (async_id, sync_id)
     }
     # Expect both attempts timed out, as the task shows them
-    for task_id, view in ended.items():
+    for view in ended.values():
         assert view["error"] == "timeout", view
         assert [a["outcome"] for a in view["attempts"]] == ["timeout"], view
     # the async handler cancelled soon after its timeout
