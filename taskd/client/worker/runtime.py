@@ -62,6 +62,7 @@ class Settings:
     name: str
     max_result: int
     drain_timeout: float | None  # seconds to finish running handlers after a stop; None: wait
+    shrink_after: float = 10.0  # seconds slots stay unused before the worker gives them back
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ class Runtime:
         self.handlers = handlers
         self.clock = clock
         self.ledger = Ledger()
-        self.scaler = Autoscaler(settings.concurrency, clock())
+        self.scaler = Autoscaler(settings.concurrency, clock(), shrink_after=settings.shrink_after)
         self.heartbeats = Heartbeats()
         self.rotation = Rotation(settings.targets, rng or random.Random())
         self.stats = Stats()
