@@ -111,6 +111,8 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._announced = -1
         self._drain_limit = settings.drain_timeout
+        self._failures = 0  # streams that failed in a row (to log an outage once)
+        self._last_connects = 0
 
     def abandon_now(self) -> None:
         """Stop without waiting for running handlers (a second SIGINT)."""
@@ -158,7 +160,13 @@ class Runtime:
                 except _BROKEN as exc:
                     detail = f"{type(exc).__name__}: {exc}"
                 wait = self.rotation.failed(target, hint)
-                log.warning(
+                if self.stats.connects != self._last_connects:  # it had connected: a new outage
+                    self._last_connects, self._failures = self.stats.connects, 0
+                # An outage is one warning, then one every 30 tries, not a line per try.
+                level = logging.WARNING if self._failures % 30 == 0 else logging.DEBUG
+                self._failures += 1
+                log.log(
+                    level,
                     "worker %s: stream to %s ended (%s); reconnecting to %s in %.2f s",
                     self.settings.name,
                     target,
@@ -214,6 +222,8 @@ class Runtime:
                 await stream.send_message(pb.WorkerMessage(hello=hello))
                 self._announced = capacity
                 self.stats.connects += 1
+                if self._failures:
+                    log.info("worker %s: connected to %s", self.settings.name, target)
                 if self.ledger.alive():
                     self.heartbeats.carried(self.clock())
                 receiver = asyncio.create_task(self._receive(stream, target))
