@@ -16,7 +16,7 @@ import pytest
 
 from tests.cluster.harness import Cluster, loading
 from tests.worker.conftest import SpawnWorker
-from tests.worker.procs import all_succeeded, wait_until
+from tests.worker.procs import all_succeeded, unfinished, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def test_the_worker_follows_the_cluster_when_its_leader_is_killed(
         lambda: all_succeeded(survivor.http_url, "ha", acknowledged),
         15,
         f"all {len(acknowledged)} acknowledged tasks succeeded",
-        worker.describe,
+        lambda: f"{unfinished(survivor.http_url, 'ha', acknowledged)}\n{worker.describe()}",
     )
     # and no handler to have run twice
     started, done = worker.count("start"), worker.count("done")
