@@ -79,6 +79,20 @@ class Stats:
     accepted: dict[str, int] = field(default_factory=dict)  # task id -> accepted results
 
 
+# What a node built before WorkerHello.held_* / holds_all and retry_delay_seconds says when it
+# meets them (it refuses unknown fields; taskd/node/api/grpc/wire.py).
+_NEWER_FIELDS = ("in WorkerHello", "in TaskResults", "in TaskResult;")
+
+
+def _newer_than_node(exc: grpclib.GRPCError) -> bool:
+    text = exc.message or ""
+    return (
+        exc.status is Status.INVALID_ARGUMENT
+        and "unknown field number" in text
+        and any(where in text for where in _NEWER_FIELDS)
+    )
+
+
 def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -112,6 +126,7 @@ class Runtime:
         self._announced = -1
         self._drain_limit = settings.drain_timeout
         self._failures = 0  # streams that failed in a row (to log an outage once)
+        self._older_node = False  # it refused this SDK's newer fields: leave them out
         self._last_connects = 0
 
     def abandon_now(self) -> None:
@@ -153,6 +168,17 @@ class Runtime:
                     detail = "the node ended the stream"
                 except grpclib.GRPCError as exc:
                     detail = f"{exc.status.name}: {exc.message}"
+                    if not self._older_node and _newer_than_node(exc):
+                        # a node from before these fields: speak its dialect, at once
+                        log.info(
+                            "worker %s: %s is an older node (%s); not telling it the leases "
+                            "held or retry delays",
+                            self.settings.name,
+                            target,
+                            exc.message,
+                        )
+                        self._older_node = True
+                        continue
                     if exc.status in (Status.INVALID_ARGUMENT, Status.UNIMPLEMENTED):
                         # the worker itself is wrong: reconnecting cannot help
                         raise from_status(exc.status, exc.message, self._trailers) from None
@@ -215,10 +241,11 @@ class Runtime:
                     worker=self.settings.name,
                     queues=list(self.settings.queues),
                     capacity=capacity,
-                    held_ids=[task_id for task_id, _ in held],
-                    held_leases=[epoch for _, epoch in held],
-                    holds_all=True,
                 )
+                if not self._older_node:
+                    hello.held_ids = [task_id for task_id, _ in held]
+                    hello.held_leases = [epoch for _, epoch in held]
+                    hello.holds_all = True
                 await stream.send_message(pb.WorkerMessage(hello=hello))
                 self._announced = capacity
                 self.stats.connects += 1
@@ -270,7 +297,7 @@ class Runtime:
                     success=[r.success for r in reports],
                     results=[r.result for r in reports],
                     errors=[r.error for r in reports],
-                    retry_delay_seconds=delays if any(delays) else [],
+                    retry_delay_seconds=delays if any(delays) and not self._older_node else [],
                 )
                 await stream.send_message(pb.WorkerMessage(results=results))
             alive = self.ledger.alive()
