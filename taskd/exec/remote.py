@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 WORKER_LOST = "worker lost"
 _LEASE_RETRY = 0.5  # after a lease error, or a backlog that a lease did not find
+_RECLAIM_TRY = 2.0  # seconds one check of a reconnected worker's leases may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class StreamSession:
         self._reports: trio.Nursery | None = None
         self._report_slots = trio.Semaphore(max_reports)
         self._wake: trio.CancelScope | None = None
+        self._poked = False  # a poke since the push loop last looked (it may not be waiting)
         self._closed = False
         self._lease_error: str | None = None  # the last lease refusal, logged once
         self._reclaim: set[tuple[str, int]] | None = None  # what the hello said it holds
@@ -197,6 +199,7 @@ class StreamSession:
     async def _push(self) -> None:
         rotation = 0
         while not self._closed:
+            self._poked = False
             if self._reclaim is not None and self._handle is not None:
                 await self._release_unheld(self._handle.name, self._reclaim)
                 self._reclaim = None
@@ -218,6 +221,8 @@ class StreamSession:
                 if promised:  # the backlog promised work the lease did not find
                     await trio.sleep(_LEASE_RETRY)
                     continue
+            if self._poked:  # something changed while this pass awaited: look again
+                continue
             with trio.CancelScope() as self._wake:
                 if self._handle is not None and free > 0:
                     await self._source.wait_for_work(self._handle.queues)
@@ -261,13 +266,25 @@ class StreamSession:
             self._report_slots.release()
 
     async def _release_unheld(self, worker: str, held: set[tuple[str, int]]) -> None:
-        """Fail, as ``worker lost``, the leases under ``worker``'s name it does not hold."""
-        leases: list[tuple[str, int]] = []
-        try:
-            with trio.move_on_after(self.lease_ttl):
-                leases = await self._source.leases_of(worker)
-        except TaskdError as exc:  # no leader to ask: they lapse after their lease instead
-            log.warning("cannot check the leases of reconnected worker %s: %s", worker, exc)
+        """Fail, as ``worker lost``, the leases under ``worker``'s name it does not hold.
+
+        A worker often reconnects while its cluster has no leader (it left the member that
+        died): the check is tried again until a read barrier answers, for up to a lease
+        period (after which those leases lapse by themselves anyway)."""
+        deadline = trio.current_time() + self.lease_ttl
+        error = "no answer"
+        while not self._closed and (left := deadline - trio.current_time()) > 0:
+            try:
+                # a try at a time, so that a stream that ends meanwhile is not held up
+                with trio.move_on_after(min(left, _RECLAIM_TRY)):
+                    leases = await self._source.leases_of(worker)
+                    break
+            except TaskdError as exc:
+                error = str(exc)
+                await trio.sleep(min(_LEASE_RETRY, max(0.0, deadline - trio.current_time())))
+        else:
+            if not self._closed:  # they lapse after their lease instead
+                log.warning("cannot check the leases of reconnected worker %s: %s", worker, error)
             return
         lost = [lease for lease in leases if lease not in held]
         if not lost:
@@ -316,6 +333,7 @@ class StreamSession:
         self._poke()
 
     def _poke(self) -> None:
+        self._poked = True
         if self._wake is not None:
             self._wake.cancel()
 

@@ -515,11 +515,14 @@ class Scheduler(EvictionRules, DependencyRules):
         if isinstance(task, Outcome):
             return task
         events: list[StateChanged] = []
+        # A failure reported at or past the attempt's deadline is its timeout (the worker's own
+        # timer, or a handler that ended late) whichever of it and the Tick came first.
+        late = 0 < task.timeout_deadline <= now
         self._end_attempt(
             task,
             command.error,
             command.retryable,
-            Trigger.FAIL,
+            Trigger.TIMEOUT if late else Trigger.FAIL,
             now,
             entropy,
             events,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from taskd.errors import Unavailable
 from taskd.exec.work import Report, WorkItem
 from taskd.queue.commands import State
 
@@ -52,6 +53,7 @@ class FakeSource:
         self.max_in_flight = 0  # most attempts in flight right after a lease handed them out
         self._changed = trio.Event()
         self._seq = 0
+        self.leases_of_refusals = 0  # leases_of raises Unavailable this many times first
 
     # ---- what tests drive -----------------------------------------------------------
     def submit(
@@ -156,6 +158,9 @@ class FakeSource:
 
     async def leases_of(self, worker: str) -> list[tuple[str, int]]:
         await trio.lowlevel.checkpoint()  # a real node waits for its read barrier here
+        if self.leases_of_refusals:
+            self.leases_of_refusals -= 1
+            raise Unavailable("no leader yet")
         return [
             (t.id, t.epoch)
             for t in self.tasks.values()

@@ -121,6 +121,22 @@ async def test_a_hello_listing_what_it_holds_releases_the_rest_of_its_leases(sou
     assert source.tasks[other].state is State.RUNNING
 
 
+async def test_the_release_waits_for_a_leader_to_answer(source, registry, autojump_clock):
+    # Given a lease lost with w1's last stream, and a cluster without a leader for a while
+    lost = source.submit(retries=1)
+    await source.lease("q", "w1", 1)
+    source.leases_of_refusals = 3
+    # When w1 reconnects holding nothing
+    async with trio.open_nursery() as nursery:
+        session, _ = await open_session(nursery, source, registry, lease_ttl=30.0)
+        session.hello("w1", ["q"], 0, [])
+        await source.until(lambda: source.tasks[lost].errors != [])
+        # Expect it released once the check got an answer (three refusals, 0.5 s apart)
+        assert trio.current_time() == pytest.approx(1.5)
+        session.close()
+    assert source.tasks[lost].errors == ["worker lost"]
+
+
 async def test_a_hello_that_does_not_say_what_it_holds_releases_nothing(source, registry):
     task = source.submit()
     await source.lease("q", "w1", 1)

@@ -195,6 +195,22 @@ def test_timeout_still_applies_to_a_heartbeating_task() -> None:
     assert (h.state(task_id), h.task(task_id).error) == (State.FAILED, "timeout")
 
 
+def test_a_failure_reported_at_or_past_the_deadline_is_a_timed_out_attempt() -> None:
+    # Given two running attempts with a 10 s timeout
+    h = Harness(now=0.0)
+    early, late = h.submit(timeout=10.0), h.submit(timeout=10.0)
+    first, second = h.lease("default", 2)
+    # When one fails before its deadline and the other at it (before any Tick ran)
+    h.now = 9.5
+    h.fail(first, "ValueError: no")
+    h.now = 10.0
+    h.fail(second, "timeout")
+    # Expect the first a failed attempt, the second a timed-out one (as the Tick would say)
+    assert [a.outcome for a in h.task(early).attempts] == ["failed"]
+    assert [(a.outcome, a.error) for a in h.task(late).attempts] == [("timeout", "timeout")]
+    assert h.state(late) is State.PENDING
+
+
 def test_non_retryable_failure_goes_straight_to_failed() -> None:
     h = Harness()
     task_id = h.submit(max_retries=5)

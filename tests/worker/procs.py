@@ -174,3 +174,11 @@ def tasks_in(base: str, queue: str, state: str | None = None) -> dict[str, dict[
 def all_succeeded(base: str, queue: str, ids: Iterable[str]) -> bool:
     done = tasks_in(base, queue, "succeeded")
     return all(task_id in done for task_id in ids)
+
+
+def unfinished(base: str, queue: str, ids: Iterable[str]) -> str:
+    """What the tasks of ``ids`` that did not succeed look like (for a failure message)."""
+    known = tasks_in(base, queue)
+    left = [known.get(i, {"id": i, "state": "missing"}) for i in ids]
+    left = [t for t in left if t["state"] != "succeeded"]
+    return f"{len(left)} not succeeded, e.g. {left[:3]}"

@@ -63,6 +63,37 @@ def test_a_saturated_worker_grows_by_half_after_grow_after_up_to_the_maximum() -
     assert scaler.next_decision(5.0) == pytest.approx(1.0 + 10.0)
 
 
+def test_slots_refilled_within_a_round_trip_keep_a_worker_saturated() -> None:
+    # Given 1..4, with short tasks: every 0.05 s a handler ends and its slot is refilled 10 ms
+    # later (a backlog the node keeps handing out)
+    scaler = Autoscaler(Concurrency(1, 4), now=0.0, grow_after=0.2, refill=0.1)
+    targets = []
+    now = 0.0
+    for _ in range(40):
+        scaler.observe(now, running=scaler.target)  # every slot busy
+        now += 0.05
+        scaler.observe(now, running=scaler.target - 1)  # one ended
+        now += 0.01
+        targets.append(scaler.target)
+    # Expect it to grow all the way to the maximum
+    assert targets[-1] == 4, targets
+
+
+def test_a_slot_free_longer_than_refill_breaks_saturation() -> None:
+    # Given a saturated worker at 2 of 1..4
+    scaler = Autoscaler(Concurrency(1, 4), now=0.0, grow_after=0.2, refill=0.1)
+    scaler.target = 2
+    scaler.observe(0.0, running=2)
+    # When a slot stays free for 0.15 s (the queue ran dry), then fills again
+    scaler.observe(0.1, running=1)
+    assert scaler.next_decision(0.1) == pytest.approx(0.2, abs=1e-5)  # to see if it stays free
+    assert scaler.observe(0.25, running=2) == 2
+    # Expect saturation to count from the refill, not from 0.0
+    assert scaler.next_decision(0.25) == pytest.approx(0.45)
+    assert scaler.observe(0.44, running=2) == 2
+    assert scaler.observe(0.45, running=2) == 3
+
+
 def test_an_idle_worker_shrinks_to_its_peak_of_the_period_never_below_the_minimum() -> None:
     scaler = Autoscaler(Concurrency(2, 10), now=0.0, grow_after=0.2, shrink_after=10.0)
     scaler.target = 10

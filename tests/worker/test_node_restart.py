@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import NodeFactory
 from tests.node.rest import post
 from tests.worker.conftest import SpawnWorker
-from tests.worker.procs import all_succeeded, tasks_in, wait_until
+from tests.worker.procs import all_succeeded, tasks_in, unfinished, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_a_node_restart_under_a_running_worker_loses_nothing_and_runs_nothing_tw
         lambda: all_succeeded(node.http_url, "restart", acknowledged),
         15,
         f"all {len(acknowledged)} acknowledged tasks succeeded",
-        lambda: f"{_unfinished(node.http_url, acknowledged)}\n{worker.describe()}",
+        lambda: f"{unfinished(node.http_url, 'restart', acknowledged)}\n{worker.describe()}",
     )
     # and each handler to have started and completed exactly once
     started, done = worker.count("start"), worker.count("done")
@@ -118,10 +118,3 @@ def test_a_node_restart_under_a_running_worker_loses_nothing_and_runs_nothing_tw
 def _running(worker) -> bool:  # type: ignore[no-untyped-def]
     started, done = worker.count("start"), worker.count("done")
     return any(task_id not in done for task_id in started)
-
-
-def _unfinished(base: str, ids: list[str]) -> str:
-    known = tasks_in(base, "restart")
-    left = [known.get(i, {"id": i, "state": "missing"}) for i in ids]
-    left = [t for t in left if t["state"] != "succeeded"]
-    return f"{len(left)} not succeeded, e.g. {left[:3]}"

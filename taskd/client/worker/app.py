@@ -67,7 +67,8 @@ class Worker:
     stop waits for running handlers (default: until they finish). ``name``: how the node knows
     this process (default ``host-pid``); it must be unique per worker process, because a
     reconnecting worker tells the node every lease it still holds under it and the node
-    releases the others at once (they were lost with the stream).
+    releases the others at once (they were lost with the stream). ``shrink_after``: with a
+    range, seconds that slots stay unused before the worker gives them back (default 10).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Worker:
         name: str | None = None,
         drain_timeout: float | None = None,
         max_result: int = MAX_RESULT,
+        shrink_after: float = 10.0,
     ) -> None:
         try:
             self.concurrency = Concurrency.of(concurrency)
@@ -99,6 +101,9 @@ class Worker:
             raise InvalidArgument("must be 1-255 printable characters", "name")
         self.drain_timeout = _drain_timeout(drain_timeout)
         self.max_result = max_result
+        if not (isinstance(shrink_after, int | float) and 0 < shrink_after < math.inf):
+            raise InvalidArgument("must be a number of seconds > 0", "shrink_after")
+        self.shrink_after = float(shrink_after)
         self.handlers = Handlers()
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,6 +185,7 @@ class Worker:
             targets=self.servers,
             name=self.name,
             max_result=self.max_result,
+            shrink_after=self.shrink_after,
             drain_timeout=self.drain_timeout,
         )
         runtime = Runtime(settings, self.handlers, on_start=self.on_start)

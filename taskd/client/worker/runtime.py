@@ -62,6 +62,7 @@ class Settings:
     name: str
     max_result: int
     drain_timeout: float | None  # seconds to finish running handlers after a stop; None: wait
+    shrink_after: float = 10.0  # seconds slots stay unused before the worker gives them back
 
 
 @dataclass(slots=True)
@@ -76,6 +77,20 @@ class Stats:
     revoked: int = 0
     connects: int = 0
     accepted: dict[str, int] = field(default_factory=dict)  # task id -> accepted results
+
+
+# What a node built before WorkerHello.held_* / holds_all and retry_delay_seconds says when it
+# meets them (it refuses unknown fields; taskd/node/api/grpc/wire.py).
+_NEWER_FIELDS = ("in WorkerHello", "in TaskResults", "in TaskResult;")
+
+
+def _newer_than_node(exc: grpclib.GRPCError) -> bool:
+    text = exc.message or ""
+    return (
+        exc.status is Status.INVALID_ARGUMENT
+        and "unknown field number" in text
+        and any(where in text for where in _NEWER_FIELDS)
+    )
 
 
 def default_name() -> str:
@@ -96,7 +111,7 @@ class Runtime:
         self.handlers = handlers
         self.clock = clock
         self.ledger = Ledger()
-        self.scaler = Autoscaler(settings.concurrency, clock())
+        self.scaler = Autoscaler(settings.concurrency, clock(), shrink_after=settings.shrink_after)
         self.heartbeats = Heartbeats()
         self.rotation = Rotation(settings.targets, rng or random.Random())
         self.stats = Stats()
@@ -110,6 +125,9 @@ class Runtime:
         self._timer: asyncio.TimerHandle | None = None
         self._announced = -1
         self._drain_limit = settings.drain_timeout
+        self._failures = 0  # streams that failed in a row (to log an outage once)
+        self._older_node = False  # it refused this SDK's newer fields: leave them out
+        self._last_connects = 0
 
     def abandon_now(self) -> None:
         """Stop without waiting for running handlers (a second SIGINT)."""
@@ -150,6 +168,17 @@ class Runtime:
                     detail = "the node ended the stream"
                 except grpclib.GRPCError as exc:
                     detail = f"{exc.status.name}: {exc.message}"
+                    if not self._older_node and _newer_than_node(exc):
+                        # a node from before these fields: speak its dialect, at once
+                        log.info(
+                            "worker %s: %s is an older node (%s); not telling it the leases "
+                            "held or retry delays",
+                            self.settings.name,
+                            target,
+                            exc.message,
+                        )
+                        self._older_node = True
+                        continue
                     if exc.status in (Status.INVALID_ARGUMENT, Status.UNIMPLEMENTED):
                         # the worker itself is wrong: reconnecting cannot help
                         raise from_status(exc.status, exc.message, self._trailers) from None
@@ -157,7 +186,13 @@ class Runtime:
                 except _BROKEN as exc:
                     detail = f"{type(exc).__name__}: {exc}"
                 wait = self.rotation.failed(target, hint)
-                log.warning(
+                if self.stats.connects != self._last_connects:  # it had connected: a new outage
+                    self._last_connects, self._failures = self.stats.connects, 0
+                # An outage is one warning, then one every 30 tries, not a line per try.
+                level = logging.WARNING if self._failures % 30 == 0 else logging.DEBUG
+                self._failures += 1
+                log.log(
+                    level,
                     "worker %s: stream to %s ended (%s); reconnecting to %s in %.2f s",
                     self.settings.name,
                     target,
@@ -206,13 +241,16 @@ class Runtime:
                     worker=self.settings.name,
                     queues=list(self.settings.queues),
                     capacity=capacity,
-                    held_ids=[task_id for task_id, _ in held],
-                    held_leases=[epoch for _, epoch in held],
-                    holds_all=True,
                 )
+                if not self._older_node:
+                    hello.held_ids = [task_id for task_id, _ in held]
+                    hello.held_leases = [epoch for _, epoch in held]
+                    hello.holds_all = True
                 await stream.send_message(pb.WorkerMessage(hello=hello))
                 self._announced = capacity
                 self.stats.connects += 1
+                if self._failures:
+                    log.info("worker %s: connected to %s", self.settings.name, target)
                 if self.ledger.alive():
                     self.heartbeats.carried(self.clock())
                 receiver = asyncio.create_task(self._receive(stream, target))
@@ -259,7 +297,7 @@ class Runtime:
                     success=[r.success for r in reports],
                     results=[r.result for r in reports],
                     errors=[r.error for r in reports],
-                    retry_delay_seconds=delays if any(delays) else [],
+                    retry_delay_seconds=delays if any(delays) and not self._older_node else [],
                 )
                 await stream.send_message(pb.WorkerMessage(results=results))
             alive = self.ledger.alive()

@@ -3,7 +3,10 @@
 Theory of operation: a stream worker does not see the queue's backlog, but the node fills every
 free slot it announces as soon as work is runnable. So *saturation* is the backlog signal: when
 every slot stayed busy for ``grow_after`` seconds, more work is waiting; the target grows by
-half (at least one), up to the maximum. When some slots stayed free for ``shrink_after``
+half (at least one), up to the maximum. A slot that a finished handler frees is refilled one
+round trip later when there is a backlog, so a slot free for at most ``refill`` seconds does
+not break saturation (with short tasks some slot is always between two of them); one that
+stays free longer means the queue ran dry. When some slots stayed free for ``shrink_after``
 seconds, the target drops to the most that ran at once in that period (never below the
 minimum): slots that nobody used are given back. ``now`` is always an argument; this class
 holds no clock, so its tests are plain numbers.
@@ -74,14 +77,17 @@ class Autoscaler:
         *,
         grow_after: float = 0.2,
         shrink_after: float = 10.0,
+        refill: float = 0.1,
     ) -> None:
-        if grow_after <= 0 or shrink_after <= 0:
-            raise ValueError("grow_after and shrink_after must be positive")
+        if grow_after <= 0 or shrink_after <= 0 or refill < 0:
+            raise ValueError("grow_after and shrink_after must be positive, refill >= 0")
         self.range = concurrency
         self.grow_after = grow_after
         self.shrink_after = shrink_after
+        self.refill = refill
         self.target = concurrency.min
         self._saturated_since: float | None = None
+        self._free_since: float | None = None  # when a slot last became free (None: none is)
         self._period_start = now
         self._peak = 0  # the most running at once since the period started
 
@@ -89,6 +95,9 @@ class Autoscaler:
         """``running`` handlers are busy now; update and return the target."""
         self._peak = max(self._peak, running)
         if running >= self.target:
+            if self._free_since is not None and now - self._free_since > self.refill:
+                self._saturated_since = None  # that slot stayed free: the queue had run dry
+            self._free_since = None
             if self._saturated_since is None:
                 self._saturated_since = now
             if self.target < self.range.max and now - self._saturated_since >= self.grow_after:
@@ -97,7 +106,10 @@ class Autoscaler:
                 self._saturated_since = None
                 self._restart(now, running)
             return self.target
-        self._saturated_since = None
+        if self._free_since is None:
+            self._free_since = now
+        if now - self._free_since > self.refill:
+            self._saturated_since = None
         if now - self._period_start >= self.shrink_after:
             self.target = max(self.range.min, min(self.target, self._peak))
             self._restart(now, running)
@@ -108,6 +120,8 @@ class Autoscaler:
         if self.range.min == self.range.max:
             return math.inf
         if self._saturated_since is not None and self.target < self.range.max:
+            if self._free_since is not None:  # a slot is free: when it counts as a dry queue
+                return self._free_since + self.refill + 1e-6
             return self._saturated_since + self.grow_after
         if self.target > self.range.min:
             return self._period_start + self.shrink_after
