@@ -134,26 +134,38 @@ class Run:
         return max(0, acknowledged - sum(counts.values()))
 
 
+def _producers_only(
+    run: Run, count: int, role_for: Callable[[int], Role], expected: int, note: str = ""
+) -> ChildReport:
+    """Run ``count`` producer processes until they are done, showing progress; their total."""
+    try:
+        fleet = run.fleet(count, role_for)
+        run.wait_ready(fleet)
+        with ProgressLine(run.console, run.name, expected, run.processes) as line:
+            start = time.monotonic()
+            run.go.set()
+            while not fleet.poll():
+                line.update(fleet.progress, fleet.errors, time.monotonic() - start, note)
+                time.sleep(TICK)
+            line.update(fleet.progress, fleet.errors, time.monotonic() - start, note)
+        [reports] = run.close()
+    finally:
+        run.kill()
+    return merge(reports)
+
+
 def w1(
     settings: Settings, console: Console, name: str, api: str, description: str
 ) -> WorkloadResult:
     run = Run(settings, console, name)
     plans = run.producers(api)
     shares = split(settings.tasks, len(plans))
-    try:
-        fleet = run.fleet(len(plans), lambda i: functools.partial(closed_loop, plans[i], shares[i]))
-        run.wait_ready(fleet)
-        with ProgressLine(console, name, settings.tasks, run.processes) as line:
-            start = time.monotonic()
-            run.go.set()
-            while not fleet.poll():
-                line.update(fleet.progress, fleet.errors, time.monotonic() - start)
-                time.sleep(TICK)
-            line.update(fleet.progress, fleet.errors, time.monotonic() - start)
-        [reports] = run.close()
-    finally:
-        run.kill()
-    total = merge(reports)
+    total = _producers_only(
+        run,
+        len(plans),
+        lambda i: functools.partial(closed_loop, plans[i], shares[i]),
+        settings.tasks,
+    )
     notes: dict[str, object] = {"clients": settings.clients, "queue": run.queue}
     return _result(run, name, description, total, notes)
 
@@ -163,20 +175,9 @@ def w1_sdk(settings: Settings, console: Console) -> WorkloadResult:
     sharing one ``TaskSchedulerClient`` (which coalesces them)."""
     run = Run(settings, console, "sdk-submit")
     [plan] = run.producers("sdk", procs=1)
-    try:
-        fleet = run.fleet(1, lambda i: functools.partial(sdk_submit, plan, settings.tasks))
-        run.wait_ready(fleet)
-        with ProgressLine(console, run.name, settings.tasks, run.processes) as line:
-            start = time.monotonic()
-            run.go.set()
-            while not fleet.poll():
-                line.update(fleet.progress, fleet.errors, time.monotonic() - start)
-                time.sleep(TICK)
-            line.update(fleet.progress, fleet.errors, time.monotonic() - start)
-        [reports] = run.close()
-    finally:
-        run.kill()
-    total = merge(reports)
+    total = _producers_only(
+        run, 1, lambda i: functools.partial(sdk_submit, plan, settings.tasks), settings.tasks
+    )
     notes: dict[str, object] = {
         "threads": settings.clients,
         "submit_batch_calls": total.extra.get("batches", 0),
@@ -194,23 +195,13 @@ def w1_open(settings: Settings, console: Console) -> WorkloadResult:
     plans = run.producers("unary")
     rates = [settings.rate * p.clients / settings.clients for p in plans]
     expected = sum(int(r * settings.duration) for r in rates)
-    try:
-        fleet = run.fleet(
-            len(plans),
-            lambda i: functools.partial(open_loop, plans[i], rates[i], settings.duration),
-        )
-        run.wait_ready(fleet)
-        with ProgressLine(console, name, expected, run.processes) as line:
-            start = time.monotonic()
-            run.go.set()
-            while not fleet.poll():
-                line.update(fleet.progress, fleet.errors, time.monotonic() - start, "offered")
-                time.sleep(TICK)
-            line.update(fleet.progress, fleet.errors, time.monotonic() - start, "offered")
-        [reports] = run.close()
-    finally:
-        run.kill()
-    total = merge(reports)
+    total = _producers_only(
+        run,
+        len(plans),
+        lambda i: functools.partial(open_loop, plans[i], rates[i], settings.duration),
+        expected,
+        "offered",
+    )
     notes: dict[str, object] = {"offered_per_second": settings.rate, "queue": run.queue}
     description = (
         f"unary Submit offered open loop at {settings.rate:g}/s for {settings.duration:g} s"
