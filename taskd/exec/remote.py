@@ -115,6 +115,11 @@ class StreamSession:
         self._handle = self._registry.join(worker, "stream", queues, capacity, holder=self)
         self._poke()
 
+    def heard(self) -> None:
+        """The worker sent a message (any kind): it counts as its heartbeat."""
+        if self._handle is not None:
+            self._handle.heard()
+
     def on_credit(self, capacity: int) -> None:
         self._check_capacity(capacity, "credit.capacity")
         self._capacity = capacity

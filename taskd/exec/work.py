@@ -15,7 +15,8 @@ and HTTP worker, with its queues, capacity and running task ids.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -106,6 +107,7 @@ class WorkerInfo:
     queues: tuple[str, ...]
     capacity: int
     running: tuple[str, ...]
+    last_seen: float | None = None  # epoch seconds of its last message; None: in process
 
 
 class WorkerHandle:
@@ -127,6 +129,13 @@ class WorkerHandle:
         self.holder = holder  # None for HTTP workers: they learn of revocations from a 409
         self.running: dict[str, int] = {}  # task id -> epoch
         self._registry = registry
+        # epoch seconds the worker was last heard from (a message, a lease call); local
+        # executors run inside the node and are never "heard from": None
+        self.last_seen: float | None = None if kind == "local" else registry.clock()
+
+    def heard(self) -> None:
+        """The worker just said something: it is alive now."""
+        self.last_seen = self._registry.clock()
 
     def set_capacity(self, capacity: int) -> None:
         self.capacity = capacity
@@ -147,14 +156,20 @@ class WorkerHandle:
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(
-            self.name, self.kind, self.queues, self.capacity, tuple(sorted(self.running))
+            self.name,
+            self.kind,
+            self.queues,
+            self.capacity,
+            tuple(sorted(self.running)),
+            self.last_seen,
         )
 
 
 class WorkerRegistry:
     """Live workers of this node, and which of them holds each running task."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # epoch seconds, for ``WorkerHandle.last_seen``
         self._handles: set[WorkerHandle] = set()
         self._holders: dict[str, WorkerHandle] = {}
 

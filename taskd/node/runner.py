@@ -55,6 +55,7 @@ from taskd.node.api.http.app import HttpExtras, create_app
 from taskd.node.api.http.origin import OriginPolicy, is_loopback_listener
 from taskd.node.api.http.server import hypercorn_config, serve_http
 from taskd.node.api.http.workers import HttpWorkerTracker
+from taskd.node.api.present import rfc3339
 from taskd.node.api.transport import (
     SHED_QUIET,
     ConnectionTable,
@@ -151,6 +152,7 @@ class Node:
                 "queues": list(w.queues),
                 "capacity": w.capacity,
                 "running": list(w.running),
+                "last_heartbeat": rfc3339(w.last_seen) if w.last_seen is not None else None,
             }
             for w in self.registry.workers()
         ]

@@ -83,14 +83,14 @@ class Holder:
 
 
 def test_registry_lists_workers_and_routes_revocations_by_epoch():
-    registry, holder = WorkerRegistry(), Holder()
+    registry, holder = WorkerRegistry(clock=lambda: 1000.0), Holder()
     local = registry.join("n1/local/q", "local", ["q"], 4, holder)
     http = registry.join("h1", "http", ["q"], 2)
     local.started("t1", 3)
     http.started("t2", 1)
     assert registry.workers() == [
-        WorkerInfo("h1", "http", ("q",), 2, ("t2",)),
-        WorkerInfo("n1/local/q", "local", ("q",), 4, ("t1",)),
+        WorkerInfo("h1", "http", ("q",), 2, ("t2",), 1000.0),
+        WorkerInfo("n1/local/q", "local", ("q",), 4, ("t1",), None),
     ]
     assert not registry.revoke("t1", 2, "timeout")  # not the epoch it holds
     assert registry.revoke("t1", 3, "timeout")
@@ -109,3 +109,18 @@ def test_a_re_lease_elsewhere_is_not_undone_by_the_old_holder():
     new.started("t1", 2)
     old.finished("t1")
     assert registry.holder_of("t1") == "b"
+
+
+def test_a_worker_is_heard_from_when_it_joins_and_whenever_it_speaks():
+    # Given a registry on a clock we move, a stream worker and a local executor joining at 100
+    now = [100.0]
+    registry = WorkerRegistry(clock=lambda: now[0])
+    stream = registry.join("w1", "stream", ["q"], 8)
+    local = registry.join("n1/local/q", "local", ["q"], 4)
+    joined = stream.info().last_seen
+    # When 30 s pass and the stream worker says something
+    now[0] = 130.0
+    stream.heard()
+    # Expect it last heard at 130 (joined at 100); the local executor, inside the node, never
+    assert (joined, stream.info().last_seen) == (100.0, 130.0)
+    assert local.info().last_seen is None

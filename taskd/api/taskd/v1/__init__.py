@@ -828,6 +828,11 @@ class WorkerInfo(betterproto2.Message):
     "local" | "stream" | "http"
     """
 
+    last_heartbeat_ms: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
+    """
+    when the worker last sent anything; 0 for local executors
+    """
+
 
 default_message_pool.register_message("taskd.v1", "WorkerInfo", WorkerInfo)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import grpclib
@@ -347,6 +348,7 @@ class ClusterService(pb.ClusterServiceBase):
                     capacity=w["capacity"],
                     running=w["running"],
                     kind=w["kind"],
+                    last_heartbeat_ms=_epoch_ms(w.get("last_heartbeat")),
                 )
                 for w in self._workers()
             ]
@@ -370,6 +372,13 @@ def _status_to_proto(s: dict[str, Any]) -> pb.ClusterStatus:
             for m in s["members"]
         ],
     )
+
+
+def _epoch_ms(stamp: str | None) -> int:
+    """An RFC 3339 time of the JSON views → epoch milliseconds (0: none)."""
+    if not stamp:
+        return 0
+    return round(datetime.fromisoformat(stamp).timestamp() * 1000)
 
 
 def _member(address: str) -> str:

@@ -192,6 +192,7 @@ class WorkerStreamService(pb.WorkerServiceBase):
 
     @staticmethod
     async def _dispatch(session: StreamSession, message: pb.WorkerMessage) -> None:
+        session.heard()
         if message.result is not None:
             r = message.result
             await session.on_result(

@@ -35,6 +35,7 @@ class HttpWorkerTracker:
             handle.queues = (*handle.queues, queue)
         handle.set_capacity(max(handle.capacity, capacity))
         self._last_seen[worker] = self.clock()
+        handle.heard()
         for item in items:
             handle.started(item.id, item.epoch)
 
@@ -44,6 +45,7 @@ class HttpWorkerTracker:
         handle = self._handles.get(holder) if holder else None
         if handle is not None and handle.kind == "http":
             handle.finished(task_id)
+            handle.heard()
             self._last_seen[handle.name] = self.clock()
 
     def prune(self) -> None:

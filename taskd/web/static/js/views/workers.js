@@ -1,6 +1,6 @@
 // Workers and executors connected to this node (snapshot and `workers` messages): who, what
-// kind, which queues, capacity, the tasks they run, and when they were last heard from when
-// the node says so.
+// kind, which queues, capacity, the tasks they run, and when they were last heard from
+// (last_heartbeat; local executors run inside the node).
 
 import { h, setText, syncRows } from "../dom.js";
 import * as fmt from "../format.js";
@@ -65,9 +65,10 @@ export function mountWorkers(root, { model }) {
       if (running.length > SHOWN_TASKS) links.push(h("span", { class: "note", text: `+${running.length - SHOWN_TASKS} more` }));
       c.tasks.replaceChildren(running.length ? h("span", { class: "chips" }, links) : h("span", { class: "note", text: "idle" }));
     }
-    const beat = w.last_heartbeat ?? w.last_seen ?? null;
-    setText(c.beat, beat ? fmt.ago(beat) : fmt.NONE);
-    c.beat.title = beat ? fmt.dateTime(beat) : "the node reports no heartbeat time for this worker";
+    const beat = w.last_heartbeat ?? null;
+    const inProcess = w.kind === "local";
+    setText(c.beat, beat ? fmt.ago(beat) : inProcess ? "in process" : fmt.NONE);
+    c.beat.title = beat ? fmt.dateTime(beat) : inProcess ? "a local executor runs inside the node: it needs no heartbeat" : "the node reports no heartbeat time for this worker";
   }
 
   return {
