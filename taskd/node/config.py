@@ -61,7 +61,8 @@ class NodeConfig:
     allow_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones, or "*"
     shutdown_grace: float = 30.0
     worker_lease: float = 30.0
-    snapshot_every: int = 100_000
+    snapshot_every: int = 100_000  # entries between snapshots at most
+    snapshot_bytes: int = 64 << 20  # bytes of commands between snapshots at most
     accept_data_loss: bool = False
     log_level: str = "info"
     log_format: str = "auto"  # json | text | auto (text on a terminal); see observe.logs
@@ -121,6 +122,10 @@ class NodeConfig:
             raise ConfigError("--max-tasks must be at least 1 (or leave it out for the default)")
         if self.max_memory is not None and self.max_memory < 1:
             raise ConfigError("--max-memory must be at least 1 byte (e.g. 512M, 2G)")
+        if self.snapshot_every < 1:
+            raise ConfigError("--snapshot-every must be at least 1 entry")
+        if self.snapshot_bytes < 1:
+            raise ConfigError("--snapshot-bytes must be at least 1 byte (e.g. 64M)")
         if self.shutdown_grace < 0:
             raise ConfigError("--shutdown-grace must be >= 0 seconds")
         if self.worker_lease <= 0:
@@ -271,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--snapshot-every", type=int, help="log entries between snapshots (default 100,000)"
     )
     p.add_argument(
+        "--snapshot-bytes",
+        metavar="SIZE",
+        help="bytes of commands between snapshots, whatever their count; bounds the memory the "
+        "log holds (default 64M)",
+    )
+    p.add_argument(
         "--max-connections",
         type=int,
         help="connections per listener (gRPC, HTTP); beyond it the longest-idle one is closed "
@@ -372,6 +383,7 @@ def load(
         ("shutdown-grace", float),
         ("worker-lease", float),
         ("snapshot-every", int),
+        ("snapshot-bytes", parse_size),
         ("log-level", str),
         ("log-format", str),
         ("max-connections", int),
@@ -384,7 +396,7 @@ def load(
             try:
                 values[name.replace("-", "_")] = convert(raw)
             except ValueError as exc:
-                detail = f": {exc}" if name == "max-memory" else ""
+                detail = f": {exc}" if name in ("max-memory", "snapshot-bytes") else ""
                 raise ConfigError(
                     f"--{name} (or TASKD_{name.upper().replace('-', '_')}): bad value {raw!r}"
                     + detail

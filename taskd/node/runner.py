@@ -102,6 +102,7 @@ class Node:
             self.machine,
             node_id=config.node_id,
             snapshot_every=config.snapshot_every,
+            snapshot_bytes=config.snapshot_bytes,
             accept_data_loss=config.accept_data_loss,
             peers=config.peers,
             join=config.join,

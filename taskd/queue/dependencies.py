@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from taskd.queue.commands import State, StateChanged
-from taskd.queue.task import Task
+from taskd.queue.task import NO_WAIT, Task
 from taskd.queue.transitions import Trigger
 
 _BLOCKED = State.BLOCKED
@@ -50,7 +50,7 @@ class DependencyRules:
                     dependent.error = error
                     dependent.canceled_by = cause
                     dependent.finished_at = now
-                    dependent.waiting_on.clear()
+                    dependent.waiting_on = NO_WAIT
                     self._transition(dependent, _CANCELED, Trigger.DEP_ENDED, events)
                     next_frontier.append(dependent_id)
             frontier = next_frontier
@@ -63,20 +63,21 @@ class DependencyRules:
                 return dep
         return None
 
-    def _reset(self, task: Task) -> set[str]:
+    def _reset(self, task: Task) -> set[str] | frozenset[str]:
         """Clear a terminal task for a fresh set of attempts; returns its ``waiting_on``."""
         task.attempt = 0
         task.error = ""
         task.result = None
         task.canceled_by = ""
         task.finished_at = 0.0
-        waiting = task.waiting_on
-        waiting.clear()
-        for dep_id in task.depends_on:
-            dep = self._tasks.get(dep_id)
-            if dep is not None and not dep.state.terminal:
-                waiting.add(dep_id)
-        return waiting
+        tasks = self._tasks
+        waiting = {
+            dep_id
+            for dep_id in task.depends_on
+            if (dep := tasks.get(dep_id)) is not None and not dep.state.terminal
+        }
+        task.waiting_on = waiting or NO_WAIT
+        return task.waiting_on
 
     def _restore_dependents(self, root: Task, events: list[StateChanged]) -> None:
         """Bring back (as BLOCKED) the dependents canceled because of ``root``, transitively."""

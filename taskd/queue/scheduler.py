@@ -43,6 +43,7 @@ from taskd.queue.audit import recount
 from taskd.queue.backoff import backoff
 from taskd.queue.catalog import IdIndex
 from taskd.queue.commands import (
+    DEFAULT_TIMEOUT,
     Cancel,
     Command,
     Complete,
@@ -71,13 +72,14 @@ from taskd.queue.eviction import EvictionRules
 from taskd.queue.holdings import HeldCounts, Holdings, spec_size
 from taskd.queue.queues import QueueIndex, QueueStats
 from taskd.queue.submit import SubmitPlan, check_queue_name, plan_submit
-from taskd.queue.task import SchedulerConfig, Task, end_attempt
+from taskd.queue.task import NO_LABELS, NO_WAIT, SchedulerConfig, Task, end_attempt
 from taskd.queue.timers import Timers, due_time
 from taskd.queue.transitions import InvariantError, Trigger, allowed, check
 
 __all__ = ["HeldCounts", "QueueStats", "Scheduler"]
 
 _PENDING, _BLOCKED, _QUEUED, _RUNNING = State.PENDING, State.BLOCKED, State.QUEUED, State.RUNNING
+_TIMEOUT = float(DEFAULT_TIMEOUT)  # one object for every task with the default timeout
 _SUCCEEDED, _FAILED, _CANCELED = State.SUCCEEDED, State.FAILED, State.CANCELED
 _MAX_LEASE_BATCH = 10_000
 # How an attempt that did not succeed ended, by what ended it (the attempt history's outcome).
@@ -325,12 +327,13 @@ class Scheduler(EvictionRules, DependencyRules):
                 spec.name,
                 priority,
                 spec.payload,
-                float(spec.timeout),
+                # the usual values as shared objects: a float of its own is 24 bytes a task
+                _TIMEOUT if spec.timeout == DEFAULT_TIMEOUT else float(spec.timeout),
                 spec.max_retries,
-                float(spec.run_at),
+                float(spec.run_at) if spec.run_at else 0.0,
                 deps,
                 spec.idempotency_key,
-                dict(spec.labels) if spec.labels else {},
+                dict(spec.labels) if spec.labels else NO_LABELS,
                 now,
                 seq,
                 state,
@@ -497,6 +500,7 @@ class Scheduler(EvictionRules, DependencyRules):
                 dependent = tasks[dependent_id]
                 waiting = dependent.waiting_on
                 if dependent.state is _BLOCKED and task.id in waiting:
+                    assert isinstance(waiting, set)  # NO_WAIT holds nothing
                     waiting.discard(task.id)
                     if not waiting:
                         new = _PENDING if dependent.run_at > now else _QUEUED
@@ -579,7 +583,7 @@ class Scheduler(EvictionRules, DependencyRules):
         task.canceled_by = ""
         task.finished_at = now
         task.lease_deadline = task.timeout_deadline = 0.0
-        task.waiting_on.clear()
+        task.waiting_on = NO_WAIT
         self._transition(task, _CANCELED, Trigger.CANCEL, events)
         self._cascade(task, now, events)
         return Outcome(reply=task.id, events=events, revoked=revoked)

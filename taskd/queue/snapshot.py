@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from taskd.queue.commands import State
-from taskd.queue.task import Attempt, SchedulerConfig, Task
+from taskd.queue.task import NO_LABELS, NO_WAIT, Attempt, SchedulerConfig, Task
 
 SNAPSHOT_VERSION = 1
 _STATES = {state.value: state for state in State}
@@ -132,7 +132,7 @@ def _task(row: list[Any]) -> Task:
         run_at=run_at,
         depends_on=tuple(depends_on),
         idempotency_key=key,
-        labels=dict(zip(labels[::2], labels[1::2], strict=True)),
+        labels=dict(zip(labels[::2], labels[1::2], strict=True)) if labels else NO_LABELS,
         created_at=created_at,
         seq=seq,
         state=_STATES[state],
@@ -145,7 +145,7 @@ def _task(row: list[Any]) -> Task:
         epoch=epoch,
         lease_deadline=lease_deadline,
         timeout_deadline=timeout_deadline,
-        waiting_on=set(waiting_on),
+        waiting_on=set(waiting_on) if waiting_on else NO_WAIT,
         canceled_by=canceled_by,
-        attempts=[Attempt(*row) for row in history],  # six fields, or seven with a log
+        attempts=tuple(Attempt(*row) for row in history),  # six fields, or seven with a log
     )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from taskd.queue.commands import RejectCode, Rejection, State, Submit, TaskSpec
-from taskd.queue.task import Task
+from taskd.queue.task import NO_WAIT, Task
 
 MAX_QUEUE_NAME = 128
 MAX_IDEMPOTENCY_KEY = 255
@@ -34,7 +34,7 @@ class SubmitPlan:
     reply: tuple[tuple[str, bool], ...]
     state: list[State | None]
     depends_on: list[tuple[str, ...]]
-    waiting_on: list[set[str]]
+    waiting_on: list[set[str] | frozenset[str]]  # NO_WAIT for a task that waits for nothing
     error: list[str]
     canceled_by: list[str]
 
@@ -149,7 +149,7 @@ def plan_submit(
 
     empty: tuple[str, ...] = ()
     depends_on: list[tuple[str, ...]] = [empty] * count
-    waiting_on: list[set[str]] = []
+    waiting_on: list[set[str] | frozenset[str]] = []
     error = [""] * count
     canceled_by = [""] * count
     if any_deps:
@@ -167,12 +167,12 @@ def plan_submit(
                     dep_state = state[k] if k is not None else tasks[dep].state
                     if dep_state is not None and not dep_state.terminal:
                         waiting.add(dep)
-            waiting_on.append(waiting)
+            waiting_on.append(waiting or NO_WAIT)
     else:
         for i, spec in enumerate(specs):
             if spec.run_at > now and state[i] is not None:
                 state[i] = State.PENDING
-        waiting_on = [set() for _ in range(count)]
+        waiting_on = [NO_WAIT] * count
 
     # Queue depth: non-terminal tasks per queue, counted in spec order.
     room: dict[str, int] = {}

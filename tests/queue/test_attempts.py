@@ -23,11 +23,11 @@ def test_each_attempt_ends_in_the_history_with_its_error() -> None:
     h.tick(1000.0)
     h.complete(h.lease_one(worker="w3"), b"done")
     # Expect all three, in order, each with who ran it and how it ended
-    assert h.task(task_id).attempts == [
+    assert h.task(task_id).attempts == (
         Attempt(1, 100.0, 100.0, "failed", "boom", "w1"),
         Attempt(2, 200.0, 211.0, "timeout", "timeout", "w2"),
         Attempt(3, 1000.0, 1000.0, "succeeded", "", "w3"),
-    ]
+    )
 
 
 def test_a_canceled_running_attempt_is_kept_and_history_survives_a_retry() -> None:
@@ -69,8 +69,8 @@ def test_the_history_survives_a_snapshot_and_old_snapshots_still_load() -> None:
     old = Scheduler.restore(msgpack.packb(body, use_bin_type=True))
     # Expect the task with an empty history, and everything else as it was
     task = old.get(task_id)
-    assert task is not None and task.attempts == [] and task.error == "boom"
-    assert snapshot.decode(old.snapshot()).tasks[0].attempts == []
+    assert task is not None and task.attempts == () and task.error == "boom"
+    assert snapshot.decode(old.snapshot()).tasks[0].attempts == ()
 
 
 def test_a_successful_runs_stderr_tail_is_kept_and_survives_a_snapshot() -> None:

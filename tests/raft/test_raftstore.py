@@ -129,6 +129,23 @@ async def test_snapshots_compact_the_log_and_restart_gives_the_same_state(
         assert machine2.indexes == machine.indexes
 
 
+async def test_a_few_large_entries_snapshot_by_bytes_long_before_their_count(
+    tmp_path: Path,
+) -> None:
+    # Given a store that snapshots every 10**9 entries or every 64 KiB of commands
+    machine = AppendLog()
+    store = RaftStore(tmp_path, machine, snapshot_every=10**9, snapshot_bytes=64 << 10)
+    async with running(store):
+        # When 5 entries of 16 KiB each are applied (80 KiB: past the byte bound)
+        for n in range(5):
+            await store.propose(bytes([n]) * (16 << 10))
+        # Expect a snapshot, which compacts the log those entries held in memory
+        with trio.fail_after(10):
+            await store.wait_for_snapshot()
+        assert store.snapshots_written == 1
+    assert len(list((tmp_path / "raft").glob("snapshot-*"))) == 1
+
+
 @pytest.mark.slow
 async def test_large_replay_in_chunks(tmp_path: Path) -> None:
     store, _ = make(tmp_path, snapshot_every=10**9)

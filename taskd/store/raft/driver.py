@@ -37,8 +37,9 @@ signal is lost when ``serve`` ends.
 The durable mark (``disklog``) rides along with each round's fsync; when no work comes for
 ``_MARK_FLUSH_DELAY`` after a round, the loop flushes it, so it trails the log only briefly.
 
-Every ``snapshot_every`` applied entries, a forked child serializes the state as of the applied
-index and writes it (``snapshotter``), so the loop never stops for it; deleting the segments it
+Every ``snapshot_every`` applied entries, or ``snapshot_bytes`` of applied commands (whichever
+comes first: the entries stay in memory until a snapshot covers them), a forked child
+serializes the state as of the applied index and writes it (``snapshotter``), so the loop never stops for it; deleting the segments it
 covers runs in a thread beside the rounds; only then is the in-memory log compacted.
 
 Failure (``_fail``, see ``diskfault``): an ``OSError`` from the disk fails every waiting
@@ -126,6 +127,9 @@ log = logging.getLogger("taskd.raft")
 
 # Replays longer than this are logged as they go, and yield to the loop between chunks.
 _REPLAY_CHUNK = 20_000
+# Snapshot once this many bytes of commands were applied since the last one, whatever their
+# count: it bounds the memory the log holds (batches of 100 tasks make few, large entries).
+SNAPSHOT_BYTES = 64 << 20
 _PROBE_INTERVAL = 1.0  # seconds between tries of a write that failed for lack of space
 _RECORD_OVERHEAD = 64  # bytes a log record adds to an entry's data, rounded up
 # How long the log stays idle before the durable mark is brought up to date.
@@ -183,6 +187,7 @@ class RaftStore:
         *,
         node_id: str = "n1",
         snapshot_every: int = 100_000,
+        snapshot_bytes: int = SNAPSHOT_BYTES,
         max_batch: int = 4096,
         accept_data_loss: bool = False,
         segment_bytes: int = SEGMENT_BYTES,
@@ -196,8 +201,8 @@ class RaftStore:
         cluster_secret: str | None = None,
         leader_wait: float = _LEADER_WAIT,
     ) -> None:
-        if snapshot_every < 1 or max_batch < 1:
-            raise ValueError("snapshot_every and max_batch must be at least 1")
+        if snapshot_every < 1 or max_batch < 1 or snapshot_bytes < 1:
+            raise ValueError("snapshot_every, snapshot_bytes and max_batch must be at least 1")
         if tick_seconds <= 0:
             raise ValueError("tick_seconds must be positive")
         peers = tuple(peers)
@@ -220,6 +225,8 @@ class RaftStore:
         self.state_machine = state_machine
         self.node_id = node_id
         self.snapshot_every = snapshot_every
+        self.snapshot_bytes = snapshot_bytes
+        self._bytes_since_snapshot = 0  # command bytes applied since the last snapshot began
         self.max_batch = max_batch
         self.accept_data_loss = accept_data_loss
         self.segment_bytes = segment_bytes
@@ -959,6 +966,7 @@ class RaftStore:
                 await trio.lowlevel.checkpoint()
             for entry in entries[chunk_start : chunk_start + _REPLAY_CHUNK]:
                 if entry.kind is normal:
+                    self._bytes_since_snapshot += len(entry.data)
                     try:
                         result = apply(entry.index, entry.data)
                     except Exception as exc:
@@ -1055,8 +1063,12 @@ class RaftStore:
 
     def _maybe_snapshot(self, core: RaftCore, disk: DiskLog, nursery: trio.Nursery) -> None:
         applied = core.applied_index
-        if self._snapshot_in_flight or applied - self._snapshot_index < self.snapshot_every:
+        if self._snapshot_in_flight or (
+            applied - self._snapshot_index < self.snapshot_every
+            and self._bytes_since_snapshot < self.snapshot_bytes
+        ):
             return
+        self._bytes_since_snapshot = 0
         voters, learners = self._applied_conf  # the configuration as of ``applied``
         meta = SnapshotMeta(applied, core.term_at(applied), voters, learners)
 
