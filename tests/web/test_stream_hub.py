@@ -492,7 +492,7 @@ def test_a_new_subscribe_answers_with_a_fresh_snapshot_that_supersedes_what_was_
 
 def test_a_shutdown_says_bye_to_everyone_and_to_later_arrivals() -> None:
     # Given a subscriber
-    node, hub = make_hub()
+    _, hub = make_hub()
     sub = hub.subscribe(TransitionFilter(), 0.0, WALL)
     # When the node shuts down, and someone subscribes afterwards
     hub.close_all()
@@ -513,7 +513,9 @@ def test_a_shutdown_says_bye_to_everyone_and_to_later_arrivals() -> None:
         (StreamConfig(max_queues=0), "max_queues"),
     ],
 )
-def test_a_bad_stream_config_is_refused_naming_the_setting(config: StreamConfig, words: str) -> None:
+def test_a_bad_stream_config_is_refused_naming_the_setting(
+    config: StreamConfig, words: str
+) -> None:
     with pytest.raises(ValueError, match=words):
         make_hub(config)
 
