@@ -131,7 +131,7 @@ def test_merging_past_the_sample_keeps_sample_changes_in_order_from_both() -> No
     assert from_older == round(SAMPLE * 150 / 1_150)
 
 
-@settings(max_examples=60, deadline=None)  # 100 examples cost ~0.2 s; 60 find the same
+@settings(max_examples=40, deadline=None)  # fast: each example is a whole lagging client
 @given(
     sizes=st.lists(
         st.tuples(st.integers(0, SAMPLE), st.integers(0, 5_000)), min_size=1, max_size=40

@@ -221,6 +221,7 @@ def test_changes_from_before_anyone_watched_are_not_news() -> None:
 # ---- filters and coalescing under a flood ------------------------------------------------------
 
 
+@pytest.mark.slow  # 50,000 state changes to make: 0.15-0.3 s
 def test_a_flood_in_one_cut_becomes_one_sampled_message_per_distinct_filter() -> None:
     # Given subscribers with three distinct filters: everything, queue "a", and state running
     node, hub = make_hub()
@@ -269,7 +270,7 @@ def test_subscribers_with_equal_filters_share_one_built_message() -> None:
     assert m1.encoded() is m2.encoded()
 
 
-@pytest.mark.slow  # 101,000 state changes to make: 0.3 s
+@pytest.mark.slow  # 101,000 state changes to make: 0.2-0.5 s
 def test_a_flood_past_the_buffer_counts_the_excess_as_dropped() -> None:
     # Given a subscriber, and more changes in one cut than the tracker buffers
     node, hub = make_hub()
