@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import h11
 import trio
+import wsproto.utilities
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -89,6 +91,7 @@ async def follow(
 async def _connection(url: str, model: WatchModel, sink: Sink) -> None:
     """One connection: returns when the sink is done; raises ``_Closed`` when it ends."""
     silent: float | None = None  # seconds without a message, when that ended the connection
+    address = model.link.address
     try:
         async with open_websocket_url(
             url,
@@ -96,7 +99,7 @@ async def _connection(url: str, model: WatchModel, sink: Sink) -> None:
             disconnect_timeout=CLOSE_TIMEOUT,
             max_message_size=MAX_MESSAGE,
         ) as ws:
-            while silent is None:
+            while True:
                 limit = model.silence_limit
                 with trio.move_on_after(limit) as waited:
                     text = await ws.get_message()
@@ -106,27 +109,45 @@ async def _connection(url: str, model: WatchModel, sink: Sink) -> None:
                 if isinstance(text, bytes):  # the protocol sends text; be lenient
                     text = text.decode("utf-8", "replace")
                 message = _decode(text)
-                if message is not None:
-                    model.apply(message)
-                    if sink.received(text, message):
-                        return
+                if message is None:
+                    continue  # not a JSON object: nothing the protocol sends
+                model.apply(message)
+                try:
+                    done = sink.received(text, message)
+                except Exception as exc:  # the sink's own trouble (stdout closed): not the node's
+                    raise _SinkFailed(exc) from exc
+                if done:
+                    return
+    except _SinkFailed as exc:
+        raise exc.error from None
     except ConnectionClosed as exc:
         raise _Closed(_close_reason(exc, model), exc.reason.code) from None
     except ConnectionRejected as exc:
-        raise _rejection(exc, model.link.address) from None
+        raise _rejection(exc, address) from None
     except DisconnectionTimeout:
         if silent is None:
             raise _Closed("the node did not answer our close") from None
     except ConnectionTimeout:
         raise _Closed(
-            f"cannot reach taskd at {model.link.address}: no answer within "
-            f"{CONNECT_TIMEOUT:g} s; is the node overloaded, or is --server wrong?"
+            f"cannot reach taskd at {address}: no answer within {CONNECT_TIMEOUT:g} s; is the "
+            "node overloaded, or is --server wrong?"
         ) from None
     except HandshakeError as exc:
-        raise _Closed(_unreachable(exc, model.link.address)) from None
+        raise _Closed(_unreachable(exc, address)) from None
+    except (h11.ProtocolError, wsproto.utilities.ProtocolError) as exc:
+        raise _Closed(
+            f"{address} does not answer as taskd's HTTP API ({type(exc).__name__}); is "
+            "--server the node's --http address (default port 8080), not its gRPC one?"
+        ) from None
     except OSError as exc:  # a socket error after the upgrade
         raise _Closed(f"the connection to the node was lost ({exc.strerror or exc})") from None
     raise _Closed(f"no word from the node for {silent:g} s")
+
+
+class _SinkFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _decode(text: str) -> dict[str, Any] | None:
@@ -148,26 +169,42 @@ def _close_reason(exc: ConnectionClosed, model: WatchModel) -> str:
     return "the connection to the node was lost"
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``'s causes and contexts, and the members of any group among them."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        found = todo.pop(0)
+        if id(found) in seen:
+            continue
+        seen.add(id(found))
+        yield found
+        if isinstance(found, BaseExceptionGroup):
+            todo.extend(found.exceptions)
+        todo.extend(e for e in (found.__cause__, found.__context__) if e is not None)
+
+
 def _unreachable(exc: HandshakeError, address: str) -> str:
     where = f"cannot reach taskd at {address}"
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, ConnectionRefusedError):
+    causes = list(_causes(exc))
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return (
             f"{where}: nothing listens there; start a node (`taskd`) or pass --server URL "
             "(or set TASKD_SERVER)"
         )
-    if isinstance(cause, OSError) and cause.strerror:
-        return f"{where}: {cause.strerror}; is --server right?"
-    if cause is not None:
-        return (
-            f"{where}: it does not answer as taskd's HTTP API ({type(cause).__name__}); is "
-            "--server the node's --http address (default port 8080), not its gRPC one?"
-        )
+    if any(isinstance(c, TimeoutError) for c in causes):
+        return f"{where}: no answer; is the node overloaded, or is --server wrong?"
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{where}: {cause.strerror}; is --server right?"
     return f"{where}: the WebSocket upgrade failed; is --server the node's --http address?"
 
 
 def _rejection(exc: ConnectionRejected, address: str) -> ClientError | _Closed:
-    """A refused upgrade: the node's own error, final for a 4xx, a retry for anything else."""
+    """A refused upgrade: the node's own error, final for a 4xx (400: the filters given on the
+    command line, exit 2; 401/403: the authentication hook, exit 1), a retry for a 5xx, 408
+    or 429. A 403 without taskd's JSON error is the HTTP server's answer to a WebSocket path
+    it does not route: not a taskd event stream."""
     status = exc.status_code
     error = _error_of(exc.body)
     if error is not None:
@@ -178,15 +215,13 @@ def _rejection(exc: ConnectionRejected, address: str) -> ClientError | _Closed:
         text = f"HTTP {status}"
     if status == 400:
         return ClientError(f"the node refused the stream: {text}", Exit.USAGE)
-    if status in (401, 403):
-        return ClientError(f"the node refused the stream (HTTP {status}): {text}", Exit.REFUSED)
-    if status == 404:
+    if status == 404 or (status == 403 and error is None):  # no such WebSocket route
         return ClientError(
-            f"{address} serves no event stream (HTTP 404): is --server a taskd node's HTTP "
+            f"{address} serves no event stream (HTTP {status}): is --server a taskd node's HTTP "
             "address, of taskd 0.1 or later?",
             Exit.UNREACHABLE,
         )
-    if 400 <= status < 500 and status not in (408, 429):
+    if 400 <= status < 500 and status not in (408, 429):  # 401/403: the auth hook said no
         return ClientError(f"the node refused the stream (HTTP {status}): {text}", Exit.REFUSED)
     return _Closed(f"the node could not open the stream (HTTP {status}): {text}")
 

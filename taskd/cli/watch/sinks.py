@@ -13,11 +13,10 @@ Theory of operation: each sink is a ``taskd.cli.watch.shell.Sink``, told of ever
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import trio
-from rich.console import Console
-from rich.live import Live
+from rich.console import Console, RenderableType
 
 from taskd.cli.table import clean
 from taskd.cli.watch.model import LinkState, WatchModel
@@ -26,8 +25,14 @@ from taskd.cli.watch.view import render
 REFRESH_PER_SECOND = 4
 
 
+class Screen(Protocol):
+    """What ``LiveSink`` draws on: a ``rich.live.Live`` (or a test's recorder)."""
+
+    def update(self, renderable: RenderableType, *, refresh: bool = False) -> None: ...
+
+
 class LiveSink:
-    def __init__(self, model: WatchModel, live: Live) -> None:
+    def __init__(self, model: WatchModel, live: Screen) -> None:
         self.model = model
         self.live = live
         self.dirty = True

@@ -94,27 +94,28 @@ def _priorities(by_priority: object) -> str:
 
 
 def _status(model: WatchModel) -> Text:
-    link, node = model.link, model.node or {}
+    """The connection on one line; the node (as last seen, when we are not connected) below."""
+    link, node = model.link, model.node
     line = Text()
     if link.state is LinkState.LIVE:
-        line.append("● live ", style="bold green")
-    elif link.state is LinkState.CONNECTING:
-        line.append("○ connecting " if not link.ever_live else "○ reconnecting ", style="yellow")
-    else:
+        line.append("● live  ", style="bold green")
+        line.append_text(_text(link.address))
+    elif link.attempt:
         line.append(f"disconnected: {clean(link.reason or 'the connection ended')}", "bold red")
         line.append(f" — reconnecting (attempt {link.attempt})", style="red")
-    if link.state is LinkState.CONNECTING and link.attempt:
-        line.append(f"(attempt {link.attempt + 1}; last: {clean(link.reason or '')}) ", "yellow")
-    line.append("  ")
-    line.append_text(_text(link.address, "dim"))
-    if node:
-        line.append("   node ")
+    else:
+        line.append("○ connecting to ", style="yellow")
+        line.append_text(_text(link.address, "yellow"))
+    if node is not None:
+        line.append("\nnode ")
         line.append_text(_text(node.get("id"), "bold"))
         line.append(" (")
         line.append_text(_text(node.get("role"), "cyan"))
         line.append(f", v{clean(str(node.get('version') or '?'))})")
-    if model.at:
-        line.append(f"   at {clean(model.at)}", style="dim")
+        if model.at:
+            line.append(f"  at {clean(model.at)}", style="dim")
+        if link.state is not LinkState.LIVE:
+            line.append("  (as last seen)", style="dim")
     return line
 
 
