@@ -76,7 +76,7 @@ class Lines:
         return line
 
 
-def test_once_and_the_no_terminal_default_show_a_submitted_queue(
+def test_once_and_the_no_terminal_default_show_a_submitted_queue_json_too(
     node_factory: NodeFactory,
 ) -> None:
     # Given a node with a task in queue "watched-q"
@@ -93,6 +93,11 @@ def test_once_and_the_no_terminal_default_show_a_submitted_queue(
         [row] = [line for line in lines if line.startswith("watched-q ")]
         assert row.split()[1:3] == ["1", "1"]  # depth 1, queued 1
         assert f"node 127.0.0.1:{node.grpc_port} (leader" in result.stdout
+    # and with --json too, the snapshot's line alone
+    [line] = taskd("watch", "--once", "--json", "--server", node.http_url).stdout.splitlines()
+    snapshot = json.loads(line)
+    assert snapshot["type"] == "snapshot"
+    assert [q["name"] for q in snapshot["queues"]] == ["watched-q"]
 
 
 def test_json_prints_the_snapshot_first_then_the_submits_transition(
@@ -243,6 +248,7 @@ async def test_the_shell_reconnects_after_the_node_stops_or_dies_and_comes_back(
         task_id = await trio.to_thread.run_sync(submit, node.http_url, "after")
         await until(lambda: any(e["id"] == task_id for e in model.recent), "the transition")
         nursery.cancel_scope.cancel()
+
     def reasons(seen: list[tuple[LinkState, str | None]]) -> list[str | None]:
         return [reason for state, reason in seen if state is LinkState.DISCONNECTED]
 

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from taskd.cli.parser import STATES  # the CLI's one list of task states
+
 FIRST_DELAY = 0.25  # seconds before the first retry
 MAX_DELAY = 2.0  # seconds between retries at most
 JITTER = 0.2  # ±20% on each delay, so that many watchers do not reconnect in step
 TOO_SLOW = 1013  # the node closed us for reading too slowly: retry at once, once
 DEFAULT_TAIL = 20  # transitions kept for the tail
 SILENT_INTERVALS = 3  # stats intervals without a message after which a connection is dead
-
-STATES = ("pending", "blocked", "queued", "running", "succeeded", "failed", "canceled")
 
 
 class LinkState(Enum):
@@ -46,21 +46,21 @@ class Link:
     state: LinkState = LinkState.CONNECTING
     attempt: int = 0  # failed tries since the last live connection
     reason: str | None = None  # why the last connection ended (or could not start)
-    retry_in: float | None = None  # seconds until the next try, when one is scheduled
-    ever_live: bool = False
 
 
 def backoff(attempt: int, jitter: float) -> float:
     """The delay before retry number ``attempt`` (1, 2, ...); ``jitter`` in [0, 1)."""
-    base = min(MAX_DELAY, FIRST_DELAY * 2 ** max(0, attempt - 1))
+    base = min(MAX_DELAY, FIRST_DELAY * 2.0 ** max(0, attempt - 1))
     return round(base * (1 - JITTER + 2 * JITTER * jitter), 3)
 
 
-def _dict(value: object) -> dict[str, Any]:
+def as_dict(value: object) -> dict[str, Any]:
+    """``value`` if the message had an object there, else an empty one (a field we cannot
+    read is a field we do not show)."""
     return value if isinstance(value, dict) else {}
 
 
-def _list(value: object) -> list[Any]:
+def as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
@@ -96,7 +96,6 @@ class WatchModel:
     def connecting(self) -> None:
         """A try starts now."""
         self.link.state = LinkState.CONNECTING
-        self.link.retry_in = None
         self.bye = None
 
     def lost(self, reason: str, *, code: int | None = None, jitter: float = 0.5) -> float:
@@ -107,7 +106,6 @@ class WatchModel:
         link.attempt += 1
         link.state = LinkState.DISCONNECTED
         delay = 0.0 if code == TOO_SLOW and link.attempt == 1 else backoff(link.attempt, jitter)
-        link.retry_in = delay
         self.bye = None
         return delay
 
@@ -125,7 +123,7 @@ class WatchModel:
         elif kind == "transitions":
             self._transitions(message)
         elif kind == "workers":
-            self.workers = _list(message.get("workers"))
+            self.workers = as_list(message.get("workers"))
         elif kind == "cluster":
             self._set_cluster(message.get("cluster"))
         elif kind == "bye":
@@ -140,8 +138,7 @@ class WatchModel:
     def _snapshot(self, message: dict[str, Any]) -> None:
         self.snapshots += 1
         link = self.link
-        link.state, link.attempt, link.reason, link.retry_in = LinkState.LIVE, 0, None, None
-        link.ever_live = True
+        link.state, link.attempt, link.reason = LinkState.LIVE, 0, None
         node = message.get("node")
         self.node = dict(node) if isinstance(node, dict) else None
         interval = message.get("interval_ms")
@@ -149,32 +146,32 @@ class WatchModel:
             self.interval_ms = interval
         self._set_queues(message)
         self.rates = None  # rates come with the next stats
-        self.workers = _list(message.get("workers"))
+        self.workers = as_list(message.get("workers"))
         self._set_cluster(message.get("cluster"))
-        self.subscription = {k: _list(v) for k, v in _dict(message.get("subscription")).items()}
+        self.subscription = {k: as_list(v) for k, v in as_dict(message.get("subscription")).items()}
 
     def _stats(self, message: dict[str, Any]) -> None:
         self._set_queues(message)
-        rates = _dict(message.get("rates"))
+        rates = as_dict(message.get("rates"))
         self.rates = {k: float(v) for k, v in rates.items() if isinstance(v, (int, float))}
 
     def _transitions(self, message: dict[str, Any]) -> None:
         dropped = message.get("dropped")
         if isinstance(dropped, int):
             self.dropped += dropped
-        events = [e for e in _list(message.get("events")) if isinstance(e, dict)]
+        events = [e for e in as_list(message.get("events")) if isinstance(e, dict)]
         self.recent.extendleft(events[-(self.recent.maxlen or 1) :])
 
     def _set_queues(self, message: dict[str, Any]) -> None:
-        queues = [q for q in _list(message.get("queues")) if isinstance(q, dict) and "name" in q]
+        queues = [q for q in as_list(message.get("queues")) if isinstance(q, dict) and "name" in q]
         self.queues = {str(q["name"]): q for q in sorted(queues, key=lambda q: str(q["name"]))}
         omitted = message.get("queues_omitted")
         self.queues_omitted = omitted if isinstance(omitted, int) else 0
-        by_state = _dict(_dict(message.get("totals")).get("by_state"))
+        by_state = as_dict(as_dict(message.get("totals")).get("by_state"))
         if not by_state:  # an older node without totals: add them up
             by_state = {}
             for queue in queues:
-                for state, n in _dict(queue.get("by_state")).items():
+                for state, n in as_dict(queue.get("by_state")).items():
                     by_state[state] = by_state.get(state, 0) + n
         self.totals = {**dict.fromkeys(STATES, 0), **by_state}
 

@@ -121,7 +121,8 @@ async def _connection(url: str, model: WatchModel, sink: Sink) -> None:
     except _SinkFailed as exc:
         raise exc.error from None
     except ConnectionClosed as exc:
-        raise _Closed(_close_reason(exc, model), exc.reason.code) from None
+        code = exc.reason.code if exc.reason is not None else None
+        raise _Closed(_close_reason(exc, model), code) from None
     except ConnectionRejected as exc:
         raise _rejection(exc, address) from None
     except DisconnectionTimeout:
@@ -161,10 +162,10 @@ def _decode(text: str) -> dict[str, Any] | None:
 def _close_reason(exc: ConnectionClosed, model: WatchModel) -> str:
     if model.bye is not None:
         return model.bye
-    said = exc.reason.reason
-    if said:
-        return f"the node closed the stream ({exc.reason.code}: {said})"
-    if exc.reason.code == 1000:
+    reason = exc.reason
+    if reason is not None and reason.reason:
+        return f"the node closed the stream ({reason.code}: {reason.reason})"
+    if reason is not None and reason.code == 1000:
         return "the node closed the stream"
     return "the connection to the node was lost"
 

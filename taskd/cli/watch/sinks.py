@@ -36,7 +36,6 @@ class LiveSink:
         self.model = model
         self.live = live
         self.dirty = True
-        self.redraws = 0
 
     def received(self, text: str, message: dict[str, Any]) -> bool:
         self.dirty = True
@@ -48,7 +47,6 @@ class LiveSink:
     def redraw(self) -> None:
         if self.dirty:
             self.dirty = False
-            self.redraws += 1
             self.live.update(render(self.model), refresh=True)
 
     async def refresh(self) -> None:

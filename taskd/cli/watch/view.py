@@ -22,8 +22,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from taskd.cli.parser import STATES
 from taskd.cli.table import clean
-from taskd.cli.watch.model import STATES, LinkState, WatchModel
+from taskd.cli.watch.model import LinkState, WatchModel, as_dict, as_list
 
 NONE = "—"
 SHOWN_RUNNING = 3  # running task ids shown per worker; the rest are counted
@@ -154,8 +155,7 @@ def _queues(model: WatchModel) -> RenderableType:
     table.add_column("pickup p50/95", justify="right", no_wrap=True)
     table.add_column("run p50/95", justify="right", no_wrap=True)
     for name, q in model.queues.items():
-        by_state = q.get("by_state") if isinstance(q.get("by_state"), dict) else {}
-        rates = q.get("rates") if isinstance(q.get("rates"), dict) else {}
+        by_state, rates = as_dict(q.get("by_state")), as_dict(q.get("rates"))
         label = _text(name)
         if q.get("paused"):
             label.append(" paused", style="bold yellow")
@@ -188,11 +188,11 @@ def _workers(model: WatchModel) -> RenderableType:
     table.add_column("running tasks", overflow="fold")
     workers = sorted(model.workers, key=lambda w: str(w.get("worker")))
     for w in workers:
-        running = w.get("running") if isinstance(w.get("running"), list) else []
+        running = as_list(w.get("running"))
         ids = " ".join(clean(str(i)) for i in running[:SHOWN_RUNNING])
         if len(running) > SHOWN_RUNNING:
             ids += f" +{len(running) - SHOWN_RUNNING} more"
-        queues = w.get("queues") if isinstance(w.get("queues"), list) else []
+        queues = as_list(w.get("queues"))
         table.add_row(
             _text(w.get("worker")),
             _text(w.get("kind")),
@@ -214,14 +214,14 @@ def _cluster(model: WatchModel) -> RenderableType:
     table.add_column("reachable")
     commit = cluster.get("commit_index")
     leader_view = cluster.get("role") == "leader"
-    members = cluster.get("members") if isinstance(cluster.get("members"), list) else []
-    for m in members:
+    for m in as_list(cluster.get("members")):
         if not isinstance(m, dict):
             continue
         match = m.get("match_index")
-        lag = m.get("lag")  # a node that reports it; else the leader's view of it
-        known = leader_view and isinstance(match, int) and isinstance(commit, int)
-        if lag is None and isinstance(match, int) and isinstance(commit, int) and known:
+        # only the leader knows each member's match index; a node may also report the lag
+        known = leader_view and isinstance(match, int)
+        lag = m.get("lag")
+        if lag is None and known and isinstance(match, int) and isinstance(commit, int):
             lag = max(0, commit - match)
         address = clean(str(m.get("address")))
         reachable = m.get("reachable")
