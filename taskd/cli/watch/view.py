@@ -250,7 +250,7 @@ def _transitions(model: WatchModel) -> RenderableType:
     if not model.recent:
         return _empty("transitions", "none since we connected")
     table = _table(f"transitions (the last {model.recent.maxlen}, newest first)")
-    table.add_column("at", no_wrap=True)
+    table.add_column("at (UTC)", no_wrap=True)
     table.add_column("task", no_wrap=True)
     table.add_column("queue", overflow="fold")
     table.add_column("name", overflow="fold")
