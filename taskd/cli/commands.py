@@ -9,7 +9,8 @@ validates everything else and its errors are printed as ``error: <message> (fiel
 Never a traceback: every failure is one line on stderr and an exit code (``rest.Exit``): 0
 success, 1 the node refused the request, 2 usage errors, 3 no taskd answered (down, timed out,
 wrong port or scheme), 4 the node failed (5xx). The node is ``--server``, else
-``$TASKD_SERVER``, else ``http://127.0.0.1:8080``. ``taskd watch`` is not implemented yet.
+``$TASKD_SERVER``, else ``http://127.0.0.1:8080``. ``taskd watch`` follows the node's event
+stream instead (``taskd.cli.watch.command``; the one command that loads trio and rich).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ Command = Callable[[Rest, argparse.Namespace, bool], int]
 
 
 def _watch(rest: Rest, args: argparse.Namespace, as_json: bool) -> int:
-    raise ClientError(
-        "taskd watch arrives in a later version; use `taskd list` meanwhile", Exit.USAGE
-    )
+    from taskd.cli.watch.command import watch  # noqa: PLC0415  # only watch loads trio and rich
+
+    return watch(rest, args, as_json)
 
 
 COMMANDS: dict[str, Command] = {

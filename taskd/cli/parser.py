@@ -28,7 +28,7 @@ COMMANDS: dict[str, str] = {
     "resume": "hand out a paused queue's tasks again",
     "workers": "show connected workers",
     "cluster": "show the members and leader; add or remove a member; transfer leadership",
-    "watch": "live terminal view (not available yet)",
+    "watch": "live terminal view of the node: queues, workers, cluster, transitions",
 }
 
 GLOBAL_FLAGS_WITH_VALUE = frozenset({"--server"})
@@ -115,7 +115,45 @@ def build() -> argparse.ArgumentParser:
         default=300.0,
         help="add: seconds to follow the new member until it votes (default 300; 0: don't)",
     )
-    command("watch")
+    p = command("watch")
+    p.description = (
+        "A live view of the node's event stream (ws://HOST:PORT/api/v1/events): the node, "
+        "totals and rates, every queue, the workers, the cluster and the newest transitions. "
+        "It reconnects by itself when the node goes away or restarts; Ctrl-C ends it (exit "
+        "0). With --json, each message is printed as one JSON line instead; with --once, one "
+        "view of the first snapshot is printed and the command exits (no retry: exit 3 if no "
+        "node answers). When stdout is not a terminal, watch behaves as with --once, unless "
+        "--json is given. A filter the node refuses (e.g. --state done) exits 2 naming it."
+    )
+    p.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="Q",
+        help="show only this queue's transitions (repeatable; stats cover every queue)",
+    )
+    p.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="S",
+        help=f"show only transitions to this state (repeatable): {', '.join(STATES)}",
+    )
+    p.add_argument(
+        "--id",
+        action="append",
+        default=[],
+        metavar="TASK_ID",
+        help="show only this task's transitions (repeatable)",
+    )
+    p.add_argument(
+        "--tail", type=int, default=20, metavar="N", help="transitions to show (default 20)"
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="print one view of the first snapshot and exit (the default when not a terminal)",
+    )
     return parser
 
 
