@@ -20,7 +20,7 @@ costs the same for both servers:
 - ``submit``: N unary Submits, one at a time;
 - ``get``: N unary Gets of one task;
 - ``pickup``: Submits offered at ``--pickup-rate`` per second for ``--pickup-seconds``, each
-  payload carrying its send time; the worker records arrival − send (same machine clock).
+  payload carrying its send time; the worker records arrival - send (same machine clock).
 
 It prints p50/p95/p99 per call and the ratios the issue sets targets on: taskd Submit p50 ÷
 echo Submit p50 (≤ 2.0) and pickup p50 ÷ echo Submit p50 (≤ 3.0), and with ``--runs`` the
@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -44,14 +45,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import betterproto2
+import grpc
+import orjson
+from grpclib.client import Channel
+from grpclib.server import Server
+from ulid import ULID
+
+from taskd.api.taskd import v1 as pb
+
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = "/taskd.v1.TaskService/Submit"
 GET = "/taskd.v1.TaskService/Get"
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -62,11 +70,6 @@ def _free_port() -> int:
 
 
 def serve_echo(port: int) -> None:
-    from grpclib.server import Server
-    from ulid import ULID
-
-    from taskd.api.taskd import v1 as pb
-
     class Echo(pb.TaskServiceBase):
         async def submit(self, message: pb.SubmitRequest) -> pb.SubmitResponse:
             spec = message.task or pb.TaskSpec()
@@ -74,7 +77,7 @@ def serve_echo(port: int) -> None:
                 id=str(ULID()),
                 queue=spec.queue,
                 payload=spec.payload,
-                priority=spec.priority,
+                priority=spec.priority or 0,
                 state=pb.TaskState.QUEUED,
             )
             return pb.SubmitResponse(task=task)
@@ -95,12 +98,6 @@ def serve_echo(port: int) -> None:
 
 
 def serve_worker(grpc: str, queue: str, out: Path) -> None:
-    import betterproto2
-    import orjson
-    from grpclib.client import Channel
-
-    from taskd.api.taskd import v1 as pb
-
     host, port = grpc.rsplit(":", 1)
     pickups: list[float] = []
     stop = asyncio.Event()
@@ -150,15 +147,11 @@ def serve_worker(grpc: str, queue: str, out: Path) -> None:
 
 
 def _spec(queue: str, payload: bytes) -> bytes:
-    from taskd.api.taskd import v1 as pb
-
     return bytes(pb.SubmitRequest(task=pb.TaskSpec(queue=queue, payload=payload, priority=5)))
 
 
 def sequential(target: str, method: str, request: bytes, calls: int) -> list[float]:
     """Milliseconds of each of ``calls`` sequential unary calls (after 50 warm-up calls)."""
-    import grpc
-
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(
             method, request_serializer=lambda b: b, response_deserializer=lambda b: b
@@ -174,10 +167,6 @@ def sequential(target: str, method: str, request: bytes, calls: int) -> list[flo
 
 
 def submit_id(target: str, request: bytes) -> str:
-    import grpc
-
-    from taskd.api.taskd import v1 as pb
-
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(
             SUBMIT, request_serializer=lambda b: b, response_deserializer=lambda b: b
@@ -189,8 +178,6 @@ def submit_id(target: str, request: bytes) -> str:
 
 def offered(target: str, queue: str, rate: float, seconds: float) -> int:
     """Submits at ``rate`` per second (each carrying its send time) for ``seconds``."""
-    import grpc
-
     count = int(rate * seconds)
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(
@@ -307,8 +294,6 @@ def one_run(calls: int, rate: float, seconds: float, node_args: list[str]) -> di
 
 
 def _get_request(task_id: str) -> Any:
-    from taskd.api.taskd import v1 as pb
-
     return pb.GetRequest(id=task_id)
 
 
@@ -333,7 +318,9 @@ def report(runs: list[dict[str, Any]]) -> str:
         values = [r[key] for r in runs]
         median = statistics.median(values)
         shown = ", ".join(f"{v:.2f}" for v in values)
-        goal = f"  (target <= {target:g}: {'met' if median <= target else 'missed'})" if target else ""
+        goal = (
+            f"  (target <= {target:g}: {'met' if median <= target else 'missed'})" if target else ""
+        )
         lines.append(f"{key:<13} median {median:.2f} of [{shown}]{goal}")
     return "\n".join(lines)
 
@@ -346,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["worker"]:
         serve_worker(argv[1], argv[2], Path(argv[3]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.floor", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per kind")
     parser.add_argument("--runs", type=int, default=3, help="runs; ratios are their medians")
     parser.add_argument("--pickup-rate", type=float, default=100.0, help="submits/s for pickup")

@@ -39,8 +39,9 @@ The durable mark (``disklog``) rides along with each round's fsync; when no work
 
 Every ``snapshot_every`` applied entries, or ``snapshot_bytes`` of applied commands (whichever
 comes first: the entries stay in memory until a snapshot covers them), a forked child
-serializes the state as of the applied index and writes it (``snapshotter``), so the loop never stops for it; deleting the segments it
-covers runs in a thread beside the rounds; only then is the in-memory log compacted.
+serializes the state as of the applied index and writes it (``snapshotter``), so the loop
+never stops for it; deleting the segments it covers runs in a thread beside the rounds; only
+then is the in-memory log compacted.
 
 Failure (``_fail``, see ``diskfault``): an ``OSError`` from the disk fails every waiting
 proposal with a ``StorageFault`` naming the data directory, the error and the remedy, and
