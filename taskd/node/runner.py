@@ -195,7 +195,11 @@ class Node:
             # trio-asyncio re-raises whatever asyncio reports to its exception handler into
             # its nursery, which ends the node: asyncio code reports there what it survives.
             loop.set_exception_handler(AsyncioErrorLog().report)
-            await root.start(self.store.serve)
+            gc.disable()  # recovery builds millions of long-lived objects and little garbage
+            try:
+                await root.start(self.store.serve)
+            finally:
+                gc.enable()
             gc.freeze()  # everything recovery built is long-lived
             self.service.rates.start()  # replayed history is not current throughput
             self.service.stream.start()  # idem for the event stream's counts and latencies

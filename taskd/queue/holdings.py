@@ -54,8 +54,9 @@ def task_size(task: Task) -> int:
     size += len(task.error)
     if task.result is not None:
         size += len(task.result)
-    for key, value in task.labels.items():
-        size += len(key) + len(value)
+    if task.labels:
+        for key, value in task.labels.items():
+            size += len(key) + len(value)
     for dep in task.depends_on:
         size += len(dep)
     return size

@@ -36,7 +36,8 @@ import builtins
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from heapq import heappush
+from heapq import heapify, heappush
+from itertools import pairwise
 
 from taskd.queue import snapshot as snapshot_codec
 from taskd.queue.audit import recount
@@ -219,6 +220,43 @@ class Scheduler(EvictionRules, DependencyRules):
         due = due_time(task, self._retention)
         if due is not None:
             self._timers.schedule(due, task.seq, task.id)
+
+    def _enter_restored(self, tasks: builtins.list[Task]) -> None:
+        """``_enter`` for every task of a snapshot, in seq order, with the id index and the
+        ready heaps built in bulk (a sort and a heapify instead of an insert per task)."""
+        table, queues, held, timers = self._tasks, self._queues, self._held, self._timers
+        idempotency, dependents, retention = self._idempotency, self._dependents, self._retention
+        ids = self._catalog.ids
+        assert not ids and not queues, "restore into an empty scheduler"
+        index: QueueIndex | None = None
+        for task in tasks:
+            task_id = task.id
+            table[task_id] = task
+            ids.append(task_id)
+            held.add(task)
+            name = task.queue
+            if index is None or index.name != name:
+                index = queues.get(name)
+                if index is None:
+                    index = queues[name] = QueueIndex(name)
+            state = task.state
+            index.by_state[state] += 1
+            if state is _QUEUED:
+                priority = task.priority
+                index.by_priority[priority] += 1
+                index.heap.append((-priority, task.seq, task_id))
+                index.in_heap.add(task_id)
+            if task.idempotency_key:
+                idempotency[(name, task.idempotency_key)] = task_id
+            for dep in task.depends_on:
+                if dep in table:  # restored after a forgotten dependency: no list for it
+                    dependents.setdefault(dep, []).append(task_id)
+            due = due_time(task, retention)
+            if due is not None:
+                timers.schedule(due, task.seq, task_id)
+        ids.sort()  # ULIDs: nearly sorted already
+        for index in queues.values():
+            heapify(index.heap)
 
     def _forget(self, task: Task) -> None:
         check(task.state, Trigger.FORGET, None)
@@ -872,13 +910,12 @@ class Scheduler(EvictionRules, DependencyRules):
         scheduler = cls(config)
         scheduler._seq = state.seq
         scheduler._epoch = state.epoch
-        running: builtins.list[Task] = []
-        for task in sorted(state.tasks, key=lambda t: t.seq):
-            if task.state is _RUNNING:
-                running.append(task)
-            scheduler._enter(task)
+        tasks = state.tasks
+        if any(a.seq >= b.seq for a, b in pairwise(tasks)):
+            tasks = sorted(tasks, key=lambda t: t.seq)  # snapshots are written in seq order
+        scheduler._enter_restored(tasks)
         # The worker index is in lease order (epoch order); rebuild it that way.
-        scheduler._by_worker.clear()
+        running = [task for task in tasks if task.state is _RUNNING]
         for task in sorted(running, key=lambda t: t.epoch):
             scheduler._by_worker.setdefault(task.worker, {})[task.id] = None
         for name in state.paused:
