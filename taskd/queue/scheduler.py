@@ -835,6 +835,10 @@ class Scheduler(EvictionRules, DependencyRules):
         index = self._queues.get(queue)
         return 0 if index is None else index.runnable()
 
+    def is_paused(self, queue: str) -> bool:
+        index = self._queues.get(queue)
+        return index is not None and index.paused
+
     def depth(self, queue: str) -> int:
         index = self._queues.get(queue)
         return 0 if index is None else index.depth()

@@ -761,6 +761,10 @@ class RaftStore:
                     if not core.has_ready():
                         self._work = trio.Event()
                         await self._idle(core, disk, nursery)
+                        # Let the tasks woken with this one propose first: a Submit's
+                        # proposer wakes the workers waiting for its queue, and their Leases
+                        # then share its fsync (service.NodeService._expect).
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     await self._round(core, disk, nursery)
         finally:
             self._serving = self._running = False
