@@ -247,7 +247,7 @@ def write_outputs(
 ) -> list[table.Measure]:
     medians = table.medians(runs)
     out = sys.stderr if args.json == "-" else sys.stdout
-    print("\n" + table.text(medians), file=out, end="", flush=True)
+    print("\n" + table.text(medians, info.settings), file=out, end="", flush=True)
     block = table.markdown(medians, info)
     if args.markdown:
         Path(args.markdown).write_text(block)

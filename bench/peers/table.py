@@ -236,14 +236,37 @@ def remarks(measures: Sequence[Measure]) -> list[str]:
     return out
 
 
-LEGEND = (
-    "ratios: > 1 means taskd is better (tasks/s: taskd ÷ peer; p50, p99, RSS: peer ÷ taskd). "
-    "Latency: W1a per enqueue call, W3 enqueue to handler start; RSS: the peer's workers "
-    "(summed, with children) or the taskd node, at the end of W2."
-)
+RATIOS = "Ratios: > 1 means taskd is better (tasks/s: taskd ÷ peer; p50, p99, RSS: peer ÷ taskd)."
 
 
-def text(measures: Sequence[Measure]) -> str:
+def legend(workloads: Sequence[str], s: Mapping[str, Any]) -> list[str]:
+    """What each workload present did, with this run's numbers."""
+    out = []
+    if "w1a" in workloads:
+        out.append(
+            f"W1a: {s['tasks']:,} enqueues, one task per call, from {s['clients']} producer "
+            f"{s['producers']} (taskd: {s['clients']} gRPC clients, unary Submit), no worker "
+            "running; latency per call."
+        )
+    if "w2" in workloads:
+        out.append(
+            f"W2: {s['tasks']:,} no-op tasks enqueued the same way, drained by the peer's "
+            f"workers ({s['concurrency']} processes: Celery prefork, RQ {s['rq_worker']} "
+            "workers, Dramatiq x 8 threads; each task INCRs a Redis counter) or by taskd's 4 "
+            "stream workers (SubmitBatch of 100); tasks/s from the first enqueue to the last "
+            "completion; RSS then: the peer's worker processes with their children, summed, "
+            "or the taskd node."
+        )
+    if "w3" in workloads:
+        out.append(
+            f"W3: {s['rate']:g} tasks/s offered for {s['duration']:g} s; latency from the "
+            "enqueue call (its time in the payload) to the handler starting (taskd: to its "
+            "stream worker receiving the task)."
+        )
+    return [*out, RATIOS]
+
+
+def text(measures: Sequence[Measure], settings: Mapping[str, Any]) -> str:
     """An aligned plain-text table, its legend, the targets and the remarks."""
     body = [list(HEADERS), *(cells(r) for r in rows(measures))]
     widths = [max(len(line[i]) for line in body) for i in range(len(HEADERS))]
@@ -255,15 +278,17 @@ def text(measures: Sequence[Measure]) -> str:
         ).rstrip()
 
     out = [line(body[0]), line(["-" * w for w in widths]), *(line(v) for v in body[1:])]
-    out += ["", LEGEND, *(verdict(t) for t in targets(measures)), *remarks(measures)]
+    present = [w for w in WORKLOADS if any(m.workload == w for m in measures)]
+    out += ["", *legend(present, settings), ""]
+    out += [*(verdict(t) for t in targets(measures)), *remarks(measures)]
     return "\n".join(out) + "\n"
 
 
 def markdown(measures: Sequence[Measure], meta: Meta) -> str:
     """The generated block for the READMEs (without the markers)."""
-    s = meta.settings
     versions = ", ".join(f"{k} {v}" for k, v in sorted(meta.versions.items()))
     runs = "one run" if meta.runs == 1 else f"medians of {meta.runs} runs"
+    present = [w for w in WORKLOADS if any(m.workload == w for m in measures)]
     out = [
         f"Generated {meta.when} by `{meta.command}` ({runs}) on {meta.machine}, "
         f"{meta.cores} cores ({meta.cpu}), {meta.python}" + (f"; {versions}." if versions else "."),
@@ -272,10 +297,7 @@ def markdown(measures: Sequence[Measure], meta: Meta) -> str:
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|",
         *("| " + " | ".join(cells(r)) + " |" for r in rows(measures)),
         "",
-        f"W1a: {s['tasks']:,} enqueues from {s['clients']} producer {s['producers']} (taskd: "
-        f"{s['clients']} gRPC clients), one task per call, no worker running. W2: the same "
-        f"number of no-op tasks, drained by {s['concurrency']}-way peer workers (taskd: its "
-        f"stream workers). W3: {s['rate']:g} tasks/s for {s['duration']:g} s. {LEGEND}",
+        " ".join(legend(present, meta.settings)),
         "",
         *(f"- {verdict(t)}" for t in targets(measures)),
         *(f"- {r}" for r in remarks(measures)),
