@@ -1,13 +1,13 @@
-"""taskd's side of the comparison: a fresh node per run, ``taskd bench --json`` per workload.
+"""taskd's side of the comparison: ``taskd bench --json``, one workload on one fresh node.
 
-The node is ``bench.nodes.BenchCluster(1)``: loopback ports from the chaos range, a temporary
+Each node is ``bench.nodes.BenchCluster(1)``: loopback ports from the chaos range, a temporary
 data dir, the default durable store (fsync before every acknowledgement), stopped and removed
 afterwards. Each workload is one ``python -m taskd bench`` child (``procs.run_child``: its own
 process group, killed afterwards):
 
 - W1a: ``--workload w1a-closed`` (unary Submit, ``--clients`` clients, closed loop);
 - W2: ``--workload w2`` (SubmitBatch of 100, drained by 4 stream workers); then the node's RSS
-  (the node and any child of it, e.g. a snapshot writer);
+  (the node and any child of it, e.g. a snapshot writer), holding only W2's tasks;
 - W3: ``--workload w3 --rate R --duration D`` (pickup: submit to the stream worker receiving it).
 """
 
@@ -67,22 +67,22 @@ def measure(body: dict[str, Any], workload: str) -> Measure:
 
 
 def run(workloads: Sequence[str], load: Load) -> list[Measure]:
-    """Every workload of ``workloads`` on one fresh node; a failed one is a failed measure."""
-    out = []
-    print("taskd: starting a node (temp data dir, durable store)", file=sys.stderr, flush=True)
+    """Each workload on a fresh node, as each peer's starts from an empty broker; a failed one
+    is a failed measure."""
+    return [run_one(workload, load) for workload in workloads]
+
+
+def run_one(workload: str, load: Load) -> Measure:
+    print(f"taskd {workload}: a fresh node (temp data dir, durable store)", file=sys.stderr)
     with BenchCluster(1) as node:
         [member] = node.members
-        for workload in workloads:
-            print(f"taskd {workload}: taskd bench", file=sys.stderr, flush=True)
-            argv = command(node.url(member), member, workload, load)
-            code, stdout = procs.run_child(argv, cwd=ROOT, timeout=TIMEOUT)
-            if code != 0:
-                out.append(Measure("taskd", workload, failed=f"taskd bench exited {code}"))
-                continue
-            result = measure(orjson.loads(stdout), workload)
-            if workload == "w2":
-                pid = node.cluster.node(member).pid
-                rss = procs.tree_rss_mb([pid]) if pid is not None else None
-                result = Measure(**{**result.to_json(), "rss_mb": rss and round(rss, 1)})
-            out.append(result)
-    return out
+        argv = command(node.url(member), member, workload, load)
+        code, stdout = procs.run_child(argv, cwd=ROOT, timeout=TIMEOUT)
+        if code != 0:
+            return Measure("taskd", workload, failed=f"taskd bench exited {code}")
+        result = measure(orjson.loads(stdout), workload)
+        if workload != "w2":
+            return result
+        pid = node.cluster.node(member).pid
+        rss = procs.tree_rss_mb([pid]) if pid is not None else None
+        return Measure(**{**result.to_json(), "rss_mb": rss and round(rss, 1)})
