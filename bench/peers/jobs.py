@@ -59,7 +59,11 @@ class Settings:
         return {name: getattr(self, field) for field, name in ENV.items()}
 
     def validate(self) -> None:
-        if redis_db(self.redis_url) == 0:
+        try:
+            db = redis_db(self.redis_url)
+        except ValueError:
+            raise ValueError(f"{self.redis_url}: not a redis://host:port/DB URL") from None
+        if db == 0:
             raise ValueError(
                 f"{self.redis_url}: the benchmark flushes its Redis database; give it one of "
                 "its own (e.g. redis://127.0.0.1:6379/9), never DB 0"

@@ -36,15 +36,13 @@ from typing import Any
 
 import orjson
 
-from bench.peers import procs, table, taskd_side, venv
+from bench.peers import jobs, procs, table, taskd_side, venv
 from bench.peers.table import Measure
 
 ROOT = Path(__file__).resolve().parents[2]
 READMES = (ROOT / "bench" / "README.md", ROOT / "README.md")
 PEERS = table.SYSTEMS[:-1]
 AGENT_TIMEOUT = 3600.0
-DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
-DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 def _names(known: Sequence[str], what: str) -> Any:
@@ -104,9 +102,9 @@ def parser() -> argparse.ArgumentParser:
         help="RQ's SimpleWorker (jobs in the worker process, the default here) or its default "
         "Worker (a fork per job)",
     )
-    p.add_argument("--redis-url", default=DEFAULT_REDIS, help="a DB of its own, flushed")
-    p.add_argument("--amqp-url", default=DEFAULT_AMQP)
-    p.add_argument("--queue", default="taskd_peers_bench", help="the peers' queue name")
+    p.add_argument("--redis-url", default=jobs.DEFAULT_REDIS, help="a DB of its own, flushed")
+    p.add_argument("--amqp-url", default=jobs.DEFAULT_AMQP)
+    p.add_argument("--queue", default=jobs.DEFAULT_QUEUE, help="the peers' queue name")
     p.add_argument(
         "--json",
         nargs="?",
@@ -137,8 +135,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--tasks, --runs, --clients and --concurrency must be at least 1")
     if args.rate <= 0 or args.duration <= 0:
         p.error("--rate and --duration must be positive")
-    if args.redis_url.rstrip("/").rsplit("/", 1)[-1] in ("0", "") or "/" not in args.redis_url[8:]:
-        p.error("--redis-url must name a database of its own (e.g. /9): it is flushed")
+    try:
+        jobs.Settings(redis_url=args.redis_url).validate()
+    except ValueError as exc:
+        p.error(f"--redis-url: {exc}")
     return args
 
 
