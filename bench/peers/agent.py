@@ -21,7 +21,8 @@ process group of its own, and kills the group afterwards whatever happened):
   its enqueue call, and its handler records now - that; p50/p95/p99 of those.
 - A drain ends when every enqueued task is counted, or when nothing changed for ``--stall`` s
   (what is missing is ``lost``). A worker that exits is an error, with its log's tail.
-- Progress goes to stderr at least once a second.
+- Progress goes to stderr at least once a second. SIGTERM (the harness interrupted) stops the
+  workers and cleans the queues before exiting.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,7 @@ from ctypes import c_double, c_longlong
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from bench.peers import jobs, procs, systems
@@ -446,8 +449,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the workers' and the queues' cleanup
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     broker = "redis" if args.system == "rq" or args.system.endswith("-redis") else "rabbitmq"
     settings = jobs.Settings(args.redis_url, args.amqp_url, args.queue, broker)
     try:
@@ -473,6 +481,7 @@ def main(argv: list[str]) -> int:
         result = RUNNERS[args.workload](peer, options, env)
         result["versions"] = peer.versions()
     finally:
+        procs.kill_descendants(os.getpid())  # producers and workers, whatever stopped us
         clean(peer)
     print(json.dumps(result), flush=True)
     return 0

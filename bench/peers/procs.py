@@ -72,6 +72,13 @@ def kill_tree(root: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def kill_descendants(root: int) -> None:
+    """SIGKILL every descendant of ``root`` (children first), not ``root`` itself."""
+    for pid in reversed(tree(root)[1:]):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def die_with_parent() -> None:
     """In a child before exec: the kernel SIGKILLs it when the thread that forked it exits, so
     a harness killed with SIGKILL leaves no worker behind."""
@@ -80,11 +87,18 @@ def die_with_parent() -> None:
 
 
 def run_child(
-    argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float,
+    grace: float = 15.0,
 ) -> tuple[int, bytes]:
     """Run ``argv`` in a process group of its own, stdout captured and stderr passed through
-    (its progress shows); afterwards — done, failed, timed out or interrupted — SIGKILL
-    whatever is left of that group (workers, pool children). (exit code, stdout)."""
+    (its progress shows). Afterwards — done, failed, timed out or interrupted — a child still
+    running gets SIGTERM and ``grace`` seconds to clean up after itself (the agent stops its
+    workers and empties its queues), then whatever is left of the group (workers, pool
+    children) gets SIGKILL. (exit code, stdout)."""
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -98,6 +112,10 @@ def run_child(
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
     finally:
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from bench.peers import jobs, procs, run, table
 from bench.peers.table import Measure, Meta
@@ -387,3 +388,5 @@ def test_an_interrupted_run_stops_its_workers() -> None:
     while _processes_naming(queue) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _processes_naming(queue) == []
+    # and its queue emptied: no key of RQ's names it
+    assert redis.Redis.from_url(jobs.DEFAULT_REDIS).keys(f"*{queue}*") == []
