@@ -21,6 +21,7 @@ PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I $(
 BENCH_HTTP ?= 127.0.0.1:18080
 BENCH_GRPC ?= 127.0.0.1:15051
 BENCH_ARGS ?=
+PEERS_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -31,7 +32,7 @@ STEPS ?= 3000
 VERBOSE ?=
 PROFILE ?= default
 
-.PHONY: help venv run test build smoke proto proto-check lint bench bench-failover bench-cluster sim chaos clean distclean
+.PHONY: help venv run test build smoke proto proto-check lint bench bench-failover bench-cluster bench-peers sim chaos clean distclean
 
 help:
 	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
@@ -44,6 +45,7 @@ help:
 	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [PROFILE=harsh] [VERBOSE=1]"
 	@echo "make chaos        a cluster under load and faults, then its account (DURATION= NODES= SEED=)"
 	@echo "make bench-failover / bench-cluster   W6 on fresh loopback clusters (BENCH_ARGS=...)"
+	@echo "make bench-peers  Celery, RQ, Dramatiq vs taskd on the local Redis/RabbitMQ (PEERS_ARGS=...)"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
 venv: $(STAMP)
@@ -121,6 +123,11 @@ bench-failover: venv
 bench-cluster: venv
 	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
 
+# W1a, W2, W3 on Celery (Redis, RabbitMQ), RQ and Dramatiq, then taskd: one table of ratios
+# (bench/README.md "Peers"). The peers get their own venv, .venv-peers, made on first use.
+bench-peers: venv
+	$(BIN)/python -m bench.peers $(PEERS_ARGS)
+
 # Replays one seed exactly; a failure prints the tail of its trace (VERBOSE=1: all of it).
 sim: venv
 	$(BIN)/python -m tests.raft.sim --seed $(SEED) --seeds $(SEEDS) --steps $(STEPS) \
@@ -140,4 +147,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-peers
