@@ -5,7 +5,8 @@ data dir, the default durable store (fsync before every acknowledgement), stoppe
 afterwards. Each workload is one ``python -m taskd bench`` child (``procs.run_child``: its own
 process group, killed afterwards):
 
-- W1a: ``--workload w1a-closed`` (unary Submit, ``--clients`` clients, closed loop);
+- W1a: ``--workload w1a-closed`` (unary Submit, ``--clients`` clients, closed loop, one
+  process each like the peers' producers);
 - W2: ``--workload w2`` (SubmitBatch of 100, drained by 4 stream workers); then the node's RSS
   (the node and any child of it, e.g. a snapshot writer), holding only W2's tasks;
 - W3: ``--workload w3 --rate R --duration D`` (pickup: submit to the stream worker receiving it).
@@ -45,6 +46,8 @@ def command(http_url: str, grpc: str, workload: str, load: Load) -> list[str]:
         "--workload", BENCH_NAMES[workload],
         "--tasks", str(load.tasks), "--clients", str(load.clients),
         "--rate", f"{load.rate:g}", "--duration", f"{load.duration:g}",
+        # W1a: one process per client, as the peers' producers are (forked, one each)
+        *(["--procs", str(load.clients)] if workload == "w1a" else []),
         "--json",
     ]  # fmt: skip
 
