@@ -237,6 +237,11 @@ def remarks(measures: Sequence[Measure]) -> list[str]:
 
 
 RATIOS = "Ratios: > 1 means taskd is better (tasks/s: taskd ÷ peer; p50, p99, RSS: peer ÷ taskd)."
+DURABILITY = (
+    "Durability differs: taskd answers a submit once the task is fsynced to disk; the peers' "
+    "brokers here keep nothing on disk (Redis without AOF, as these machines run it) or publish "
+    "without confirms (RabbitMQ), so what they acknowledged is lost if the broker crashes."
+)
 
 
 def legend(workloads: Sequence[str], s: Mapping[str, Any]) -> list[str]:
@@ -263,7 +268,7 @@ def legend(workloads: Sequence[str], s: Mapping[str, Any]) -> list[str]:
             "enqueue call (its time in the payload) to the handler starting (taskd: to its "
             "stream worker receiving the task)."
         )
-    return [*out, RATIOS]
+    return [*out, RATIOS, DURABILITY]
 
 
 def text(measures: Sequence[Measure], settings: Mapping[str, Any]) -> str:
