@@ -123,6 +123,7 @@ class SharedStore:
         self._readers_gone = trio.Event()
         self._advanced = trio.Event()  # _applied moved (or the store stopped)
         self._lease_left = 0.0  # how long the lease seen last had to run
+        self._last_lease: Lease | None = None  # released on stop (if still ours)
         self._lead_nursery: trio.Nursery | None = None
         self._recovering = False
         self.appends = 0  # rounds made durable (tests read it)
@@ -146,11 +147,10 @@ class SharedStore:
                     await self._follow()
         finally:
             self._serving = False
-            held = self._held
             self._step_down("the store stopped")
             self._wake(self._advanced)
             with trio.CancelScope(shield=True):
-                await self._close(held)
+                await self._close(self._last_lease)
 
     async def propose(self, data: bytes) -> object:
         [result] = await self.propose_many([data])
@@ -236,12 +236,14 @@ class SharedStore:
                 log.warning("cannot read %s (%s); trying again", self.backend.name, exc)
             await trio.sleep(self.retry_interval)
 
-    async def _close(self, held: _Held | None) -> None:
-        if held is not None:
+    async def _close(self, lease: Lease | None) -> None:
+        """Release the last lease held (if it is still ours: another node takes over at once)
+        and close the backend."""
+        if lease is not None:
             try:
-                await self._hop.call(partial(self.backend.release, held.lease))
+                await self._hop.call(partial(self.backend.release, lease))
             except (BackendDown, Fenced) as exc:
-                log.warning("could not release the lease of term %d: %s", held.lease.term, exc)
+                log.warning("could not release the lease of term %d: %s", lease.term, exc)
         await self._hop.call(self.backend.close)
 
     # -- following ------------------------------------------------------------------------
@@ -286,7 +288,7 @@ class SharedStore:
             return False
         await self._catch_up()  # nobody else appends now: this reaches the log's end
         self._prefix = DurablePrefix(self._applied, self.state_machine.snapshot())
-        self._held = self._hold(lease, asked)
+        self._held, self._last_lease = self._hold(lease, asked), lease
         self._term, self._holder = lease.term, self.node_id
         self.leadership.gained(lease.term)
         log.info("%s leads in term %d from index %d", self.node_id, lease.term, self._applied)
