@@ -29,9 +29,9 @@ from taskd.store.memory import MemoryStore
 from taskd.store.raft import RaftStore
 from taskd.store.raft.disklog import DiskLog
 from taskd.store.seam import Store
-from tests.raft.fakes import AppendLog
 from taskd.store.shared.driver import SharedStore
 from taskd.store.shared.postgres import PostgresBackend
+from tests.raft.fakes import AppendLog
 from tests.store.cluster import ClusterStore
 from tests.store.shared import pgserver
 

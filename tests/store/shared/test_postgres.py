@@ -56,7 +56,9 @@ def test_two_nodes_racing_for_the_lease_get_one_holder(
         start.wait()
         won[node] = backend.acquire(node, 30.0)
 
-    threads = [threading.Thread(target=race, args=(b, n)) for b, n in zip(backends, "ab")]
+    threads = [
+        threading.Thread(target=race, args=(b, n)) for b, n in zip(backends, "ab", strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
