@@ -123,7 +123,7 @@ class _LeaderMachine:
         pytest.param(_memory, id="memory"),
         pytest.param(_raft, id="raft"),
         pytest.param(_raft3, id="raft3", marks=pytest.mark.slow),  # real elections
-        pytest.param(_postgres, id="postgres", marks=pytest.mark.slow),  # a real server
+        pytest.param(_postgres, id="postgres"),  # a real server, one database per test
     ]
 )
 def kind(
