@@ -282,8 +282,10 @@ async def test_a_reader_never_sees_a_round_whose_append_fails(
         # When a reader passes the barrier meanwhile
         nursery.start_soon(read)
         await trio.sleep(0.5)
-        assert seen == []  # it waits for the round to settle
-        a.hop.resume()
+        try:
+            assert seen == []  # it waits for the round to settle
+        finally:
+            a.hop.resume()  # else a failure hangs on the held call
         await until(lambda: bool(seen))
         # Expect it to see the durable prefix only
         assert seen == [[]]

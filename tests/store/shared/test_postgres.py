@@ -74,28 +74,41 @@ def test_two_nodes_racing_for_the_lease_get_one_holder(
     assert other.acquire("b" if holder == "a" else "a", 30.0) is None
 
 
-@pytest.mark.slow  # waits for a lease to run out on the server's clock
+def wait_until_free(backend: PostgresBackend) -> None:
+    deadline = time.monotonic() + 10
+    while backend.lease().holder is not None:
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow  # waits twice for a lease to run out on the server's clock
 def test_a_stale_lease_and_a_wrong_first_index_write_nothing(
     dsn: str, backends: tuple[PostgresBackend, PostgresBackend]
 ) -> None:
     a, b = backends
-    # Given a lease of a short ttl that ran out on the database's clock, and a new holder
-    old = a.acquire("a", 0.3)
+    # Given a lease of a short ttl that ran out on the database's clock, taken by nobody
+    old = a.acquire("a", 0.2)
     assert old is not None
     a.append(old, 1, [b"one"])
-    deadline = time.monotonic() + 10
-    while a.lease().holder is not None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    new = b.acquire("b", 30.0)
-    assert new is not None and new.term == old.term + 1
-    # When the former holder appends, renews or snapshots: expect Fenced each time
+    wait_until_free(a)
+    # Expect its holder's append, renewal and snapshot to be fenced: expired is expired
     with pytest.raises(Fenced):
-        a.append(old, 2, [b"stale"])
+        a.append(old, 2, [b"late"])
     with pytest.raises(Fenced):
         a.renew(old, 30.0)
     with pytest.raises(Fenced):
         a.save_snapshot(old, Snapshot(1, old.term, b"state"))
+    # Given the same node taking the lease again: a new term, and the old one stays fenced
+    again = a.acquire("a", 0.2)
+    assert again is not None and again.term == old.term + 1
+    with pytest.raises(Fenced):
+        a.append(old, 2, [b"old term"])
+    wait_until_free(a)
+    # Given another node holding it now
+    new = b.acquire("b", 30.0)
+    assert new is not None and new.term == again.term + 1
+    with pytest.raises(Fenced):
+        a.append(again, 2, [b"stale"])
     # And the holder appending at the wrong index: Fenced too
     with pytest.raises(Fenced):
         b.append(new, 3, [b"gap"])
@@ -105,8 +118,8 @@ def test_a_stale_lease_and_a_wrong_first_index_write_nothing(
     b.append(new, 2, [b"two", b"three"])
     assert [(e.index, e.term, e.data) for e in b.read(0, 10)] == [
         (1, 1, b"one"),
-        (2, 2, b"two"),
-        (3, 2, b"three"),
+        (2, 3, b"two"),
+        (3, 3, b"three"),
     ]
     assert b.last_index() == 3
 
