@@ -214,9 +214,17 @@ class PostgresBackend:
             raise Fenced(f"the lease of term {lease.term} is no longer {lease.holder}'s")
 
     def _upsert_tasks(self, conn: Conn, rows: Sequence[Row], index: int) -> None:
+        """Write each task's last row of the round; a row ``{"id": ..., "deleted": True}``
+        (a task purged) deletes it."""
         latest: dict[object, Row] = {}
         for row in rows:  # one statement cannot change a row twice: the last change wins
             latest[row["id"]] = row
+        gone = [str(i) for i, row in latest.items() if row.get("deleted")]
+        if gone:
+            conn.execute("DELETE FROM taskd_tasks WHERE id = ANY(%s)", [gone])
+            latest = {i: row for i, row in latest.items() if not row.get("deleted")}
+            if not latest:
+                return
         columns = pgschema.TASK_COLUMNS
         values = ", ".join(
             f"to_timestamp(%({c})s::float8)" if c in pgschema.TIMESTAMPS else f"%({c})s"

@@ -182,10 +182,13 @@ def test_task_rows_are_written_with_their_commands_and_queryable_with_sql(
         "updated_index FROM taskd_tasks ORDER BY id",
     )
     assert rows == [("t1", "running", 1, 60, None, 2), ("t2", "queued", None, None, "ml", 2)]
+    # When the next round purges one
+    a.append(lease, 3, [b"purge"], [{"id": "t2", "deleted": True}])
+    assert sql(dsn, "SELECT id FROM taskd_tasks") == [("t1",)]
     # And a fenced append to write no rows either
     with pytest.raises(Fenced):
         a.append(lease, 7, [b"x"], [{"id": "t3", "state": "queued"}])
-    assert sql(dsn, "SELECT count(*) FROM taskd_tasks") == [(2,)]
+    assert sql(dsn, "SELECT count(*) FROM taskd_tasks") == [(1,)]
 
 
 @pytest.mark.slow  # waits out one timeout
