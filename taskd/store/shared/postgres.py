@@ -20,6 +20,7 @@ and database, never the DSN's user or password.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -55,6 +56,8 @@ class PostgresBackend:
         self._where = pgerrors.Where.parse(dsn)
         self._conn: Conn | None = None
         self._listen: Conn | None = None
+        self._waiting = threading.Lock()  # held by the thread in wait_for_entries
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -73,14 +76,28 @@ class PostgresBackend:
             raise pgerrors.translate(exc, self._where) from None
 
     def open(self) -> None:
+        self._closed = False
         with self._db() as conn:
             pgschema.migrate(conn)
 
     def close(self) -> None:
-        for conn in (self._conn, self._listen):
-            if conn is not None:
-                conn.close()
-        self._conn = self._listen = None
+        """Close both connections; the listening one is closed by the thread waiting on it, if
+        any (a waiter the driver abandoned returns by its timeout): libpq must not free a
+        connection another thread is using."""
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._waiting.acquire(blocking=False):
+            try:
+                self._close_listening()
+            finally:
+                self._waiting.release()
+
+    def _close_listening(self) -> None:
+        if self._listen is not None:
+            self._listen.close()
+            self._listen = None
 
     # -- the lease ------------------------------------------------------------------------
 
@@ -174,17 +191,26 @@ class PostgresBackend:
         return entries
 
     def wait_for_entries(self, after: int, timeout: float) -> None:
-        try:
-            if self._listen is None or self._listen.closed or self._listen.broken:
-                self._listen = psycopg.connect(self._where.dsn, **_CONNECT)
-                self._listen.execute(f"LISTEN {CHANNEL}")
-            # Listening already: an append that commits after this check will notify.
-            if _one_int(self._listen.execute(_LAST_INDEX)) > after:
-                return
-            for _ in self._listen.notifies(timeout=timeout, stop_after=1):
-                return
-        except psycopg.Error as exc:
-            raise pgerrors.translate(exc, self._where) from None
+        with self._waiting:
+            try:
+                if self._closed:
+                    return
+                self._wait(after, timeout)
+            except psycopg.Error as exc:
+                raise pgerrors.translate(exc, self._where) from None
+            finally:
+                if self._closed:
+                    self._close_listening()
+
+    def _wait(self, after: int, timeout: float) -> None:
+        if self._listen is None or self._listen.closed or self._listen.broken:
+            self._listen = psycopg.connect(self._where.dsn, **_CONNECT)
+            self._listen.execute(f"LISTEN {CHANNEL}")
+        # Listening already: an append that commits after this check will notify.
+        if _one_int(self._listen.execute(_LAST_INDEX)) > after:
+            return
+        for _ in self._listen.notifies(timeout=timeout, stop_after=1):
+            return
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -323,3 +323,36 @@ async def test_a_follower_tails_through_notifications_and_takes_over_when_the_le
         assert stores[1].leadership.term == 2
         assert await stores[1].propose(b"d") == (4, 3)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow  # waits out one timeout
+def test_close_leaves_a_waiting_connection_to_its_waiter_then_nothing_is_left_open(
+    dsn: str,
+) -> None:
+    # Given a backend whose waiting connection is in use by a thread (as an abandoned waiter)
+    backend = PostgresBackend(dsn)
+    backend.open()
+    waiter = threading.Thread(target=backend.wait_for_entries, args=(0, 0.5))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while taskd_sessions(dsn) < 2:  # the main connection, and the waiter's
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # When the backend is closed meanwhile, expect the waiter to close its own when it returns
+    backend.close()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    deadline = time.monotonic() + 5
+    while taskd_sessions(dsn) > 0:  # the server notices the closed sockets a moment later
+        assert time.monotonic() < deadline, "a connection of the closed backend is still open"
+        time.sleep(0.02)
+
+
+def taskd_sessions(dsn: str) -> int:
+    database = dsn.rsplit("/", 1)[1]
+    [(count,)] = sql(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'taskd' "
+        f"AND datname = '{database}'",
+    )
+    return int(str(count))
