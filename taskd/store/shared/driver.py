@@ -86,7 +86,7 @@ class SharedStore:
         node_id: str,
         lease_ttl: float = 10.0,
         margin: float = 0.2,  # of lease_ttl: stop leading this long before the lease ends
-        snapshot_every: int = 10_000,
+        snapshot_every: int = 100_000,  # as the Raft store; serialized on the loop (see below)
         projection: Projection | None = None,
         hop: Hop | None = None,
         retry_interval: float = 1.0,

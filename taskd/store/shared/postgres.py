@@ -155,18 +155,18 @@ class PostgresBackend:
     ) -> None:
         last = first_index + len(items) - 1
         with self._db() as conn, conn.transaction():
-            self._check_lease(conn, lease)
-            found = _one_int(conn.execute(_LAST_INDEX))
+            found = self._check_lease(conn, lease)
             if found != first_index - 1:
                 raise Fenced(f"the log ends at {found}, not {first_index - 1}")
             conn.execute(
-                """INSERT INTO taskd_log ("index", term, data)
-                   SELECT i, %s, d FROM unnest(%s::bigint[], %s::bytea[]) AS e(i, d)""",
-                [lease.term, list(range(first_index, last + 1)), list(items)],
+                """WITH written AS (
+                     INSERT INTO taskd_log ("index", term, data)
+                     SELECT i, %s, d FROM unnest(%s::bigint[], %s::bytea[]) AS e(i, d)
+                   ) SELECT pg_notify(%s, %s)""",
+                [lease.term, list(range(first_index, last + 1)), list(items), CHANNEL, str(last)],
             )
             if rows:
                 self._upsert_tasks(conn, rows, last)
-            conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(last)])
 
     def last_index(self) -> int:
         with self._db() as conn:
@@ -234,10 +234,14 @@ class PostgresBackend:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _check_lease(self, conn: Conn, lease: Lease) -> None:
+    def _check_lease(self, conn: Conn, lease: Lease) -> int:
+        """Lock the lease row, check it is ``lease`` and unexpired; returns the last index,
+        read by a statement of its own: it must see what committed before the lock was ours
+        (a subquery of the locking statement would read the snapshot from before it waited)."""
         row = conn.execute(_LOCK_LEASE).fetchone()
         if row is None or (row[0], row[1], row[2]) != (lease.holder, lease.term, True):
             raise Fenced(f"the lease of term {lease.term} is no longer {lease.holder}'s")
+        return _one_int(conn.execute(_LAST_INDEX))
 
     def _upsert_tasks(self, conn: Conn, rows: Sequence[Row], index: int) -> None:
         """Write each task's last row of the round; a row ``{"id": ..., "deleted": True}``
