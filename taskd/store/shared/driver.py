@@ -40,7 +40,7 @@ import trio
 from taskd.errors import NotLeader, StartupError, StorageFault, Unavailable
 from taskd.store.leadership import Leadership
 from taskd.store.seam import Member, StoreStatus
-from taskd.store.shared import faults
+from taskd.store.shared import faults, serialize
 from taskd.store.shared.backend import Backend, BackendDown, Entry, Fenced, Lease, Row, Snapshot
 from taskd.store.shared.prefix import DurablePrefix
 from taskd.store.shared.threads import Hop, Threads
@@ -91,6 +91,7 @@ class SharedStore:
         hop: Hop | None = None,
         retry_interval: float = 1.0,
         read_limit: int = 1000,
+        fork_snapshots: bool = True,  # False: serialize on the loop (tests on virtual time)
     ) -> None:
         if lease_ttl <= 0 or not 0 < margin < 2 / 3 or snapshot_every < 1 or read_limit < 1:
             raise ValueError("lease_ttl > 0, 0 < margin < 2/3, snapshot_every and read_limit >= 1")
@@ -126,6 +127,9 @@ class SharedStore:
         self._last_lease: Lease | None = None  # released on stop (if still ours)
         self._lead_nursery: trio.Nursery | None = None
         self._recovering = False
+        self._fork_snapshots = fork_snapshots
+        self._snapshot_in_flight = False
+        self.snapshots = 0  # snapshots saved
         self.appends = 0  # rounds made durable (tests read it)
         self.rollbacks = 0
 
@@ -438,20 +442,37 @@ class SharedStore:
         self._wake(self._round_settled)
         self._wake(self._advanced)
         if self._applied - self._snapshot_index >= self.snapshot_every:
-            await self._snapshot(held)
+            self._snapshot(held)
 
-    async def _snapshot(self, held: _Held) -> None:
-        index, data = self._applied, self.state_machine.snapshot()
-        assert self._prefix is not None
-        self._prefix.reset(index, data)
-        self._snapshot_index = index
-        snapshot = Snapshot(index, held.lease.term, data)
+    def _snapshot(self, held: _Held) -> None:
+        """Begin a snapshot of the state at this index (between two rounds: the fork happens
+        here), and save it beside the rounds."""
+        if self._lead_nursery is None or self._snapshot_in_flight:
+            return
         try:
+            pending = serialize.start(self.state_machine, fork=self._fork_snapshots)
+        except OSError as exc:
+            log.error("snapshot at index %d not started (%s)", self._applied, exc)
+            return
+        self._snapshot_in_flight = True
+        self._snapshot_index = self._applied
+        self._lead_nursery.start_soon(self._save_snapshot, held, self._applied, pending)
+
+    async def _save_snapshot(self, held: _Held, index: int, pending: serialize.Pending) -> None:
+        try:
+            data = await serialize.finish(pending)
+            if self._held is not held or self._prefix is None:
+                return
+            self._prefix.rebase(index, data)
+            snapshot = Snapshot(index, held.lease.term, data)
             await self._hop.call(partial(self.backend.save_snapshot, held.lease, snapshot))
+            self.snapshots += 1
         except Fenced:
             self._step_down("its snapshot was fenced: the lease is no longer its own")
-        except BackendDown as exc:
+        except (BackendDown, OSError) as exc:
             log.error("snapshot at index %d not saved (%s); tried again later", index, exc)
+        finally:
+            self._snapshot_in_flight = False
 
     async def _leader_barrier(self) -> None:
         settled = self._round_settled

@@ -6,8 +6,8 @@ commit fails, the state machine shows commands that are not durable, and no read
 them. ``DurablePrefix`` keeps what is needed to go back without asking the database (which may
 be the thing that is gone): a snapshot of the state machine taken at some durable index, and
 every command made durable after it. ``roll_back`` restores the snapshot and re-applies those
-commands, so the state is exactly the durable prefix again. ``reset`` moves the base forward
-(at takeover, and whenever the leader snapshots), which bounds what is kept.
+commands, so the state is exactly the durable prefix again. ``rebase`` moves the base forward
+(whenever the leader snapshots), which bounds what is kept.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ class DurablePrefix:
         self._snapshot = snapshot
         self._after: list[tuple[int, bytes]] = []
 
-    def reset(self, index: int, snapshot: bytes) -> None:
-        """The state machine at durable ``index`` is ``snapshot``: forget what came before."""
-        self.index, self._snapshot, self._after = index, snapshot, []
+    def rebase(self, index: int, snapshot: bytes) -> None:
+        """The state machine was ``snapshot`` at durable ``index`` (taken a while ago, at most
+        ``self.index``): keep only the commands after it."""
+        if index > self.index:
+            raise ValueError(f"a base at {index} past the durable index {self.index}")
+        self._snapshot = snapshot
+        self._after = [(i, data) for i, data in self._after if i > index]
 
     def extend(self, first: int, items: Sequence[bytes]) -> None:
         """Commands ``first...`` are durable now (``first`` follows ``index``)."""

@@ -62,6 +62,7 @@ def node(
         hop=hop,
         snapshot_every=snapshot_every,
         projection=projection,
+        fork_snapshots=False,  # a forked child and a waiting thread: real time, not virtual
     )
     return Node(store, machine, backend, hop)
 

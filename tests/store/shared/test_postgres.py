@@ -356,3 +356,30 @@ def taskd_sessions(dsn: str) -> int:
         f"AND datname = '{database}'",
     )
     return int(str(count))
+
+
+@pytest.mark.slow  # forks snapshot children, restarts a store
+async def test_snapshots_are_forked_saved_and_restored_by_the_next_leader(dsn: str) -> None:
+    # Given a store on PostgreSQL that snapshots every 4 commands, in a forked child
+    machine = AppendLog()
+    store = SharedStore(PostgresBackend(dsn), machine, node_id="p1", snapshot_every=4)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        for n in range(10):
+            await store.propose(b"%d" % n)
+            with trio.fail_after(10):  # one at a time: a snapshot in flight defers the next
+                while store.snapshots < (n + 1) // 4:  # noqa: ASYNC110 -- a child, no event
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert machine.snapshots == 1  # at takeover: the two others were serialized by children
+    # Expect the snapshot at 8 saved and the entries it covers gone from the log
+    assert sql(dsn, 'SELECT "index" FROM taskd_snapshot') == [(8,)]
+    assert sql(dsn, 'SELECT "index" FROM taskd_log ORDER BY 1') == [(9,), (10,)]
+    # When another store starts on the database, expect the whole state back
+    again = AppendLog()
+    store = SharedStore(PostgresBackend(dsn), again, node_id="p2")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        assert again.items == [b"%d" % n for n in range(10)]
+        assert await store.propose(b"10") == (11, 10)
+        nursery.cancel_scope.cancel()
