@@ -86,7 +86,7 @@ class SharedStore:
         node_id: str,
         lease_ttl: float = 10.0,
         margin: float = 0.2,  # of lease_ttl: stop leading this long before the lease ends
-        snapshot_every: int = 100_000,  # as the Raft store; serialized on the loop (see below)
+        snapshot_every: int = 100_000,  # as the Raft store
         projection: Projection | None = None,
         hop: Hop | None = None,
         retry_interval: float = 1.0,
@@ -291,12 +291,29 @@ class SharedStore:
             self._lease_left = 0.0
             return False
         await self._catch_up()  # nobody else appends now: this reaches the log's end
-        self._prefix = DurablePrefix(self._applied, self.state_machine.snapshot())
+        base = await self._base_snapshot()
+        asked = trio.current_time()  # the snapshot may have taken a while: renew first
+        try:
+            lease = await self._hop.call(partial(self.backend.renew, lease, self.lease_ttl))
+        except Fenced:
+            return False
+        self._prefix = DurablePrefix(self._applied, base)
         self._held, self._last_lease = self._hold(lease, asked), lease
         self._term, self._holder = lease.term, self.node_id
         self.leadership.gained(lease.term)
         log.info("%s leads in term %d from index %d", self.node_id, lease.term, self._applied)
         return True
+
+    async def _base_snapshot(self) -> bytes:
+        """The state as it is now (nothing changes it before this node leads), serialized by
+        a child so a large state does not stall the loop at takeover."""
+        try:
+            return await serialize.finish(
+                serialize.start(self.state_machine, fork=self._fork_snapshots)
+            )
+        except OSError as exc:
+            log.warning("snapshot child failed at takeover (%s): serializing here", exc)
+            return self.state_machine.snapshot()
 
     async def _catch_up(self) -> None:
         if self._applied == 0:
