@@ -227,18 +227,18 @@ class SharedStore:
 
     async def _start(self) -> None:
         """Catch up with the log and lead at once if the lease is free (as the conformance
-        suite expects of a lone node), retrying while the database cannot be reached."""
-        while True:
-            try:
-                await self._catch_up()
-                self._serving = True
-                await self._try_to_lead()
-                self._clear_fault()
-                return
-            except BackendDown as exc:
-                self._set_fault(exc)
-                log.warning("cannot read %s (%s); trying again", self.backend.name, exc)
-            await trio.sleep(self.retry_interval)
+        suite expects of a lone node). If the database stops answering meanwhile, start as a
+        follower with the fault: following retries, and nothing is served that is not read
+        from the database first (a follower's read barrier asks it)."""
+        self._serving = True
+        try:
+            await self._catch_up()
+            await self._try_to_lead()
+        except BackendDown as exc:
+            self._set_fault(exc)
+            log.warning("cannot read %s (%s); following until it answers", self.backend.name, exc)
+        else:
+            self._clear_fault()
 
     async def _close(self, lease: Lease | None) -> None:
         """Release the last lease held (if it is still ours: another node takes over at once)

@@ -432,3 +432,26 @@ async def test_under_random_faults_acknowledged_commands_are_durable_once_and_le
         spans.sort()
         assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
         nursery.cancel_scope.cancel()
+
+
+async def test_a_store_whose_database_is_down_at_start_reports_it_and_leads_once_it_answers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a database that cannot be reached when the store starts
+    db = FakeDatabase()
+    a = node(db, "a")
+    a.backend.down = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.store.serve)
+        # Expect the fault reported (not ready) and writes refused
+        await until(lambda: a.store.fault is not None)
+        assert a.store.fault is not None and a.store.fault.resumes_by_itself
+        assert "cannot be reached" in str(a.store.fault)
+        with pytest.raises(Unavailable):
+            await a.store.propose(b"x")
+        # When it answers, expect the store to lead with the fault cleared, and take writes
+        a.backend.down = False
+        await until(lambda: a.store.leadership.term == 1)
+        assert a.store.fault is None
+        assert await a.store.propose(b"x") == (1, 0)
+        nursery.cancel_scope.cancel()
