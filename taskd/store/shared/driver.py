@@ -92,9 +92,16 @@ class SharedStore:
         retry_interval: float = 1.0,
         read_limit: int = 1000,
         fork_snapshots: bool = True,  # False: serialize on the loop (tests on virtual time)
+        max_batch: int = 4096,  # commands per round at most
     ) -> None:
-        if lease_ttl <= 0 or not 0 < margin < 2 / 3 or snapshot_every < 1 or read_limit < 1:
-            raise ValueError("lease_ttl > 0, 0 < margin < 2/3, snapshot_every and read_limit >= 1")
+        if (
+            lease_ttl <= 0
+            or not 0 < margin < 2 / 3
+            or min(snapshot_every, read_limit, max_batch) < 1
+        ):
+            raise ValueError(
+                "lease_ttl > 0, 0 < margin < 2/3, snapshot_every, read_limit and max_batch >= 1"
+            )
         self.backend = backend
         self.state_machine = state_machine
         self.node_id = node_id
@@ -103,6 +110,7 @@ class SharedStore:
         self.snapshot_every = snapshot_every
         self.retry_interval = retry_interval
         self.read_limit = read_limit
+        self.max_batch = max_batch
         self.wait_timeout = min(lease_ttl / 3, 5.0)
         self.leadership = Leadership()
         self._projection = projection
@@ -409,7 +417,7 @@ class SharedStore:
                 self._work = trio.Event()
             if self._readers:  # readers of the last round read before the next is applied
                 await self._readers_gone.wait()
-            held, batch, self._pending = self._held, self._pending, []
+            held, batch = self._held, self._take_batch()
             if held is None:
                 return
             if self._fault is not None:
@@ -417,6 +425,19 @@ class SharedStore:
                     proposal.fail(faults.not_applied(self._fault))
                 continue
             await self._run_round(held, batch)
+
+    def _take_batch(self) -> list[_Proposal]:
+        """The queued proposals, up to ``max_batch`` commands (the first one whole), in order:
+        one transaction stays of a bounded size."""
+        count = 0
+        for taken, proposal in enumerate(self._pending):
+            count += len(proposal.items)
+            if count > self.max_batch and taken > 0:
+                batch, self._pending = self._pending[:taken], self._pending[taken:]
+                self._work.set()  # the rest makes the next round
+                return batch
+        batch, self._pending = self._pending, []
+        return batch
 
     async def _run_round(self, held: _Held, batch: list[_Proposal]) -> None:
         items = [item for proposal in batch for item in proposal.items]

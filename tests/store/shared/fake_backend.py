@@ -41,6 +41,7 @@ class FakeDatabase:
         self.snapshot: Snapshot | None = None
         self.rows: dict[object, Row] = {}
         self.appends = 0
+        self.sizes: list[int] = []  # commands per append
         self.fenced = 0  # appends and snapshots refused by fencing
         self._grew = trio.Event()
 
@@ -129,6 +130,7 @@ class FakeBackend:
         for row in rows:
             self.db.rows[row["id"]] = row
         self.db.appends += 1
+        self.db.sizes.append(len(items))
         self.db.grew()
         if fail == "after":
             raise BackendDown("the fake database went away during the commit (simulated)")

@@ -51,6 +51,7 @@ def node(
     *,
     snapshot_every: int = 10_000,
     projection: Projection | None = None,
+    max_batch: int = 4096,
 ) -> Node:
     machine, backend = AppendLog(), FakeBackend(db)
     hop = FakeHop(backend)
@@ -63,6 +64,7 @@ def node(
         snapshot_every=snapshot_every,
         projection=projection,
         fork_snapshots=False,  # a forked child and a waiting thread: real time, not virtual
+        max_batch=max_batch,
     )
     return Node(store, machine, backend, hop)
 
@@ -209,6 +211,32 @@ async def test_concurrent_proposals_are_made_durable_together_in_few_appends(
         assert len(answers) == 100
         assert all(a.machine.items[r[1]] == d for d, r in answers.items() if isinstance(r, tuple))
         assert 1 <= db.appends <= 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_round_takes_at_most_max_batch_commands_and_whole_requests(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader whose rounds take at most 10 commands
+    db = FakeDatabase()
+    a = node(db, "a", max_batch=10)
+    answers: list[object] = []
+
+    async def propose(n: int) -> None:
+        answers.extend(await a.store.propose_many([b"%d" % n] * (1 if n else 25)))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        # When one request of 25 commands and 60 of one arrive at once
+        async with trio.open_nursery() as callers:
+            for n in range(61):
+                callers.start_soon(propose, n)
+        # Expect every command durable, the request of 25 whole in a round of its own (a
+        # request is never split, nor joined past the limit), every other round of 10 at most
+        assert len(answers) == sum(db.sizes) == 85 and len(a.machine.items) == 85
+        assert db.sizes.count(25) == 1
+        assert all(size <= 10 for size in db.sizes if size != 25)
+        assert len(db.sizes) >= 7
         nursery.cancel_scope.cancel()
 
 
