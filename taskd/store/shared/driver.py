@@ -288,12 +288,13 @@ class SharedStore:
                 await trio.sleep(self.retry_interval)
 
     async def _try_to_lead(self) -> bool:
+        """Take the lease if it is free, catch up, and lead; False if another node holds it
+        (or took it meanwhile)."""
         view = await self._hop.call(self.backend.lease)
         self._term, self._holder = max(self._term, view.term), view.holder
         self._lease_left = view.seconds_left + 0.001
         if view.holder is not None:  # our own lease from before a step-down too: let it end
             return False
-        asked = trio.current_time()
         lease = await self._hop.call(partial(self.backend.acquire, self.node_id, self.lease_ttl))
         if lease is None:
             self._lease_left = 0.0
