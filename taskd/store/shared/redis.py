@@ -63,6 +63,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
+from redis.typing import EncodableT
 
 from taskd.store.shared.backend import (
     BackendDown,
@@ -267,7 +268,9 @@ class RedisBackend:
             )
         self.durability = durability(appendonly, appendfsync)
         level = logging.INFO if appendfsync == "always" else logging.WARNING
-        log.log(level, "%s: %s; taskd cannot be more durable than Redis", self._name, self.durability)
+        log.log(
+            level, "%s: %s; taskd cannot be more durable than Redis", self._name, self.durability
+        )
 
     def _config(self, parameter: str) -> str | None:
         """``CONFIG GET parameter``, or None when CONFIG is disabled (renamed, or denied)."""
@@ -284,7 +287,9 @@ class RedisBackend:
 
     # -- the lease ----------------------------------------------------------------------------
 
-    def _run(self, script: Script, doing: str, keys: list[str], args: list[object]) -> list[object]:
+    def _run(
+        self, script: Script, doing: str, keys: list[str], args: list[EncodableT]
+    ) -> list[object]:
         try:
             answer = script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
@@ -310,7 +315,7 @@ class RedisBackend:
         return Lease(holder=node, term=term, seconds_left=ms / 1000)
 
     def renew(self, lease: Lease, ttl: float) -> Lease:
-        args: list[object] = [lease.holder, lease.term, _ms(ttl)]
+        args: list[EncodableT] = [lease.holder, lease.term, _ms(ttl)]
         answer = self._run(self._renew, "renew", [self._lease_key], args)
         if _int(answer[0]) != 1:
             raise self._fenced(answer, lease, "renew")
@@ -340,7 +345,7 @@ class RedisBackend:
     ) -> None:
         """``rows`` are ignored: Redis keeps no queryable task table."""
         keys = [self._lease_key, self._log_key, self._snap_key]
-        args: list[object] = [lease.holder, lease.term, first_index, *items]
+        args: list[EncodableT] = [lease.holder, lease.term, first_index, *items]
         answer = self._run(self._append, "append", keys, args)
         code = _int(answer[0])
         if code == -1:
@@ -348,7 +353,7 @@ class RedisBackend:
         if code == 0:
             raise Fenced(
                 f"{self._name}: append: the log ends at {_int(answer[1])}, not at "
-                f"{first_index - 1} (another leader appended)"
+                f"{first_index - 1} (another leader appended, or this one lost count)"
             )
 
     def last_index(self) -> int:
@@ -401,8 +406,13 @@ class RedisBackend:
 
     def save_snapshot(self, lease: Lease, snapshot: Snapshot) -> None:
         keys = [self._lease_key, self._log_key, self._snap_key]
-        args: list[object] = [lease.holder, lease.term, snapshot.index, snapshot.term]
-        args.append(snapshot.data)
+        args: list[EncodableT] = [
+            lease.holder,
+            lease.term,
+            snapshot.index,
+            snapshot.term,
+            snapshot.data,
+        ]
         answer = self._run(self._save_snapshot, "save_snapshot", keys, args)
         code = _int(answer[0])
         if code == -1:

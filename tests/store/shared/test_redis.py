@@ -72,6 +72,11 @@ def backend(prefix: str) -> Iterator[Callable[[], RedisBackend]]:
         made.close()
 
 
+def race(barrier: threading.Barrier, node: RedisBackend, name: str) -> Lease | None:
+    barrier.wait()
+    return node.acquire(name, ttl=5.0)
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -91,13 +96,9 @@ def test_two_nodes_racing_for_the_lease_exactly_one_wins(
     for _ in range(10):
         barrier = threading.Barrier(2)
 
-        def race(node: RedisBackend, name: str) -> Lease | None:
-            barrier.wait()
-            return node.acquire(name, ttl=5.0)
-
         # When both try to take the lease at once
         with ThreadPoolExecutor(2) as pool:
-            got_a, got_b = pool.map(race, [a, b], ["a", "b"])
+            got_a, got_b = pool.map(race, [barrier, barrier], [a, b], ["a", "b"])
         # Expect one of them to hold it, in a new term, as the database says
         winners = [lease for lease in (got_a, got_b) if lease is not None]
         assert len(winners) == 1, (got_a, got_b)
@@ -160,7 +161,6 @@ def test_a_lapsed_lease_is_taken_in_a_higher_term_and_the_old_holder_is_fenced(
     assert [e.term for e in a.read(0, 10)] == [old.term, new.term]
 
 
-@pytest.mark.slow
 def test_terms_never_go_back_even_after_the_lease_key_expired(
     backend: Callable[[], RedisBackend],
 ) -> None:
@@ -262,7 +262,6 @@ def blocked_waiter(admin: redis.Redis, prefix: str) -> bool:
     )
 
 
-@pytest.mark.slow
 def test_wait_for_entries_returns_soon_after_an_append_from_another_node(
     backend: Callable[[], RedisBackend], prefix: str, admin: redis.Redis
 ) -> None:
