@@ -4,13 +4,15 @@ runs once per store, and none is skipped.
 A store kind is a ``StoreKind``: ``open()`` makes a store over a fresh ``AppendLog`` state machine
 in the test's place (its data directory, its database), so a second ``open()`` after the first
 store stopped is a restart; ``break_writes(store)`` puts the store in the state a full or failing
-disk (a lost database) gives: every write refused with a ``StorageFault``. To add a store
-(PostgreSQL, Redis), add a kind here; a store without durability says so with its ``durable``
+disk (a lost database) gives: every write refused with a ``StorageFault``. To add a store (Redis),
+add a kind here; a store without durability says so with its ``durable``
 flag, and the suite checks that the flag tells the truth.
 
 "raft3" is a three-member Raft cluster over ``MemoryTransport`` behind the seam
 (``tests.store.cluster.ClusterStore``): writes alternate between the leader and a follower
-(forwarded), read barriers run on the follower; its ``items`` are the leader's.
+(forwarded), read barriers run on the follower; its ``items`` are the leader's. "postgres" is
+``SharedStore`` on ``PostgresBackend``, against the real server of tests/store/shared/pgserver.py,
+one fresh database per test.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from taskd.store.raft import RaftStore
 from taskd.store.raft.disklog import DiskLog
 from taskd.store.seam import Store
 from tests.raft.fakes import AppendLog
+from taskd.store.shared.driver import SharedStore
+from taskd.store.shared.postgres import PostgresBackend
 from tests.store.cluster import ClusterStore
+from tests.store.shared import pgserver
 
 
 @dataclass
@@ -36,6 +41,7 @@ class StoreKind:
     name: str
     open: Callable[[], tuple[Store, AppendLog]]
     break_writes: Callable[[Store], None]
+    cleanup: Callable[[], None] | None = None  # after the test (drop its database)
 
 
 def _memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
@@ -83,6 +89,22 @@ def _raft3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
     return StoreKind("raft3", open_, break_writes)
 
 
+def _postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
+    """SharedStore on PostgreSQL (a database of its own, dropped after the test); a broken
+    disk is the database refusing appends as a server whose disk fails does."""
+    database = pgserver.fresh_database()
+    dsn = database.__enter__()
+
+    def open_() -> tuple[Store, AppendLog]:
+        machine = AppendLog()
+        return SharedStore(PostgresBackend(dsn), machine, node_id="p1"), machine
+
+    def break_writes(store: Store) -> None:
+        pgserver.refuse_log_writes(dsn)
+
+    return StoreKind("postgres", open_, break_writes, lambda: database.__exit__(None, None, None))
+
+
 class _LeaderMachine:
     """The cluster's state machine as the suite reads it: the leader's (``items``)."""
 
@@ -101,10 +123,14 @@ class _LeaderMachine:
         pytest.param(_memory, id="memory"),
         pytest.param(_raft, id="raft"),
         pytest.param(_raft3, id="raft3", marks=pytest.mark.slow),  # real elections
+        pytest.param(_postgres, id="postgres", marks=pytest.mark.slow),  # a real server
     ]
 )
 def kind(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> StoreKind:
     make: Callable[[pytest.MonkeyPatch, Path], StoreKind] = request.param
-    return make(monkeypatch, tmp_path)
+    kind = make(monkeypatch, tmp_path)
+    if kind.cleanup is not None:
+        request.addfinalizer(kind.cleanup)
+    return kind

@@ -32,7 +32,17 @@ from typing import Protocol
 
 class BackendDown(Exception):
     """The database cannot be reached or refused the operation. ``str()`` is the reason, fit
-    for logs and 503 answers: host, port and database name at most, never credentials."""
+    for logs and 503 answers: host, port and database name at most, never credentials.
+
+    ``resumes_by_itself``: True (the default) when the same call may succeed later without
+    anyone acting (connection lost, server restarting, out of connections or disk space);
+    False when an operator must fix something first (permission denied, read-only database,
+    an I/O error or corruption on the server, a schema someone changed): the store then
+    refuses writes until it is restarted, as the Raft store does after a failed fsync."""
+
+    def __init__(self, reason: str, *, resumes_by_itself: bool = True) -> None:
+        self.resumes_by_itself = resumes_by_itself
+        super().__init__(reason)
 
 
 class Fenced(Exception):

@@ -1,0 +1,557 @@
+"""The store a node runs on a shared database (PostgreSQL, Redis): ``SharedStore``.
+
+Theory of operation: every node opens the same ``Backend``. At most one holds its lease; that
+one leads. A node that finds the lease free takes it (a new term), applies every entry after
+what it has applied (restoring the latest snapshot first when those entries were dropped),
+and only then raises ``leadership.gained(term)``. It renews every ``lease_ttl / 3`` and steps
+down (``lost()``) as soon as a renewal fails to answer before ``valid_until``: the lease's
+end by this node's monotonic clock, measured from *before* the request that granted it, less
+a margin, so it stops serving before the database can see the lease lapse. The database
+judges every append against its own clock and the lease's term (``Fenced``), so a leader
+that was paused past its lease can never write; the margin is for reads, which the leader
+serves from memory.
+
+Rounds (group commit): proposals queue; one task takes every queued proposal, applies the
+whole batch to the state machine (the optional ``projection`` turns the results into the
+task rows the backend writes in the same transaction), appends it with one backend call in
+one thread hop, and answers. Proposals that arrive meanwhile form the next round. Because
+the batch is applied before it is durable, a failed append rolls the state machine back to
+the durable prefix (``DurablePrefix``) before anyone can read it: readers that arrive while
+a round is in flight wait for it to settle, and the next round starts only once they ran.
+The failed round's callers hear that the outcome is unknown; writes are refused with the
+fault (``StorageFault``) until the database answers again and the leader re-read what the
+failed append may have committed. ``Fenced`` steps down instead.
+
+Followers tail the log (``wait_for_entries`` in a second thread, then ``read``) and apply
+entries in order; their ``read_barrier`` reads the database's last index and waits until it
+is applied. They refuse writes with ``NotLeader(holder)`` (forwarding comes later). While the
+database cannot be reached, ``fault`` says so on every node (``/readyz`` not ready).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+
+from taskd.errors import NotLeader, StartupError, StorageFault, Unavailable
+from taskd.store.leadership import Leadership
+from taskd.store.seam import Member, StoreStatus
+from taskd.store.shared import faults
+from taskd.store.shared.backend import Backend, BackendDown, Entry, Fenced, Lease, Row, Snapshot
+from taskd.store.shared.prefix import DurablePrefix
+from taskd.store.shared.threads import Hop, Threads
+from taskd.store.statemachine import StateMachine
+
+log = logging.getLogger("taskd.store.shared")
+
+Projection = Callable[[Sequence[object]], Sequence[Row]]  # a round's results -> task rows
+
+
+@dataclass(eq=False)
+class _Proposal:
+    items: list[bytes]
+    done: trio.Event = field(default_factory=trio.Event)
+    results: list[object] = field(default_factory=list)
+    error: Exception | None = None
+
+    def answer(self, results: list[object]) -> None:
+        self.results = results
+        self.done.set()
+
+    def fail(self, error: Exception) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    lease: Lease
+    renew_at: float  # on trio's clock
+    valid_until: float  # serve nothing as leader from then on
+
+
+class SharedStore:
+    durable = True
+
+    def __init__(
+        self,
+        backend: Backend,
+        state_machine: StateMachine,
+        *,
+        node_id: str,
+        lease_ttl: float = 10.0,
+        margin: float = 0.2,  # of lease_ttl: stop leading this long before the lease ends
+        snapshot_every: int = 10_000,
+        projection: Projection | None = None,
+        hop: Hop | None = None,
+        retry_interval: float = 1.0,
+        read_limit: int = 1000,
+    ) -> None:
+        if lease_ttl <= 0 or not 0 < margin < 2 / 3 or snapshot_every < 1 or read_limit < 1:
+            raise ValueError("lease_ttl > 0, 0 < margin < 2/3, snapshot_every and read_limit >= 1")
+        self.backend = backend
+        self.state_machine = state_machine
+        self.node_id = node_id
+        self.lease_ttl = lease_ttl
+        self.margin = margin * lease_ttl
+        self.snapshot_every = snapshot_every
+        self.retry_interval = retry_interval
+        self.read_limit = read_limit
+        self.wait_timeout = min(lease_ttl / 3, 5.0)
+        self.leadership = Leadership()
+        self._projection = projection
+        self._hop: Hop = hop if hop is not None else Threads()
+        self._serving = False
+        self._held: _Held | None = None
+        self._prefix: DurablePrefix | None = None  # while leading
+        self._term = 0  # the latest term seen
+        self._holder: str | None = None  # the lease's holder as last seen
+        self._applied = 0
+        self._commit = 0  # the database's last index as last seen
+        self._snapshot_index = 0
+        self._fault: StorageFault | None = None
+        self._pending: list[_Proposal] = []
+        self._work = trio.Event()
+        self._round: list[_Proposal] | None = None  # applied, its append in flight
+        self._round_settled = trio.Event()
+        self._readers = 0  # read barriers waiting for the round in flight
+        self._readers_gone = trio.Event()
+        self._advanced = trio.Event()  # _applied moved (or the store stopped)
+        self._lease_left = 0.0  # how long the lease seen last had to run
+        self._last_lease: Lease | None = None  # released on stop (if still ours)
+        self._lead_nursery: trio.Nursery | None = None
+        self._recovering = False
+        self.appends = 0  # rounds made durable (tests read it)
+        self.rollbacks = 0
+
+    # -- the store seam -------------------------------------------------------------------
+
+    @property
+    def fault(self) -> StorageFault | None:
+        return self._fault
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._open()
+        try:
+            await self._start()
+            task_status.started()
+            while True:
+                if self._held is not None:
+                    await self._lead()
+                else:
+                    await self._follow()
+        finally:
+            self._serving = False
+            self._step_down("the store stopped")
+            self._wake(self._advanced)
+            with trio.CancelScope(shield=True):
+                await self._close(self._last_lease)
+
+    async def propose(self, data: bytes) -> object:
+        [result] = await self.propose_many([data])
+        return result
+
+    async def propose_many(self, items: Sequence[bytes]) -> list[object]:
+        await trio.lowlevel.checkpoint()
+        if not items:
+            return []
+        self._check_writable()
+        proposal = _Proposal(list(items))
+        self._pending.append(proposal)
+        self._work.set()
+        try:
+            await proposal.done.wait()
+        finally:
+            if not proposal.done.is_set() and proposal in self._pending:
+                self._pending.remove(proposal)  # cancelled before its round: never applied
+        if proposal.error is not None:
+            raise proposal.error
+        return proposal.results
+
+    async def read_barrier(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_serving()
+        if self._held is not None:
+            await self._leader_barrier()
+            return
+        try:
+            last = await self._hop.call(self.backend.last_index)
+        except BackendDown as exc:
+            raise Unavailable(f"cannot reach the database for a read barrier: {exc}") from None
+        self._commit = max(self._commit, last)
+        while self._applied < last:
+            self._check_serving()
+            advanced = self._advanced
+            await advanced.wait()
+
+    def status(self) -> StoreStatus:
+        role = "leader" if self._held is not None else "follower"
+        durable = self._prefix.index if self._prefix is not None else self._applied
+        members = [Member(self.node_id, role, durable, self._fault is None)]
+        if self._holder is not None and self._holder != self.node_id:
+            members.append(Member(self._holder, "leader", self._commit, True))
+        return StoreStatus(
+            id=self.node_id,
+            role=role,
+            term=self._term,
+            leader=self._holder,
+            commit_index=max(self._commit, durable),
+            applied_index=durable,
+            members=members,
+        )
+
+    # -- starting and stopping --------------------------------------------------------------
+
+    async def _open(self) -> None:
+        while True:
+            try:
+                await self._hop.call(self.backend.open)
+                return
+            except ValueError as exc:
+                raise StartupError(f"{self.backend.name} cannot hold taskd's data: {exc}") from None
+            except BackendDown as exc:
+                if not exc.resumes_by_itself:
+                    raise StartupError(f"cannot open {self.backend.name}: {exc}") from None
+                self._set_fault(exc)
+                log.warning("cannot open %s (%s); trying again", self.backend.name, exc)
+            await trio.sleep(self.retry_interval)
+
+    async def _start(self) -> None:
+        """Catch up with the log and lead at once if the lease is free (as the conformance
+        suite expects of a lone node), retrying while the database cannot be reached."""
+        while True:
+            try:
+                await self._catch_up()
+                self._serving = True
+                await self._try_to_lead()
+                self._clear_fault()
+                return
+            except BackendDown as exc:
+                self._set_fault(exc)
+                log.warning("cannot read %s (%s); trying again", self.backend.name, exc)
+            await trio.sleep(self.retry_interval)
+
+    async def _close(self, lease: Lease | None) -> None:
+        """Release the last lease held (if it is still ours: another node takes over at once)
+        and close the backend."""
+        if lease is not None:
+            try:
+                await self._hop.call(partial(self.backend.release, lease))
+            except (BackendDown, Fenced) as exc:
+                log.warning("could not release the lease of term %d: %s", lease.term, exc)
+        await self._hop.call(self.backend.close)
+
+    # -- following ------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tail)
+            while True:
+                pause = self.retry_interval
+                try:
+                    if await self._try_to_lead():
+                        nursery.cancel_scope.cancel()
+                        return
+                    self._clear_fault()
+                    pause = self._lease_left
+                except BackendDown as exc:
+                    self._set_fault(exc)
+                await trio.sleep(min(pause, self.lease_ttl / 3))
+
+    async def _tail(self) -> None:
+        while True:
+            try:
+                entries = await self._read_after()
+                if entries:
+                    self._apply_durable(entries)
+                    continue
+                await self._hop.wait(self.backend, self._applied, self.wait_timeout)
+            except BackendDown as exc:
+                self._set_fault(exc)
+                await trio.sleep(self.retry_interval)
+
+    async def _try_to_lead(self) -> bool:
+        view = await self._hop.call(self.backend.lease)
+        self._term, self._holder = max(self._term, view.term), view.holder
+        self._lease_left = view.seconds_left + 0.001
+        if view.holder is not None:  # our own lease from before a step-down too: let it end
+            return False
+        asked = trio.current_time()
+        lease = await self._hop.call(partial(self.backend.acquire, self.node_id, self.lease_ttl))
+        if lease is None:
+            self._lease_left = 0.0
+            return False
+        await self._catch_up()  # nobody else appends now: this reaches the log's end
+        self._prefix = DurablePrefix(self._applied, self.state_machine.snapshot())
+        self._held, self._last_lease = self._hold(lease, asked), lease
+        self._term, self._holder = lease.term, self.node_id
+        self.leadership.gained(lease.term)
+        log.info("%s leads in term %d from index %d", self.node_id, lease.term, self._applied)
+        return True
+
+    async def _catch_up(self) -> None:
+        if self._applied == 0:
+            await self._restore_latest()
+        while entries := await self._read_after():
+            self._apply_durable(entries)
+
+    async def _read_after(self) -> list[Entry]:
+        while True:
+            after = self._applied
+            try:
+                return await self._hop.call(partial(self.backend.read, after, self.read_limit))
+            except ValueError:  # dropped by a snapshot
+                if not await self._restore_latest():
+                    raise RuntimeError(f"entries after {after} are gone and no snapshot covers them")
+
+    async def _restore_latest(self) -> bool:
+        snapshot = await self._hop.call(self.backend.load_snapshot)
+        if snapshot is None or snapshot.index <= self._applied:
+            return False
+        self.state_machine.restore(snapshot.data)
+        self._applied = self._snapshot_index = snapshot.index
+        self._commit = max(self._commit, snapshot.index)
+        return True
+
+    def _apply_durable(self, entries: Sequence[Entry]) -> None:
+        if self._round is not None:  # a leader's own round is in flight: nothing to read
+            return
+        for entry in entries:
+            if entry.index <= self._applied:
+                continue  # read twice (the tail raced a catch-up)
+            if entry.index != self._applied + 1:
+                raise RuntimeError(f"entry {entry.index} follows applied index {self._applied}")
+            self.state_machine.apply(entry.index, entry.data)
+            self._applied = entry.index
+            if self._prefix is not None:
+                self._prefix.extend(entry.index, [entry.data])
+        self._commit = max(self._commit, self._applied)
+        self._wake(self._advanced)
+
+    # -- leading --------------------------------------------------------------------------
+
+    def _hold(self, lease: Lease, asked: float) -> _Held:
+        return _Held(lease, asked + self.lease_ttl / 3, asked + lease.seconds_left - self.margin)
+
+    async def _lead(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._lead_nursery = nursery
+                nursery.start_soon(self._watchdog)
+                nursery.start_soon(self._renewals)
+                nursery.start_soon(self._rounds)
+                if self._fault is not None:
+                    self._start_recovery()
+        finally:
+            self._lead_nursery = None
+            self._recovering = False
+            self._step_down("its leadership ended")
+
+    async def _watchdog(self) -> None:
+        while (held := self._held) is not None:
+            if trio.current_time() >= held.valid_until:
+                self._step_down("its lease could lapse: no renewal was answered in time")
+                return
+            await trio.sleep_until(held.valid_until)
+
+    async def _renewals(self) -> None:
+        retry_at: float | None = None
+        while (held := self._held) is not None:
+            await trio.sleep_until(retry_at if retry_at is not None else held.renew_at)
+            asked = trio.current_time()
+            try:
+                lease = await self._hop.call(
+                    partial(self.backend.renew, held.lease, self.lease_ttl)
+                )
+            except Fenced:
+                self._step_down("its lease was taken by another node")
+                return
+            except BackendDown as exc:
+                self._set_fault(exc)
+                self._start_recovery()
+                retry_at = asked + min(self.retry_interval, self.lease_ttl / 10)
+                continue
+            if self._held is not held:
+                return
+            self._held, retry_at = self._hold(lease, asked), None
+
+    async def _rounds(self) -> None:
+        while True:
+            while not self._pending:
+                await self._work.wait()
+                self._work = trio.Event()
+            if self._readers:  # readers of the last round read before the next is applied
+                await self._readers_gone.wait()
+            held, batch, self._pending = self._held, self._pending, []
+            if held is None:
+                return
+            if self._fault is not None:
+                for proposal in batch:
+                    proposal.fail(faults.not_applied(self._fault))
+                continue
+            await self._run_round(held, batch)
+
+    async def _run_round(self, held: _Held, batch: list[_Proposal]) -> None:
+        items = [item for proposal in batch for item in proposal.items]
+        first = self._applied + 1
+        apply = self.state_machine.apply
+        results = [apply(index, item) for index, item in enumerate(items, first)]
+        self._applied = first + len(items) - 1
+        rows = self._projection(results) if self._projection is not None else ()
+        self._round, self._round_settled = batch, trio.Event()
+        append = partial(self.backend.append, held.lease, first, items, rows)
+        error: Exception | None = None
+        fenced = False
+        try:
+            await self._hop.call(append)
+        except Fenced:
+            fenced = True
+        except BackendDown as exc:
+            error = faults.outcome_unknown(self._set_fault(exc))
+        if self._round is not batch:
+            return  # stepped down meanwhile: its callers were answered then
+        self._round = None
+        if fenced or error is not None:
+            self._roll_back()
+            for proposal in batch:
+                proposal.fail(error if error is not None else NotLeader(None))
+            self._wake(self._round_settled)
+            if fenced:
+                self._step_down("its append was fenced: the lease is no longer its own")
+            else:
+                self._start_recovery()
+            return
+        assert self._prefix is not None
+        self._prefix.extend(first, items)
+        self._commit = max(self._commit, self._applied)
+        self.appends += 1
+        offset = 0
+        for proposal in batch:
+            proposal.answer(results[offset : offset + len(proposal.items)])
+            offset += len(proposal.items)
+        self._wake(self._round_settled)
+        self._wake(self._advanced)
+        if self._applied - self._snapshot_index >= self.snapshot_every:
+            await self._snapshot(held)
+
+    async def _snapshot(self, held: _Held) -> None:
+        index, data = self._applied, self.state_machine.snapshot()
+        assert self._prefix is not None
+        self._prefix.reset(index, data)
+        self._snapshot_index = index
+        snapshot = Snapshot(index, held.lease.term, data)
+        try:
+            await self._hop.call(partial(self.backend.save_snapshot, held.lease, snapshot))
+        except Fenced:
+            self._step_down("its snapshot was fenced: the lease is no longer its own")
+        except BackendDown as exc:
+            log.error("snapshot at index %d not saved (%s); tried again later", index, exc)
+
+    async def _leader_barrier(self) -> None:
+        settled = self._round_settled
+        if self._round is not None:
+            if self._readers == 0:
+                self._readers_gone = trio.Event()
+            self._readers += 1
+            try:
+                await settled.wait()
+            finally:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._readers_gone.set()
+        held = self._held
+        if held is None or trio.current_time() >= held.valid_until:
+            raise NotLeader(self._holder if self._holder != self.node_id else None)
+
+    def _start_recovery(self) -> None:
+        if self._lead_nursery is not None and not self._recovering:
+            self._recovering = True
+            self._lead_nursery.start_soon(self._recover)
+
+    async def _recover(self) -> None:
+        """While a fault that resumes by itself lasts: wait, re-read what a failed append may
+        have committed, and take writes again once the database answered."""
+        try:
+            while self._fault is not None and self._fault.resumes_by_itself:
+                await trio.sleep(self.retry_interval)
+                if self._round is not None:
+                    continue
+                try:
+                    await self._catch_up()
+                except BackendDown as exc:
+                    self._set_fault(exc)
+                    continue
+                self._clear_fault()
+        finally:
+            self._recovering = False
+
+    def _roll_back(self) -> None:
+        assert self._prefix is not None
+        if self._applied > self._prefix.index:
+            self._prefix.roll_back(self.state_machine)
+            self._applied = self._prefix.index
+            self.rollbacks += 1
+
+    def _step_down(self, reason: str) -> None:
+        held = self._held
+        if held is None:
+            return
+        log.warning("%s stops leading in term %d: %s", self.node_id, held.lease.term, reason)
+        self._held = None
+        if self._holder == self.node_id:
+            self._holder = None
+        if self._round is not None:
+            batch, self._round = self._round, None
+            for proposal in batch:
+                proposal.fail(
+                    Unavailable(
+                        f"this node stopped leading ({reason}) while this request was being "
+                        f"written; its outcome is unknown: read it back before retrying"
+                    )
+                )
+        self._roll_back()
+        self._prefix = None
+        pending, self._pending = self._pending, []
+        for proposal in pending:
+            proposal.fail(NotLeader(None))
+        self._wake(self._round_settled)
+        self.leadership.lost()
+        if self._lead_nursery is not None:
+            self._lead_nursery.cancel_scope.cancel()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _check_serving(self) -> None:
+        if not self._serving:
+            raise Unavailable(f"the shared store on {self.backend.name} is not serving")
+
+    def _check_writable(self) -> None:
+        self._check_serving()
+        if self._fault is not None:
+            raise faults.not_applied(self._fault)
+        if self._held is None:
+            raise NotLeader(self._holder)
+
+    def _set_fault(self, exc: BackendDown) -> StorageFault:
+        """Record the fault ``exc`` means (a lasting one is never replaced by a passing one)."""
+        current = self._fault
+        if current is None or current.resumes_by_itself:
+            if current is None:
+                log.error("%s", faults.storage_fault(exc))
+            self._fault = current = faults.storage_fault(exc)
+        return current
+
+    def _clear_fault(self) -> None:
+        if self._fault is not None and self._fault.resumes_by_itself:
+            log.warning("%s answers again: writes resume", self.backend.name)
+            self._fault = None
+
+    def _wake(self, event: trio.Event) -> None:
+        event.set()
+        if event is self._advanced:
+            self._advanced = trio.Event()

@@ -1,0 +1,247 @@
+"""The PostgreSQL backend of the shared store: ``PostgresBackend(dsn)``.
+
+Theory of operation: two synchronous psycopg connections in autocommit mode, opened lazily
+and opened again after a failure: one for every call but ``wait_for_entries``, one that
+LISTENs on the channel each append NOTIFYs. The tables are ``pgschema``'s, created or
+migrated by ``open()``.
+
+Fencing is one transaction per append: lock the lease row (``SELECT ... FOR UPDATE``), check
+its holder, term and ``expires_at > clock_timestamp()`` (the server's clock), check the log
+ends at ``first_index - 1``, insert the entries with one multi-row INSERT, upsert the round's
+task rows, NOTIFY, commit (``synchronous_commit = on``: durable on return). A new holder's
+``acquire`` waits for that row lock, so an append either commits before the term changes
+(and the new leader reads it back) or finds the lease gone and writes nothing. Leases are
+measured by ``clock_timestamp()``, never ``now()``: a transaction that waited for the row
+lock must see the time it got it.
+
+Every ``psycopg.Error`` becomes ``BackendDown`` (``pgerrors``): the reason names host, port
+and database, never the DSN's user or password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from taskd.store.shared import pgerrors, pgschema
+from taskd.store.shared.backend import BackendDown, Entry, Fenced, Lease, LeaseView, Row, Snapshot
+
+CHANNEL = "taskd_log"
+_CONNECT: Mapping[str, Any] = {
+    "autocommit": True,
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "options": "-c synchronous_commit=on -c statement_timeout=15000",
+    "application_name": "taskd",
+}
+_LAST_INDEX = """SELECT coalesce((SELECT max("index") FROM taskd_log),
+                               (SELECT "index" FROM taskd_snapshot WHERE id = 1), 0)"""
+_LOCK_LEASE = """SELECT holder, term, expires_at > clock_timestamp()
+                 FROM taskd_lease WHERE id = 1 FOR UPDATE"""
+_LEFT = "extract(epoch FROM expires_at - clock_timestamp())::float8"
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresBackend:
+    def __init__(self, dsn: str) -> None:
+        self._where = pgerrors.Where.parse(dsn)
+        self._conn: Conn | None = None
+        self._listen: Conn | None = None
+
+    @property
+    def name(self) -> str:
+        return self._where.name
+
+    # -- connections ----------------------------------------------------------------------
+
+    @contextmanager
+    def _db(self) -> Iterator[Conn]:
+        """The main connection (connected again if it was lost); psycopg errors translated."""
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = psycopg.connect(self._where.dsn, **_CONNECT)
+            yield self._conn
+        except psycopg.Error as exc:
+            raise pgerrors.translate(exc, self._where) from None
+
+    def open(self) -> None:
+        with self._db() as conn:
+            pgschema.migrate(conn)
+
+    def close(self) -> None:
+        for conn in (self._conn, self._listen):
+            if conn is not None:
+                conn.close()
+        self._conn = self._listen = None
+
+    # -- the lease ------------------------------------------------------------------------
+
+    def acquire(self, node: str, ttl: float) -> Lease | None:
+        with self._db() as conn:
+            row = conn.execute(
+                f"""UPDATE taskd_lease SET
+                      term = CASE WHEN holder = %(node)s AND expires_at > clock_timestamp()
+                                  THEN term ELSE term + 1 END,
+                      holder = %(node)s,
+                      expires_at = clock_timestamp() + make_interval(secs => %(ttl)s)
+                    WHERE id = 1 AND (holder IS NULL OR holder = %(node)s
+                                      OR expires_at <= clock_timestamp())
+                    RETURNING term, {_LEFT}""",
+                {"node": node, "ttl": ttl},
+            ).fetchone()
+        return None if row is None else Lease(node, int(row[0]), float(row[1]))
+
+    def renew(self, lease: Lease, ttl: float) -> Lease:
+        with self._db() as conn:
+            row = conn.execute(
+                f"""UPDATE taskd_lease
+                    SET expires_at = clock_timestamp() + make_interval(secs => %s)
+                    WHERE id = 1 AND holder = %s AND term = %s
+                      AND expires_at > clock_timestamp()
+                    RETURNING {_LEFT}""",
+                [ttl, lease.holder, lease.term],
+            ).fetchone()
+        if row is None:
+            raise Fenced(f"the lease of term {lease.term} is no longer {lease.holder}'s")
+        return Lease(lease.holder, lease.term, float(row[0]))
+
+    def release(self, lease: Lease) -> None:
+        with self._db() as conn:
+            conn.execute(
+                """UPDATE taskd_lease SET holder = NULL, expires_at = clock_timestamp()
+                   WHERE id = 1 AND holder = %s AND term = %s""",
+                [lease.holder, lease.term],
+            )
+
+    def lease(self) -> LeaseView:
+        with self._db() as conn:
+            row = conn.execute(f"SELECT holder, term, {_LEFT} FROM taskd_lease").fetchone()
+        if row is None:
+            raise BackendDown(f"{self.name}: the lease row is missing", resumes_by_itself=False)
+        holder, term, left = row[0], int(row[1]), float(row[2])
+        if holder is None or left <= 0:
+            return LeaseView(None, term, 0.0)
+        return LeaseView(str(holder), term, left)
+
+    # -- the log --------------------------------------------------------------------------
+
+    def append(
+        self, lease: Lease, first_index: int, items: Sequence[bytes], rows: Sequence[Row] = ()
+    ) -> None:
+        last = first_index + len(items) - 1
+        with self._db() as conn, conn.transaction():
+            self._check_lease(conn, lease)
+            found = _one_int(conn.execute(_LAST_INDEX))
+            if found != first_index - 1:
+                raise Fenced(f"the log ends at {found}, not {first_index - 1}")
+            conn.execute(
+                """INSERT INTO taskd_log ("index", term, data)
+                   SELECT i, %s, d FROM unnest(%s::bigint[], %s::bytea[]) AS e(i, d)""",
+                [lease.term, list(range(first_index, last + 1)), list(items)],
+            )
+            if rows:
+                self._upsert_tasks(conn, rows, last)
+            conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(last)])
+
+    def last_index(self) -> int:
+        with self._db() as conn:
+            return _one_int(conn.execute(_LAST_INDEX))
+
+    def read(self, after: int, limit: int) -> list[Entry]:
+        with self._db() as conn:
+            found = conn.execute(
+                """SELECT "index", term, data FROM taskd_log WHERE "index" > %s
+                   ORDER BY "index" LIMIT %s""",
+                [after, limit],
+            ).fetchall()
+            entries = [Entry(int(i), int(t), bytes(d)) for i, t, d in found]
+            if not entries or entries[0].index != after + 1:
+                snapshot = _one_int(
+                    conn.execute(
+                        'SELECT coalesce((SELECT "index" FROM taskd_snapshot WHERE id = 1), 0)'
+                    )
+                )
+                if snapshot > after:
+                    raise ValueError(f"entries up to {snapshot} were dropped by a snapshot")
+        return entries
+
+    def wait_for_entries(self, after: int, timeout: float) -> None:
+        try:
+            if self._listen is None or self._listen.closed or self._listen.broken:
+                self._listen = psycopg.connect(self._where.dsn, **_CONNECT)
+                self._listen.execute(f"LISTEN {CHANNEL}")
+            # Listening already: an append that commits after this check will notify.
+            if _one_int(self._listen.execute(_LAST_INDEX)) > after:
+                return
+            for _ in self._listen.notifies(timeout=timeout, stop_after=1):
+                return
+        except psycopg.Error as exc:
+            raise pgerrors.translate(exc, self._where) from None
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def save_snapshot(self, lease: Lease, snapshot: Snapshot) -> None:
+        with self._db() as conn, conn.transaction():
+            self._check_lease(conn, lease)
+            conn.execute(
+                """INSERT INTO taskd_snapshot VALUES (1, %s, %s, %s)
+                   ON CONFLICT (id) DO UPDATE SET
+                     "index" = excluded."index", term = excluded.term, data = excluded.data""",
+                [snapshot.index, snapshot.term, snapshot.data],
+            )
+            conn.execute('DELETE FROM taskd_log WHERE "index" <= %s', [snapshot.index])
+
+    def load_snapshot(self) -> Snapshot | None:
+        with self._db() as conn:
+            row = conn.execute(
+                'SELECT "index", term, data FROM taskd_snapshot WHERE id = 1'
+            ).fetchone()
+        return None if row is None else Snapshot(int(row[0]), int(row[1]), bytes(row[2]))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _check_lease(self, conn: Conn, lease: Lease) -> None:
+        row = conn.execute(_LOCK_LEASE).fetchone()
+        if row is None or (row[0], row[1], row[2]) != (lease.holder, lease.term, True):
+            raise Fenced(f"the lease of term {lease.term} is no longer {lease.holder}'s")
+
+    def _upsert_tasks(self, conn: Conn, rows: Sequence[Row], index: int) -> None:
+        latest: dict[object, Row] = {}
+        for row in rows:  # one statement cannot change a row twice: the last change wins
+            latest[row["id"]] = row
+        columns = pgschema.TASK_COLUMNS
+        values = ", ".join(
+            f"to_timestamp(%({c})s::float8)" if c in pgschema.TIMESTAMPS else f"%({c})s"
+            for c in columns
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+        sql = (
+            f"INSERT INTO taskd_tasks (id, {', '.join(columns)}, updated_index) "
+            f"VALUES (%(id)s, {values}, %(updated_index)s) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_index = excluded.updated_index"
+        )
+        params = [_task_params(row, index) for row in latest.values()]
+        with conn.cursor() as cur:
+            cur.executemany(sql, params)
+
+
+def _task_params(row: Row, index: int) -> dict[str, object]:
+    params: dict[str, object] = {c: row.get(c) for c in pgschema.TASK_COLUMNS}
+    params["id"] = str(row["id"])
+    params["updated_index"] = index
+    if params["labels"] is not None:
+        params["labels"] = Jsonb(params["labels"])
+    return params
+
+
+def _one_int(cursor: psycopg.Cursor[tuple[Any, ...]]) -> int:
+    row = cursor.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0

@@ -1,0 +1,353 @@
+"""The shared store's driver on an in-memory shared database (``fake_backend``), several
+stores in one process, on trio's virtual clock: lease takeover and its timing, fencing of a
+paused former leader, group commit, roll-back after a failed append, followers tailing the
+log, read barriers, snapshots, and the task rows a projection gives the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+from taskd.errors import NotLeader, StorageFault, Unavailable
+from taskd.store.shared.driver import Projection, SharedStore
+from tests.raft.fakes import AppendLog
+from tests.store.shared.fake_backend import FakeBackend, FakeDatabase, FakeHop
+
+TTL = 9.0  # renew every 3 s; stop leading 1.8 s (margin 0.2) before the lease ends
+
+
+@dataclass
+class Node:
+    store: SharedStore
+    machine: AppendLog
+    backend: FakeBackend
+    hop: FakeHop
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    changes: list[tuple[float, int | None]] = field(default_factory=list)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch)
+                await nursery.start(self.store.serve)
+                task_status.started()
+
+    async def _watch(self) -> None:
+        version = 0
+        while True:
+            await self.store.leadership.changed(version)
+            version = self.store.leadership.version
+            self.changes.append((trio.current_time(), self.store.leadership.term))
+
+
+def node(
+    db: FakeDatabase,
+    node_id: str,
+    *,
+    snapshot_every: int = 10_000,
+    projection: Projection | None = None,
+) -> Node:
+    machine, backend = AppendLog(), FakeBackend(db)
+    hop = FakeHop(backend)
+    store = SharedStore(
+        backend,
+        machine,
+        node_id=node_id,
+        lease_ttl=TTL,
+        hop=hop,
+        snapshot_every=snapshot_every,
+        projection=projection,
+    )
+    return Node(store, machine, backend, hop)
+
+
+async def until(condition: Callable[[], bool], within: float = 30.0) -> None:
+    with trio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 -- several stores, no one event to wait on
+            await trio.sleep(0.01)
+
+
+async def test_the_first_store_leads_at_once_and_the_others_follow_in_order(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a store that started first on an empty database, and two more
+    db = FakeDatabase()
+    a, b, c = node(db, "a"), node(db, "b"), node(db, "c")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await nursery.start(c.run)
+        # Expect the first to lead in term 1, the others to follow it
+        assert (a.store.leadership.term, b.store.leadership.term) == (1, None)
+        assert b.store.status().leader == "a" and b.store.status().role == "follower"
+        # When the leader takes writes
+        results = [await a.store.propose(b"x"), *await a.store.propose_many([b"y", b"z"])]
+        # Expect them acknowledged in order, and the followers to apply them in order
+        assert results == [(1, 0), (2, 1), (3, 2)]
+        await until(lambda: b.machine.items == c.machine.items == [b"x", b"y", b"z"])
+        assert b.machine.indexes == [1, 2, 3]
+        # And a follower refuses writes, naming the leader
+        with pytest.raises(NotLeader) as refused:
+            await b.store.propose(b"w")
+        assert refused.value.leader_hint == "a"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_read_barrier_covers_what_the_leader_acknowledged(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader and a follower whose tail is held back
+    db = FakeDatabase()
+    a, b = node(db, "a"), node(db, "b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await a.store.propose_many([b"1", b"2"])
+        # When the follower's read barrier returns
+        await b.store.read_barrier()
+        # Expect everything acknowledged before it to be applied there
+        assert b.machine.items == [b"1", b"2"]
+        nursery.cancel_scope.cancel()
+    # And after it stopped, it answers no more barriers
+    with pytest.raises(Unavailable):
+        await b.store.read_barrier()
+
+
+async def test_a_follower_takes_over_only_after_the_leader_stopped_renewing_and_the_lease_ran_out(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader that acquired at t0 and a follower
+    db = FakeDatabase()
+    a, b = node(db, "a"), node(db, "b")
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await a.store.propose(b"before")
+        # When the leader loses the database at t0 + 4 (its renewal at t0 + 3 went through)
+        await trio.sleep_until(t0 + 4)
+        a.backend.down = True
+        # Expect it to stop leading at its last renewal + ttl - margin, with writes refused
+        await until(lambda: a.store.leadership.term is None)
+        assert a.changes[-1] == (pytest.approx(t0 + 3 + TTL - 0.2 * TTL), None)
+        assert isinstance(a.store.fault, StorageFault) and a.store.fault.resumes_by_itself
+        # And the follower to take the lease in term 2 only once it ran out on the database's
+        # clock, at t0 + 3 + ttl: never while the old leader could still act as one
+        await until(lambda: b.store.leadership.term == 2)
+        gained_at = b.changes[-1][0]
+        assert t0 + 3 + TTL <= gained_at < t0 + 3 + TTL + 0.01
+        assert b.machine.items == [b"before"]
+        assert await b.store.propose(b"after") == (2, 1)
+        # When the old leader's database comes back
+        a.backend.down = False
+        # Expect it to follow, with its fault cleared and the new entry applied
+        await until(lambda: a.machine.items == [b"before", b"after"] and a.store.fault is None)
+        assert a.store.status().leader == "b"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_paused_former_leader_is_fenced_and_acknowledges_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader whose next append is held before it reaches the database (a pause)
+    db = FakeDatabase()
+    a, b = node(db, "a"), node(db, "b")
+    outcome: list[object] = []
+
+    async def propose_on_a() -> None:
+        try:
+            outcome.append(await a.store.propose(b"stale"))
+        except Unavailable as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await a.store.propose(b"ok")
+        a.hop.pause()
+        nursery.start_soon(propose_on_a)
+        # When its lease runs out and the follower takes over and writes
+        await until(lambda: b.store.leadership.term == 2)
+        await b.store.propose(b"new")
+        # And the paused node's append finally reaches the database
+        a.hop.resume()
+        await until(lambda: db.fenced == 1)
+        # Expect it refused (fenced), its caller told the outcome is unknown, not acknowledged
+        [refused] = outcome
+        assert isinstance(refused, Unavailable) and "unknown" in str(refused)
+        assert [e.data for e in db.log] == [b"ok", b"new"]
+        # And the former leader rolls back and follows the new one
+        await until(lambda: a.machine.items == [b"ok", b"new"])
+        assert a.store.leadership.term is None and a.store.status().leader == "b"
+        nursery.cancel_scope.cancel()
+
+
+async def test_concurrent_proposals_are_made_durable_together_in_few_appends(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader
+    db = FakeDatabase()
+    a = node(db, "a")
+    answers: dict[bytes, object] = {}
+
+    async def propose(data: bytes) -> None:
+        answers[data] = await a.store.propose(data)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        # When 100 callers propose at once
+        async with trio.open_nursery() as callers:
+            for n in range(100):
+                callers.start_soon(propose, b"%d" % n)
+        # Expect every one its own result, in a handful of appends, not one each
+        assert len(answers) == 100
+        assert all(a.machine.items[r[1]] == d for d, r in answers.items() if isinstance(r, tuple))
+        assert 1 <= db.appends <= 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_append_that_failed_before_the_commit_is_rolled_back_and_writes_resume(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader with one durable command
+    db = FakeDatabase()
+    a = node(db, "a")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await a.store.propose(b"a")
+        # When the database goes away before the next append commits
+        a.backend.fail_next_append = "before"
+        with pytest.raises(StorageFault) as failed:
+            await a.store.propose_many([b"b", b"c"])
+        # Expect the caller told the outcome is unknown, and the command not visible
+        assert "unknown" in str(failed.value)
+        assert a.machine.items == [b"a"] and a.store.rollbacks == 1
+        await a.store.read_barrier()  # reads go on, on the durable prefix
+        # And writes refused at once while the fault lasts, without applying anything
+        with pytest.raises(StorageFault, match="not applied"):
+            await a.store.propose(b"d")
+        assert a.machine.items == [b"a"]
+        # When the database answers again, expect writes to resume in the same term
+        await until(lambda: a.store.fault is None)
+        assert await a.store.propose(b"e") == (2, 1)
+        assert a.store.leadership.term == 1
+        nursery.cancel_scope.cancel()
+    assert [e.data for e in db.log] == [b"a", b"e"]
+
+
+async def test_an_append_whose_answer_was_lost_is_read_back_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader whose next append commits but whose answer is lost
+    db = FakeDatabase()
+    a = node(db, "a")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        a.backend.fail_next_append = "after"
+        # When it is proposed
+        with pytest.raises(StorageFault, match="unknown"):
+            await a.store.propose(b"x")
+        # Expect the state machine rebuilt from the database: the command applied exactly once
+        await until(lambda: a.store.fault is None)
+        assert a.machine.items == [b"x"] and a.machine.indexes == [1]
+        assert await a.store.propose(b"y") == (2, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reader_never_sees_a_round_whose_append_fails(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader whose append is in flight (held) and will fail
+    db = FakeDatabase()
+    a = node(db, "a")
+    seen: list[list[bytes]] = []
+
+    async def read() -> None:
+        await a.store.read_barrier()
+        seen.append(list(a.machine.items))
+
+    async def write() -> None:
+        with pytest.raises(StorageFault):
+            await a.store.propose(b"doomed")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        a.hop.pause()
+        a.backend.fail_next_append = "before"
+        nursery.start_soon(write)
+        await until(lambda: a.machine.items == [b"doomed"])  # applied, not durable
+        # When a reader passes the barrier meanwhile
+        nursery.start_soon(read)
+        await trio.sleep(0.5)
+        assert seen == []  # it waits for the round to settle
+        a.hop.resume()
+        await until(lambda: bool(seen))
+        # Expect it to see the durable prefix only
+        assert seen == [[]]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_leader_restores_the_latest_snapshot_and_the_entries_after_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader that snapshots every 4 entries and wrote 10
+    db = FakeDatabase()
+    a = node(db, "a", snapshot_every=4)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        for n in range(10):
+            await a.store.propose(b"%d" % n)
+        nursery.cancel_scope.cancel()
+    assert db.snapshot is not None and db.snapshot.index == 8
+    assert [e.index for e in db.log] == [9, 10]  # the entries the snapshot covers are gone
+    # When a new store starts on the database
+    b = node(db, "b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(b.run)
+        # Expect it to lead in a new term with the whole state
+        assert b.store.leadership.term == 2
+        assert b.machine.items == [b"%d" % n for n in range(10)]
+        assert await b.store.propose(b"10") == (11, 10)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_projection_turns_each_round_into_rows_written_with_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader with a projection from results to rows
+    db = FakeDatabase()
+
+    def projection(results: object) -> list[dict[str, object]]:
+        assert isinstance(results, list)
+        return [{"id": r[0], "position": r[1]} for r in results]
+
+    a = node(db, "a", projection=projection)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        # When it takes writes
+        await a.store.propose_many([b"p", b"q"])
+        # Expect their rows in the database with them
+        assert db.rows == {1: {"id": 1, "position": 0}, 2: {"id": 2, "position": 1}}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_clean_stop_releases_the_lease_so_another_store_leads_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader and a follower
+    db = FakeDatabase()
+    a, b = node(db, "a"), node(db, "b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        stopped_at = trio.current_time()
+        # When the leader stops
+        a.scope.cancel()
+        # Expect the follower to lead well within a third of the lease
+        await until(lambda: b.store.leadership.term == 2)
+        assert b.changes[-1][0] - stopped_at <= TTL / 3 + 0.01
+        assert a.store.leadership.term is None and not a.backend.opened
+        nursery.cancel_scope.cancel()

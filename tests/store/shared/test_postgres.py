@@ -1,0 +1,267 @@
+"""The PostgreSQL backend against the real server (tests/store/shared/pgserver.py), each test
+in a database of its own: the lease race, fencing, concurrent migration, the task table,
+LISTEN/NOTIFY, snapshots, and errors that never show credentials. Then SharedStore on it
+through a lost connection."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import trio
+
+from taskd.errors import StorageFault
+from taskd.store.shared import pgschema
+from taskd.store.shared.backend import BackendDown, Fenced, Lease, Snapshot
+from taskd.store.shared.driver import SharedStore
+from taskd.store.shared.postgres import PostgresBackend
+from tests.raft.fakes import AppendLog
+from tests.store.shared import pgserver
+
+pytestmark = pytest.mark.slow  # a database created and dropped per test
+
+
+@pytest.fixture
+def dsn() -> Iterator[str]:
+    with pgserver.fresh_database() as made:
+        yield made
+
+
+@pytest.fixture
+def backends(dsn: str) -> Iterator[tuple[PostgresBackend, PostgresBackend]]:
+    a, b = PostgresBackend(dsn), PostgresBackend(dsn)
+    a.open()
+    b.open()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def sql(dsn: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[arg-type]  # tests' own SQL
+
+
+def test_two_nodes_racing_for_the_lease_get_one_holder(
+    backends: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    # Given two nodes on one database, released at the same instant
+    won: dict[str, Lease | None] = {}
+    start = threading.Barrier(2)
+
+    def race(backend: PostgresBackend, node: str) -> None:
+        start.wait()
+        won[node] = backend.acquire(node, 30.0)
+
+    threads = [threading.Thread(target=race, args=(b, n)) for b, n in zip(backends, "ab")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Expect exactly one lease, in term 1, that the database reports
+    leases = [lease for lease in won.values() if lease is not None]
+    assert len(leases) == 1 and leases[0].term == 1 and 29 < leases[0].seconds_left <= 30
+    view = backends[0].lease()
+    assert (view.holder, view.term) == (leases[0].holder, 1)
+    # And the holder asking again extends it in the same term; the other still gets nothing
+    holder = leases[0].holder
+    mine, other = backends if holder == "a" else backends[::-1]
+    again = mine.acquire(holder, 30.0)
+    assert again is not None and again.term == 1
+    assert other.acquire("b" if holder == "a" else "a", 30.0) is None
+
+
+def test_a_stale_lease_and_a_wrong_first_index_write_nothing(
+    dsn: str, backends: tuple[PostgresBackend, PostgresBackend]
+) -> None:
+    a, b = backends
+    # Given a lease of a short ttl that ran out on the database's clock, and a new holder
+    old = a.acquire("a", 0.3)
+    assert old is not None
+    a.append(old, 1, [b"one"])
+    deadline = time.monotonic() + 10
+    while a.lease().holder is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    new = b.acquire("b", 30.0)
+    assert new is not None and new.term == old.term + 1
+    # When the former holder appends, renews or snapshots: expect Fenced each time
+    with pytest.raises(Fenced):
+        a.append(old, 2, [b"stale"])
+    with pytest.raises(Fenced):
+        a.renew(old, 30.0)
+    with pytest.raises(Fenced):
+        a.save_snapshot(old, Snapshot(1, old.term, b"state"))
+    # And the holder appending at the wrong index: Fenced too
+    with pytest.raises(Fenced):
+        b.append(new, 3, [b"gap"])
+    with pytest.raises(Fenced):
+        b.append(new, 1, [b"overwrite"])
+    # Expect nothing of it written, and the right append to go through
+    b.append(new, 2, [b"two", b"three"])
+    assert [(e.index, e.term, e.data) for e in b.read(0, 10)] == [
+        (1, 1, b"one"),
+        (2, 2, b"two"),
+        (3, 2, b"three"),
+    ]
+    assert b.last_index() == 3
+
+
+def test_concurrent_migrations_are_safe_and_idempotent(dsn: str) -> None:
+    # Given two nodes opening a fresh database at the same instant
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def open_() -> None:
+        try:
+            start.wait()
+            PostgresBackend(dsn).open()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Expect both to succeed and the schema to be there once, at the current version
+    assert errors == []
+    assert sql(dsn, "SELECT version FROM taskd_schema") == [(pgschema.VERSION,)]
+    assert sql(dsn, "SELECT id, holder, term FROM taskd_lease") == [(1, None, 0)]
+    # And a third open to change nothing
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert pgschema.migrate(conn) == pgschema.VERSION
+    assert sql(dsn, "SELECT count(*) FROM taskd_schema") == [(1,)]
+
+
+def test_a_schema_newer_than_this_taskd_is_refused(dsn: str) -> None:
+    PostgresBackend(dsn).open()
+    sql(dsn, "UPDATE taskd_schema SET version = 99 RETURNING version")
+    with pytest.raises(ValueError, match="version 99"):
+        PostgresBackend(dsn).open()
+
+
+def test_task_rows_are_written_with_their_commands_and_queryable_with_sql(
+    dsn: str, backends: tuple[PostgresBackend, PostgresBackend]
+) -> None:
+    a, _ = backends
+    lease = a.acquire("a", 30.0)
+    assert lease is not None
+    # When a round writes two tasks, one of them changed twice within it
+    a.append(
+        lease,
+        1,
+        [b"submit", b"start"],
+        [
+            {"id": "t1", "queue": "q", "state": "queued", "priority": 5, "created_at": 0.0},
+            {"id": "t2", "queue": "q", "state": "queued", "labels": {"team": "ml"}},
+            {"id": "t1", "queue": "q", "state": "running", "attempt": 1, "started_at": 60.0},
+        ],
+    )
+    # Expect the last change of each in the table, with the round's index
+    rows = sql(
+        dsn,
+        "SELECT id, state, attempt, extract(epoch FROM started_at)::int, labels->>'team', "
+        "updated_index FROM taskd_tasks ORDER BY id",
+    )
+    assert rows == [("t1", "running", 1, 60, None, 2), ("t2", "queued", None, None, "ml", 2)]
+    # And a fenced append to write no rows either
+    with pytest.raises(Fenced):
+        a.append(lease, 7, [b"x"], [{"id": "t3", "state": "queued"}])
+    assert sql(dsn, "SELECT count(*) FROM taskd_tasks") == [(2,)]
+
+
+def test_a_waiting_node_wakes_when_another_appends(
+    backends: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    a, b = backends
+    lease = a.acquire("a", 30.0)
+    assert lease is not None
+    # Given a node waiting for entries after index 0 (nothing yet: it waits)
+    started = time.monotonic()
+    b.wait_for_entries(0, 0.3)
+    assert time.monotonic() - started >= 0.25
+    woke: list[float] = []
+    waiter = threading.Thread(target=lambda: (b.wait_for_entries(0, 20.0), woke.append(1)))
+    waiter.start()
+    # When the leader appends
+    time.sleep(0.2)  # let it block first (were it not yet blocked, it returns at once anyway)
+    a.append(lease, 1, [b"x"])
+    waiter.join(10)
+    # Expect it to wake long before its timeout
+    assert woke == [1]
+
+
+def test_a_snapshot_drops_the_entries_it_covers(
+    backends: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    a, b = backends
+    lease = a.acquire("a", 30.0)
+    assert lease is not None
+    a.append(lease, 1, [b"1", b"2", b"3"])
+    a.save_snapshot(lease, Snapshot(2, lease.term, b"state at 2"))
+    assert b.load_snapshot() == Snapshot(2, 1, b"state at 2")
+    with pytest.raises(ValueError):
+        b.read(0, 10)
+    assert [e.index for e in b.read(2, 10)] == [3]
+    a.save_snapshot(lease, Snapshot(3, lease.term, b"state at 3"))
+    assert b.read(3, 10) == [] and b.last_index() == 3
+    a.append(lease, 4, [b"4"])  # the log goes on after the snapshot
+
+
+def test_errors_name_the_database_never_its_credentials(dsn: str) -> None:
+    # Given a DSN with a user and a password, to a port nobody listens on
+    secret = "s3cr3t-Pw"
+    for address in (
+        f"postgresql://alice:{secret}@127.0.0.1:1/taskd",
+        f"host=127.0.0.1 port=1 dbname=taskd user=alice password={secret}",
+    ):
+        backend = PostgresBackend(address)
+        # Expect its name and every error to show host, port and database only
+        assert backend.name == "postgres at 127.0.0.1:1/taskd"
+        with pytest.raises(BackendDown) as down:
+            backend.open()
+        text = f"{down.value} {down.value!r} {down.value.__cause__} {down.value.__context__}"
+        assert secret not in text and "alice" not in str(down.value)
+        assert "127.0.0.1:1/taskd" in str(down.value) and down.value.resumes_by_itself
+    # And a server-side refusal (an I/O error) is one an operator must act on
+    good = PostgresBackend(dsn.replace("postgres@", f"postgres:{secret}@"))
+    good.open()
+    lease = good.acquire("a", 30.0)
+    assert lease is not None
+    pgserver.refuse_log_writes(dsn)
+    with pytest.raises(BackendDown) as refused:
+        good.append(lease, 1, [b"x"])
+    assert "58030" in str(refused.value) and not refused.value.resumes_by_itself
+    assert secret not in str(refused.value)
+    good.close()
+
+
+async def test_a_lost_connection_refuses_writes_until_the_database_answers_again(
+    dsn: str,
+) -> None:
+    # Given a SharedStore leading on PostgreSQL
+    machine = AppendLog()
+    store = SharedStore(PostgresBackend(dsn), machine, node_id="p1", retry_interval=0.1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        await store.propose(b"a")
+        # When the server drops every connection (a restart, a failover)
+        assert await trio.to_thread.run_sync(pgserver.drop_connections, dsn) >= 1
+        # Expect the next write refused with a fault that passes by itself, not applied
+        with pytest.raises(StorageFault) as failed:
+            await store.propose(b"b")
+        assert failed.value.resumes_by_itself and "127.0.0.1:5432" in str(failed.value)
+        assert machine.items == [b"a"]
+        # And writes to resume by themselves once it reconnected, in the same term
+        with trio.fail_after(10):
+            while store.fault is not None:  # noqa: ASYNC110 -- the store's own retry clears it
+                await trio.sleep(0.02)
+        await store.propose(b"c")
+        assert machine.items == [b"a", b"c"] and store.leadership.term == 1
+        nursery.cancel_scope.cancel()
+    rows = sql(dsn, 'SELECT data FROM taskd_log ORDER BY "index"')
+    assert rows == [(b"a",), (b"c",)]
