@@ -238,7 +238,9 @@ class RedisBackend:
         reason = str(exc) or type(exc).__name__
         if self._password:
             reason = reason.replace(self._password, "***")
-        return BackendDown(f"{self._name}: {doing} failed: {reason}")
+        return BackendDown(
+            f"{self._name}: {doing} failed: {reason}", resumes_by_itself=_passes(exc, reason)
+        )
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -431,6 +433,21 @@ class RedisBackend:
         if index is None or term is None or data is None:
             return None
         return Snapshot(index=int(index), term=int(term), data=_bytes(data))
+
+
+# Refusals that end without anyone acting: memory freed, a script or a load finishing, a
+# failover completing. Every other refusal (WRONGTYPE: someone else's data on taskd's key;
+# READONLY: a replica; NOPERM; MISCONF: the server cannot write its disk) needs an operator.
+_PASSING_REFUSALS = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+
+
+def _passes(exc: Exception, reason: str) -> bool:
+    """Whether the call may succeed later without anyone acting (``resumes_by_itself``)."""
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+        return False  # wrong credentials or ACL: an operator must fix the URL or the user
+    if isinstance(exc, redis.ResponseError):
+        return reason.split(" ", 1)[0] in _PASSING_REFUSALS
+    return True  # connection refused, lost or timed out
 
 
 def _ms(seconds: float) -> int:

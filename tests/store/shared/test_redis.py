@@ -1,6 +1,6 @@
-"""``RedisBackend`` against the real Redis on 127.0.0.1:6379 (``TASKD_TEST_REDIS_URL`` names
-another): the lease and its fencing, the log and snapshots, waiting for entries, the checks at
-open, and errors that name the server but never the password.
+"""``RedisBackend`` against the real Redis of tests/store/shared/redisserver.py: the lease and
+its fencing, the log and snapshots, waiting for entries, the checks at open, and errors that
+name the server but never the password.
 
 That Redis is shared with others: every test works under a key prefix of its own and deletes
 its keys afterwards (never FLUSHDB); the one test that changes the server's configuration puts
@@ -10,12 +10,10 @@ the original value back, even when it fails.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,8 +22,9 @@ import redis
 
 from taskd.store.shared.backend import BackendDown, Entry, Fenced, Lease, Snapshot
 from taskd.store.shared.redis import RedisBackend, durability
+from tests.store.shared import redisserver
 
-URL = os.environ.get("TASKD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+URL = redisserver.URL
 SECRET = "s3cret-Pa55word"
 
 
@@ -42,18 +41,14 @@ def poll(condition: Callable[[], object], deadline: float = 5.0) -> object:
 
 @pytest.fixture
 def admin() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(URL)
-    yield client
-    client.close()
+    with redisserver.admin() as client:
+        yield client
 
 
 @pytest.fixture
-def prefix(admin: redis.Redis) -> Iterator[str]:
-    name = f"taskd-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = list(admin.scan_iter(match=f"{{{name}}}:*"))
-    if keys:
-        admin.delete(*keys)
+def prefix() -> Iterator[str]:
+    with redisserver.fresh_prefix() as name:
+        yield name
 
 
 @pytest.fixture
@@ -247,7 +242,7 @@ def test_the_keys_share_one_hash_tag_under_the_prefix(
     assert lease is not None
     a.append(lease, 1, [b"x"])
     a.save_snapshot(lease, Snapshot(index=1, term=lease.term, data=b"s"))
-    keys = sorted(key.decode() for key in admin.scan_iter(match=f"{{{prefix}}}:*"))
+    keys = sorted(key.decode() for key in redisserver.keys_of(admin, prefix))
     assert keys == [f"{{{prefix}}}:{name}" for name in ("lease", "log", "snap", "term")]
 
 
@@ -361,9 +356,10 @@ def test_a_redis_that_is_not_there_raises_backend_down_quickly(prefix: str) -> N
     assert absent.name == f"redis at 127.0.0.1:{port}/5"
     for operation in (absent.open, absent.last_index, lambda: absent.acquire("a", 1.0)):
         started = time.monotonic()
-        with pytest.raises(BackendDown, match=f"redis at 127.0.0.1:{port}/5"):
+        with pytest.raises(BackendDown, match=f"redis at 127.0.0.1:{port}/5") as down:
             operation()
         assert time.monotonic() - started < 1.0
+        assert down.value.resumes_by_itself  # once it is back, writes resume
     with pytest.raises(BackendDown):
         absent.wait_for_entries(0, 5.0)
     absent.close()
@@ -383,4 +379,22 @@ def test_a_url_with_a_password_never_shows_it(where: str, prefix: str) -> None:
         text = "".join(traceback.format_exception(down.value))
         assert f"127.0.0.1:{port}/3" in str(down.value)
         assert SECRET not in text and SECRET not in repr(down.value)
+        assert down.value.resumes_by_itself == (where == "absent")  # wrong credentials: fix them
     candidate.close()
+
+
+def test_someone_elses_data_on_the_log_key_refuses_appends_until_an_operator_acts(
+    backend: Callable[[], RedisBackend], prefix: str
+) -> None:
+    a = backend()
+    lease = a.acquire("a", ttl=5.0)
+    assert lease is not None
+    a.append(lease, 1, [b"x"])
+    # When another program overwrites the log key
+    redisserver.clobber_log(prefix)
+    # Expect appends refused (WRONGTYPE) as a fault that does not pass by itself, and the
+    # lease still the leader's
+    with pytest.raises(BackendDown, match="WRONGTYPE") as down:
+        a.append(lease, 2, [b"y"])
+    assert not down.value.resumes_by_itself
+    assert a.renew(lease, ttl=5.0).term == lease.term
