@@ -303,6 +303,7 @@ def test_a_server_that_may_evict_keys_is_refused_with_what_to_set(
     admin: redis.Redis, prefix: str
 ) -> None:
     original = admin.config_get("maxmemory-policy")["maxmemory-policy"]
+    assert original is not None
     try:
         # Given a Redis that evicts keys when memory runs short
         admin.config_set("maxmemory-policy", "allkeys-lru")
@@ -354,7 +355,12 @@ def test_a_redis_that_is_not_there_raises_backend_down_quickly(prefix: str) -> N
     port = closed_port()
     absent = RedisBackend(f"redis://127.0.0.1:{port}/5", prefix=prefix)
     assert absent.name == f"redis at 127.0.0.1:{port}/5"
-    for operation in (absent.open, absent.last_index, lambda: absent.acquire("a", 1.0)):
+    operations: list[Callable[[], object]] = [
+        absent.open,
+        absent.last_index,
+        lambda: absent.acquire("a", 1.0),
+    ]
+    for operation in operations:
         started = time.monotonic()
         with pytest.raises(BackendDown, match=f"redis at 127.0.0.1:{port}/5") as down:
             operation()
@@ -373,7 +379,8 @@ def test_a_url_with_a_password_never_shows_it(where: str, prefix: str) -> None:
     candidate = RedisBackend(url, prefix=prefix)
     assert candidate.name == f"redis at 127.0.0.1:{port}/3"
     # Expect BackendDown naming host:port/db, and the password nowhere, causes included
-    for operation in (candidate.open, lambda: candidate.acquire("a", 1.0)):
+    operations: list[Callable[[], object]] = [candidate.open, lambda: candidate.acquire("a", 1.0)]
+    for operation in operations:
         with pytest.raises(BackendDown) as down:
             operation()
         text = "".join(traceback.format_exception(down.value))
