@@ -170,9 +170,9 @@ def durability(appendonly: str | None, appendfsync: str | None) -> str:
     """What an acknowledged write is worth under these AOF settings (None: unknown)."""
     if appendonly is None:
         return (
-            "durability unknown: CONFIG GET is disabled on this server, so appendonly and "
-            "appendfsync could not be checked; taskd is exactly as durable as they make Redis "
-            "(appendonly yes + appendfsync always: every acknowledged write on disk)"
+            "durability unknown: CONFIG GET is disabled or denied to this user, so appendonly "
+            "and appendfsync could not be checked; taskd is exactly as durable as they make "
+            "Redis (appendonly yes + appendfsync always: every acknowledged write on disk)"
         )
     if appendonly != "yes":
         return (

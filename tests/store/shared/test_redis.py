@@ -338,6 +338,33 @@ def test_open_logs_what_the_servers_aof_setting_makes_durable(
         assert caplog.records[0].levelno == logging.WARNING
 
 
+def test_without_config_the_policy_is_read_from_info_and_durability_is_said_unknown(
+    admin: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a user that may do everything but CONFIG (as on a managed Redis)
+    user = f"{prefix}-user"
+    admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{SECRET}"], keys=["*"], commands=["+@all", "-config"]
+    )
+    try:
+        candidate = RedisBackend(f"redis://{user}:{SECRET}@127.0.0.1:6379/0", prefix=prefix)
+        # When it opens
+        with caplog.at_level(logging.WARNING, logger="taskd.store.shared.redis"):
+            candidate.open()
+        # Expect noeviction found through INFO, durability said to be unknown, and it works
+        assert "could not be checked" in candidate.durability
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{candidate.name}: {candidate.durability}; taskd cannot be more durable than Redis"
+        ]
+        lease = candidate.acquire("a", ttl=5.0)
+        assert lease is not None
+        candidate.append(lease, 1, [b"x"])
+        assert candidate.last_index() == 1
+        candidate.close()
+    finally:
+        admin.acl_deluser(user)
+
+
 def test_the_durability_of_each_aof_setting_is_stated() -> None:
     assert "nothing taskd acknowledged survives a Redis restart" in durability("no", "always")
     assert "up to ~1 s of acknowledged writes can be lost on a crash of the Redis host" in (
