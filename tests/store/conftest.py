@@ -142,8 +142,8 @@ class _LeaderMachine:
         pytest.param(_memory, id="memory"),
         pytest.param(_raft, id="raft"),
         pytest.param(_raft3, id="raft3", marks=pytest.mark.slow),  # real elections
-        pytest.param(_postgres, id="postgres", marks=pytest.mark.slow),  # a real server
-        pytest.param(_redis, id="redis"),  # a real server, but fast
+        pytest.param(_postgres, id="postgres"),  # a real server, one database per test
+        pytest.param(_redis, id="redis"),  # a real server, one key prefix per test
     ]
 )
 def kind(

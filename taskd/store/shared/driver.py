@@ -307,7 +307,8 @@ class SharedStore:
                 return await self._hop.call(partial(self.backend.read, after, self.read_limit))
             except ValueError:  # dropped by a snapshot
                 if not await self._restore_latest():
-                    raise RuntimeError(f"entries after {after} are gone and no snapshot covers them")
+                    gone = f"entries after {after} are gone and no snapshot covers them"
+                    raise RuntimeError(gone) from None
 
     async def _restore_latest(self) -> bool:
         snapshot = await self._hop.call(self.backend.load_snapshot)

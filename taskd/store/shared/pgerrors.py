@@ -63,9 +63,5 @@ def translate(exc: psycopg.Error, where: Where) -> BackendDown:
     reason = f"{where.name}: {where.scrub(message)}"
     if sqlstate:
         reason += f" (SQLSTATE {sqlstate})"
-    passing = (
-        sqlstate is None
-        or sqlstate[:2] in _PASSING_CLASSES
-        or sqlstate in _PASSING_CODES
-    )
+    passing = sqlstate is None or sqlstate[:2] in _PASSING_CLASSES or sqlstate in _PASSING_CODES
     return BackendDown(reason, resumes_by_itself=passing)

@@ -27,8 +27,8 @@ class Hop(Protocol):
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (one backend call) off the loop, one at a time."""
 
-    async def wait(self, backend: Backend, after: int, timeout: float) -> None:
-        """``backend.wait_for_entries(after, timeout)``, off the loop, beside ``call``."""
+    async def wait(self, backend: Backend, after: int, seconds: float) -> None:
+        """``backend.wait_for_entries(after, seconds)``, off the loop, beside ``call``."""
 
 
 class Threads:
@@ -39,7 +39,7 @@ class Threads:
     async def call(self, fn: Callable[[], T]) -> T:
         return await trio.to_thread.run_sync(fn, limiter=self._one)
 
-    async def wait(self, backend: Backend, after: int, timeout: float) -> None:
+    async def wait(self, backend: Backend, after: int, seconds: float) -> None:
         await trio.to_thread.run_sync(
-            backend.wait_for_entries, after, timeout, limiter=self._waiting, abandon_on_cancel=True
+            backend.wait_for_entries, after, seconds, limiter=self._waiting, abandon_on_cancel=True
         )

@@ -182,7 +182,7 @@ class FakeHop:
             self.calls += 1
             return fn()
 
-    async def wait(self, backend: Backend, after: int, timeout: float) -> None:
+    async def wait(self, backend: Backend, after: int, seconds: float) -> None:
         self.backend._reachable()
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(seconds):
             await self.backend.db.grown_after(after)

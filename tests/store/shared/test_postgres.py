@@ -21,8 +21,6 @@ from taskd.store.shared.postgres import PostgresBackend
 from tests.raft.fakes import AppendLog
 from tests.store.shared import pgserver
 
-pytestmark = pytest.mark.slow  # a database created and dropped per test
-
 
 @pytest.fixture
 def dsn() -> Iterator[str]:
@@ -56,7 +54,9 @@ def test_two_nodes_racing_for_the_lease_get_one_holder(
         start.wait()
         won[node] = backend.acquire(node, 30.0)
 
-    threads = [threading.Thread(target=race, args=(b, n)) for b, n in zip(backends, "ab")]
+    threads = [
+        threading.Thread(target=race, args=(b, n)) for b, n in zip(backends, "ab", strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -74,6 +74,7 @@ def test_two_nodes_racing_for_the_lease_get_one_holder(
     assert other.acquire("b" if holder == "a" else "a", 30.0) is None
 
 
+@pytest.mark.slow  # waits for a lease to run out on the server's clock
 def test_a_stale_lease_and_a_wrong_first_index_write_nothing(
     dsn: str, backends: tuple[PostgresBackend, PostgresBackend]
 ) -> None:
@@ -174,6 +175,7 @@ def test_task_rows_are_written_with_their_commands_and_queryable_with_sql(
     assert sql(dsn, "SELECT count(*) FROM taskd_tasks") == [(2,)]
 
 
+@pytest.mark.slow  # waits out one timeout
 def test_a_waiting_node_wakes_when_another_appends(
     backends: tuple[PostgresBackend, PostgresBackend],
 ) -> None:
@@ -265,3 +267,43 @@ async def test_a_lost_connection_refuses_writes_until_the_database_answers_again
         nursery.cancel_scope.cancel()
     rows = sql(dsn, 'SELECT data FROM taskd_log ORDER BY "index"')
     assert rows == [(b"a",), (b"c",)]
+
+
+@pytest.mark.slow  # two stores on real threads, one takeover
+async def test_a_follower_tails_through_notifications_and_takes_over_when_the_leader_stops(
+    dsn: str,
+) -> None:
+    # Given two stores on one database: the first leads, the second follows
+    machines = AppendLog(), AppendLog()
+    stores = [
+        SharedStore(PostgresBackend(dsn), m, node_id=n, lease_ttl=3.0)
+        for m, n in zip(machines, ("p1", "p2"), strict=True)
+    ]
+    leader_scope = trio.CancelScope()
+
+    async def lead(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with leader_scope:
+            await stores[0].serve(task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lead)
+        await nursery.start(stores[1].serve)
+        assert stores[0].leadership.term == 1 and stores[1].status().leader == "p1"
+        # When the leader writes, the follower applies it (woken by NOTIFY, well within
+        # its wait's timeout) and its read barrier covers it
+        await stores[0].propose_many([b"a", b"b"])
+        with trio.fail_after(0.5):
+            while machines[1].items != [b"a", b"b"]:  # noqa: ASYNC110 -- another store applies
+                await trio.sleep(0.01)
+        await stores[0].propose(b"c")
+        await stores[1].read_barrier()
+        assert machines[1].items == [b"a", b"b", b"c"]
+        # When the leader stops (releasing its lease)
+        leader_scope.cancel()
+        # Expect the follower to lead within a third of the lease, in term 2, with everything
+        with trio.fail_after(2):
+            while stores[1].leadership.term is None:  # noqa: ASYNC110 -- see above
+                await trio.sleep(0.01)
+        assert stores[1].leadership.term == 2
+        assert await stores[1].propose(b"d") == (4, 3)
+        nursery.cancel_scope.cancel()
