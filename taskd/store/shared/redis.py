@@ -197,6 +197,8 @@ class RedisBackend:
     """A ``Backend`` on one Redis database (``redis://[user:password@]host:port/db``)."""
 
     def __init__(self, url: str, *, prefix: str = "taskd") -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"key prefix {prefix!r}: not empty, and no braces (a hash tag)")
         options = {
             "socket_timeout": SOCKET_TIMEOUT,
             "socket_connect_timeout": SOCKET_TIMEOUT,

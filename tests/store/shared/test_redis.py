@@ -234,6 +234,12 @@ def test_the_log_and_snapshots_round_trip_and_a_read_behind_the_snapshot_is_refu
     assert b.load_snapshot() == Snapshot(index=5, term=lease.term, data=b"state at 5")
 
 
+@pytest.mark.parametrize("bad", ["", "a{b", "a}b"])
+def test_a_prefix_that_would_break_the_hash_tag_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="no braces"):
+        RedisBackend(URL, prefix=bad)
+
+
 def test_the_keys_share_one_hash_tag_under_the_prefix(
     backend: Callable[[], RedisBackend], prefix: str, admin: redis.Redis
 ) -> None:
