@@ -4,15 +4,16 @@ runs once per store, and none is skipped.
 A store kind is a ``StoreKind``: ``open()`` makes a store over a fresh ``AppendLog`` state machine
 in the test's place (its data directory, its database), so a second ``open()`` after the first
 store stopped is a restart; ``break_writes(store)`` puts the store in the state a full or failing
-disk (a lost database) gives: every write refused with a ``StorageFault``. To add a store (Redis),
-add a kind here; a store without durability says so with its ``durable``
-flag, and the suite checks that the flag tells the truth.
+disk (a lost database) gives: every write refused with a ``StorageFault``. To add a store, add a
+kind here; a store without durability says so with its ``durable`` flag, and the suite checks
+that the flag tells the truth.
 
 "raft3" is a three-member Raft cluster over ``MemoryTransport`` behind the seam
 (``tests.store.cluster.ClusterStore``): writes alternate between the leader and a follower
 (forwarded), read barriers run on the follower; its ``items`` are the leader's. "postgres" is
 ``SharedStore`` on ``PostgresBackend``, against the real server of tests/store/shared/pgserver.py,
-one fresh database per test.
+one fresh database per test; "redis" is ``SharedStore`` on ``RedisBackend``, against the real
+server of tests/store/shared/redisserver.py, one fresh key prefix per test.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from taskd.store.raft.disklog import DiskLog
 from taskd.store.seam import Store
 from taskd.store.shared.driver import SharedStore
 from taskd.store.shared.postgres import PostgresBackend
+from taskd.store.shared.redis import RedisBackend
 from tests.raft.fakes import AppendLog
 from tests.store.cluster import ClusterStore
-from tests.store.shared import pgserver
+from tests.store.shared import pgserver, redisserver
 
 
 @dataclass
@@ -105,6 +107,23 @@ def _postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
     return StoreKind("postgres", open_, break_writes, lambda: database.__exit__(None, None, None))
 
 
+def _redis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StoreKind:
+    """SharedStore on Redis (a key prefix of its own, its keys deleted after the test); a
+    broken disk is Redis refusing appends because another program's data took the log key."""
+    prefix = redisserver.fresh_prefix()
+    name = prefix.__enter__()
+
+    def open_() -> tuple[Store, AppendLog]:
+        machine = AppendLog()
+        backend = RedisBackend(redisserver.URL, prefix=name)
+        return SharedStore(backend, machine, node_id="r1"), machine
+
+    def break_writes(store: Store) -> None:
+        redisserver.clobber_log(name)
+
+    return StoreKind("redis", open_, break_writes, lambda: prefix.__exit__(None, None, None))
+
+
 class _LeaderMachine:
     """The cluster's state machine as the suite reads it: the leader's (``items``)."""
 
@@ -124,6 +143,7 @@ class _LeaderMachine:
         pytest.param(_raft, id="raft"),
         pytest.param(_raft3, id="raft3", marks=pytest.mark.slow),  # real elections
         pytest.param(_postgres, id="postgres"),  # a real server, one database per test
+        pytest.param(_redis, id="redis"),  # a real server, one key prefix per test
     ]
 )
 def kind(
