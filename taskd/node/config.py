@@ -26,6 +26,7 @@ from taskd.node.app.memory import parse_size
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"
+SHARED_SCHEMES = frozenset({"postgres", "postgresql", "redis", "rediss"})  # --store URLs
 _QUEUE_NAME = limits.QUEUE_NAME_RE  # the one queue-name rule of both APIs
 
 
@@ -49,7 +50,8 @@ class NodeConfig:
     peer_routes: tuple[tuple[str, str], ...] = ()  # (member id, address to dial instead)
     election_timeout: float = 0.5  # seconds; each term draws its timeout from [T, 2T)
     data_dir: Path = Path("taskd-data")
-    store: str = "raft"
+    store: str = "raft"  # or a postgres:// / redis:// URL: a database the nodes share
+    store_lease: float = 10.0  # seconds a shared-database leader's lease lasts
     execs: tuple[ExecSpec, ...] = ()
     concurrency: Concurrency = field(default_factory=lambda: Concurrency.parse("1-8"))
     max_payload: int = limits.DEFAULT_MAX_PAYLOAD
@@ -74,6 +76,11 @@ class NodeConfig:
     @property
     def node_id(self) -> str:
         return self.grpc
+
+    @property
+    def shared_store(self) -> bool:
+        """On a database the nodes share (PostgreSQL, Redis), not the embedded Raft log."""
+        return self.store.split("://", 1)[0].lower() in SHARED_SCHEMES
 
     @property
     def clustered(self) -> bool:
@@ -109,11 +116,19 @@ class NodeConfig:
         for member in routed:
             if routed.count(member) > 1:
                 raise ConfigError(f"--peer-route names member {member} twice; give one route")
-        if self.store != "raft":
+        if self.store != "raft" and not self.shared_store:
             raise ConfigError(
-                f"--store {self.store!r} is not available in this build; "
-                "use the embedded default (--store raft)"
+                "--store takes raft (the embedded default), postgres://USER@HOST/DB or "
+                "redis://HOST:PORT/N; got something else (its text is not shown: it may hold "
+                "a password)"
             )
+        if self.shared_store and (self.peers or self.join):
+            raise ConfigError(
+                "--peers and --join are for the embedded Raft store; nodes on a shared "
+                "database find each other through it: give every node the same --store URL"
+            )
+        if not 0.5 <= self.store_lease <= 300:
+            raise ConfigError("--store-lease must be between 0.5 and 300 seconds")
         if self.max_payload < 1:
             raise ConfigError("--max-payload must be at least 1 byte")
         if self.max_queue_depth < 1:
@@ -218,7 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--http", help=f"HTTP listen address for REST and the monitor (default {DEFAULT_HTTP})"
     )
     p.add_argument("--data-dir", help="where the log and snapshots live (default ./taskd-data)")
-    p.add_argument("--store", help="raft (default, embedded)")
+    p.add_argument(
+        "--store",
+        metavar="STORE",
+        help="raft (default: the embedded log in --data-dir), postgres://USER@HOST/DB or "
+        "redis://HOST:PORT/N (every node given the same URL shares that database; "
+        "see docs/stores.md)",
+    )
+    p.add_argument(
+        "--store-lease",
+        type=_duration,
+        help="seconds a shared-database leader's lease lasts; another node takes over "
+        "within it after a crash (default 10)",
+    )
     p.add_argument(
         "--exec",
         action="append",
@@ -382,6 +409,7 @@ def load(
         ("retention", float),
         ("shutdown-grace", float),
         ("worker-lease", float),
+        ("store-lease", float),
         ("snapshot-every", int),
         ("snapshot-bytes", parse_size),
         ("log-level", str),

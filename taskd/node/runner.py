@@ -34,6 +34,7 @@ import logging
 import signal
 import socket
 import time
+import urllib.parse
 import zlib
 from functools import partial
 from typing import Any
@@ -65,7 +66,8 @@ from taskd.node.api.transport import (
     raise_open_files_limit,
     sweep,
 )
-from taskd.node.app.cluster import ClusterAdmin
+from taskd.node.app import taskrows
+from taskd.node.app.cluster import ClusterAdmin, SharedMembership
 from taskd.node.app.duties import LeaderDuties
 from taskd.node.app.leaderclock import LeaderClock
 from taskd.node.app.machine import SchedulerMachine
@@ -79,6 +81,10 @@ from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
 from taskd.raft.core import RaftConfig
 from taskd.store.raft.driver import RaftStore
+from taskd.store.shared.backend import Backend
+from taskd.store.shared.driver import SharedStore
+from taskd.store.shared.postgres import PostgresBackend
+from taskd.store.shared.redis import RedisBackend
 from taskd.web.stream import StreamHub
 
 log = logging.getLogger("taskd.node")
@@ -97,27 +103,18 @@ class Node:
         # that replaying the log decides every command under the config it was decided under.
         self.machine = SchedulerMachine(SchedulerConfig())
         self.clock = LeaderClock()
-        self.store = RaftStore(
-            config.data_dir,
-            self.machine,
-            node_id=config.node_id,
-            snapshot_every=config.snapshot_every,
-            snapshot_bytes=config.snapshot_bytes,
-            accept_data_loss=config.accept_data_loss,
-            peers=config.peers,
-            join=config.join,
-            routes=dict(config.peer_routes),
-            cluster_secret=config.cluster_secret,
-            # the leader re-stamps forwarded commands with its own time (design.md §1 "Time")
-            stamp=lambda data: codec.restamp(data, self.clock()),
-            raft_config=raft_config(config),
-            tick_seconds=TICK_SECONDS,
+        self.store: RaftStore | SharedStore = self._make_store(config)
+        membership = (
+            SharedMembership(self.store.status)
+            if isinstance(self.store, SharedStore)
+            else self.store
         )
-        self.cluster = ClusterAdmin(self.store, clustered=config.clustered)
+        self.cluster = ClusterAdmin(membership, clustered=config.clustered or config.shared_store)
+        multi = config.clustered or config.shared_store  # other nodes may write: barriers matter
         self.service = NodeService(
             self.machine,
             self.store,
-            ServiceConfig(local_worker=f"local@{config.node_id}", alone=not config.clustered),
+            ServiceConfig(local_worker=f"local@{config.node_id}", alone=not multi),
             clock=self.clock,
         )
         self.metrics = NodeMetrics(lambda: self.machine.scheduler, self._gauges)
@@ -139,6 +136,41 @@ class Node:
         self.started_at = time.time()
         self.grpc_connections = ConnectionTable("gRPC", 0, config.idle_timeout)
         self.http_connections = ConnectionTable("HTTP", 0, config.idle_timeout)
+
+    def _make_store(self, config: NodeConfig) -> RaftStore | SharedStore:
+        """The embedded Raft log, or a store on the database ``--store`` names."""
+        if config.shared_store:
+            backend: Backend
+            if config.store.lower().startswith("redis"):
+                url, prefix = redis_prefix(config.store)
+                backend = RedisBackend(url, prefix=prefix)
+                rows = None  # Redis keeps no queryable table
+            else:
+                backend = PostgresBackend(config.store)
+                rows = taskrows.projection(lambda: self.machine.scheduler)
+            return SharedStore(
+                backend,
+                self.machine,
+                node_id=config.node_id,
+                lease_ttl=config.store_lease,
+                projection=rows,
+            )
+        return RaftStore(
+            config.data_dir,
+            self.machine,
+            node_id=config.node_id,
+            snapshot_every=config.snapshot_every,
+            snapshot_bytes=config.snapshot_bytes,
+            accept_data_loss=config.accept_data_loss,
+            peers=config.peers,
+            join=config.join,
+            routes=dict(config.peer_routes),
+            cluster_secret=config.cluster_secret,
+            # the leader re-stamps forwarded commands with its own time (design.md §1 "Time")
+            stamp=lambda data: codec.restamp(data, self.clock()),
+            raft_config=raft_config(config),
+            tick_seconds=TICK_SECONDS,
+        )
 
     # ---- views for the API layers ------------------------------------------------------
 
@@ -170,6 +202,10 @@ class Node:
                     "grpc": config.grpc,
                     "http": config.http,
                     "data_dir": str(config.data_dir),
+                    # never the --store URL itself: it may hold a password
+                    "store": self.store.backend.name
+                    if isinstance(self.store, SharedStore)
+                    else "raft",
                     "max_tasks": self.bounds.max_tasks,
                     "max_memory": self.bounds.max_bytes,
                     "memory_seen": self.bounds.memory,
@@ -235,7 +271,9 @@ class Node:
             root.start_soon(
                 sweep, [self.grpc_connections, self.http_connections], config.idle_timeout
             )
-            if config.clustered:  # a leader may need this node's own port open to be elected
+            # In the background where other nodes lead: a Raft leader may need this node's
+            # port open to be elected, and a shared-database follower cannot write until it leads.
+            if config.clustered or config.shared_store:
                 root.start_soon(self._release_local, False)
             else:
                 await self._release_local(True)
@@ -309,11 +347,15 @@ class Node:
     async def _hand_over(self) -> None:
         """SIGTERM on a leader of a cluster: hand leadership over before the servers close,
         so the others need not wait an election timeout (bounded: a stop is never held up)."""
-        if not self.config.clustered or self.store.leadership.term is None:
+        # (a shared-database store releases its lease as it stops: another node takes over)
+        store = self.store
+        if not isinstance(store, RaftStore) or not self.config.clustered:
+            return
+        if store.leadership.term is None:
             return
         with trio.move_on_after(TRANSFER_ON_STOP + 0.5):
             try:
-                await self.store.transfer_leadership(timeout=TRANSFER_ON_STOP)
+                await store.transfer_leadership(timeout=TRANSFER_ON_STOP)
             except ClusterError as exc:
                 log.warning("leadership not handed over before stopping: %s", exc)
                 return
@@ -413,7 +455,11 @@ class Node:
                     max_payload=self.config.max_payload,
                 ),
                 # Raft between members (a single node has no one to talk to)
-                *(self.store.grpc_handlers() if self.config.clustered else []),
+                *(
+                    self.store.grpc_handlers()
+                    if isinstance(self.store, RaftStore) and self.config.clustered
+                    else []
+                ),
             ],
             codec=grpc_api.StrictCodec(max_payload=self.config.max_payload),
             table=self.grpc_connections,
@@ -512,6 +558,16 @@ async def _wait_for_stop_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
             return
+
+
+def redis_prefix(url: str) -> tuple[str, str]:
+    """``redis://HOST:PORT/N?prefix=NAME`` → the URL without ``prefix`` and NAME (default
+    ``taskd``): deployments sharing one Redis database keep apart by their key prefix."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), "taskd")
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
 
 
 def raft_config(config: NodeConfig) -> RaftConfig:

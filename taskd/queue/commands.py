@@ -276,6 +276,7 @@ class Outcome:
     ``evicted`` names the finished tasks forgotten before their retention ended to keep the
     node within ``max_tasks`` / ``max_bytes``, oldest first. ``revoked`` lists the leases
     the command took from their holders (see ``Revoked``), in the order they ended.
+    ``forgotten`` names the finished tasks a ``Tick`` forgot at the end of their retention.
     """
 
     rejection: Rejection | None = None
@@ -283,6 +284,7 @@ class Outcome:
     events: list[StateChanged] = field(default_factory=list)
     evicted: tuple[str, ...] = ()
     revoked: tuple[Revoked, ...] = ()
+    forgotten: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

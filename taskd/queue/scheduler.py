@@ -754,6 +754,7 @@ class Scheduler(EvictionRules, DependencyRules):
     def _tick(self, command: Tick, now: float, entropy: int) -> Outcome:
         events: list[StateChanged] = []
         revoked: list[Revoked] = []
+        forgotten: list[str] = []
         tasks = self._tasks
         while True:
             fired = self._timers.take_due(now, self._due)
@@ -775,14 +776,16 @@ class Scheduler(EvictionRules, DependencyRules):
                     self._end_attempt(task, error, True, trigger, now, entropy, events, revoked)
                 elif state is _SUCCEEDED:
                     self._forget(task)
+                    forgotten.append(task.id)
                 elif state.terminal:
                     # A task canceled because of this one would take it for succeeded once it
                     # is gone (and could be retried and run): they are forgotten together.
                     for member in self._doomed_with(task):
                         self._forget(member)
+                        forgotten.append(member.id)
                 else:
                     raise InvariantError(f"timer fired for {state.value} task {task_id}")
-        return Outcome(events=events, revoked=tuple(revoked))
+        return Outcome(events=events, revoked=tuple(revoked), forgotten=tuple(forgotten))
 
     def _lookup(self, task_id: object) -> Task | Outcome:
         if type(task_id) is not str:

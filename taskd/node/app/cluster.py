@@ -25,7 +25,7 @@ member", "cannot remove the last voter") is the caller's to fix: ``CallerError("
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -125,6 +125,34 @@ class ClusterAdmin:
     def _must_be_clustered(self) -> None:
         if not self.clustered:
             raise CallerError("conflict", ALONE, "address")
+
+
+SHARED = (
+    "this node runs on a shared database (--store postgres:// or redis://): its members are "
+    "the nodes that open it, so there is no membership to change; start or stop nodes with "
+    "the same --store URL (leadership moves by itself when the leader stops)"
+)
+
+
+class SharedMembership:
+    """``ClusterStore`` of a node on a shared database: the status is the store's; changes
+    of membership or leadership are refused, naming why (``SHARED``)."""
+
+    def __init__(self, status: Callable[[], StatusView]) -> None:
+        self.status = status
+
+    async def add_member(self, addr: str) -> None:
+        raise CallerError("conflict", SHARED, "address")
+
+    async def remove_member(self, addr: str) -> None:
+        raise CallerError("conflict", SHARED, "address")
+
+    async def transfer_leadership(
+        self,
+        target: str | None = None,
+        timeout: float = 0.0,  # noqa: ASYNC109  # the store's signature (contract §2)
+    ) -> object:
+        raise CallerError("conflict", SHARED, "address")
 
 
 def _address(text: str) -> str:

@@ -201,6 +201,20 @@ class SharedStore:
             advanced = self._advanced
             await advanced.wait()
 
+    def not_ready_reason(self) -> str | None:
+        """None when this node can serve (it leads, or follows a known leader, and the
+        database answers); else why not, and what to do."""
+        if not self._serving:
+            return f"the store on {self.backend.name} is starting (reading its log)"
+        if self._fault is not None:
+            return str(self._fault)
+        if self._held is None and self._holder is None:
+            return (
+                f"no node holds the lease on {self.backend.name} yet: one takes it within "
+                f"{self.lease_ttl:g} s of the last holder's end"
+            )
+        return None
+
     def status(self) -> StoreStatus:
         role = "leader" if self._held is not None else "follower"
         durable = self._prefix.index if self._prefix is not None else self._applied

@@ -1,0 +1,134 @@
+"""Real node processes on one shared database (PostgreSQL, Redis), as users run them: two nodes
+given the same ``--store`` URL; the leader is SIGKILLed or SIGSTOPped and the other takes over
+within the lease; nothing acknowledged is lost; a stopped former leader, woken, is fenced off.
+Each test has its own database (PostgreSQL) or key prefix (Redis), removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import NodeFactory, NodeProcess
+from tests.node.rest import get, post
+from tests.store.shared import pgserver, redisserver
+
+pytestmark = pytest.mark.slow
+
+LEASE = 1.0  # --store-lease: seconds
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "postgres":
+        with pgserver.fresh_database() as dsn:
+            yield dsn
+    else:
+        with redisserver.fresh_prefix() as prefix:
+            yield f"{redisserver.URL}?prefix={prefix}"
+
+
+def role(node: NodeProcess) -> str | None:
+    try:
+        code, body = get(f"{node.http_url}/api/v1/cluster")
+    except OSError:
+        return None
+    return str(body["role"]) if code == 200 else None
+
+
+def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> float:
+    """Seconds until ``condition()`` held; fails naming ``what`` after ``deadline``."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"{what} did not happen within {deadline} s")
+
+
+def two_nodes(node_factory: NodeFactory, url: str) -> tuple[NodeProcess, NodeProcess]:
+    first = node_factory("--store", url, "--store-lease", str(LEASE))
+    second = node_factory("--store", url, "--store-lease", str(LEASE))
+    wait_for(lambda: {role(first), role(second)} == {"leader", "follower"}, 10, "one leader")
+    return (first, second) if role(first) == "leader" else (second, first)
+
+
+def submit(node: NodeProcess, queue: str) -> str:
+    code, body = post(f"{node.http_url}/api/v1/tasks", {"queue": queue})
+    assert code == 201, body
+    return str(body["id"])
+
+
+def test_the_other_node_takes_over_a_killed_leader_and_holds_every_acknowledged_task(
+    node_factory: NodeFactory, store_url: str
+) -> None:
+    # Given two nodes on one database, and 20 tasks acknowledged by the leader
+    leader, follower = two_nodes(node_factory, store_url)
+    ids = [submit(leader, "shared") for _ in range(20)]
+    # the follower refuses writes, naming the leader
+    code, body = post(f"{follower.http_url}/api/v1/tasks", {"queue": "shared"})
+    assert code == 503 and body["error"]["leader"] == leader.grpc_address
+    # When the leader is SIGKILLed
+    leader.kill()
+    took = wait_for(lambda: role(follower) == "leader", 5 * LEASE + 5, "a takeover")
+    # Expect the other to lead within its lease (and a margin), with all 20 tasks, and writable
+    assert took < LEASE + 3
+    for task_id in ids:
+        code, task = get(f"{follower.http_url}/api/v1/tasks/{task_id}")
+        assert code == 200 and task["state"] == "queued", (task_id, task)
+    submit(follower, "shared")
+
+
+def test_a_stopped_leader_woken_after_its_lease_lapsed_is_fenced_off(
+    node_factory: NodeFactory, store_url: str
+) -> None:
+    # Given two nodes on one database
+    leader, follower = two_nodes(node_factory, store_url)
+    before = submit(leader, "fenced")
+    # When the leader is SIGSTOPped until the other took over, then woken
+    assert leader.proc is not None
+    os.kill(leader.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: role(follower) == "leader", 5 * LEASE + 5, "a takeover")
+        after = submit(follower, "fenced")
+    finally:
+        os.kill(leader.proc.pid, signal.SIGCONT)
+    # Expect the woken one to follow (its lease is gone) and never to write in its old term
+    wait_for(lambda: role(leader) == "follower", 10, "the old leader stepping down")
+    code, body = post(f"{leader.http_url}/api/v1/tasks", {"queue": "fenced"})
+    assert code == 503, body
+    # and both nodes to show the same tasks: the one from before and the one from after
+    for node in (leader, follower):
+        wait_for(
+            lambda node=node: all(  # type: ignore[misc]
+                get(f"{node.http_url}/api/v1/tasks/{i}")[0] == 200 for i in (before, after)
+            ),
+            10,
+            f"{node} showing both tasks",
+        )
+
+
+def test_task_rows_are_queryable_with_sql_as_the_node_changes_them(
+    node_factory: NodeFactory,
+) -> None:
+    # Given a node on its own PostgreSQL database
+    with pgserver.fresh_database() as dsn:
+        node = node_factory("--store", dsn, "--store-lease", str(LEASE))
+        # When two tasks are submitted, one with labels, and the other is canceled
+        code, kept = post(
+            f"{node.http_url}/api/v1/tasks", {"queue": "sql", "labels": {"team": "a"}}
+        )
+        assert code == 201, kept
+        dropped = submit(node, "sql")
+        assert post(f"{node.http_url}/api/v1/tasks/{dropped}/cancel", {})[0] == 200
+        # Expect the table to say so, to anyone's SQL
+        with pgserver.admin(dsn.rsplit("/", 1)[1]) as conn:
+            rows = conn.execute(
+                "SELECT id, queue, state, labels FROM taskd_tasks ORDER BY id"
+            ).fetchall()
+        node.terminate()  # before its database is dropped
+    assert rows == [(kept["id"], "sql", "queued", {"team": "a"}), (dropped, "sql", "canceled", {})]
