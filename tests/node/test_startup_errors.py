@@ -69,7 +69,9 @@ def test_bad_flags_exit_2_with_the_fix_in_the_message(tmp_path):
     for args, words in (
         (["--peers", "a:1,b:2,c:3", "--grpc", "d:4"], "--grpc d:4 is not one of --peers"),
         (["--peers", "a:1,b:2,c:3"], "pass --grpc with this node's entry"),
-        (["--store", "postgres://db/taskd"], "--store"),
+        (["--store", "mysql://root:pw@db/taskd"], "--store takes raft"),
+        (["--store", "postgres://db/t", "--peers", "a:1,b:2", "--grpc", "a:1"], "same --store URL"),
+        (["--store", "redis://r:6379/0", "--store-lease", "0.1"], "--store-lease"),
         (["--exec", "resize"], "QUEUE=COMMAND"),
         (["--exec", "ghost=/nonexistent/bin/resize --fast"], "'/nonexistent/bin/resize'"),
         (["--exec", "ghost=no-such-program-anywhere -x"], "not found on PATH"),
