@@ -135,7 +135,6 @@ async def test_a_refused_connection_says_how_to_start_a_node(capsys: Any) -> Non
         ["get"],
         ["list", "--state", "done"],
         ["submit", "--max-retries", "x"],
-        ["watch"],
     ],
 )
 async def test_usage_errors_exit_2(argv: list[str], capsys: Any) -> None:
