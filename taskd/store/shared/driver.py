@@ -148,10 +148,15 @@ class SharedStore:
         return self._fault
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self._open()
+        """Open the database, catch up, then lead or follow until cancelled. A database that
+        does not answer at start (and may by itself) does not hold the node up: ``started``
+        is reported at once, with the fault, so the node serves /readyz (503, naming the
+        database) and refuses requests while this keeps trying."""
+        reported = await self._open(task_status)
         try:
             await self._start()
-            task_status.started()
+            if not reported:
+                task_status.started()
             while True:
                 if self._held is not None:
                     await self._lead()
@@ -204,10 +209,10 @@ class SharedStore:
     def not_ready_reason(self) -> str | None:
         """None when this node can serve (it leads, or follows a known leader, and the
         database answers); else why not, and what to do."""
-        if not self._serving:
-            return f"the store on {self.backend.name} is starting (reading its log)"
         if self._fault is not None:
             return str(self._fault)
+        if not self._serving:
+            return f"the store on {self.backend.name} is starting (reading its log)"
         if self._held is None and self._holder is None:
             return (
                 f"no node holds the lease on {self.backend.name} yet: one takes it within "
@@ -233,11 +238,13 @@ class SharedStore:
 
     # -- starting and stopping --------------------------------------------------------------
 
-    async def _open(self) -> None:
+    async def _open(self, task_status: trio.TaskStatus[None]) -> bool:
+        """Open the backend, retrying while it is down; whether ``started`` was reported."""
+        reported = False
         while True:
             try:
                 await self._hop.call(self.backend.open)
-                return
+                return reported
             except ValueError as exc:
                 raise StartupError(f"{self.backend.name} cannot hold taskd's data: {exc}") from None
             except BackendDown as exc:
@@ -245,6 +252,9 @@ class SharedStore:
                     raise StartupError(f"cannot open {self.backend.name}: {exc}") from None
                 self._set_fault(exc)
                 log.warning("cannot open %s (%s); trying again", self.backend.name, exc)
+                if not reported:
+                    task_status.started()  # not ready (the fault says why) but answering
+                    reported = True
             await trio.sleep(self.retry_interval)
 
     async def _start(self) -> None:
