@@ -83,8 +83,6 @@ from taskd.raft.core import RaftConfig
 from taskd.store.raft.driver import RaftStore
 from taskd.store.shared.backend import Backend
 from taskd.store.shared.driver import SharedStore
-from taskd.store.shared.postgres import PostgresBackend
-from taskd.store.shared.redis import RedisBackend
 from taskd.web.stream import StreamHub
 
 log = logging.getLogger("taskd.node")
@@ -141,11 +139,17 @@ class Node:
         """The embedded Raft log, or a store on the database ``--store`` names."""
         if config.shared_store:
             backend: Backend
+            # Imported here: their clients (libpq, redis-py) cost a node on the embedded store
+            # 13 MB of idle memory it would never use.
             if config.store.lower().startswith("redis"):
+                from taskd.store.shared.redis import RedisBackend  # noqa: PLC0415
+
                 url, prefix = redis_prefix(config.store)
                 backend = RedisBackend(url, prefix=prefix)
                 rows = None  # Redis keeps no queryable table
             else:
+                from taskd.store.shared.postgres import PostgresBackend  # noqa: PLC0415
+
                 backend = PostgresBackend(config.store)
                 rows = taskrows.projection(lambda: self.machine.scheduler)
             return SharedStore(
