@@ -80,7 +80,6 @@ from taskd.queue.transitions import InvariantError, Trigger, allowed, check
 __all__ = ["HeldCounts", "QueueStats", "Scheduler"]
 
 _PENDING, _BLOCKED, _QUEUED, _RUNNING = State.PENDING, State.BLOCKED, State.QUEUED, State.RUNNING
-_TIMEOUT = float(DEFAULT_TIMEOUT)  # one object for every task with the default timeout
 _SUCCEEDED, _FAILED, _CANCELED = State.SUCCEEDED, State.FAILED, State.CANCELED
 _MAX_LEASE_BATCH = 10_000
 # How an attempt that did not succeed ended, by what ended it (the attempt history's outcome).
@@ -366,7 +365,7 @@ class Scheduler(EvictionRules, DependencyRules):
                 priority,
                 spec.payload,
                 # the usual values as shared objects: a float of its own is 24 bytes a task
-                _TIMEOUT if spec.timeout == DEFAULT_TIMEOUT else float(spec.timeout),
+                DEFAULT_TIMEOUT if spec.timeout == DEFAULT_TIMEOUT else float(spec.timeout),
                 spec.max_retries,
                 float(spec.run_at) if spec.run_at else 0.0,
                 deps,

@@ -155,9 +155,6 @@ class _Shared:
         return value
 
 
-_DEFAULT_TIMEOUT = float(DEFAULT_TIMEOUT)
-
-
 def _task(row: tuple[Any, ...], shared: _Shared) -> Task:
     (
         task_id, queue, name, priority, payload, timeout, max_retries, run_at, depends_on,
@@ -173,7 +170,7 @@ def _task(row: tuple[Any, ...], shared: _Shared) -> Task:
         string(name, name),
         priority,
         payload,
-        _DEFAULT_TIMEOUT if timeout == DEFAULT_TIMEOUT else float(timeout),
+        DEFAULT_TIMEOUT if timeout == DEFAULT_TIMEOUT else float(timeout),  # one shared object
         max_retries,
         run_at or 0.0,
         tuple(depends_on),
