@@ -83,6 +83,7 @@ from taskd.raft.core import RaftConfig
 from taskd.store.raft.driver import RaftStore
 from taskd.store.shared.backend import Backend
 from taskd.store.shared.driver import SharedStore
+from taskd.store.shared.forwards import ForwardClient, ForwardService
 from taskd.web.stream import StreamHub
 
 log = logging.getLogger("taskd.node")
@@ -152,12 +153,18 @@ class Node:
 
                 backend = PostgresBackend(config.store)
                 rows = taskrows.projection(lambda: self.machine.scheduler)
+            # Followers forward writes to the lease holder, proving with the database's secret
+            # that they share its database (taskd/store/shared/forwards.py).
+            self.forward_client = ForwardClient(self._peer_secret)
             return SharedStore(
                 backend,
                 self.machine,
                 node_id=config.node_id,
                 lease_ttl=config.store_lease,
                 projection=rows,
+                forwards=self.forward_client,
+                # the leader re-stamps forwarded commands with its own time, as Raft's does
+                stamp=lambda data: codec.restamp(data, self.clock()),
             )
         return RaftStore(
             config.data_dir,
@@ -175,6 +182,9 @@ class Node:
             raft_config=raft_config(config),
             tick_seconds=TICK_SECONDS,
         )
+
+    def _peer_secret(self) -> bytes | None:
+        return self.store.peer_secret if isinstance(self.store, SharedStore) else None
 
     # ---- views for the API layers ------------------------------------------------------
 
@@ -236,6 +246,8 @@ class Node:
             # its nursery, which ends the node: asyncio code reports there what it survives.
             loop.set_exception_handler(AsyncioErrorLog().report)
             gc.disable()  # recovery builds millions of long-lived objects and little garbage
+            if isinstance(self.store, SharedStore):
+                root.start_soon(self.forward_client.serve)
             try:
                 await root.start(self.store.serve)
             finally:
@@ -458,10 +470,13 @@ class Node:
                     lease_ttl=self.config.worker_lease,
                     max_payload=self.config.max_payload,
                 ),
-                # Raft between members (a single node has no one to talk to)
+                # Raft between members (a single node has no one to talk to), or forwards
+                # between the nodes on one shared database
                 *(
                     self.store.grpc_handlers()
                     if isinstance(self.store, RaftStore) and self.config.clustered
+                    else [ForwardService(self.store)]
+                    if isinstance(self.store, SharedStore)
                     else []
                 ),
             ],

@@ -36,7 +36,7 @@ import trio
 
 from taskd.errors import NotLeader, Unavailable
 from taskd.store.raft import wire
-from taskd.store.raft.transport import PeerUnreachable, Transport
+from taskd.store.raft.transport import PeerUnreachable
 
 _RETRY_PAUSE = 0.05  # seconds between a refused forward and the next try
 
@@ -82,6 +82,14 @@ class EarlyResults:
                 del self.results[index]
 
 
+class Forwards(Protocol):
+    """What the forwarder sends with (a Raft ``Transport``, or the shared store's
+    ``forwards.ForwardClient``): ``(term, first index)`` of the appended commands, raising
+    ``NotLeader``, ``PeerUnreachable`` (nothing appended) or ``Unavailable`` (unknown)."""
+
+    async def forward(self, leader: str, blob: bytes) -> tuple[int, int]: ...
+
+
 class Placement(Protocol):
     """The driver's side: where the leader put a caller's commands."""
 
@@ -91,7 +99,7 @@ class Placement(Protocol):
 class Forwarder:
     def __init__(
         self,
-        transport: Transport,
+        transport: Forwards,
         *,
         leader: Callable[[], str | None],
         wait_for_leader: Callable[[float], Awaitable[str | None]],

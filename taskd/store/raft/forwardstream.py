@@ -13,7 +13,8 @@ answer belongs to the n-th request sent: the runner keeps the futures of request
 yet answered in ``sent``, FIFO.
 
 Outcomes a caller can get, and why each is safe:
-- the answer: (term, first index), ``not_leader`` or ``refused`` (nothing was done);
+- the answer: (term, first index), ``not_leader`` or ``refused`` (nothing was done), or
+  ``unknown`` (a shared-database leader's round failed: ``Unavailable``);
 - ``PeerUnreachable``: the request never left (the stream could not be opened, or it failed
   before this request was written), or the server ended the stream with a status of its own
   (not a member, wrong secret, not serving, no such method): it acts on requests one at a time
@@ -203,6 +204,8 @@ def answer(reply: pb.ForwardResponse, peer: str) -> tuple[int, int]:
         raise NotLeader(reply.leader or None)
     if reply.refused:
         raise PeerUnreachable(f"{peer} did not take the forward: {reply.refused}")
+    if reply.unknown:
+        raise Unavailable(f"the leader {peer} could not make the forward durable: {reply.unknown}")
     return reply.term, reply.first_index
 
 

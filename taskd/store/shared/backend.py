@@ -131,3 +131,8 @@ class Backend(Protocol):
         """Store ``snapshot`` (fenced like ``append``) and drop the entries it covers."""
 
     def load_snapshot(self) -> Snapshot | None: ...
+
+    def peer_secret(self) -> bytes:
+        """The deployment's secret for calls between its nodes (a follower forwarding writes
+        to the leader), created at random by the first node that opens the database and
+        the same for every node after: a node proves it belongs by reading it."""

@@ -24,8 +24,22 @@ failed append may have committed. ``Fenced`` steps down instead.
 
 Followers tail the log (``wait_for_entries`` in a second thread, then ``read``) and apply
 entries in order; their ``read_barrier`` reads the database's last index and waits until it
-is applied. They refuse writes with ``NotLeader(holder)`` (forwarding comes later). While the
-database cannot be reached, ``fault`` says so on every node (``/readyz`` not ready).
+is applied. While the database cannot be reached, ``fault`` says so on every node
+(``/readyz`` not ready).
+
+Forwarding (given ``forwards``, the node's gRPC client, ``forwards.ForwardClient``): a
+follower's writes go to the lease holder in batches (the Raft store's ``Forwarder``: every
+queued caller's commands in one call, two calls in flight). The leader re-stamps them
+(``stamp``), runs them in its next round and answers (term, first index) only once that round
+is durable (``accept_forward``), so the entries at those indexes are surely these commands: a
+shared log is never rewritten. The follower then waits for its OWN apply of them (apply is
+deterministic, so its results are the leader's) and answers its caller after it: a read the
+caller makes next on this node sees its write. Entries the tail applies while a forward is in
+flight are recorded (``EarlyResults``) in case they are its own. A forward the leader refused
+(not leading, its database failing before the round) is sent again to whoever leads, for at
+most ``forward_patience`` seconds; one whose outcome is unknown (the leader's append or the
+connection failed after it was sent) is answered ``Unavailable``: read it back. Without
+``forwards`` a follower refuses writes with ``NotLeader(holder)``.
 """
 
 from __future__ import annotations
@@ -39,6 +53,8 @@ import trio
 
 from taskd.errors import NotLeader, StartupError, StorageFault, Unavailable
 from taskd.store.leadership import Leadership
+from taskd.store.raft import wire
+from taskd.store.raft.forwarding import EarlyResults, Forwarded, Forwarder, Forwards
 from taskd.store.seam import Member, StoreStatus
 from taskd.store.shared import faults, serialize
 from taskd.store.shared.backend import Backend, BackendDown, Entry, Fenced, Lease, Row, Snapshot
@@ -57,6 +73,9 @@ class _Proposal:
     done: trio.Event = field(default_factory=trio.Event)
     results: list[object] = field(default_factory=list)
     error: Exception | None = None
+    taken: bool = False  # applied in a round: from here on a failure leaves it unknown
+    term: int = 0  # where the round put it, once taken
+    first: int = 0
 
     def answer(self, results: list[object]) -> None:
         self.results = results
@@ -66,6 +85,20 @@ class _Proposal:
         if not self.done.is_set():
             self.error = error
             self.done.set()
+
+
+class _Waiter:
+    """A forwarded request placed by the leader: the results of its entries as this node
+    applies them, ``next`` the index it waits for."""
+
+    __slots__ = ("error", "event", "last", "next", "results")
+
+    def __init__(self, first: int, last: int) -> None:
+        self.next = first
+        self.last = last
+        self.results: list[object] = []
+        self.event = trio.Event()
+        self.error: Exception | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +126,9 @@ class SharedStore:
         read_limit: int = 1000,
         fork_snapshots: bool = True,  # False: serialize on the loop (tests on virtual time)
         max_batch: int = 4096,  # commands per round at most
+        forwards: Forwards | None = None,  # how a follower reaches the leader; None: refuse
+        stamp: Callable[[bytes], bytes] | None = None,  # the leader's time on forwarded commands
+        forward_patience: float | None = None,  # seconds; default: a lease and 2 s
     ) -> None:
         if (
             lease_ttl <= 0
@@ -140,6 +176,23 @@ class SharedStore:
         self.snapshots = 0  # snapshots saved
         self.appends = 0  # rounds made durable (tests read it)
         self.rollbacks = 0
+        self.peer_secret: bytes | None = None  # read from the database at open
+        self._stamp = stamp
+        self.forward_patience = lease_ttl + 2.0 if forward_patience is None else forward_patience
+        self._early = EarlyResults()
+        self._waiting: dict[int, _Waiter] = {}  # forwarded requests, by the index they wait for
+        self._holder_seen = trio.Event()  # set (and replaced) when the known holder changes
+        self._forwarder: Forwarder | None = None
+        if forwards is not None:
+            self._forwarder = Forwarder(
+                forwards,
+                leader=self._leader_to_forward_to,
+                wait_for_leader=self._wait_for_leader,
+                applied=lambda: self._applied,
+                early=self._early,
+                placement=self,
+                leader_wait=lease_ttl,
+            )
 
     # -- the store seam -------------------------------------------------------------------
 
@@ -154,17 +207,21 @@ class SharedStore:
         database) and refuses requests while this keeps trying."""
         reported = await self._open(task_status)
         try:
-            await self._start()
-            if not reported:
-                task_status.started()
-            while True:
-                if self._held is not None:
-                    await self._lead()
-                else:
-                    await self._follow()
+            async with trio.open_nursery() as nursery:
+                if self._forwarder is not None:
+                    nursery.start_soon(self._forwarder.run)
+                await self._start()
+                if not reported:
+                    task_status.started()
+                while True:
+                    if self._held is not None:
+                        await self._lead()
+                    else:
+                        await self._follow()
         finally:
             self._serving = False
             self._step_down("the store stopped")
+            self._stop_forwarding()
             self._wake(self._advanced)
             with trio.CancelScope(shield=True):
                 await self._close(self._last_lease)
@@ -177,8 +234,19 @@ class SharedStore:
         await trio.lowlevel.checkpoint()
         if not items:
             return []
-        self._check_writable()
-        proposal = _Proposal(list(items))
+        self._check_serving()
+        if self._fault is not None:
+            raise faults.not_applied(self._fault)
+        if self._held is None:
+            if self._forwarder is None:
+                raise NotLeader(self._holder)
+            return await self._forward(list(items))
+        proposal = await self._run_proposal(list(items))
+        return proposal.results
+
+    async def _run_proposal(self, items: list[bytes]) -> _Proposal:
+        """Queue ``items`` for the next round and wait for it: the proposal, answered."""
+        proposal = _Proposal(items)
         self._pending.append(proposal)
         self._work.set()
         try:
@@ -188,7 +256,104 @@ class SharedStore:
                 self._pending.remove(proposal)  # cancelled before its round: never applied
         if proposal.error is not None:
             raise proposal.error
-        return proposal.results
+        return proposal
+
+    # -- forwarding (module docstring) ----------------------------------------------------
+
+    async def accept_forward(self, blob: bytes) -> tuple[int, int]:
+        """The leader's side of a follower's forward: run the commands in a round and answer
+        (term, first index) once it is durable. Raises ``NotLeader`` or ``StorageFault`` when
+        nothing was applied, ``ForwardUnknown`` when the outcome is unknown, and
+        ``wire.WireError`` for a malformed blob."""
+        items = wire.decode_commands(blob)
+        self._check_serving()
+        if self._held is None:
+            raise NotLeader(self._holder if self._holder != self.node_id else None)
+        if self._fault is not None:
+            raise faults.not_applied(self._fault)
+        if not items:
+            return self._term, self._applied + 1
+        if self._stamp is not None:
+            items = [self._stamp(item) for item in items]
+        proposal = _Proposal(items)
+        self._pending.append(proposal)
+        self._work.set()
+        try:
+            await proposal.done.wait()
+        finally:
+            if not proposal.done.is_set() and proposal in self._pending:
+                self._pending.remove(proposal)
+        if proposal.error is not None:
+            if proposal.taken:
+                raise ForwardUnknown(str(proposal.error))
+            raise proposal.error
+        return proposal.term, proposal.first
+
+    async def _forward(self, items: list[bytes]) -> list[object]:
+        assert self._forwarder is not None
+        forwarded = self._forwarder.submit(items, self.forward_patience)
+        await forwarded.event.wait()
+        if forwarded.error is not None:
+            error = forwarded.error
+            if isinstance(error, NotLeader):
+                if self._held is not None:  # this node took the lease meanwhile
+                    return (await self._run_proposal(items)).results
+                if self._fault is not None:  # the database is why nobody took it
+                    raise faults.not_applied(self._fault) from None
+            raise error
+        waiter: _Waiter = forwarded.waiter
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.results
+
+    def placed(self, forwarded: Forwarded) -> None:
+        """The leader made ``forwarded`` durable at ``first ..``: its results are this node's
+        apply of those entries, some perhaps applied already (the early record)."""
+        first, last = forwarded.first, forwarded.first + len(forwarded.items) - 1
+        waiter = _Waiter(first, last)
+        forwarded.waiter = waiter
+        early = self._early.results
+        while waiter.next <= min(last, self._applied):
+            found = early.pop(waiter.next, None)
+            if found is None:  # applied by restoring a snapshot
+                waiter.error = _result_unknown(waiter.next)
+                waiter.event.set()
+                return
+            waiter.results.append(found[1])
+            waiter.next += 1
+        if waiter.next > last:
+            waiter.event.set()
+        else:
+            self._waiting[waiter.next] = waiter
+
+    def _leader_to_forward_to(self) -> str | None:
+        holder = self._holder
+        return holder if self._held is None and holder != self.node_id else None
+
+    async def _wait_for_leader(self, seconds: float) -> str | None:
+        with trio.move_on_after(seconds):
+            while self._held is None and self._serving and self._leader_to_forward_to() is None:
+                await self._holder_seen.wait()
+        return self._leader_to_forward_to()
+
+    def _see_holder(self, holder: str | None) -> None:
+        if holder != self._holder:
+            self._holder = holder
+            seen, self._holder_seen = self._holder_seen, trio.Event()
+            seen.set()
+
+    def _stop_forwarding(self) -> None:
+        stopped = Unavailable(
+            "this node stopped before its forwarded request was answered or applied here: the "
+            "outcome is unknown; read it back on another node before retrying"
+        )
+        if self._forwarder is not None:
+            self._forwarder.fail_all(stopped)
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            waiter.error = stopped
+            waiter.event.set()
 
     async def read_barrier(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -244,6 +409,7 @@ class SharedStore:
         while True:
             try:
                 await self._hop.call(self.backend.open)
+                self.peer_secret = await self._hop.call(self.backend.peer_secret)
                 return reported
             except ValueError as exc:
                 raise StartupError(f"{self.backend.name} cannot hold taskd's data: {exc}") from None
@@ -315,7 +481,8 @@ class SharedStore:
         """Take the lease if it is free, catch up, and lead; False if another node holds it
         (or took it meanwhile)."""
         view = await self._hop.call(self.backend.lease)
-        self._term, self._holder = max(self._term, view.term), view.holder
+        self._term = max(self._term, view.term)
+        self._see_holder(view.holder)
         self._lease_left = view.seconds_left + 0.001
         if view.holder is not None:  # our own lease from before a step-down too: let it end
             return False
@@ -332,7 +499,8 @@ class SharedStore:
             return False
         self._prefix = DurablePrefix(self._applied, base)
         self._held, self._last_lease = self._hold(lease, asked), lease
-        self._term, self._holder = lease.term, self.node_id
+        self._term = lease.term
+        self._see_holder(self.node_id)
         self.leadership.gained(lease.term)
         log.info("%s leads in term %d from index %d", self.node_id, lease.term, self._applied)
         return True
@@ -371,6 +539,10 @@ class SharedStore:
         self.state_machine.restore(snapshot.data)
         self._applied = self._snapshot_index = snapshot.index
         self._commit = max(self._commit, snapshot.index)
+        for index in [i for i in self._waiting if i <= snapshot.index]:
+            waiter = self._waiting.pop(index)
+            waiter.error = _result_unknown(index)
+            waiter.event.set()
         return True
 
     def _apply_durable(self, entries: Sequence[Entry]) -> None:
@@ -381,12 +553,27 @@ class SharedStore:
                 continue  # read twice (the tail raced a catch-up)
             if entry.index != self._applied + 1:
                 raise RuntimeError(f"entry {entry.index} follows applied index {self._applied}")
-            self.state_machine.apply(entry.index, entry.data)
+            result = self.state_machine.apply(entry.index, entry.data)
             self._applied = entry.index
+            if self._early.recording:
+                self._early.results[entry.index] = (entry.term, result)
+            if self._waiting:
+                self._answer_waiter(entry.index, result)
             if self._prefix is not None:
                 self._prefix.extend(entry.index, [entry.data])
         self._commit = max(self._commit, self._applied)
         self._wake(self._advanced)
+
+    def _answer_waiter(self, index: int, result: object) -> None:
+        waiter = self._waiting.pop(index, None)
+        if waiter is None:
+            return
+        waiter.results.append(result)
+        if index < waiter.last:
+            waiter.next = index + 1
+            self._waiting[index + 1] = waiter
+        else:
+            waiter.event.set()
 
     # -- leading --------------------------------------------------------------------------
 
@@ -467,6 +654,10 @@ class SharedStore:
     async def _run_round(self, held: _Held, batch: list[_Proposal]) -> None:
         items = [item for proposal in batch for item in proposal.items]
         first = self._applied + 1
+        place = first
+        for proposal in batch:
+            proposal.taken, proposal.term, proposal.first = True, held.lease.term, place
+            place += len(proposal.items)
         apply = self.state_machine.apply
         results = [apply(index, item) for index, item in enumerate(items, first)]
         self._applied = first + len(items) - 1
@@ -487,6 +678,7 @@ class SharedStore:
         if fenced or error is not None:
             self._roll_back()
             for proposal in batch:
+                proposal.taken = not fenced  # a fenced append wrote nothing
                 proposal.fail(error if error is not None else NotLeader(None))
             self._wake(self._round_settled)
             if fenced:
@@ -589,7 +781,7 @@ class SharedStore:
         log.warning("%s stops leading in term %d: %s", self.node_id, held.lease.term, reason)
         self._held = None
         if self._holder == self.node_id:
-            self._holder = None
+            self._see_holder(None)
         if self._round is not None:
             batch, self._round = self._round, None
             for proposal in batch:
@@ -615,13 +807,6 @@ class SharedStore:
         if not self._serving:
             raise Unavailable(f"the shared store on {self.backend.name} is not serving")
 
-    def _check_writable(self) -> None:
-        self._check_serving()
-        if self._fault is not None:
-            raise faults.not_applied(self._fault)
-        if self._held is None:
-            raise NotLeader(self._holder)
-
     def _set_fault(self, exc: BackendDown) -> StorageFault:
         """Record the fault ``exc`` means (a lasting one is never replaced by a passing one)."""
         current = self._fault
@@ -640,3 +825,15 @@ class SharedStore:
         event.set()
         if event is self._advanced:
             self._advanced = trio.Event()
+
+
+class ForwardUnknown(Unavailable):
+    """The leader took a forwarded request into a round whose append failed: it may or may
+    not be in the log (the follower says so to its caller)."""
+
+
+def _result_unknown(index: int) -> Unavailable:
+    return Unavailable(
+        f"the leader made this request durable, but this node applied it (from index {index}) "
+        "by restoring a snapshot, so its result is not known here: read the task back"
+    )

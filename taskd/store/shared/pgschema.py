@@ -14,6 +14,8 @@ The tables (all prefixed ``taskd_``):
   ``expires_at``, judged by the server's ``clock_timestamp()``.
 - ``taskd_log(index, term, data)``: the command log, one row per entry, never updated.
 - ``taskd_snapshot``: one row, the latest snapshot (the entries it covers are deleted).
+- ``taskd_peer_secret``: one row, random bytes the nodes present to each other when a
+  follower forwards writes to the leader (only a node that can read the database knows it).
 - ``taskd_tasks``: one row per task, for users' own SQL (reports, joins): written from the
   task rows of each round in the same transaction as its commands, so it is never ahead of
   or behind the log it derives from. taskd itself never reads it. Timestamps are UTC;
@@ -66,6 +68,15 @@ MIGRATIONS: list[list[LiteralString]] = [
         "CREATE INDEX taskd_tasks_queue_state ON taskd_tasks (queue, state)",
         "COMMENT ON TABLE taskd_tasks IS 'taskd tasks, one row each, for reporting: kept by "
         "taskd in the same transaction as its command log; do not write to it'",
+    ],
+    [  # version 2: the secret followers present when they forward writes to the leader
+        """CREATE TABLE taskd_peer_secret (
+            id smallint PRIMARY KEY CHECK (id = 1),
+            secret bytea NOT NULL
+        )""",
+        # 32 bytes from the server's strong random source (gen_random_uuid: PostgreSQL 13+)
+        "INSERT INTO taskd_peer_secret VALUES "
+        "(1, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))",
     ],
 ]
 VERSION = len(MIGRATIONS)

@@ -232,6 +232,17 @@ class PostgresBackend:
             ).fetchone()
         return None if row is None else Snapshot(int(row[0]), int(row[1]), bytes(row[2]))
 
+    def peer_secret(self) -> bytes:
+        with self._db() as conn:
+            row = conn.execute("SELECT secret FROM taskd_peer_secret WHERE id = 1").fetchone()
+        if row is None:  # only if someone deleted it: the schema's migration creates it
+            raise BackendDown(
+                f"{self.name}: the row of taskd_peer_secret is missing (deleted by hand?): "
+                "restore it from a backup, or insert 32 random bytes there and restart every node",
+                resumes_by_itself=False,
+            )
+        return bytes(row[0])
+
     # -- helpers --------------------------------------------------------------------------
 
     def _check_lease(self, conn: Conn, lease: Lease) -> int:

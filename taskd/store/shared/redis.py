@@ -1,6 +1,6 @@
 """The Redis backend of the shared-database store: ``RedisBackend(url, prefix=...)``.
 
-Theory of operation: four keys under one hash tag, ``{prefix}``, so that a cluster-mode Redis
+Theory of operation: five keys under one hash tag, ``{prefix}``, so that a cluster-mode Redis
 keeps them in one slot and a Lua script may touch them all:
 
 - ``{prefix}:lease``: a hash (``holder``, ``term``) whose PX expiry *is* the lease, judged by
@@ -17,6 +17,8 @@ keeps them in one slot and a Lua script may touch them all:
   entry after the given ID already exists. A list would need LRANGE offsets that shift on
   every trim and a separate BLPOP key; a hash would have no blocking read at all.
 - ``{prefix}:snap``: the snapshot, a hash (``index``, ``term``, ``data``).
+- ``{prefix}:peer-secret``: 32 random bytes the nodes present to each other when a follower
+  forwards writes to the leader (``peer_secret``; set once, by the first node to ask).
 
 Every write (``acquire``, ``renew``, ``release``, ``append``, ``save_snapshot``) is one Lua
 script (EVALSHA, loaded again on NOSCRIPT): the fencing check (the lease key exists, so it has
@@ -57,6 +59,7 @@ lose what the primary acknowledged last (``WAIT`` is not used).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 
 import redis
@@ -221,6 +224,7 @@ class RedisBackend:
         self._term_key = f"{tag}:term"
         self._log_key = f"{tag}:log"
         self._snap_key = f"{tag}:snap"
+        self._secret_key = f"{tag}:peer-secret"
         self._acquire = self._script(_ACQUIRE)
         self._renew = self._script(_RENEW)
         self._release = self._script(_RELEASE)
@@ -435,6 +439,17 @@ class RedisBackend:
         if index is None or term is None or data is None:
             return None
         return Snapshot(index=int(index), term=int(term), data=_bytes(data))
+
+    def peer_secret(self) -> bytes:
+        """Set at random by the first node to ask (SET NX), read by every one after."""
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._secret_key, secrets.token_bytes(32), nx=True)
+                pipe.get(self._secret_key)
+                _, secret = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise self._down(exc, "reading the peer secret") from exc
+        return _bytes(secret)
 
 
 # Refusals that end without anyone acting: memory freed, a script or a load finishing, a

@@ -44,6 +44,7 @@ class FakeDatabase:
         self.sizes: list[int] = []  # commands per append
         self.fenced = 0  # appends and snapshots refused by fencing
         self._grew = trio.Event()
+        self.secret = b"fake peer secret"
 
     def now(self) -> float:
         return trio.current_time()
@@ -160,6 +161,10 @@ class FakeBackend:
     def load_snapshot(self) -> Snapshot | None:
         self._reachable()
         return self.db.snapshot
+
+    def peer_secret(self) -> bytes:
+        self._reachable()
+        return self.db.secret
 
 
 class FakeHop:

@@ -14,7 +14,9 @@ import pytest
 import trio
 
 from taskd.errors import NotLeader, StorageFault, Unavailable
-from taskd.store.shared.driver import Projection, SharedStore
+from taskd.store.raft import wire
+from taskd.store.raft.transport import PeerUnreachable
+from taskd.store.shared.driver import ForwardUnknown, Projection, SharedStore
 from tests.raft.fakes import AppendLog
 from tests.store.shared.fake_backend import FakeBackend, FakeDatabase, FakeHop
 
@@ -45,6 +47,33 @@ class Node:
             self.changes.append((trio.current_time(), self.store.leadership.term))
 
 
+class MemoryForwards:
+    """Forwards between stores in this process, with the outcomes the gRPC client gives:
+    the leader's refusals as ``PeerUnreachable``, an answer that does not come within
+    ``timeout`` (a paused leader) or an unknown one as ``Unavailable``."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.stores: dict[str, SharedStore] = {}
+        self.timeout = timeout
+        self.calls = 0
+
+    async def forward(self, leader: str, blob: bytes) -> tuple[int, int]:
+        self.calls += 1
+        store = self.stores.get(leader)
+        if store is None:
+            raise PeerUnreachable(f"no node {leader}")
+        with trio.move_on_after(self.timeout):
+            try:
+                return await store.accept_forward(blob)
+            except ForwardUnknown as exc:
+                raise Unavailable(f"unknown: {exc}") from None
+            except NotLeader:
+                raise
+            except Unavailable as exc:
+                raise PeerUnreachable(f"refused: {exc}") from None
+        raise Unavailable(f"no answer from {leader} within {self.timeout} s: outcome unknown")
+
+
 def node(
     db: FakeDatabase,
     node_id: str,
@@ -52,6 +81,7 @@ def node(
     snapshot_every: int = 10_000,
     projection: Projection | None = None,
     max_batch: int = 4096,
+    forwards: MemoryForwards | None = None,
 ) -> Node:
     machine, backend = AppendLog(), FakeBackend(db)
     hop = FakeHop(backend)
@@ -65,7 +95,11 @@ def node(
         projection=projection,
         fork_snapshots=False,  # a forked child and a waiting thread: real time, not virtual
         max_batch=max_batch,
+        forwards=forwards,
+        stamp=(lambda data: data + b"@" + node_id.encode()) if forwards is not None else None,
     )
+    if forwards is not None:
+        forwards.stores[node_id] = store
     return Node(store, machine, backend, hop)
 
 
@@ -386,27 +420,34 @@ async def test_a_clean_stop_releases_the_lease_so_another_store_leads_at_once(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("forwarding", [False, True], ids=["refusing", "forwarding"])
 @pytest.mark.parametrize("seed", range(20))  # ~40% of seeds fence a paused leader
 async def test_under_random_faults_acknowledged_commands_are_durable_once_and_leaders_never_overlap(
-    seed: int, autojump_clock: trio.abc.Clock
+    seed: int, forwarding: bool, autojump_clock: trio.abc.Clock
 ) -> None:
-    # Given three stores on one database, clients proposing to any of them, and faults:
-    # a node losing the database, a node paused, appends failing before or after the commit
+    # Given three stores on one database, clients proposing to any of them (followers refuse,
+    # or forward to the leader), and faults: a node losing the database, a node paused,
+    # appends failing before or after the commit
     rng = random.Random(seed)
     db = FakeDatabase()
-    nodes = [node(db, name, snapshot_every=25) for name in "abc"]
+    forwards = MemoryForwards() if forwarding else None
+    nodes = [node(db, name, snapshot_every=25, forwards=forwards) for name in "abc"]
     acked: dict[bytes, int] = {}
 
     async def client(k: int) -> None:
         for n in range(40):
             data = b"%d:%d" % (k, n)
+            proposer = rng.choice(nodes)
             try:
-                result = await rng.choice(nodes).store.propose(data)
+                result = await proposer.store.propose(data)
             except (NotLeader, Unavailable):  # StorageFault included
                 pass
             else:
+                # (the result is the proposer's own apply: it holds the command already)
                 assert isinstance(result, tuple)
-                acked[data] = result[0]
+                index, position = result
+                assert proposer.machine.indexes[position] == index
+                acked[proposer.machine.items[position]] = index
             await trio.sleep(rng.uniform(0, 1))
 
     async def nemesis() -> None:
@@ -447,6 +488,9 @@ async def test_under_random_faults_acknowledged_commands_are_durable_once_and_le
             assert len(n.machine.items) == len(set(n.machine.items)) == db.last_index()
             assert set(acked) <= set(n.machine.items)
             assert n.machine.items == nodes[0].machine.items
+        if forwards is not None:  # (and followers did forward: their commands got stamped)
+            assert forwards.calls > 0
+            assert any(b"@" in data for data in acked)
         # And no two stores ever led at the same time
         spans = []
         for n in nodes:
@@ -484,4 +528,120 @@ async def test_a_store_whose_database_is_down_at_start_reports_it_and_leads_once
         await until(lambda: a.store.leadership.term == 1)
         assert a.store.fault is None
         assert await a.store.propose(b"x") == (1, 0)
+        nursery.cancel_scope.cancel()
+
+
+# -- forwarding ---------------------------------------------------------------------------------
+
+
+async def test_a_follower_forwards_writes_and_answers_after_its_own_apply(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader and two followers that forward
+    db, forwards = FakeDatabase(), MemoryForwards()
+    a, b, c = (node(db, name, forwards=forwards) for name in "abc")
+    async with trio.open_nursery() as nursery:
+        for n in (a, b, c):
+            await nursery.start(n.run)
+        await a.store.propose(b"first")
+        # When clients write on both followers at once
+        results: dict[str, list[object]] = {}
+
+        async def write(n: Node, items: list[bytes]) -> None:
+            results[n.store.node_id] = await n.store.propose_many(items)
+            # Expect the writer's node to hold its commands when it answers (read your write)
+            assert all(item + b"@a" in n.machine.items for item in items)
+
+        async with trio.open_nursery() as clients:
+            clients.start_soon(write, b, [b"b1", b"b2"])
+            clients.start_soon(write, c, [b"c1"])
+        # Expect one log, written by the leader, the forwarded commands stamped by it, and each
+        # caller's results those of the leader's own apply of the same entries
+        assert [e.data for e in db.log][0] == b"first"
+        assert sorted(e.data for e in db.log[1:]) == [b"b1@a", b"b2@a", b"c1@a"]
+        for name, n in (("b", b), ("c", c)):
+            for index, position in results[name]:  # type: ignore[misc]
+                assert a.machine.indexes[position] == index
+                assert a.machine.items[position] == n.machine.items[position]
+        # And the followers' writes were batched into few forwards
+        assert forwards.calls <= 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_forward_to_a_dead_leader_waits_for_the_next_one_even_if_it_is_this_node(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader that stops answering anyone (paused) and a follower
+    db, forwards = FakeDatabase(), MemoryForwards(timeout=1.0)
+    a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await a.store.propose(b"x")
+        del forwards.stores["a"]  # gone from the network: its forwards fail unsent
+        a.hop.pause()
+        # When a client writes on the follower
+        started = trio.current_time()
+        result = await b.store.propose(b"y")
+        # Expect it applied once the follower took the lapsed lease, within the patience
+        assert b.store.leadership.term == 2
+        assert trio.current_time() - started <= b.store.forward_patience
+        assert result == (2, 1) and [e.data for e in db.log] == [b"x", b"y"]
+        a.hop.resume()  # (so that it can stop)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_forward_whose_round_failed_after_the_commit_is_answered_unknown_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader whose next append commits but loses its answer
+    db, forwards = FakeDatabase(), MemoryForwards()
+    a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        a.backend.fail_next_append = "after"
+        # When a client writes on the follower
+        with pytest.raises(Unavailable, match="unknown"):
+            await b.store.propose(b"y")
+        # Expect the caller told the outcome is unknown, and the command not sent again: the
+        # log holds it once (the leader re-read it), and both nodes apply it once
+        await until(lambda: a.store.fault is None)
+        assert [e.data for e in db.log] == [b"y@a"]
+        await until(lambda: b.machine.items == [b"y@a"])
+        assert forwards.calls == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_refuses_writes_with_the_fault_while_its_database_is_down(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    db, forwards = FakeDatabase(), MemoryForwards()
+    a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        b.backend.down = True
+        await until(lambda: b.store.fault is not None)
+        # Expect the write refused with the fault (not applied), nothing forwarded
+        with pytest.raises(StorageFault, match="not applied"):
+            await b.store.propose(b"y")
+        assert forwards.calls == 0 and db.log == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_leader_refuses_a_malformed_forward_and_a_forward_when_it_does_not_lead(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    db, forwards = FakeDatabase(), MemoryForwards()
+    a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        with pytest.raises(wire.WireError):
+            await a.store.accept_forward(b"\xc1 not msgpack")
+        with pytest.raises(NotLeader) as refused:
+            await b.store.accept_forward(wire.encode_commands([b"z"]))
+        assert refused.value.leader_hint == "a"
+        assert db.log == []
         nursery.cancel_scope.cancel()

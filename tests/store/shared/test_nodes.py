@@ -5,6 +5,7 @@ Each test has its own database (PostgreSQL) or key prefix (Redis), removed after
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -12,6 +13,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+
+from taskd.api.taskd.internal import v1 as pb
+from taskd.store.raft import forwardstream, wire
+from taskd.store.shared.forwards import SECRET_HEADER
 
 from tests.conftest import NodeFactory, NodeProcess
 from tests.node.rest import get, post
@@ -66,16 +74,20 @@ def submit(node: NodeProcess, queue: str) -> str:
 def test_the_other_node_takes_over_a_killed_leader_and_holds_every_acknowledged_task(
     node_factory: NodeFactory, store_url: str
 ) -> None:
-    # Given two nodes on one database, and 20 tasks acknowledged by the leader
+    # Given two nodes on one database, 20 tasks acknowledged by the leader and 10 by the
+    # follower, which forwards them to the leader
     leader, follower = two_nodes(node_factory, store_url)
     ids = [submit(leader, "shared") for _ in range(20)]
-    # the follower refuses writes, naming the leader
-    code, body = post(f"{follower.http_url}/api/v1/tasks", {"queue": "shared"})
-    assert code == 503 and body["error"]["leader"] == leader.grpc_address
+    for _ in range(10):
+        task_id = submit(follower, "shared")
+        ids.append(task_id)
+        # (acknowledged once the follower applied it: a read there sees it at once)
+        code, task = get(f"{follower.http_url}/api/v1/tasks/{task_id}?stale=true")
+        assert code == 200 and task["state"] == "queued", task
     # When the leader is SIGKILLed
     leader.kill()
     took = wait_for(lambda: role(follower) == "leader", 5 * LEASE + 5, "a takeover")
-    # Expect the other to lead within its lease (and a margin), with all 20 tasks, and writable
+    # Expect the other to lead within its lease (and a margin), with all 30 tasks, and writable
     assert took < LEASE + 3
     for task_id in ids:
         code, task = get(f"{follower.http_url}/api/v1/tasks/{task_id}")
@@ -97,19 +109,71 @@ def test_a_stopped_leader_woken_after_its_lease_lapsed_is_fenced_off(
         after = submit(follower, "fenced")
     finally:
         os.kill(leader.proc.pid, signal.SIGCONT)
-    # Expect the woken one to follow (its lease is gone) and never to write in its old term
+    # Expect the woken one to follow (its lease is gone): its writes go to the new leader
     wait_for(lambda: role(leader) == "follower", 10, "the old leader stepping down")
-    code, body = post(f"{leader.http_url}/api/v1/tasks", {"queue": "fenced"})
-    assert code == 503, body
-    # and both nodes to show the same tasks: the one from before and the one from after
+    woken = submit(leader, "fenced")
+    # and both nodes to show the same tasks: from before, after, and through the woken one
     for node in (leader, follower):
         wait_for(
             lambda node=node: all(  # type: ignore[misc]
-                get(f"{node.http_url}/api/v1/tasks/{i}")[0] == 200 for i in (before, after)
+                get(f"{node.http_url}/api/v1/tasks/{i}")[0] == 200 for i in (before, after, woken)
             ),
             10,
-            f"{node} showing both tasks",
+            f"{node} showing the three tasks",
         )
+    # And nothing ever written in the old term after the new one began (terms only grow)
+    assert terms_in_log(store_url) == sorted(terms_in_log(store_url))
+    assert len(set(terms_in_log(store_url))) >= 2
+
+
+def terms_in_log(url: str) -> list[int]:
+    """The term of every entry of the shared log, in index order (read with the database's
+    own client, as an operator would)."""
+    if url.startswith("postgres"):
+        with pgserver.admin(url.rsplit("/", 1)[1]) as conn:
+            rows = conn.execute('SELECT term FROM taskd_log ORDER BY "index"').fetchall()
+        return [int(row[0]) for row in rows]
+    prefix = url.rsplit("prefix=", 1)[1]
+    with redisserver.admin() as client:
+        entries = client.xrange(f"{{{prefix}}}:log")
+    return [int(fields[b"t"]) for _, fields in entries]
+
+
+def test_a_caller_without_the_databases_secret_cannot_forward_to_the_leader(
+    node_factory: NodeFactory, store_url: str
+) -> None:
+    # Given a node leading on a shared database
+    leader = node_factory("--store", store_url, "--store-lease", str(LEASE))
+    wait_for(lambda: role(leader) == "leader", 10, "a leader")
+    host, port = leader.grpc_address.rsplit(":", 1)
+    wait_for(lambda: get(f"{leader.http_url}/readyz")[0] == 200, 10, "ready")
+    written = terms_in_log(store_url)
+
+    async def forward(secret: str) -> None:
+        channel = Channel(host, int(port))
+        try:
+            async with channel.request(
+                forwardstream.METHOD,
+                Cardinality.STREAM_STREAM,
+                pb.ForwardRequest,
+                pb.ForwardResponse,
+                metadata={SECRET_HEADER: secret} if secret else None,
+            ) as stream:
+                await stream.send_message(
+                    pb.ForwardRequest(commands=wire.encode_commands([b"forged"])), end=True
+                )
+                await stream.recv_message()
+        finally:
+            channel.close()
+
+    # When a caller forwards with a made-up secret, or none
+    for secret in ("00" * 32, ""):
+        with pytest.raises(GRPCError) as refused:
+            asyncio.run(forward(secret))
+        # Expect it refused, saying who may forward, and nothing written
+        assert refused.value.status is Status.UNAUTHENTICATED
+        assert "same --store" in str(refused.value.message)
+    assert terms_in_log(store_url) == written
 
 
 def test_task_rows_are_queryable_with_sql_as_the_node_changes_them(

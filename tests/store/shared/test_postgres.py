@@ -151,6 +151,27 @@ def test_concurrent_migrations_are_safe_and_idempotent(dsn: str) -> None:
     assert sql(dsn, "SELECT count(*) FROM taskd_schema") == [(1,)]
 
 
+def test_a_version_1_schema_is_migrated_in_place_and_given_a_peer_secret(dsn: str) -> None:
+    # A database a taskd of schema version 1 made, with a task in its log
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("CREATE TABLE taskd_schema (version integer NOT NULL)")
+            for statement in pgschema.MIGRATIONS[0]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO taskd_schema VALUES (1)")
+            conn.execute("INSERT INTO taskd_log VALUES (1, 1, 'old')")
+    # Expect this taskd's open to migrate it, keep the log, and make one secret for every node
+    first, second = PostgresBackend(dsn), PostgresBackend(dsn)
+    first.open()
+    second.open()
+    assert sql(dsn, "SELECT version FROM taskd_schema") == [(pgschema.VERSION,)]
+    assert [e.data for e in first.read(0, 10)] == [b"old"]
+    secret = first.peer_secret()
+    assert len(secret) == 32 and second.peer_secret() == secret
+    first.close()
+    second.close()
+
+
 def test_a_schema_newer_than_this_taskd_is_refused(dsn: str) -> None:
     PostgresBackend(dsn).open()
     sql(dsn, "UPDATE taskd_schema SET version = 99 RETURNING version")

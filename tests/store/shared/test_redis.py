@@ -248,8 +248,20 @@ def test_the_keys_share_one_hash_tag_under_the_prefix(
     assert lease is not None
     a.append(lease, 1, [b"x"])
     a.save_snapshot(lease, Snapshot(index=1, term=lease.term, data=b"s"))
+    a.peer_secret()
     keys = sorted(key.decode() for key in redisserver.keys_of(admin, prefix))
-    assert keys == [f"{{{prefix}}}:{name}" for name in ("lease", "log", "snap", "term")]
+    names = ("lease", "log", "peer-secret", "snap", "term")
+    assert keys == [f"{{{prefix}}}:{name}" for name in names]
+
+
+def test_the_peer_secret_is_made_once_at_random_and_read_alike_by_every_node(
+    backend: Callable[[], RedisBackend], prefix: str
+) -> None:
+    first = backend().peer_secret()
+    assert len(first) == 32
+    assert backend().peer_secret() == first
+    with redisserver.fresh_prefix() as other:
+        assert RedisBackend(URL, prefix=other).peer_secret() != first
 
 
 # -- waiting for entries ------------------------------------------------------------------------

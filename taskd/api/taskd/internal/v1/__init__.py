@@ -100,6 +100,12 @@ class ForwardResponse(betterproto2.Message):
     writes); the reason. The follower may send it again.
     """
 
+    unknown: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    ForwardStream only: the peer took the request into a write that failed, so it may or
+    may not have been applied; the reason. Never sent again blindly.
+    """
+
 
 default_message_pool.register_message("taskd.internal.v1", "ForwardResponse", ForwardResponse)
 
