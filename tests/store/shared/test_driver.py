@@ -557,10 +557,12 @@ async def test_a_follower_forwards_writes_and_answers_after_its_own_apply(
             clients.start_soon(write, c, [b"c1"])
         # Expect one log, written by the leader, the forwarded commands stamped by it, and each
         # caller's results those of the leader's own apply of the same entries
-        assert [e.data for e in db.log][0] == b"first"
+        assert db.log[0].data == b"first"
         assert sorted(e.data for e in db.log[1:]) == [b"b1@a", b"b2@a", b"c1@a"]
         for name, n in (("b", b), ("c", c)):
-            for index, position in results[name]:  # type: ignore[misc]
+            for result in results[name]:
+                assert isinstance(result, tuple)
+                index, position = result
                 assert a.machine.indexes[position] == index
                 assert a.machine.items[position] == n.machine.items[position]
         # And the followers' writes were batched into few forwards

@@ -20,7 +20,6 @@ from grpclib.exceptions import GRPCError
 from taskd.api.taskd.internal import v1 as pb
 from taskd.store.raft import forwardstream, wire
 from taskd.store.shared.forwards import SECRET_HEADER
-
 from tests.conftest import NodeFactory, NodeProcess
 from tests.node.rest import get, post
 from tests.store.shared import pgserver, redisserver
@@ -132,7 +131,7 @@ def terms_in_log(url: str) -> list[int]:
     if url.startswith("postgres"):
         with pgserver.admin(url.rsplit("/", 1)[1]) as conn:
             rows = conn.execute('SELECT term FROM taskd_log ORDER BY "index"').fetchall()
-        return [int(row[0]) for row in rows]
+        return [int(str(row[0])) for row in rows]
     prefix = url.rsplit("prefix=", 1)[1]
     with redisserver.admin() as client:
         entries = client.xrange(f"{{{prefix}}}:log")
