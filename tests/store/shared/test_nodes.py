@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import NodeFactory, NodeProcess
+from tests.conftest import NodeFactory
 from tests.node.rest import get, post
 from tests.store.shared import pgserver, redisserver
+from tests.store.shared.nodes import LEASE, role, submit, two_nodes, wait_for
 
 pytestmark = pytest.mark.slow
-
-LEASE = 1.0  # --store-lease: seconds
-
 
 @pytest.fixture(params=["postgres", "redis"])
 def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
@@ -30,37 +26,6 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         with redisserver.fresh_prefix() as prefix:
             yield f"{redisserver.URL}?prefix={prefix}"
-
-
-def role(node: NodeProcess) -> str | None:
-    try:
-        code, body = get(f"{node.http_url}/api/v1/cluster")
-    except OSError:
-        return None
-    return str(body["role"]) if code == 200 else None
-
-
-def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> float:
-    """Seconds until ``condition()`` held; fails naming ``what`` after ``deadline``."""
-    start = time.monotonic()
-    while time.monotonic() - start < deadline:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {deadline} s")
-
-
-def two_nodes(node_factory: NodeFactory, url: str) -> tuple[NodeProcess, NodeProcess]:
-    first = node_factory("--store", url, "--store-lease", str(LEASE))
-    second = node_factory("--store", url, "--store-lease", str(LEASE))
-    wait_for(lambda: {role(first), role(second)} == {"leader", "follower"}, 10, "one leader")
-    return (first, second) if role(first) == "leader" else (second, first)
-
-
-def submit(node: NodeProcess, queue: str) -> str:
-    code, body = post(f"{node.http_url}/api/v1/tasks", {"queue": queue})
-    assert code == 201, body
-    return str(body["id"])
 
 
 def test_the_other_node_takes_over_a_killed_leader_and_holds_every_acknowledged_task(
