@@ -38,9 +38,8 @@ class Answer:
 
     @property
     def error(self) -> dict[str, Any]:
-        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
-            return self.body["error"]
-        return {}
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return error if isinstance(error, dict) else {}
 
     def __str__(self) -> str:
         return f"{self.node} after {self.took:.2f} s: {self.code} {self.body}"

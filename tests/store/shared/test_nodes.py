@@ -12,11 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import NodeFactory
-from tests.node.rest import get, post
+from tests.node.rest import get, post, wait_for_task
 from tests.store.shared import pgserver, redisserver
 from tests.store.shared.nodes import LEASE, role, submit, two_nodes, wait_for
 
 pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(params=["postgres", "redis"])
 def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
@@ -75,6 +76,29 @@ def test_a_stopped_leader_woken_after_its_lease_lapsed_is_fenced_off(
             10,
             f"{node} showing both tasks",
         )
+
+
+def test_an_attempt_running_when_its_node_stops_leading_still_completes(
+    node_factory: NodeFactory, store_url: str
+) -> None:
+    # Given two nodes whose local executors run a command that lasts 2 s, and a task running
+    # on the leader
+    leader, follower = two_nodes(node_factory, store_url, "--exec", "slow=sleep 2")
+    task_id = submit(leader, "slow")
+    wait_for_task(leader.http_url, task_id, {"running"}, deadline=5)
+    # When the leader is SIGSTOPped until the other took over, then woken
+    assert leader.proc is not None
+    os.kill(leader.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: role(follower) == "leader", 5 * LEASE + 5, "a takeover")
+    finally:
+        os.kill(leader.proc.pid, signal.SIGCONT)
+    wait_for(lambda: role(leader) == "follower", 10, "the old leader stepping down")
+    # Expect the task to complete, once: its attempt's report reaches the new leader, or the
+    # new leader runs it again (at-least-once), but it does not stay running for the 8 days
+    # a local lease lasts
+    task = wait_for_task(follower.http_url, task_id, {"succeeded"}, deadline=15)
+    assert [a["outcome"] for a in task["attempts"]].count("succeeded") == 1, task
 
 
 def test_task_rows_are_queryable_with_sql_as_the_node_changes_them(
