@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from grpclib.client import Channel
@@ -20,13 +18,12 @@ from grpclib.exceptions import GRPCError
 from taskd.api.taskd.internal import v1 as pb
 from taskd.store.raft import forwardstream, wire
 from taskd.store.shared.forwards import SECRET_HEADER
-from tests.conftest import NodeFactory, NodeProcess
-from tests.node.rest import get, post
+from tests.conftest import NodeFactory
+from tests.node.rest import get, post, wait_for_task
 from tests.store.shared import pgserver, redisserver
+from tests.store.shared.nodes import LEASE, role, submit, two_nodes, wait_for
 
 pytestmark = pytest.mark.slow
-
-LEASE = 1.0  # --store-lease: seconds
 
 
 @pytest.fixture(params=["postgres", "redis"])
@@ -37,37 +34,6 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         with redisserver.fresh_prefix() as prefix:
             yield f"{redisserver.URL}?prefix={prefix}"
-
-
-def role(node: NodeProcess) -> str | None:
-    try:
-        code, body = get(f"{node.http_url}/api/v1/cluster")
-    except OSError:
-        return None
-    return str(body["role"]) if code == 200 else None
-
-
-def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> float:
-    """Seconds until ``condition()`` held; fails naming ``what`` after ``deadline``."""
-    start = time.monotonic()
-    while time.monotonic() - start < deadline:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {deadline} s")
-
-
-def two_nodes(node_factory: NodeFactory, url: str) -> tuple[NodeProcess, NodeProcess]:
-    first = node_factory("--store", url, "--store-lease", str(LEASE))
-    second = node_factory("--store", url, "--store-lease", str(LEASE))
-    wait_for(lambda: {role(first), role(second)} == {"leader", "follower"}, 10, "one leader")
-    return (first, second) if role(first) == "leader" else (second, first)
-
-
-def submit(node: NodeProcess, queue: str) -> str:
-    code, body = post(f"{node.http_url}/api/v1/tasks", {"queue": queue})
-    assert code == 201, body
-    return str(body["id"])
 
 
 def test_the_other_node_takes_over_a_killed_leader_and_holds_every_acknowledged_task(
@@ -173,6 +139,29 @@ def test_a_caller_without_the_databases_secret_cannot_forward_to_the_leader(
         assert refused.value.status is Status.UNAUTHENTICATED
         assert "same --store" in str(refused.value.message)
     assert terms_in_log(store_url) == written
+
+
+def test_an_attempt_running_when_its_node_stops_leading_still_completes(
+    node_factory: NodeFactory, store_url: str
+) -> None:
+    # Given two nodes whose local executors run a command that lasts 2 s, and a task running
+    # on the leader
+    leader, follower = two_nodes(node_factory, store_url, "--exec", "slow=sleep 2")
+    task_id = submit(leader, "slow")
+    wait_for_task(leader.http_url, task_id, {"running"}, deadline=5)
+    # When the leader is SIGSTOPped until the other took over, then woken
+    assert leader.proc is not None
+    os.kill(leader.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: role(follower) == "leader", 5 * LEASE + 5, "a takeover")
+    finally:
+        os.kill(leader.proc.pid, signal.SIGCONT)
+    wait_for(lambda: role(leader) == "follower", 10, "the old leader stepping down")
+    # Expect the task to complete, once: its attempt's report reaches the new leader, or the
+    # new leader runs it again (at-least-once), but it does not stay running for the 8 days
+    # a local lease lasts
+    task = wait_for_task(follower.http_url, task_id, {"succeeded"}, deadline=15)
+    assert [a["outcome"] for a in task["attempts"]].count("succeeded") == 1, task
 
 
 def test_task_rows_are_queryable_with_sql_as_the_node_changes_them(
