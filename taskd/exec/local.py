@@ -11,6 +11,10 @@ next attempt does not wait for the report).
 Revocation: ``revoke`` SIGKILLs the attempt's process group at once and marks that
 (task, epoch) so its outcome is never reported: a revoked attempt's result is not valid.
 A report the store refuses (a full disk) is tried again every second until it is taken.
+A lease call that failed may still have been granted (its commit reached the log, its answer
+did not): the executor then reads back the leases held in its name for its queue and fails
+the ones it is not running (``lease lost``, retried as a lost worker's are), before it leases
+again; otherwise such a task would stay running, unheld, until its timeout.
 Shutdown: ``drain`` stops leasing, lets running attempts finish for ``grace`` seconds, then
 kills the rest and fails them with ``node shutting down`` so they retry elsewhere; ``serve``
 returns once every outcome is reported.
@@ -36,6 +40,10 @@ SHUTTING_DOWN = "node shutting down"
 _RECHECK_GROWTH = 1.0  # while saturated with work waiting, look at the backlog this often
 _LEASE_RETRY = 0.5  # after a lease error, or a backlog that a lease did not find
 _REPORT_RETRY = 1.0  # between tries of a report the store refused (a full disk)
+LEASE_LOST = (
+    "worker lost: the lease was granted but its answer never reached this node's executor "
+    "(the store failed after committing it); the task runs again"
+)
 
 
 class LocalExecutor:
@@ -75,6 +83,7 @@ class LocalExecutor:
         self._wake: trio.CancelScope | None = None  # the lease loop's current wait
         self._stopped = trio.Event()
         self._lease_error: str | None = None  # the last lease refusal, logged once
+        self._unsure = False  # a lease call failed: leases may be held in its name, unknown
 
     @property
     def running(self) -> int:
@@ -127,6 +136,9 @@ class LocalExecutor:
             target = scaler.observe(now, running, backlog)
             self._handle.set_capacity(target)
             free = target - running
+            if self._unsure and not await self._reclaim():
+                await trio.sleep(_LEASE_RETRY)
+                continue
             if free > 0 and backlog > 0:
                 items = await self._lease(free)
                 for item in items:
@@ -150,6 +162,7 @@ class LocalExecutor:
         try:
             items = await self._source.lease(self.queue, self.worker, free)
         except TaskdError as exc:
+            self._unsure = True  # granted, perhaps, with the answer lost: see _reclaim
             # The store may refuse for a long time (a full disk): say so once, not per retry.
             if str(exc) != self._lease_error:
                 log.warning("cannot lease from %s (retrying): %s", self.queue, exc)
@@ -159,6 +172,24 @@ class LocalExecutor:
             log.warning("leasing from %s again", self.queue)
             self._lease_error = None
         return items
+
+    async def _reclaim(self) -> bool:
+        """After a failed lease call: fail the leases held in this executor's name for its
+        queue that it does not run (their grant's answer was lost). True once checked."""
+        try:
+            held = await self._source.leases_of(self.worker, self.queue)
+            lost = [
+                (task_id, epoch)
+                for task_id, epoch in held
+                if (attempt := self._attempts.get(task_id)) is None or attempt.item.epoch != epoch
+            ]
+            for task_id, epoch in lost:
+                log.warning("%s (epoch %d): %s", task_id, epoch, LEASE_LOST)
+                await self._source.fail(task_id, epoch, LEASE_LOST)
+        except TaskdError:
+            return False  # the store still refuses: checked again before the next lease
+        self._unsure = False
+        return True
 
     def _start(self, nursery: trio.Nursery, item: WorkItem) -> None:
         assert self._handle is not None

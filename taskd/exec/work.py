@@ -74,9 +74,10 @@ class WorkSource(Protocol):
         """Extend the lease; ``False`` when it is stale (the holder must stop)."""
         ...
 
-    async def leases_of(self, worker: str) -> list[tuple[str, int]]:
-        """(task id, epoch) of every running attempt leased to ``worker``, as of a read barrier
-        (every lease acknowledged before the call is in it)."""
+    async def leases_of(self, worker: str, queue: str | None = None) -> list[tuple[str, int]]:
+        """(task id, epoch) of every running attempt leased to ``worker`` (from ``queue``
+        only, if given), as of a read barrier (every lease acknowledged before the call is
+        in it)."""
         ...
 
     async def wait_for_work(self, queues: Sequence[str]) -> None:

@@ -54,6 +54,7 @@ class FakeSource:
         self._changed = trio.Event()
         self._seq = 0
         self.leases_of_refusals = 0  # leases_of raises Unavailable this many times first
+        self.lose_lease_answers = 0  # leases granted whose answer is then lost (Unavailable)
 
     # ---- what tests drive -----------------------------------------------------------
     def submit(
@@ -107,6 +108,9 @@ class FakeSource:
                 )
             )
         self.lease_calls.append((queue, max, len(items)))
+        if items and self.lose_lease_answers:
+            self.lose_lease_answers -= 1
+            raise Unavailable("the answer was lost (simulated): the outcome is unknown")
         self.max_running = builtins.max(self.max_running, self.running())
         if self.in_flight is not None:
             in_flight = self.in_flight() + len(items)
@@ -156,7 +160,7 @@ class FakeSource:
         task = self.tasks[task_id]
         return task.state is State.RUNNING and task.epoch == epoch
 
-    async def leases_of(self, worker: str) -> list[tuple[str, int]]:
+    async def leases_of(self, worker: str, queue: str | None = None) -> list[tuple[str, int]]:
         await trio.lowlevel.checkpoint()  # a real node waits for its read barrier here
         if self.leases_of_refusals:
             self.leases_of_refusals -= 1
@@ -164,7 +168,7 @@ class FakeSource:
         return [
             (t.id, t.epoch)
             for t in self.tasks.values()
-            if t.state is State.RUNNING and t.worker == worker
+            if t.state is State.RUNNING and t.worker == worker and queue in (None, t.queue)
         ]
 
     async def wait_for_work(self, queues: Sequence[str]) -> None:

@@ -225,6 +225,27 @@ async def test_revoke_with_another_epoch_is_ignored(source):
     assert source.tasks[task].state is State.SUCCEEDED
 
 
+async def test_a_lease_granted_with_its_answer_lost_is_failed_back_and_run_again(source):
+    # Given a task, and a store that grants the first lease but loses its answer, and another
+    # queue's task leased under the same worker name (another executor's: left alone)
+    task = source.submit(retries=1)
+    other = source.submit(queue="other")
+    await source.lease("other", "node-a/local/q", 1)
+    source.lose_lease_answers = 1
+    async with serving(source, ["sh", "-c", "echo ran"]):
+        # When the executor runs
+        await source.settled(task)
+    # Expect the lost lease failed as a lost worker's (epoch 1), then the task run once
+    # (epoch 2) and succeeded; the other queue's lease untouched
+    assert [r[:3] for r in source.reports if r[1] == task] == [
+        ("fail", task, 1),
+        ("complete", task, 2),
+    ]
+    assert source.tasks[task].errors[0].startswith("worker lost: the lease was granted")
+    assert source.tasks[task].state is State.SUCCEEDED and source.tasks[task].result == b"ran"
+    assert source.tasks[other].state is State.RUNNING
+
+
 @pytest.mark.slow
 async def test_drain_lets_attempts_finish_within_the_grace(source):
     task = source.submit()

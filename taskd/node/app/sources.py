@@ -51,9 +51,13 @@ class ServiceSource:
     async def heartbeat(self, task_id: str, epoch: int) -> bool:
         return await _settled(self.service.heartbeat(task_id, epoch, self.lease_ttl))
 
-    async def leases_of(self, worker: str) -> list[tuple[str, int]]:
+    async def leases_of(self, worker: str, queue: str | None = None) -> list[tuple[str, int]]:
         await self.service.fresh()
-        return [(task.id, task.epoch) for task in self.service.scheduler.running_for(worker)]
+        return [
+            (task.id, task.epoch)
+            for task in self.service.scheduler.running_for(worker)
+            if queue is None or task.queue == queue
+        ]
 
     async def wait_for_work(self, queues: Sequence[str]) -> None:
         await self.service.wait_for_work(queues)

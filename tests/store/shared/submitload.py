@@ -54,8 +54,10 @@ class SubmitLoad:
         threads: int = 2,
         pause: float = 0.01,
         timeout: float = REQUEST_TIMEOUT,
+        task_timeout: float | None = None,  # each task's own timeout (seconds), if given
     ) -> None:
         self.nodes = list(nodes)
+        self.task_timeout = task_timeout
         self.queue = queue
         self.pause = pause
         self.timeout = timeout
@@ -127,7 +129,9 @@ class SubmitLoad:
 
     def _submit(self, node: NodeProcess) -> Answer:
         serial = next(self._serial)
-        body = {"queue": self.queue, "payload": {"serial": serial}}
+        body: dict[str, Any] = {"queue": self.queue, "payload": {"serial": serial}}
+        if self.task_timeout is not None:
+            body["timeout"] = self.task_timeout
         start = time.monotonic()
         try:
             code, answer = post(f"{node.http_url}/api/v1/tasks", body, timeout=self.timeout)
