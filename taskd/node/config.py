@@ -127,6 +127,14 @@ class NodeConfig:
                 "--peers and --join are for the embedded Raft store; nodes on a shared "
                 "database find each other through it: give every node the same --store URL"
             )
+        if self.shared_store:
+            host, _ = split_host_port(self.grpc, "--grpc")
+            if host in ("", "0.0.0.0", "::"):
+                raise ConfigError(
+                    f"--grpc {self.grpc}: on a shared --store, --grpc is also the address the "
+                    "other nodes forward writes to when this one leads, so it must name this "
+                    "machine (e.g. --grpc 10.0.0.1:50051), not every interface"
+                )
         if not 0.5 <= self.store_lease <= 300:
             raise ConfigError("--store-lease must be between 0.5 and 300 seconds")
         if self.max_payload < 1:

@@ -72,6 +72,7 @@ def test_bad_flags_exit_2_with_the_fix_in_the_message(tmp_path):
         (["--store", "mysql://root:pw@db/taskd"], "--store takes raft"),
         (["--store", "postgres://db/t", "--peers", "a:1,b:2", "--grpc", "a:1"], "same --store URL"),
         (["--store", "redis://r:6379/0", "--store-lease", "0.1"], "--store-lease"),
+        (["--store", "redis://r:6379/0", "--grpc", "0.0.0.0:7000"], "must name this machine"),
         (["--exec", "resize"], "QUEUE=COMMAND"),
         (["--exec", "ghost=/nonexistent/bin/resize --fast"], "'/nonexistent/bin/resize'"),
         (["--exec", "ghost=no-such-program-anywhere -x"], "not found on PATH"),
