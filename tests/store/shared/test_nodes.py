@@ -141,6 +141,27 @@ def test_a_caller_without_the_databases_secret_cannot_forward_to_the_leader(
     assert terms_in_log(store_url) == written
 
 
+def test_an_executor_on_a_follower_leases_and_reports_through_the_leader(
+    node_factory: NodeFactory, store_url: str
+) -> None:
+    # Given a leader that runs nothing and a follower whose local executor runs queue "work"
+    flags = ("--store", store_url, "--store-lease", str(LEASE))
+    leader = node_factory(*flags)
+    wait_for(lambda: role(leader) == "leader", 10, "a leader")
+    follower = node_factory(*flags, "--exec", "work=sh -c 'echo from-follower'")
+    wait_for(lambda: role(follower) == "follower", 10, "a follower")
+    # When tasks are submitted on either node
+    ids = [submit(leader, "work"), submit(follower, "work"), submit(follower, "work")]
+    # Expect every one run by the follower's executor (its lease and its report forwarded),
+    # once, with its output as the result, on both nodes
+    for task_id in ids:
+        task = wait_for_task(leader.http_url, task_id, {"succeeded"}, deadline=15)
+        assert task["worker"] == f"local@{follower.grpc_address}", task
+        assert [a["outcome"] for a in task["attempts"]] == ["succeeded"], task
+        code, seen = get(f"{follower.http_url}/api/v1/tasks/{task_id}")
+        assert code == 200 and seen["state"] == "succeeded" and seen["result"] == task["result"]
+
+
 def test_an_attempt_running_when_its_node_stops_leading_still_completes(
     node_factory: NodeFactory, store_url: str
 ) -> None:
