@@ -302,7 +302,16 @@ class SharedStore:
                     raise faults.not_applied(self._fault) from None
             raise error
         waiter: _Waiter = forwarded.waiter
-        await waiter.event.wait()
+        with trio.move_on_after(self.forward_patience):
+            await waiter.event.wait()
+        if not waiter.event.is_set():  # this node cannot read the log now (its database)
+            if self._waiting.get(waiter.next) is waiter:
+                del self._waiting[waiter.next]
+            raise Unavailable(
+                f"the leader made this write durable (from index {forwarded.first}), but this "
+                f"node could not apply it within {self.forward_patience:g} s (it cannot read "
+                f"{self.backend.name}): do not send it again; read it back on another node"
+            )
         if waiter.error is not None:
             raise waiter.error
         return waiter.results

@@ -647,3 +647,34 @@ async def test_the_leader_refuses_a_malformed_forward_and_a_forward_when_it_does
         assert refused.value.leader_hint == "a"
         assert db.log == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_forwarded_write_the_follower_cannot_read_back_is_answered_in_bounded_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a follower whose own reads of the log fail right after its forward went out
+    db, forwards = FakeDatabase(), MemoryForwards()
+    a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        original = forwards.forward
+
+        async def forward_then_lose_the_database(leader: str, blob: bytes) -> tuple[int, int]:
+            placed = await original(leader, blob)
+            b.backend.down = True
+            return placed
+
+        forwards.forward = forward_then_lose_the_database  # type: ignore[method-assign]
+        # When a client writes on it
+        started = trio.current_time()
+        with pytest.raises(Unavailable, match="made this write durable") as answer:
+            await b.store.propose(b"y")
+        # Expect an answer within the patience, saying the write is durable, not to resend it
+        assert trio.current_time() - started <= b.store.forward_patience + 1
+        assert "do not send it again" in str(answer.value)
+        assert [e.data for e in db.log] == [b"y@a"]
+        # and the follower to apply it once its database answers again
+        b.backend.down = False
+        await until(lambda: b.machine.items == [b"y@a"])
+        nursery.cancel_scope.cancel()
