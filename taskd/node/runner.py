@@ -151,7 +151,7 @@ class Node:
             else:
                 from taskd.store.shared.postgres import PostgresBackend  # noqa: PLC0415
 
-                backend = PostgresBackend(config.store)
+                backend = PostgresBackend(config.store, lease_ttl=config.store_lease)
                 rows = taskrows.projection(lambda: self.machine.scheduler)
             # Followers forward writes to the lease holder, proving with the database's secret
             # that they share its database (taskd/store/shared/forwards.py).

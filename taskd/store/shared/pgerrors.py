@@ -20,7 +20,9 @@ from taskd.store.shared.backend import BackendDown
 
 # SQLSTATE classes and codes after which the same call may succeed later unattended.
 _PASSING_CLASSES = frozenset({"08", "40", "53", "57"})  # connection, rollback, resources, admin
-_PASSING_CODES = frozenset({"55P03", "55006"})  # lock not available, object in use
+# lock not available, object in use, a session the server ended for idling in a transaction
+# (a stalled leader: see postgres.py)
+_PASSING_CODES = frozenset({"55P03", "55006", "25P03"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,14 @@ task rows, NOTIFY, commit (``synchronous_commit = on``: durable on return). A ne
 measured by ``clock_timestamp()``, never ``now()``: a transaction that waited for the row
 lock must see the time it got it.
 
+A leader stopped or cut off in the middle of that transaction (SIGSTOP, a frozen VM, a
+partition) would hold the row lock until its connection dies, which TCP keepalives never
+notice of a stopped process, and so block every takeover. taskd's sessions therefore set
+``idle_in_transaction_session_timeout`` (half the lease, between 0.5 and 5 s): the server
+ends such a session, the transaction rolls back (nothing of it was acknowledged) and the
+lock is free before the lease has run out. A healthy leader never idles inside a
+transaction: it sends the statements of a round back to back.
+
 Every ``psycopg.Error`` becomes ``BackendDown`` (``pgerrors``): the reason names host, port
 and database, never the DSN's user or password.
 """
@@ -51,9 +59,19 @@ _LEFT = "extract(epoch FROM expires_at - clock_timestamp())::float8"
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
+def idle_timeout_ms(lease_ttl: float) -> int:
+    """``idle_in_transaction_session_timeout`` for a lease of ``lease_ttl`` seconds."""
+    return round(1000 * min(max(lease_ttl / 2, 0.5), 5.0))
+
+
 class PostgresBackend:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, lease_ttl: float = 10.0) -> None:
         self._where = pgerrors.Where.parse(dsn)
+        idle = idle_timeout_ms(lease_ttl)
+        self._connect = {
+            **_CONNECT,
+            "options": f"{_CONNECT['options']} -c idle_in_transaction_session_timeout={idle}",
+        }
         self._conn: Conn | None = None
         self._listen: Conn | None = None
         self._waiting = threading.Lock()  # held by the thread in wait_for_entries
@@ -70,7 +88,7 @@ class PostgresBackend:
         """The main connection (connected again if it was lost); psycopg errors translated."""
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = psycopg.connect(self._where.dsn, **_CONNECT)
+                self._conn = psycopg.connect(self._where.dsn, **self._connect)
             yield self._conn
         except psycopg.Error as exc:
             raise pgerrors.translate(exc, self._where) from None
@@ -204,7 +222,7 @@ class PostgresBackend:
 
     def _wait(self, after: int, timeout: float) -> None:
         if self._listen is None or self._listen.closed or self._listen.broken:
-            self._listen = psycopg.connect(self._where.dsn, **_CONNECT)
+            self._listen = psycopg.connect(self._where.dsn, **self._connect)
             self._listen.execute(f"LISTEN {CHANNEL}")
         # Listening already: an append that commits after this check will notify.
         if _one_int(self._listen.execute(_LAST_INDEX)) > after:

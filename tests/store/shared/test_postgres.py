@@ -17,7 +17,7 @@ from taskd.errors import StorageFault
 from taskd.store.shared import pgschema
 from taskd.store.shared.backend import BackendDown, Fenced, Lease, Snapshot
 from taskd.store.shared.driver import SharedStore
-from taskd.store.shared.postgres import PostgresBackend
+from taskd.store.shared.postgres import PostgresBackend, idle_timeout_ms
 from tests.raft.fakes import AppendLog
 from tests.store.shared import pgserver
 
@@ -170,6 +170,38 @@ def test_a_version_1_schema_is_migrated_in_place_and_given_a_peer_secret(dsn: st
     assert len(secret) == 32 and second.peer_secret() == secret
     first.close()
     second.close()
+
+
+def test_a_leader_stalled_inside_its_append_does_not_block_the_takeover(dsn: str) -> None:
+    # Given a leader (lease 1 s) that stalls in the middle of an append's transaction, holding
+    # the lease row's lock (as a SIGSTOPped process would)
+    a, b = PostgresBackend(dsn, lease_ttl=1.0), PostgresBackend(dsn, lease_ttl=1.0)
+    a.open()
+    lease = a.acquire("a", 1.0)
+    assert lease is not None
+    with a._db() as conn:  # the backend's own session, with its own settings
+        conn.execute("BEGIN")
+        conn.execute("SELECT * FROM taskd_lease WHERE id = 1 FOR UPDATE")
+    # When another node tries to take the lease once it lapsed
+    time.sleep(1.1)
+    started = time.monotonic()
+    taken = b.acquire("b", 1.0)
+    # Expect it taken within about the idle timeout (0.5 s), not blocked for good
+    assert taken is not None and taken.term == lease.term + 1
+    assert time.monotonic() - started < 3
+    # And the stalled one, resumed, to find its session gone: a passing fault, then fenced
+    with pytest.raises(BackendDown) as down:
+        a.append(lease, 1, [b"late"])
+    assert down.value.resumes_by_itself, down.value
+    with pytest.raises(Fenced):
+        a.append(lease, 1, [b"late"])
+    assert b.read(0, 10) == []
+    a.close()
+    b.close()
+
+
+def test_the_idle_timeout_follows_the_lease_within_bounds() -> None:
+    assert [idle_timeout_ms(t) for t in (0.5, 1.0, 4.0, 10.0, 300.0)] == [500, 500, 2000, 5000, 5000]
 
 
 def test_a_schema_newer_than_this_taskd_is_refused(dsn: str) -> None:
