@@ -201,7 +201,8 @@ def test_a_leader_stalled_inside_its_append_does_not_block_the_takeover(dsn: str
 
 
 def test_the_idle_timeout_follows_the_lease_within_bounds() -> None:
-    assert [idle_timeout_ms(t) for t in (0.5, 1.0, 4.0, 10.0, 300.0)] == [500, 500, 2000, 5000, 5000]
+    leases = (0.5, 1.0, 4.0, 10.0, 300.0)
+    assert [idle_timeout_ms(t) for t in leases] == [500, 500, 2000, 5000, 5000]
 
 
 def test_a_schema_newer_than_this_taskd_is_refused(dsn: str) -> None:
