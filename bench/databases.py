@@ -37,6 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 from psycopg import sql
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chaos.cluster import _die_with_parent  # the nodes' guard: a killed harness leaves nothing
 
@@ -98,7 +100,10 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        # no retries: the start-up poll must see a refused connection at once
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
 
     def settings(self) -> dict[str, str]:
         """What the running server says it does (not what it was asked)."""
