@@ -66,8 +66,11 @@ def postgres_settings(admin_dsn: str) -> dict[str, str]:
 def fresh_database(admin_dsn: str = ADMIN_DSN) -> Iterator[str]:
     """A new, empty database on ``admin_dsn``'s server, dropped afterwards; its URL."""
     name = f"taskd_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:  # the DSN is not shown: it may hold a password
+        raise RuntimeError(f"cannot create a database on --admin-dsn's server: {exc}") from None
     try:
         yield with_database(admin_dsn, name)
     finally:

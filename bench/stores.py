@@ -273,13 +273,25 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def config_list(text: str) -> list[Config]:
+    """``--configs``: names in the order given; an unknown one is refused, naming the rest."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown or not names:
+        named = ", ".join(unknown) or "(none)"
+        raise argparse.ArgumentTypeError(
+            f"unknown configuration {named}; choose from {', '.join(BY_NAME)}"
+        )
+    return [BY_NAME[n] for n in names]
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.stores", description=__doc__.split("\n\n")[1])
     p.add_argument("--tasks", type=int, default=20_000, help="tasks per W1b/W2 run")
     p.add_argument("--runs", type=int, default=3, help="rounds over every configuration")
     p.add_argument(
         "--configs",
-        type=lambda v: [BY_NAME[c] for c in v.split(",")],
+        type=config_list,
         default=list(CONFIGS),
         help=f"comma-separated subset of {','.join(BY_NAME)} (default: all)",
     )

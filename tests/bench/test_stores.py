@@ -6,6 +6,8 @@ No timed test: the benchmark itself is run by hand (bench/README.md).
 
 from __future__ import annotations
 
+import argparse
+
 import psycopg
 import pytest
 import redis
@@ -73,7 +75,7 @@ def test_table_shows_medians_ratios_and_verdicts() -> None:
     assert lines[5].split() == ["forwarded", "8,000", "2,100", "0.89x", "0.64x", "postgres", "-"]
 
 
-def test_configurations_parse_from_the_command_line() -> None:
+def test_configurations_and_the_configs_flag() -> None:
     # Given / When / Expect: every name is a configuration, in the brief's interleaving order
     assert [c.name for c in stores.CONFIGS] == [
         "raft",
@@ -83,6 +85,11 @@ def test_configurations_parse_from_the_command_line() -> None:
         "forwarded",
     ]
     assert stores.BY_NAME["forwarded"].nodes == 2
+    # --configs keeps the order given and refuses a name it does not know
+    chosen = stores.config_list("postgres, raft")
+    assert [c.name for c in chosen] == ["postgres", "raft"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown configuration mysql"):
+        stores.config_list("raft,mysql")
 
 
 def test_a_database_url_names_the_new_database() -> None:
