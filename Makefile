@@ -32,7 +32,7 @@ STEPS ?= 3000
 VERBOSE ?=
 PROFILE ?= default
 
-.PHONY: help venv run test build smoke proto proto-check lint bench bench-failover bench-cluster bench-peers sim chaos clean distclean
+.PHONY: help venv run test build smoke proto proto-check lint bench bench-failover bench-cluster bench-stores bench-peers sim chaos clean distclean
 
 help:
 	@echo "make run          set up .venv and run a node (monitor at http://127.0.0.1:8080)"
@@ -45,6 +45,7 @@ help:
 	@echo "make sim          deterministic Raft cluster simulation: SEED=n [SEEDS=k] [STEPS=m] [PROFILE=harsh] [VERBOSE=1]"
 	@echo "make chaos        a cluster under load and faults, then its account (DURATION= NODES= SEED=)"
 	@echo "make bench-failover / bench-cluster   W6 on fresh loopback clusters (BENCH_ARGS=...)"
+	@echo "make bench-stores W1b/W2 on PostgreSQL and Redis vs the Raft store (BENCH_ARGS=...)"
 	@echo "make bench-peers  Celery, RQ, Dramatiq vs taskd on the local Redis/RabbitMQ (PEERS_ARGS=...)"
 	@echo "make clean        remove build outputs and caches (distclean: the venv too)"
 
@@ -122,6 +123,10 @@ bench-failover: venv
 
 bench-cluster: venv
 	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
+
+# W1b/W2 on each shared store against the embedded Raft store, one run (bench/README.md "Stores").
+bench-stores: venv
+	$(BIN)/python -m bench.stores $(BENCH_ARGS)
 
 # W1a, W2, W3 on Celery (Redis, RabbitMQ), RQ and Dramatiq, then taskd: one table of ratios
 # (bench/README.md "Peers"). The peers get their own venv, .venv-peers, made on first use.
