@@ -147,12 +147,13 @@ class Node:
 
                 url, prefix = redis_prefix(config.store)
                 backend = RedisBackend(url, prefix=prefix)
-                rows = None  # Redis keeps no queryable table
+                rows = every_row = None  # Redis keeps no queryable table
             else:
                 from taskd.store.shared.postgres import PostgresBackend  # noqa: PLC0415
 
                 backend = PostgresBackend(config.store, lease_ttl=config.store_lease)
                 rows = taskrows.projection(lambda: self.machine.scheduler)
+                every_row = taskrows.all_rows(lambda: self.machine.scheduler)
             # Followers forward writes to the lease holder, proving with the database's secret
             # that they share its database (taskd/store/shared/forwards.py).
             self.forward_client = ForwardClient(self._peer_secret)
@@ -162,6 +163,7 @@ class Node:
                 node_id=config.node_id,
                 lease_ttl=config.store_lease,
                 projection=rows,
+                all_rows=every_row,
                 forwards=self.forward_client,
                 # the leader re-stamps forwarded commands with its own time, as Raft's does
                 stamp=lambda data: codec.restamp(data, self.clock()),

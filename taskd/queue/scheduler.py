@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from heapq import heapify, heappush
 from itertools import pairwise
@@ -879,6 +879,10 @@ class Scheduler(EvictionRules, DependencyRules):
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def tasks(self) -> Iterator[Task]:
+        """Every task held, in no particular order."""
+        return iter(self._tasks.values())
 
     def holdings(self) -> HeldCounts:
         """What is held against the node-wide bounds, and the bounds (O(1))."""

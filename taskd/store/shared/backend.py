@@ -96,9 +96,11 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
-    def acquire(self, node: str, ttl: float) -> Lease | None:
-        """Take the lease for ``ttl`` seconds if nobody holds it or it expired (a new term),
-        or extend it if ``node`` already holds it (same term); None if another node holds it."""
+    def acquire(self, node: str, ttl: float, min_term: int = 0) -> Lease | None:
+        """Take the lease for ``ttl`` seconds if nobody holds it or it expired (a new term, at
+        least ``min_term``: a database that lost its term counter must not hand out a term a
+        node has seen already), or extend it if ``node`` already holds it (same term); None
+        if another node holds it."""
 
     def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend ``lease`` by ``ttl`` from now; raises ``Fenced`` if it is no longer held."""
@@ -127,8 +129,12 @@ class Backend(Protocol):
         """Block until an entry after ``after`` may exist, or ``timeout`` seconds pass
         (PostgreSQL: LISTEN/NOTIFY; Redis: a blocking stream read). Spurious returns are fine."""
 
-    def save_snapshot(self, lease: Lease, snapshot: Snapshot) -> None:
-        """Store ``snapshot`` (fenced like ``append``) and drop the entries it covers."""
+    def save_snapshot(
+        self, lease: Lease, snapshot: Snapshot, rows: Sequence[Row] | None = None
+    ) -> None:
+        """Store ``snapshot`` (fenced like ``append``) and drop the entries it covers. With
+        ``rows``, the task table is replaced by them in the same step (a log rebuilt from a
+        node's memory; backends without a table ignore them)."""
 
     def load_snapshot(self) -> Snapshot | None: ...
 

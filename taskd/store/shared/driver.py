@@ -40,6 +40,17 @@ flight are recorded (``EarlyResults``) in case they are its own. A forward the l
 most ``forward_patience`` seconds; one whose outcome is unknown (the leader's append or the
 connection failed after it was sent) is answered ``Unavailable``: read it back. Without
 ``forwards`` a follower refuses writes with ``NotLeader(holder)``.
+
+A database that lost taskd's data (a Redis restarted without persistence, a PostgreSQL
+restored from an older backup) is noticed by every node that is not leading, at each look at
+the lease: its peer secret changed, or its log ends before what this node applied. The node
+that takes the lease next rebuilds the log from its own memory: a snapshot of its state at its
+applied index (and, on PostgreSQL, the whole task table), saved under its new lease, so
+nothing it had applied is lost. The last leader takes it at once; any other node waits one
+lease period first, so the most complete copy wins when the last leader lives. The lease's
+new term is above every term this node saw (``acquire(min_term)``), so terms never go back.
+A node that finds another node leading the rebuilt database throws its own state away and
+reads the database's from the start (``_reset``): there is one history, the database's.
 """
 
 from __future__ import annotations
@@ -126,6 +137,7 @@ class SharedStore:
         read_limit: int = 1000,
         fork_snapshots: bool = True,  # False: serialize on the loop (tests on virtual time)
         max_batch: int = 4096,  # commands per round at most
+        all_rows: Callable[[], Sequence[Row]] | None = None,  # every task's row (a rebuild)
         forwards: Forwards | None = None,  # how a follower reaches the leader; None: refuse
         stamp: Callable[[bytes], bytes] | None = None,  # the leader's time on forwarded commands
         forward_patience: float | None = None,  # seconds; default: a lease and 2 s
@@ -177,6 +189,13 @@ class SharedStore:
         self.appends = 0  # rounds made durable (tests read it)
         self.rollbacks = 0
         self.peer_secret: bytes | None = None  # read from the database at open
+        self._all_rows = all_rows
+        self._empty = state_machine.snapshot()  # the state before anything: a reset's base
+        self._led_term = 0  # the term this node last led in
+        self._forgot_since: float | None = None  # when this node saw the database forget
+        self._generation = 0  # bumped by a reset: reads begun before it are dropped
+        self.rebuilds = 0  # logs rebuilt from this node's memory (tests read it)
+        self.resets = 0
         self._stamp = stamp
         self.forward_patience = lease_ttl + 2.0 if forward_patience is None else forward_patience
         self._early = EarlyResults()
@@ -477,7 +496,10 @@ class SharedStore:
     async def _tail(self) -> None:
         while True:
             try:
+                generation = self._generation
                 entries = await self._read_after()
+                if generation != self._generation:
+                    continue  # a reset happened meanwhile: read again from where it left off
                 if entries:
                     self._apply_durable(entries)
                     continue
@@ -488,19 +510,32 @@ class SharedStore:
 
     async def _try_to_lead(self) -> bool:
         """Take the lease if it is free, catch up, and lead; False if another node holds it
-        (or took it meanwhile)."""
+        (or took it meanwhile). Notices a database that forgot (module docstring)."""
         view = await self._hop.call(self.backend.lease)
         self._term = max(self._term, view.term)
         self._see_holder(view.holder)
         self._lease_left = view.seconds_left + 0.001
+        forgot = await self._forgotten()
+        if forgot is not None and view.holder not in (None, self.node_id):
+            await self._reset(forgot, view.holder)
+            return False
         if view.holder is not None:  # our own lease from before a step-down too: let it end
             return False
-        lease = await self._hop.call(partial(self.backend.acquire, self.node_id, self.lease_ttl))
+        if forgot is not None and not self._may_rebuild():
+            return False
+        lease = await self._hop.call(
+            partial(self.backend.acquire, self.node_id, self.lease_ttl, self._term + 1)
+        )
         if lease is None:
             self._lease_left = 0.0
             return False
         await self._catch_up()  # nobody else appends now: this reaches the log's end
         base = await self._base_snapshot()
+        if forgot is not None:
+            try:
+                await self._rebuild(lease, base, forgot)
+            except Fenced:
+                return False
         asked = trio.current_time()  # the snapshot may have taken a while: renew first
         try:
             lease = await self._hop.call(partial(self.backend.renew, lease, self.lease_ttl))
@@ -508,11 +543,87 @@ class SharedStore:
             return False
         self._prefix = DurablePrefix(self._applied, base)
         self._held, self._last_lease = self._hold(lease, asked), lease
-        self._term = lease.term
+        self._term = self._led_term = lease.term
         self._see_holder(self.node_id)
         self.leadership.gained(lease.term)
         log.info("%s leads in term %d from index %d", self.node_id, lease.term, self._applied)
         return True
+
+    async def _forgotten(self) -> str | None:
+        """Why the database has lost taskd's data, or None (the module docstring)."""
+        secret = await self._hop.call(self.backend.peer_secret)
+        last = await self._hop.call(self.backend.last_index)
+        reason = None
+        if self.peer_secret is not None and secret != self.peer_secret:
+            reason = "its peer secret changed: it lost every key taskd keeps there"
+        elif last < self._applied:
+            reason = f"its log ends at index {last}, before index {self._applied} this node applied"
+        if reason is None:
+            self._forgot_since = None
+        elif self._forgot_since is None:
+            self._forgot_since = trio.current_time()
+            log.error(
+                "%s lost taskd's data (%s; a Redis restarted without persistence, or a "
+                "database restored from an older backup?): the next leader rebuilds it from "
+                "its memory",
+                self.backend.name,
+                reason,
+            )
+        return reason
+
+    def _may_rebuild(self) -> bool:
+        """The last leader rebuilds at once; others give it a lease period to do so."""
+        if self._led_term and self._led_term >= self._term:
+            return True
+        since = self._forgot_since
+        return since is not None and trio.current_time() - since >= self.lease_ttl
+
+    async def _rebuild(self, lease: Lease, base: bytes, reason: str) -> None:
+        """Save this node's state as the database's snapshot (and, with a task table, every
+        task's row), under ``lease``: the log is whole again from this node's memory."""
+        rows = self._all_rows() if self._all_rows is not None else None
+        snapshot = Snapshot(self._applied, lease.term, base)
+        await self._hop.call(partial(self.backend.save_snapshot, lease, snapshot, rows))
+        self._snapshot_index = self._commit = self._applied
+        self.peer_secret = await self._hop.call(self.backend.peer_secret)
+        self._forgot_since = None
+        self.rebuilds += 1
+        log.error(
+            "%s: rebuilt taskd's log from the memory of %s (%s): its state at index %d, "
+            "%d tasks; what this node had not applied is lost",
+            self.backend.name,
+            self.node_id,
+            reason,
+            self._applied,
+            len(rows) if rows is not None else -1,
+        )
+
+    async def _reset(self, reason: str, holder: str | None) -> None:
+        """Another node leads a database that forgot what this node applied: drop this
+        node's state and read the database's from the start."""
+        log.error(
+            "%s: %s, and %s leads it now: this node drops its state (index %d) and reads the "
+            "database's from the start",
+            self.backend.name,
+            reason,
+            holder,
+            self._applied,
+        )
+        self._generation += 1
+        self.state_machine.restore(self._empty)
+        self._applied = self._snapshot_index = self._commit = 0
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            waiter.error = Unavailable(
+                "the database lost its data while this write was being applied here: its "
+                "outcome is unknown; read it back before retrying"
+            )
+            waiter.event.set()
+        self.peer_secret = await self._hop.call(self.backend.peer_secret)
+        self._forgot_since = None
+        self.resets += 1
+        await self._catch_up()
+        self._wake(self._advanced)
 
     async def _base_snapshot(self) -> bytes:
         """The state as it is now (nothing changes it before this node leads), serialized by

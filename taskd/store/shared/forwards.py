@@ -60,7 +60,7 @@ class ForwardClient:
     def __init__(self, secret: Callable[[], bytes | None], *, timeout: float = _TIMEOUT) -> None:
         self._secret = secret
         self.timeout = timeout
-        self._peers: dict[str, tuple[Channel, ForwardStream]] = {}
+        self._peers: dict[str, tuple[bytes, Channel, ForwardStream]] = {}
 
     async def forward(self, leader: str, blob: bytes) -> tuple[int, int]:
         stream = self._stream(leader)
@@ -68,24 +68,32 @@ class ForwardClient:
         return forwardstream.answer(reply, leader)
 
     def _stream(self, leader: str) -> ForwardStream:
+        """The stream to ``leader``, opened again when the database's secret changed (it
+        lost its data and a node made a new one)."""
+        secret = self._secret()
+        if secret is None:
+            raise Unavailable("this node has not read the peer secret from the database yet")
         found = self._peers.get(leader)
+        if found is not None and found[0] != secret:
+            self._drop(leader)
+            found = None
         if found is None:
-            secret = self._secret()
-            if secret is None:
-                raise Unavailable("this node has not read the peer secret from the database yet")
             host, port = split_address(leader)
             channel = Channel(host, port)
             stream = ForwardStream(
                 leader, lambda: channel, {SECRET_HEADER: secret.hex()}, timeout=self.timeout
             )
-            found = self._peers[leader] = (channel, stream)
-        return found[1]
+            found = self._peers[leader] = (secret, channel, stream)
+        return found[2]
+
+    def _drop(self, leader: str) -> None:
+        _, channel, stream = self._peers.pop(leader)
+        stream.close()
+        channel.close()
 
     def close(self) -> None:
-        for channel, stream in self._peers.values():
-            stream.close()
-            channel.close()
-        self._peers.clear()
+        for leader in list(self._peers):
+            self._drop(leader)
 
     async def serve(self) -> None:
         """Run until cancelled; closes the connections at the end."""

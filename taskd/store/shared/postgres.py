@@ -119,18 +119,18 @@ class PostgresBackend:
 
     # -- the lease ------------------------------------------------------------------------
 
-    def acquire(self, node: str, ttl: float) -> Lease | None:
+    def acquire(self, node: str, ttl: float, min_term: int = 0) -> Lease | None:
         with self._db() as conn:
             row = conn.execute(
                 f"""UPDATE taskd_lease SET
                       term = CASE WHEN holder = %(node)s AND expires_at > clock_timestamp()
-                                  THEN term ELSE term + 1 END,
+                                  THEN term ELSE greatest(term + 1, %(min)s) END,
                       holder = %(node)s,
                       expires_at = clock_timestamp() + make_interval(secs => %(ttl)s)
                     WHERE id = 1 AND (holder IS NULL OR holder = %(node)s
                                       OR expires_at <= clock_timestamp())
                     RETURNING term, {_LEFT}""",
-                {"node": node, "ttl": ttl},
+                {"node": node, "ttl": ttl, "min": min_term},
             ).fetchone()
         return None if row is None else Lease(node, int(row[0]), float(row[1]))
 
@@ -232,7 +232,9 @@ class PostgresBackend:
 
     # -- snapshots ------------------------------------------------------------------------
 
-    def save_snapshot(self, lease: Lease, snapshot: Snapshot) -> None:
+    def save_snapshot(
+        self, lease: Lease, snapshot: Snapshot, rows: Sequence[Row] | None = None
+    ) -> None:
         with self._db() as conn, conn.transaction():
             self._check_lease(conn, lease)
             conn.execute(
@@ -242,6 +244,9 @@ class PostgresBackend:
                 [snapshot.index, snapshot.term, snapshot.data],
             )
             conn.execute('DELETE FROM taskd_log WHERE "index" <= %s', [snapshot.index])
+            if rows is not None:
+                conn.execute("DELETE FROM taskd_tasks")
+                self._upsert_tasks(conn, rows, snapshot.index)
 
     def load_snapshot(self) -> Snapshot | None:
         with self._db() as conn:

@@ -84,7 +84,7 @@ SOCKET_TIMEOUT = 5.0  # seconds for a command's answer (and for connecting)
 WAIT_CAP = 10.0  # seconds one XREAD BLOCK lasts at most (a longer wait returns early: fine)
 MIN_VERSION = (6, 2)  # XTRIM MINID
 
-# KEYS[1] lease, KEYS[2] term counter; ARGV node, ttl_ms.
+# KEYS[1] lease, KEYS[2] term counter; ARGV node, ttl_ms, min_term.
 # -> {term, ttl_ms} when granted or extended; {0, pttl_ms, holder} when another holds it.
 _ACQUIRE = """
 local holder = redis.call('HGET', KEYS[1], 'holder')
@@ -96,6 +96,10 @@ if holder then
   return {0, redis.call('PTTL', KEYS[1]), holder}
 end
 local term = redis.call('INCR', KEYS[2])
+if term < tonumber(ARGV[3]) then
+  term = tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], term)
+end
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'term', term)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {term, tonumber(ARGV[2])}
@@ -313,9 +317,12 @@ class RedisBackend:
             f"{lease.term} ({now})"
         )
 
-    def acquire(self, node: str, ttl: float) -> Lease | None:
+    def acquire(self, node: str, ttl: float, min_term: int = 0) -> Lease | None:
         answer = self._run(
-            self._acquire, "acquire", [self._lease_key, self._term_key], [node, _ms(ttl)]
+            self._acquire,
+            "acquire",
+            [self._lease_key, self._term_key],
+            [node, _ms(ttl), min_term],
         )
         term, ms = _int(answer[0]), _int(answer[1])
         if term == 0:
@@ -412,7 +419,9 @@ class RedisBackend:
 
     # -- snapshots ----------------------------------------------------------------------------
 
-    def save_snapshot(self, lease: Lease, snapshot: Snapshot) -> None:
+    def save_snapshot(
+        self, lease: Lease, snapshot: Snapshot, rows: Sequence[Row] | None = None
+    ) -> None:
         keys = [self._lease_key, self._log_key, self._snap_key]
         args: list[EncodableT] = [
             lease.holder,

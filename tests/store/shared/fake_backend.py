@@ -46,6 +46,12 @@ class FakeDatabase:
         self._grew = trio.Event()
         self.secret = b"fake peer secret"
 
+    def wipe(self) -> None:
+        """Lose everything, as a Redis without persistence does when it restarts."""
+        self.holder, self.term, self.expires = None, 0, 0.0
+        self.log, self.snapshot, self.rows = [], None, {}
+        self.secret = b"fake peer secret after a wipe"
+
     def now(self) -> float:
         return trio.current_time()
 
@@ -88,13 +94,13 @@ class FakeBackend:
     def close(self) -> None:
         self.opened = False
 
-    def acquire(self, node: str, ttl: float) -> Lease | None:
+    def acquire(self, node: str, ttl: float, min_term: int = 0) -> Lease | None:
         self._reachable()
         db, now = self.db, self.db.now()
         if db.holder is not None and db.expires > now and db.holder != node:
             return None
         if db.holder != node or db.expires <= now:
-            db.term += 1
+            db.term = max(db.term + 1, min_term)
         db.holder, db.expires = node, now + ttl
         return Lease(node, db.term, ttl)
 
@@ -150,13 +156,17 @@ class FakeBackend:
     def wait_for_entries(self, after: int, timeout: float) -> None:
         self._reachable()  # FakeHop.wait waits on the virtual clock instead
 
-    def save_snapshot(self, lease: Lease, snapshot: Snapshot) -> None:
+    def save_snapshot(
+        self, lease: Lease, snapshot: Snapshot, rows: Sequence[Row] | None = None
+    ) -> None:
         self._reachable()
         if not self.db.held_by(lease):
             self.db.fenced += 1
             raise Fenced(f"term {lease.term} is over")
         self.db.snapshot = snapshot
         self.db.log = [e for e in self.db.log if e.index > snapshot.index]
+        if rows is not None:
+            self.db.rows = {row["id"]: row for row in rows}
 
     def load_snapshot(self) -> Snapshot | None:
         self._reachable()

@@ -53,7 +53,10 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class PrivateRedis:
-    def __init__(self) -> None:
+    """``persistent=False``: no AOF, as the machine's own Redis runs: a restart loses all."""
+
+    def __init__(self, *, persistent: bool = True) -> None:
+        self.persistent = persistent
         self.binary = _require("redis-server", "redis-server (apt-get install redis-server)")
         self.dir = Path(tempfile.mkdtemp(prefix="taskd-redis-"))
         [self.port] = free_ports(1)
@@ -77,7 +80,7 @@ class PrivateRedis:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
-            "--appendonly", "yes",
+            "--appendonly", "yes" if self.persistent else "no",
             "--appendfsync", "always",
             "--save", "",
             "--maxmemory-policy", "noeviction",

@@ -26,10 +26,11 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 from tests.conftest import NodeFactory, NodeProcess
 from tests.node.rest import get
-from tests.store.shared.nodes import LEASE, ready, role, two_nodes, wait_for
+from tests.store.shared.nodes import LEASE, ready, role, submit, two_nodes, wait_for
 from tests.store.shared.privateserver import PrivatePostgres, PrivateRedis
 from tests.store.shared.submitload import SubmitLoad
 
@@ -211,3 +212,33 @@ def test_the_other_node_takes_over_a_leader_killed_while_the_database_was_down(
     # and to hold every acknowledged task, each completed once
     assert {answer.node for answer in load.unreachable} <= {leader.http_url}
     expect_each_acknowledged_task_completed_once([follower], load, database, runs, within=20)
+
+
+def test_a_redis_restarted_without_persistence_is_rebuilt_from_the_nodes_memory(
+    node_factory: NodeFactory,
+) -> None:
+    # Given two nodes on a Redis that keeps nothing on disk, and tasks acknowledged by both
+    with PrivateRedis(persistent=False) as server:
+        url = server.url("forgetful")
+        leader, follower = two_nodes(node_factory, url)
+        ids = [submit(leader, "forgetful") for _ in range(10)]
+        ids += [submit(follower, "forgetful") for _ in range(10)]
+        # When Redis is killed and started again, empty
+        server.crash()
+        server.start()
+        # Expect both nodes to carry on (not crash), ready by themselves, one leading
+        for node in (leader, follower):
+            wait_for(lambda node=node: ready(node), 20, f"{node} ready")  # type: ignore[misc]
+            assert node.proc is not None and node.proc.poll() is None, node.stderr_text()[-3000:]
+        # with every acknowledged task, on both, and taking writes again on both
+        ids.append(submit(leader, "forgetful"))
+        ids.append(submit(follower, "forgetful"))
+        for node in (leader, follower):
+            for task_id in ids:
+                code, task = get(f"{node.http_url}/api/v1/tasks/{task_id}")
+                assert code == 200 and task["state"] == "queued", (node, task_id, task)
+        # and Redis holding the rebuilt log again (a snapshot, then the new writes)
+        with redis.Redis.from_url(url.split("?")[0]) as client:
+            assert client.hget("{forgetful}:snap", "index") is not None
+        for node in (leader, follower):
+            node.terminate()  # before their database goes

@@ -678,3 +678,83 @@ async def test_a_forwarded_write_the_follower_cannot_read_back_is_answered_in_bo
         b.backend.down = False
         await until(lambda: b.machine.items == [b"y@a"])
         nursery.cancel_scope.cancel()
+
+
+# -- a database that forgets --------------------------------------------------------------------
+
+
+async def test_a_database_that_lost_its_data_is_rebuilt_by_the_last_leader_from_memory(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader and a follower that forwards, with commands acknowledged through both
+    db, forwards = FakeDatabase(), MemoryForwards()
+    a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        assert [await a.store.propose(b"x"), await b.store.propose(b"y")] == [(1, 0), (2, 1)]
+        await until(lambda: b.machine.items == [b"x", b"y@a"])
+        # When the database loses everything (a Redis restarted without persistence)
+        db.wipe()
+        # Expect the last leader to rebuild the log from its memory, at once, and to take
+        # writes again in a term above every term seen before
+        await until(lambda: a.store.rebuilds == 1 and a.store.leadership.term is not None)
+        assert a.store.leadership.term is not None and a.store.leadership.term > 1
+        assert db.snapshot is not None and db.snapshot.index == 2
+        assert await a.store.propose(b"z") == (3, 2)
+        # and the follower to drop its state for the database's, then go on forwarding
+        await until(lambda: b.store.resets == 1)
+        assert await b.store.propose(b"w") == (4, 3)
+        await until(lambda: a.machine.items == b.machine.items == [b"x", b"y@a", b"z", b"w@a"])
+        assert b.store.rebuilds == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_database_that_lost_its_data_is_rebuilt_by_a_follower_when_the_leader_is_stuck(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a follower holding every acknowledged command, and a leader that is stuck
+    db = FakeDatabase()
+    a, b = node(db, "a"), node(db, "b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await a.store.propose_many([b"x", b"y"])
+        await until(lambda: b.machine.items == [b"x", b"y"])
+        a.hop.pause()
+        # When the database loses everything
+        db.wipe()
+        started = trio.current_time()
+        # Expect the follower to lead and rebuild the log from its memory, after giving the
+        # last leader a lease period to do it
+        await until(lambda: b.store.rebuilds == 1 and b.store.leadership.term is not None)
+        assert TTL <= trio.current_time() - started < 3 * TTL
+        assert await b.store.propose(b"z") == (3, 2)
+        # and the old leader, unstuck, to follow the rebuilt database, not its own past
+        a.hop.resume()
+        await until(lambda: a.store.resets == 1 and a.machine.items == [b"x", b"y", b"z"])
+        assert a.store.rebuilds == 0 and a.store.leadership.term is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_database_restored_from_an_older_backup_is_rebuilt_with_every_task_row(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader with four commands durable, and a task table
+    db = FakeDatabase()
+    a = node(db, "a")
+    a.store._all_rows = lambda: [{"id": item.decode()} for item in a.machine.items]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await a.store.propose_many([b"1", b"2", b"3", b"4"])
+        # When the database comes back from a backup taken after the second (same secret)
+        db.log = db.log[:2]
+        db.holder = None
+        # Expect the leader, fenced on its next write, to rebuild the log and the table
+        with pytest.raises((NotLeader, Unavailable)):
+            await a.store.propose(b"5")
+        await until(lambda: a.store.rebuilds == 1 and a.store.leadership.term is not None)
+        assert db.snapshot is not None and db.snapshot.index == 4
+        assert sorted(db.rows) == ["1", "2", "3", "4"]
+        assert await a.store.propose(b"5") == (5, 4)
+        nursery.cancel_scope.cancel()
