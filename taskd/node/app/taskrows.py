@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from taskd.queue.task import Task
-
 from taskd.queue.commands import Outcome
 from taskd.queue.scheduler import Scheduler
+from taskd.queue.task import Task
 from taskd.store.shared.backend import Row
 
 
