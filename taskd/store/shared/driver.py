@@ -648,7 +648,8 @@ class SharedStore:
             try:
                 return await self._hop.call(partial(self.backend.read, after, self.read_limit))
             except ValueError:  # dropped by a snapshot
-                if not await self._restore_latest():
+                if not await self._restore_latest() and self._applied == after:
+                    # (another task, a reset's catch-up, may have restored it meanwhile)
                     gone = f"entries after {after} are gone and no snapshot covers them"
                     raise RuntimeError(gone) from None
 
