@@ -74,8 +74,8 @@ def cluster_message(exc: ClusterError, leader: str | None) -> str:
         if leader:
             return f"this node is not the leader; retry, or send it to the leader at {leader}"
         return (
-            "no leader is known yet (an election is under way, or this node cannot reach a "
-            "majority of the cluster); retry shortly"
+            "no leader is known yet (an election or a takeover is under way, or this node "
+            "cannot reach a majority of the cluster or its database); retry shortly"
         )
     text = str(exc) or "the cluster cannot take requests now"
     if "read it back" in text:  # an unknown outcome: retrying blindly could do it twice
