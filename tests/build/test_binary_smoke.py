@@ -25,6 +25,8 @@ import pytest
 
 import taskd
 from tests.node.rest import get, post
+from tests.store.shared import pgserver, redisserver
+from tests.store.shared.nodes import two_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -141,6 +143,26 @@ def test_node_from_the_binary_takes_a_task_and_stops_cleanly(
     assert node.terminate() == 0, node.stderr_text()
 
     assert node_mb <= IDLE_RSS_LIMIT_MB, f"idle RSS of the node process is {node_mb:.1f} MB"
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_nodes_from_the_binary_share_a_database_and_forward_writes(
+    binary_env: Path, node_factory, kind: str
+) -> None:
+    # Given two nodes from the copied binary on one shared database (its client library,
+    # psycopg or redis-py, packed inside the binary)
+    with pgserver.fresh_database() if kind == "postgres" else redisserver.fresh_prefix() as where:
+        url = where if kind == "postgres" else f"{redisserver.URL}?prefix={where}"
+        leader, follower = two_nodes(node_factory, url)
+        # When a task is submitted to the follower
+        status, task = post(f"{follower.http_url}/api/v1/tasks", {"queue": "packed"})
+        # Expect it forwarded to the leader and readable on both
+        assert status == 201, task
+        for node in (leader, follower):
+            status, again = get(f"{node.http_url}/api/v1/tasks/{task['id']}")
+            assert status == 200 and again["state"] == "queued", again
+        for node in (leader, follower):
+            assert node.terminate() == 0, node.stderr_text()
 
 
 def _fallback_env(tmp_path: Path) -> dict[str, str]:
