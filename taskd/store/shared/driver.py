@@ -260,7 +260,12 @@ class SharedStore:
             if self._forwarder is None:
                 raise NotLeader(self._holder)
             return await self._forward(list(items))
-        proposal = await self._run_proposal(list(items))
+        try:
+            proposal = await self._run_proposal(list(items))
+        except NotLeader:  # it stepped down before the round: nothing applied, so forward it
+            if self._forwarder is None:
+                raise
+            return await self._forward(list(items))
         return proposal.results
 
     async def _run_proposal(self, items: list[bytes]) -> _Proposal:
@@ -519,7 +524,13 @@ class SharedStore:
         if forgot is not None and view.holder not in (None, self.node_id):
             await self._reset(forgot, view.holder)
             return False
-        if view.holder is not None:  # our own lease from before a step-down too: let it end
+        if view.holder == self.node_id:
+            # Its own lease, though it does not lead: a renewal in flight when it stepped down
+            # extended it (or a previous process of this node held it). Give it up, so that
+            # a node leads again now rather than when it runs out.
+            await self._hop.call(partial(self.backend.release, Lease(self.node_id, view.term, 0.0)))
+            return False
+        if view.holder is not None:
             return False
         if forgot is not None and not self._may_rebuild():
             return False

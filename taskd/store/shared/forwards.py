@@ -36,6 +36,7 @@ from taskd.errors import NotLeader, Unavailable
 from taskd.store.raft import forwardstream, wire
 from taskd.store.raft.forwardstream import ForwardStream
 from taskd.store.raft.grpctransport import split_address
+from taskd.store.raft.transport import PeerUnreachable
 from taskd.store.shared.driver import ForwardUnknown
 
 SECRET_HEADER = "x-taskd-peer-secret"
@@ -72,7 +73,7 @@ class ForwardClient:
         lost its data and a node made a new one)."""
         secret = self._secret()
         if secret is None:
-            raise Unavailable("this node has not read the peer secret from the database yet")
+            raise PeerUnreachable("this node has not read the peer secret from the database yet")
         found = self._peers.get(leader)
         if found is not None and found[0] != secret:
             self._drop(leader)

@@ -758,3 +758,38 @@ async def test_a_database_restored_from_an_older_backup_is_rebuilt_with_every_ta
         assert sorted(db.rows) == ["1", "2", "3", "4"]
         assert await a.store.propose(b"5") == (5, 4)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_write_queued_on_a_leader_that_stepped_down_is_forwarded_to_the_next(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader whose round hangs (its database calls stall) with a second write queued
+    db, forwards = FakeDatabase(), MemoryForwards()
+    a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        a.hop.pause()
+        answers: dict[bytes, object] = {}
+
+        async def write(data: bytes) -> None:
+            try:
+                answers[data] = await a.store.propose(data)
+            except Unavailable as exc:
+                answers[data] = exc
+
+        nursery.start_soon(write, b"1")
+        await until(lambda: a.store._round is not None)
+        nursery.start_soon(write, b"2")
+        # When it steps down (its lease could lapse) and comes back as a follower
+        await until(lambda: a.store.leadership.term is None)
+        a.hop.resume()
+        await until(lambda: len(answers) == 2)
+        # Expect the write in the hung round answered unknown (its append went through once
+        # the calls resumed, still within the lease), and the queued one (never applied)
+        # forwarded to the new leader and acknowledged; the new leader without waiting for
+        # the lease the late renewal extended (the old leader gave it up)
+        assert isinstance(answers[b"1"], Unavailable) and "unknown" in str(answers[b"1"])
+        assert b.store.leadership.term == 2
+        assert [e.data for e in db.log] == [b"1", b"2@b"] and answers[b"2"] == (2, 1)
+        nursery.cancel_scope.cancel()
