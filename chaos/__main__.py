@@ -19,7 +19,7 @@ import orjson
 import trio
 from rich.console import Console
 
-from chaos import checker, report
+from chaos import checker, databases, report
 from chaos.cluster import DEFAULT_TASKD
 from chaos.history import History
 from chaos.load import LoadConfig
@@ -59,6 +59,19 @@ def parser() -> argparse.ArgumentParser:
         help="nodes dial each other directly (no partitions or slow links; kills and pauses only)",
     )
     p.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs")
+    p.add_argument(
+        "--store",
+        choices=("raft", *databases.KINDS),
+        default="raft",
+        help="raft (default: --peers), or nodes on a fresh database of the machine's PostgreSQL "
+        "(127.0.0.1:5432) or Redis (127.0.0.1:6379), each behind its own proxy to it",
+    )
+    p.add_argument(
+        "--store-lease",
+        type=float,
+        default=1.0,
+        help="the nodes' --store-lease on postgres or redis (default 1 s)",
+    )
     return p
 
 
@@ -108,6 +121,19 @@ def main(argv: list[str]) -> int:
 
 def run_one(args: argparse.Namespace, seed: int, out: Path | None) -> int:
     """One run with ``seed``: 0 clean, 1 violations, 2 no run."""
+    if args.store == "raft":
+        return _run_on(args, seed, out, None)
+    try:
+        with databases.fresh(args.store) as database:
+            return _run_on(args, seed, out, database)
+    except databases.DatabaseError as exc:
+        print(f"chaos: the run could not happen: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_on(
+    args: argparse.Namespace, seed: int, out: Path | None, database: databases.Database | None
+) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = out or Path("chaos-runs") / f"{stamp}-seed{seed}"
     load = LoadConfig(
@@ -127,9 +153,13 @@ def run_one(args: argparse.Namespace, seed: int, out: Path | None) -> int:
         keep_data=args.keep_data,
         proxied=not args.no_proxies,
         taskd=tuple(shlex.split(args.taskd)) if args.taskd else DEFAULT_TASKD,
+        database=database,
+        store_lease=args.store_lease,
     )
     console = _console()
     console.print(f"chaos: run dir {out} (seed {seed}; replay the schedule with --seed {seed})")
+    if database is not None:
+        console.print(f"chaos: nodes on {database.kind} {database.name} (removed afterwards)")
     run = ChaosRun(settings, say=lambda line: console.print(line, soft_wrap=True))
     try:
         history = trio.run(run.run)

@@ -2,7 +2,10 @@
 
 Theory of operation: ``layout`` decides every port and path of a cluster up front — per node a
 gRPC port (its member id ``127.0.0.1:<port>``), an HTTP port, a data dir and a log file; per
-directed pair (a, b) a proxy port that node a dials instead of b (``--peer-route``). A
+directed pair (a, b) a proxy port that node a dials instead of b (``--peer-route``). On a
+shared database (``Database``: ``--store postgres://`` or ``redis://``) there are no
+``--peers`` and no links between nodes (they only forward writes, to whichever leads): instead
+each node a has one link a→``DATABASE``, a proxy port its ``--store`` URL names. A
 ``Node`` is one member's process slot: ``start`` spawns ``python -m taskd`` (or ``--taskd``'s
 command) with the same flags every time, appending to the same log, so a restart is the same
 member on the same data dir; ``kill`` is SIGKILL, ``pause``/``resume`` SIGSTOP/SIGCONT,
@@ -27,17 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from chaos.databases import Database
 from chaos.ports import PortPool
 
 HOST = "127.0.0.1"
+DATABASE = "database"  # the destination of a node's link to a shared store
 
 
 @dataclass(frozen=True, slots=True)
 class LinkSpec:
     source: str  # member dialing
-    destination: str  # member dialed
+    destination: str  # member dialed, or DATABASE
     port: int  # where the proxy listens
-    target_port: int  # the destination's gRPC port
+    target_port: int  # the destination's gRPC port (the database server's port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ class NodeSpec:
     data_dir: Path
     log_path: Path
     routes: dict[str, str] = field(default_factory=dict)  # member -> address to dial
+    store_port: int | None = None  # a shared store: the port to dial it on (its proxy's)
 
     @property
     def grpc_port(self) -> int:
@@ -68,23 +74,42 @@ class Layout:
         return [n.member for n in self.nodes]
 
 
-def layout(count: int, pool: PortPool, data_root: Path, log_root: Path, *, proxied: bool) -> Layout:
+def layout(
+    count: int,
+    pool: PortPool,
+    data_root: Path,
+    log_root: Path,
+    *,
+    proxied: bool,
+    database: Database | None = None,
+) -> Layout:
     grpc = pool.take_many(count)
     http = pool.take_many(count)
     members = [f"{HOST}:{p}" for p in grpc]
     links: list[LinkSpec] = []
-    if proxied and count > 1:
+    if database is not None:
+        if proxied:
+            links = [LinkSpec(m, DATABASE, pool.take(), database.port) for m in members]
+    elif proxied and count > 1:
         for a in range(count):
             for b in range(count):
                 if a != b:
                     links.append(LinkSpec(members[a], members[b], pool.take(), grpc[b]))
     nodes = []
     for i, member in enumerate(members):
-        routes = {
-            link.destination: f"{HOST}:{link.port}" for link in links if link.source == member
-        }
+        mine = [link for link in links if link.source == member]
+        routes = {x.destination: f"{HOST}:{x.port}" for x in mine if x.destination != DATABASE}
+        store_port = next((x.port for x in mine if x.destination == DATABASE), None)
         nodes.append(
-            NodeSpec(i, member, http[i], data_root / f"n{i}", log_root / f"node-{i}.log", routes)
+            NodeSpec(
+                i,
+                member,
+                http[i],
+                data_root / f"n{i}",
+                log_root / f"node-{i}.log",
+                routes,
+                store_port,
+            )
         )
     return Layout(nodes, links)
 
@@ -196,12 +221,21 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def node_argv(
-    spec: NodeSpec, members: Sequence[str], taskd: Sequence[str], extra: Sequence[str]
+    spec: NodeSpec,
+    members: Sequence[str],
+    taskd: Sequence[str],
+    extra: Sequence[str],
+    database: Database | None = None,
 ) -> list[str]:
+    """The node's command: a Raft member (``--peers``), or on ``database`` through its proxy
+    (``--store URL``; the lease and the rest come in ``extra``)."""
+    if database is not None:
+        where = ["--store", database.url(spec.store_port)]
+    else:
+        where = ["--peers", ",".join(members)]
     argv = [
         *taskd,
-        "--peers",
-        ",".join(members),
+        *where,
         "--grpc",
         spec.member,
         "--http",
@@ -225,10 +259,11 @@ class Cluster:
         taskd: Sequence[str] = DEFAULT_TASKD,
         extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        database: Database | None = None,
     ) -> None:
         self.layout = lay
         self.nodes = {
-            spec.member: Node(spec, node_argv(spec, lay.members, taskd, extra), env)
+            spec.member: Node(spec, node_argv(spec, lay.members, taskd, extra, database), env)
             for spec in lay.nodes
         }
 

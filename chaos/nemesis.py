@@ -14,6 +14,13 @@ restart), ``pause`` (SIGSTOP, SIGCONT), ``isolate``
 majority), ``one-way`` (the target's outbound links only), ``slow`` (every link delayed by
 50-300 ms), ``kill-all`` (every node at once, rare). A single-node cluster gets only kill and
 pause: there is no network to fault. ``heal_all`` undoes everything, whatever is in effect.
+
+On a shared database (``shared=True``) the nodes talk to each other only to forward writes to
+the leader, and the network the nemesis controls is each node's one link to the database, so
+the partitions become ``cut-db`` (the target loses its database: a leader's lease runs out, a
+follower answers 503) and ``cut-db-majority`` (the target and enough others to make a
+majority); ``slow`` delays every node's database traffic; ``one-way`` has no meaning there
+(a link is one TCP connection per query) and is left out. Process faults stay as they are.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 
 import trio
 
-from chaos.cluster import Cluster
+from chaos.cluster import DATABASE, Cluster
 from chaos.history import History, NemesisEvent
 from chaos.observe import Observer
 from chaos.proxy import Network
@@ -38,6 +45,15 @@ _KINDS = (
     ("isolate", 2.0),
     ("split", 1.5),
     ("one-way", 1.0),
+    ("slow", 1.0),
+    ("kill-all", 0.3),
+)
+_SHARED_KINDS = (  # nodes on a shared database: each node's link to it is the network
+    ("kill", 3.0),
+    ("terminate", 1.0),
+    ("pause", 2.0),
+    ("cut-db", 2.0),
+    ("cut-db-majority", 1.5),
     ("slow", 1.0),
     ("kill-all", 0.3),
 )
@@ -56,11 +72,17 @@ class Fault:
     param: float = 0.0  # slow: the delay in seconds; split: a fraction picking the minority
 
 
-def schedule(seed: int, duration: float, members: int, *, network: bool = True) -> list[Fault]:
+def schedule(
+    seed: int, duration: float, members: int, *, network: bool = True, shared: bool = False
+) -> list[Fault]:
     """Faults from ``WARMUP`` to ``duration``; each healed before the next starts. Without a
-    ``network`` (one member, or no proxies) only process faults."""
+    ``network`` (one member, or no proxies) only process faults; ``shared``: the faults of
+    nodes on a shared database (its links exist even for one node)."""
     rng = random.Random(seed)
-    kinds = [(k, w) for k, w in _KINDS if (network and members > 1) or k in _LOCAL_KINDS]
+    if shared:
+        kinds = [(k, w) for k, w in _SHARED_KINDS if network or k in _LOCAL_KINDS]
+    else:
+        kinds = [(k, w) for k, w in _KINDS if (network and members > 1) or k in _LOCAL_KINDS]
     faults: list[Fault] = []
     t = WARMUP
     while True:
@@ -156,6 +178,15 @@ class Nemesis:
         elif fault.kind == "one-way":
             cut = self.network.one_way([target], members)
             what = f"one-way: {target} cannot send to the others"
+        elif fault.kind == "cut-db":
+            cut = self.network.cut([(target, DATABASE)])
+            what = f"cut-db {fault.target} {target} from the database"
+        elif fault.kind == "cut-db-majority":
+            others = [m for m in members if m != target]
+            self.rng.shuffle(others)
+            majority = [target, *others[: len(members) // 2]]
+            cut = self.network.cut((m, DATABASE) for m in majority)
+            what = f"cut-db-majority {sorted(majority)} from the database"
         elif fault.kind == "slow":
             cut = self.network.slow(fault.param)
             what = f"slow: every link delayed {fault.param * 1000:.0f} ms"

@@ -2,7 +2,8 @@
 
 Theory of operation (all in one trio run, with a trio-asyncio loop for the gRPC clients):
 
-1. lay out ports and dirs; serve one proxy per directed link; start the nodes;
+1. lay out ports and dirs; serve one proxy per directed link (on a shared database: one per
+   node, between it and the database, which ``chaos.databases`` made fresh); start the nodes;
 2. wait for a leader and every node ready (``/readyz``), then start polling cluster status;
 3. for ``duration`` seconds: submitters and HTTP workers run, and the nemesis applies its
    seeded faults;
@@ -33,7 +34,8 @@ import trio
 import trio_asyncio
 
 from chaos.checker import differences
-from chaos.cluster import DEFAULT_TASKD, Cluster, layout
+from chaos.cluster import DATABASE, DEFAULT_TASKD, Cluster, layout
+from chaos.databases import Database
 from chaos.history import FinalRead, History, LogLeader
 from chaos.load import Acknowledged, GrpcPool, LoadConfig, Submitter
 from chaos.nemesis import Nemesis, schedule
@@ -68,10 +70,14 @@ class Settings:
     settle: float = 30.0  # after healing: for a leader, readiness, and agreeing replicas
     drain: float = 15.0  # after the submitters stop: for the workers to empty the queues
     keep_data: bool = False
+    database: Database | None = None  # nodes on this shared store instead of Raft
+    store_lease: float = 1.0  # --store-lease on a shared store: takeovers within the faults
 
     def extra_args(self) -> list[str]:
         args = ["--worker-lease", f"{self.worker_lease:g}", "--snapshot-every"]
         args += [str(self.snapshot_every), "--shutdown-grace", f"{self.shutdown_grace:g}"]
+        if self.database is not None:
+            args += ["--store-lease", f"{self.store_lease:g}"]
         if self.election_timeout is not None:
             args += ["--election-timeout", f"{self.election_timeout:g}"]
         if self.load.exec_queue:
@@ -120,14 +126,20 @@ class ChaosRun:
         self.history = History()
         self.data_root = Path(tempfile.mkdtemp(prefix="taskd-chaos-"))
         settings.out.mkdir(parents=True, exist_ok=True)
+        db = settings.database
         lay = layout(
-            settings.nodes, PortPool(), self.data_root, settings.out, proxied=settings.proxied
+            settings.nodes,
+            PortPool(),
+            self.data_root,
+            settings.out,
+            proxied=settings.proxied,
+            database=db,
         )
-        self.cluster = Cluster(lay, taskd=settings.taskd, extra=settings.extra_args())
-        index = {n.member: n.index for n in lay.nodes}
+        self.cluster = Cluster(lay, taskd=settings.taskd, extra=settings.extra_args(), database=db)
+        name = {n.member: f"n{n.index}" for n in lay.nodes} | {DATABASE: "db"}
         self.links = {
             (ls.source, ls.destination): Link(
-                f"n{index[ls.source]}->n{index[ls.destination]}", ls.target_port
+                f"{name[ls.source]}->{name[ls.destination]}", ls.target_port
             )
             for ls in lay.links
         }
@@ -138,7 +150,11 @@ class ChaosRun:
         if settings.load.exec_queue:
             self.queues.append(settings.load.exec_queue)
         self.faults = schedule(
-            settings.seed, settings.duration, settings.nodes, network=self.network is not None
+            settings.seed,
+            settings.duration,
+            settings.nodes,
+            network=self.network is not None,
+            shared=db is not None,
         )
         self.history.meta = {
             "seed": settings.seed,
@@ -152,6 +168,8 @@ class ChaosRun:
             "worker_queues": [settings.load.queue],
             "queues": self.queues,
             "proxied": self.network is not None,
+            "store": db.kind if db else "raft",
+            "database": db.name if db else None,
             "started": time.time(),
         }
 
