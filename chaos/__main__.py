@@ -1,5 +1,7 @@
-"""``python -m chaos [--duration S] [--nodes N] [--seed N] [--runs K] ...``; ``check FILE``;
-``timeline FILE`` (the run's faults, leader changes and writes per second, in time order).
+"""``python -m chaos [--duration S] [--nodes N] [--seed N] [--runs K] [--store raft|postgres|redis]
+...``; ``check FILE``; ``timeline FILE`` (the run's faults, leader changes and writes per second,
+in time order). ``--store postgres|redis``: the nodes on a fresh shared database, made and
+removed by ``chaos.databases`` (README.md).
 
 Exit status: 0 when the account has no violation, 1 when it has, 2 when the run itself could
 not happen (bad flags, a cluster that never came up).

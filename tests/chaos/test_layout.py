@@ -2,7 +2,9 @@
 
 Given 3 nodes with proxies, Expect every directed pair to have its own proxy port in the chaos
 range and each node to dial every other member through the proxy of that pair
-(``--peer-route``), its own address never routed; without proxies, no routes at all. And Expect
+(``--peer-route``), its own address never routed; without proxies, no routes at all. On a
+shared database, Expect no ``--peers`` and no routes, but one proxy per node to the database,
+whose port that node's ``--store`` URL names. And Expect
 the CPU reading of a process and the failover measurement (the first acknowledgement of a
 write sent after the kill) to mean what the benchmarks say.
 """
@@ -16,7 +18,8 @@ import trio
 import trio.testing
 
 from bench.failover import Writes
-from chaos.cluster import layout, node_argv, process_cpu_seconds
+from chaos.cluster import DATABASE, layout, node_argv, process_cpu_seconds
+from chaos.databases import Database
 from chaos.ports import HIGH, LOW, PortPool
 
 
@@ -40,6 +43,30 @@ def test_every_directed_link_has_its_own_proxy_and_route(tmp_path: Path):
             assert link.target_port == int(member.rpartition(":")[2])
     plain = layout(3, PortPool(), tmp_path / "d2", tmp_path, proxied=False)
     assert not plain.links and all(not n.routes for n in plain.nodes)
+
+
+def test_on_a_shared_database_each_node_dials_it_through_its_own_proxy(tmp_path: Path):
+    for db, url in (
+        (
+            Database("postgres", "127.0.0.1", 5432, "chaos_x"),
+            "postgres://postgres@127.0.0.1:{}/chaos_x",
+        ),
+        (Database("redis", "127.0.0.1", 6379, "chaos-x"), "redis://127.0.0.1:{}/0?prefix=chaos-x"),
+    ):
+        lay = layout(3, PortPool(), tmp_path / "data", tmp_path, proxied=True, database=db)
+        assert [(ln.source, ln.destination) for ln in lay.links] == [
+            (m, DATABASE) for m in lay.members
+        ]
+        assert {ln.target_port for ln in lay.links} == {db.port}
+        for node, link in zip(lay.nodes, lay.links, strict=True):
+            assert not node.routes and node.store_port == link.port
+            argv = node_argv(node, lay.members, ("taskd",), (), db)
+            assert "--peers" not in argv and "--peer-route" not in argv
+            assert argv[argv.index("--store") + 1] == url.format(link.port)
+        plain = layout(2, PortPool(), tmp_path / "d2", tmp_path, proxied=False, database=db)
+        assert not plain.links
+        argv = node_argv(plain.nodes[0], plain.members, ("taskd",), (), db)
+        assert argv[argv.index("--store") + 1] == url.format(db.port)
 
 
 def test_process_cpu_seconds_reads_utime_plus_stime():
