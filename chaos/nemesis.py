@@ -19,8 +19,10 @@ On a shared database (``shared=True``) the nodes talk to each other only to forw
 the leader, and the network the nemesis controls is each node's one link to the database, so
 the partitions become ``cut-db`` (the target loses its database: a leader's lease runs out, a
 follower answers 503) and ``cut-db-majority`` (the target and enough others to make a
-majority); ``slow`` delays every node's database traffic; ``one-way`` has no meaning there
-(a link is one TCP connection per query) and is left out. Process faults stay as they are.
+majority); ``lose-db-answers`` replaces ``one-way``: the target's queries still reach the
+database (a write commits) but its answers are lost, and at the heal the target's
+connections are reset (``Link.mute``); ``slow`` delays every node's database traffic. Process
+faults stay as they are.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ _SHARED_KINDS = (  # nodes on a shared database: each node's link to it is the n
     ("pause", 2.0),
     ("cut-db", 2.0),
     ("cut-db-majority", 1.5),
+    ("lose-db-answers", 1.0),
     ("slow", 1.0),
     ("kill-all", 0.3),
 )
@@ -187,6 +190,9 @@ class Nemesis:
             majority = [target, *others[: len(members) // 2]]
             cut = self.network.cut((m, DATABASE) for m in majority)
             what = f"cut-db-majority {sorted(majority)} from the database"
+        elif fault.kind == "lose-db-answers":
+            cut = self.network.mute([(target, DATABASE)])
+            what = f"lose-db-answers {fault.target} {target}: its queries arrive, answers do not"
         elif fault.kind == "slow":
             cut = self.network.slow(fault.param)
             what = f"slow: every link delayed {fault.param * 1000:.0f} ms"

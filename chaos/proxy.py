@@ -11,6 +11,11 @@ chunk is due ``delay`` seconds after it was read, so a slow link delays without 
   (When the destination itself is down, the proxy has already accepted: the dialer sees its
   connection reset right after connecting — the one way a proxy cannot be invisible.)
 - ``slow(seconds)``: the delay applies to chunks read from then on.
+- ``mute()``: a black hole one way — what the target sends back is read and dropped, while
+  what the dialer sends still arrives (a query runs, a write commits, and its answer is lost).
+  Connects still succeed (the proxy accepts them) and then hear nothing. TCP cannot lose
+  bytes inside a connection that lives on, so ``heal()`` resets every connection open at the
+  time, as the dialer's own timeouts would have.
 
 A proxy must not add faults of its own: a direct connect to a dead member is refused, so
 ``Network.member_down`` (told by the nemesis when it kills one) closes the links into it and
@@ -54,6 +59,7 @@ class Link:
         self.port = 0  # known once ``serve`` has bound
         self.delay = 0.0
         self.is_cut = False
+        self.is_muted = False  # answers from the target are dropped
         self.accepted = 0
         self.refused = 0
         self.forwarded = 0  # bytes, both directions
@@ -90,15 +96,24 @@ class Link:
     def cut(self) -> None:
         self.is_cut = True
         self._changed()
+        self._reset_connections()
+
+    def heal(self) -> None:
+        if self.is_muted:  # the connections that lost answers cannot go on
+            self.is_muted = False
+            self._reset_connections()
+        self.is_cut = False
+        self.delay = 0.0
+        self._changed()
+
+    def mute(self) -> None:
+        self.is_muted = True
+
+    def _reset_connections(self) -> None:
         for stream in list(self._streams):
             _reset(stream)
         for scope in list(self._connections):
             scope.cancel()
-
-    def heal(self) -> None:
-        self.is_cut = False
-        self.delay = 0.0
-        self._changed()
 
     def slow(self, seconds: float) -> None:
         self.delay = max(0.0, seconds)
@@ -184,7 +199,9 @@ class Link:
                 self._streams.add(outbound)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, inbound, outbound, nursery.cancel_scope)
-                    nursery.start_soon(self._pump, outbound, inbound, nursery.cancel_scope)
+                    nursery.start_soon(
+                        self._pump, outbound, inbound, nursery.cancel_scope, "answers"
+                    )
         finally:
             self._connections.discard(scope)
             for stream in (inbound, outbound):
@@ -193,9 +210,14 @@ class Link:
                     _reset(stream)
 
     async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        done: trio.CancelScope,
+        direction: str = "requests",
     ) -> None:
-        """Copy ``source`` to ``sink``, each chunk held until its due time; end both on EOF."""
+        """Copy ``source`` to ``sink``, each chunk held until its due time; end both on EOF.
+        The ``answers`` direction drops what it reads while the link is muted."""
         send, receive = trio.open_memory_channel[tuple[float, bytes]](_BUFFERED_CHUNKS)
 
         async def read() -> None:
@@ -211,6 +233,8 @@ class Link:
                 try:
                     async for due, data in receive:
                         await trio.sleep_until(due)
+                        if self.is_muted and direction == "answers":
+                            continue
                         await sink.send_all(data)
                         self.forwarded += len(data)
                 except _BROKEN:
@@ -260,6 +284,14 @@ class Network:
             self.links[pair].slow(seconds)
         return [self.links[p].name for p in chosen]
 
+    def mute(self, pairs: Iterable[tuple[str, str]]) -> list[str]:
+        """What the destinations of ``pairs`` answer is lost (``Link.mute``)."""
+        names = []
+        for pair in pairs:
+            self.links[pair].mute()
+            names.append(self.links[pair].name)
+        return names
+
     def heal(self) -> None:
         for link in self.links.values():
             link.heal()
@@ -278,7 +310,7 @@ class Network:
 
     @property
     def faulted(self) -> bool:
-        return any(link.is_cut or link.delay > 0 for link in self.links.values())
+        return any(link.is_cut or link.is_muted or link.delay > 0 for link in self.links.values())
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {

@@ -43,7 +43,7 @@ def test_a_single_node_gets_only_process_faults():
 
 def test_a_shared_store_gets_database_cuts_instead_of_partitions():
     kinds = {f.kind for seed in range(20) for f in schedule(seed, 60, 3, shared=True)}
-    assert {"cut-db", "cut-db-majority", "kill", "pause"} <= kinds
+    assert {"cut-db", "cut-db-majority", "lose-db-answers", "kill", "pause"} <= kinds
     assert not kinds & {"isolate", "split", "one-way"}
     alone = {f.kind for seed in range(20) for f in schedule(seed, 60, 1, shared=True)}
     assert "cut-db" in alone  # one node still has its link to the database

@@ -4,7 +4,8 @@ Given an echo server and a ``Link`` in front of it (real loopback sockets, chaos
 When bytes go through, the link is cut, healed, and slowed,
 Expect the echo back; then a reset on the open connection and every new connect refused; then
 echoes again (the port bound anew); then each round trip taking at least twice the delay
-(both directions are delayed).
+(both directions are delayed). And When a link is muted, Expect what the dialer sends to
+arrive while the answers are lost, and the heal to reset the connection that lost them.
 """
 
 from __future__ import annotations
@@ -71,6 +72,44 @@ async def test_a_link_forwards_cuts_heals_and_slows():
         start = trio.current_time()
         assert await roundtrip(stream, b"slow") == b"slow"
         assert trio.current_time() - start >= 0.3
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_a_muted_link_delivers_requests_loses_answers_and_resets_at_the_heal():
+    pool = PortPool()
+    target, front = pool.take(), pool.take()
+    arrived: list[bytes] = []
+
+    async def record(stream: trio.SocketStream) -> None:
+        try:
+            while data := await stream.receive_some(65536):
+                arrived.append(data)
+                await stream.send_all(data)
+        except trio.BrokenResourceError:  # the heal resets the proxy's side too
+            pass
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_tcp, record, target)
+        link = Link("a->db", target)
+        await nursery.start(link.serve, front)
+        stream = await trio.open_tcp_stream("127.0.0.1", front)
+        assert await roundtrip(stream, b"before") == b"before"
+
+        # When the link is muted, Expect the request to arrive and no answer within 0.5 s
+        link.mute()
+        await stream.send_all(b"commit")
+        with trio.move_on_after(0.5) as waited:
+            await stream.receive_some(65536)
+        assert waited.cancelled_caught
+        assert arrived == [b"before", b"commit"]
+        assert Network({("a", "db"): link}).faulted
+
+        # When it heals, Expect the connection that lost the answer reset, and a new one to work
+        link.heal()
+        assert await broken(stream)
+        stream = await trio.open_tcp_stream("127.0.0.1", front)
+        assert await roundtrip(stream, b"after") == b"after"
         nursery.cancel_scope.cancel()
 
 
