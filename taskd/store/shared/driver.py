@@ -270,7 +270,13 @@ class SharedStore:
 
     async def _run_proposal(self, items: list[bytes]) -> _Proposal:
         """Queue ``items`` for the next round and wait for it: the proposal, answered."""
-        proposal = _Proposal(items)
+        proposal = await self._settle(_Proposal(items))
+        if proposal.error is not None:
+            raise proposal.error
+        return proposal
+
+    async def _settle(self, proposal: _Proposal) -> _Proposal:
+        """Queue ``proposal`` for the next round and wait until it is answered."""
         self._pending.append(proposal)
         self._work.set()
         try:
@@ -278,8 +284,6 @@ class SharedStore:
         finally:
             if not proposal.done.is_set() and proposal in self._pending:
                 self._pending.remove(proposal)  # cancelled before its round: never applied
-        if proposal.error is not None:
-            raise proposal.error
         return proposal
 
     # -- forwarding (module docstring) ----------------------------------------------------
@@ -299,14 +303,7 @@ class SharedStore:
             return self._term, self._applied + 1
         if self._stamp is not None:
             items = [self._stamp(item) for item in items]
-        proposal = _Proposal(items)
-        self._pending.append(proposal)
-        self._work.set()
-        try:
-            await proposal.done.wait()
-        finally:
-            if not proposal.done.is_set() and proposal in self._pending:
-                self._pending.remove(proposal)
+        proposal = await self._settle(_Proposal(items))
         if proposal.error is not None:
             if proposal.taken:
                 raise ForwardUnknown(str(proposal.error))
