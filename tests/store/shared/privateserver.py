@@ -52,7 +52,31 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class PrivateRedis:
+class _PrivateServer:
+    """What both servers share: ``start``/``crash`` (theirs), a directory of their own, and
+    leaving the ``with`` block stops the server and removes that directory."""
+
+    dir: Path
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def crash(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(BaseException):
+            self.crash()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrivateRedis(_PrivateServer):
     """``persistent=False``: no AOF, as the machine's own Redis runs: a restart loses all."""
 
     def __init__(self, *, persistent: bool = True) -> None:
@@ -114,18 +138,8 @@ class PrivateRedis:
         self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.crash()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class PrivatePostgres:
+class PrivatePostgres(_PrivateServer):
     def __init__(self) -> None:
         install = "PostgreSQL 15's server (apt-get install postgresql-15)"
         self.initdb = _require(PG_BIN / "initdb", install)
@@ -196,14 +210,3 @@ class PrivatePostgres:
             name,
         )  # fmt: skip
         return self.dsn(name)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        with contextlib.suppress(BaseException):
-            self.crash()
-        shutil.rmtree(self.dir, ignore_errors=True)

@@ -103,6 +103,12 @@ def node(
     return Node(store, machine, backend, hop)
 
 
+async def start(nursery: trio.Nursery, *nodes: Node) -> None:
+    """Start ``nodes`` in order (the first one on an empty database leads)."""
+    for n in nodes:
+        await nursery.start(n.run)
+
+
 async def until(condition: Callable[[], bool], within: float = 30.0) -> None:
     with trio.fail_after(within):
         while not condition():  # noqa: ASYNC110 -- several stores, no one event to wait on
@@ -116,8 +122,7 @@ async def test_the_first_store_leads_at_once_and_the_others_follow_in_order(
     db = FakeDatabase()
     a, b, c = node(db, "a"), node(db, "b"), node(db, "c")
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         await nursery.start(c.run)
         # Expect the first to lead in term 1, the others to follow it
         assert (a.store.leadership.term, b.store.leadership.term) == (1, None)
@@ -142,8 +147,7 @@ async def test_a_follower_read_barrier_covers_what_the_leader_acknowledged(
     db = FakeDatabase()
     a, b = node(db, "a"), node(db, "b")
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         await a.store.propose_many([b"1", b"2"])
         # When the follower's read barrier returns
         await b.store.read_barrier()
@@ -163,8 +167,7 @@ async def test_a_follower_takes_over_only_after_the_leader_stopped_renewing_and_
     a, b = node(db, "a"), node(db, "b")
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         await a.store.propose(b"before")
         # When the leader loses the database at t0 + 4 (its renewal at t0 + 3 went through)
         await trio.sleep_until(t0 + 4)
@@ -203,8 +206,7 @@ async def test_a_paused_former_leader_is_fenced_and_acknowledges_nothing(
             outcome.append(exc)
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         await a.store.propose(b"ok")
         a.hop.pause()
         nursery.start_soon(propose_on_a)
@@ -408,8 +410,7 @@ async def test_a_clean_stop_releases_the_lease_so_another_store_leads_at_once(
     db = FakeDatabase()
     a, b = node(db, "a"), node(db, "b")
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         stopped_at = trio.current_time()
         # When the leader stops
         a.scope.cancel()
@@ -577,8 +578,7 @@ async def test_a_forward_to_a_dead_leader_waits_for_the_next_one_even_if_it_is_t
     db, forwards = FakeDatabase(), MemoryForwards(timeout=1.0)
     a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         await a.store.propose(b"x")
         del forwards.stores["a"]  # gone from the network: its forwards fail unsent
         a.hop.pause()
@@ -600,8 +600,7 @@ async def test_a_forward_whose_round_failed_after_the_commit_is_answered_unknown
     db, forwards = FakeDatabase(), MemoryForwards()
     a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         a.backend.fail_next_append = "after"
         # When a client writes on the follower
         with pytest.raises(Unavailable, match="unknown"):
@@ -621,8 +620,7 @@ async def test_a_follower_refuses_writes_with_the_fault_while_its_database_is_do
     db, forwards = FakeDatabase(), MemoryForwards()
     a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         b.backend.down = True
         await until(lambda: b.store.fault is not None)
         # Expect the write refused with the fault (not applied), nothing forwarded
@@ -638,8 +636,7 @@ async def test_the_leader_refuses_a_malformed_forward_and_a_forward_when_it_does
     db, forwards = FakeDatabase(), MemoryForwards()
     a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         with pytest.raises(wire.WireError):
             await a.store.accept_forward(b"\xc1 not msgpack")
         with pytest.raises(NotLeader) as refused:
@@ -656,8 +653,7 @@ async def test_a_forwarded_write_the_follower_cannot_read_back_is_answered_in_bo
     db, forwards = FakeDatabase(), MemoryForwards()
     a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         original = forwards.forward
 
         async def forward_then_lose_the_database(leader: str, blob: bytes) -> tuple[int, int]:
@@ -690,8 +686,7 @@ async def test_a_database_that_lost_its_data_is_rebuilt_by_the_last_leader_from_
     db, forwards = FakeDatabase(), MemoryForwards()
     a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         assert [await a.store.propose(b"x"), await b.store.propose(b"y")] == [(1, 0), (2, 1)]
         await until(lambda: b.machine.items == [b"x", b"y@a"])
         # When the database loses everything (a Redis restarted without persistence)
@@ -717,8 +712,7 @@ async def test_a_database_that_lost_its_data_is_rebuilt_by_a_follower_when_the_l
     db = FakeDatabase()
     a, b = node(db, "a"), node(db, "b")
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         await a.store.propose_many([b"x", b"y"])
         await until(lambda: b.machine.items == [b"x", b"y"])
         a.hop.pause()
@@ -755,7 +749,7 @@ async def test_a_database_restored_from_an_older_backup_is_rebuilt_with_every_ta
             await a.store.propose(b"5")
         await until(lambda: a.store.rebuilds == 1 and a.store.leadership.term is not None)
         assert db.snapshot is not None and db.snapshot.index == 4
-        assert sorted(db.rows) == ["1", "2", "3", "4"]
+        assert sorted(map(str, db.rows)) == ["1", "2", "3", "4"]
         assert await a.store.propose(b"5") == (5, 4)
         nursery.cancel_scope.cancel()
 
@@ -767,8 +761,7 @@ async def test_a_write_queued_on_a_leader_that_stepped_down_is_forwarded_to_the_
     db, forwards = FakeDatabase(), MemoryForwards()
     a, b = node(db, "a", forwards=forwards), node(db, "b", forwards=forwards)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+        await start(nursery, a, b)
         a.hop.pause()
         answers: dict[bytes, object] = {}
 
