@@ -331,7 +331,8 @@ class SharedStore:
             raise Unavailable(
                 f"the leader made this write durable (from index {forwarded.first}), but this "
                 f"node could not apply it within {self.forward_patience:g} s (it cannot read "
-                f"{self.backend.name}): do not send it again; read it back on another node"
+                f"{self.backend.name}): it stands, so send it again only with the same "
+                f"idempotency key; read it back on another node"
             )
         if waiter.error is not None:
             raise waiter.error

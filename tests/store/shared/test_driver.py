@@ -668,7 +668,7 @@ async def test_a_forwarded_write_the_follower_cannot_read_back_is_answered_in_bo
             await b.store.propose(b"y")
         # Expect an answer within the patience, saying the write is durable, not to resend it
         assert trio.current_time() - started <= b.store.forward_patience + 1
-        assert "do not send it again" in str(answer.value)
+        assert "send it again only with the same idempotency key" in str(answer.value)
         assert [e.data for e in db.log] == [b"y@a"]
         # and the follower to apply it once its database answers again
         b.backend.down = False
