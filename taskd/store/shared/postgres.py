@@ -29,12 +29,12 @@ and database, never the DSN's user or password.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, LiteralString
 
+import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
 from taskd.store.shared import pgerrors, pgschema
 from taskd.store.shared.backend import BackendDown, Entry, Fenced, Lease, LeaseView, Row, Snapshot
@@ -289,29 +289,43 @@ class PostgresBackend:
             latest = {i: row for i, row in latest.items() if not row.get("deleted")}
             if not latest:
                 return
-        columns = pgschema.TASK_COLUMNS
-        values = ", ".join(
-            f"to_timestamp(%({c})s::float8)" if c in pgschema.TIMESTAMPS else f"%({c})s"
-            for c in columns
-        )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
-        sql = (
-            f"INSERT INTO taskd_tasks (id, {', '.join(columns)}, updated_index) "
-            f"VALUES (%(id)s, {values}, %(updated_index)s) "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_index = excluded.updated_index"
-        )
-        params = [_task_params(row, index) for row in latest.values()]
-        with conn.cursor() as cur:
-            cur.executemany(sql, params)
+        params = _task_arrays(latest.values())
+        conn.execute(_UPSERT_TASKS, [index, *params])
 
 
-def _task_params(row: Row, index: int) -> dict[str, object]:
-    params: dict[str, object] = {c: row.get(c) for c in pgschema.TASK_COLUMNS}
-    params["id"] = str(row["id"])
-    params["updated_index"] = index
-    if params["labels"] is not None:
-        params["labels"] = Jsonb(params["labels"])
-    return params
+# One statement per round, whatever its size: each column travels as one array (unnest), so
+# the server plans and runs one INSERT, not one per row.
+_ARRAY_TYPES = {"priority": "int[]", "attempt": "int[]", "labels": "text[]"}
+_ARRAY_TYPES.update(dict.fromkeys(pgschema.TIMESTAMPS, "float8[]"))
+_SELECTED = ", ".join(
+    f"to_timestamp({c})" if c in pgschema.TIMESTAMPS else "labels::jsonb" if c == "labels" else c
+    for c in pgschema.TASK_COLUMNS
+)
+_UPSERT_TASKS: LiteralString = (
+    f"INSERT INTO taskd_tasks (id, {', '.join(pgschema.TASK_COLUMNS)}, updated_index) "
+    f"SELECT id, {_SELECTED}, %s FROM unnest("
+    + ", ".join(f"%s::{_ARRAY_TYPES.get(c, 'text[]')}" for c in ("id", *pgschema.TASK_COLUMNS))
+    + f") AS r(id, {', '.join(pgschema.TASK_COLUMNS)}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*pgschema.TASK_COLUMNS, "updated_index"))
+)
+
+
+def _task_arrays(rows: Iterable[Row]) -> list[list[object]]:
+    """The rows as one list per column (id first, then ``TASK_COLUMNS``), each value of the
+    one Python type its array is dumped as."""
+    columns: list[list[object]] = [[] for _ in range(len(pgschema.TASK_COLUMNS) + 1)]
+    ids, *rest = columns
+    for row in rows:
+        ids.append(str(row["id"]))
+        for column, values in zip(pgschema.TASK_COLUMNS, rest, strict=True):
+            value = row.get(column)
+            if value is not None:
+                if column in pgschema.TIMESTAMPS:
+                    value = float(value)  # type: ignore[arg-type]
+                elif column == "labels":
+                    value = orjson.dumps(value).decode()
+            values.append(value)
+    return columns
 
 
 def _one_int(cursor: psycopg.Cursor[tuple[Any, ...]]) -> int:

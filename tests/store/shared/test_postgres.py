@@ -245,6 +245,58 @@ def test_task_rows_are_written_with_their_commands_and_queryable_with_sql(
     assert sql(dsn, "SELECT count(*) FROM taskd_tasks") == [(1,)]
 
 
+def test_a_large_round_of_rows_keeps_every_column_exactly(
+    dsn: str, backends: tuple[PostgresBackend, PostgresBackend]
+) -> None:
+    a, _ = backends
+    lease = a.acquire("a", 30.0)
+    assert lease is not None
+    # When one round writes 5,000 rows (one statement), with every column's edge values:
+    # NULLs in whole columns, negative priorities, fractional times, labels that need quoting
+    labels = {"quote": 'it\'s "x"', "unicode": "日本", "comma": "a,b", "brace": "{}"}
+    rows = [
+        {
+            "id": f"t{i:05}",
+            "queue": "q",
+            "name": None if i % 2 else "job",
+            "state": "queued",
+            "priority": -i,
+            "attempt": None,
+            "created_at": 1_700_000_000.25 + i,
+            "started_at": None,
+            "finished_at": None,
+            "error": None if i % 3 else 'boom, "quoted"\n',
+            "labels": labels if i % 5 == 0 else {},
+        }
+        for i in range(5000)
+    ]
+    a.append(lease, 1, [b"submit"], rows)
+    # Expect each row as written
+    found = sql(
+        dsn,
+        "SELECT id, name, priority, attempt, extract(epoch FROM created_at)::float8, "
+        "started_at, error, labels FROM taskd_tasks ORDER BY id",
+    )
+    assert found == [
+        (
+            row["id"],
+            row["name"],
+            row["priority"],
+            None,
+            row["created_at"],
+            None,
+            row["error"],
+            row["labels"],
+        )
+        for row in rows
+    ]
+    # And a later round changing some of them updates those rows only
+    a.append(lease, 2, [b"start"], [{**rows[7], "state": "running", "attempt": 1}])
+    changed = sql(dsn, "SELECT id, attempt, updated_index FROM taskd_tasks WHERE state = 'running'")
+    assert changed == [("t00007", 1, 2)]
+    assert sql(dsn, "SELECT count(*) FROM taskd_tasks WHERE updated_index = 1") == [(4999,)]
+
+
 @pytest.mark.slow  # waits out one timeout
 def test_a_waiting_node_wakes_when_another_appends(
     backends: tuple[PostgresBackend, PostgresBackend],
