@@ -59,6 +59,7 @@ lose what the primary acknowledged last (``WAIT`` is not used).
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 
@@ -246,6 +247,9 @@ class RedisBackend:
     def _down(self, exc: Exception, doing: str) -> BackendDown:
         """``exc`` as a BackendDown whose reason names the server, never the password."""
         reason = str(exc) or type(exc).__name__
+        # redis-py prefixes a pipeline's error with the command and its arguments (a secret,
+        # a task's payload): keep the server's own words only
+        reason = _PIPELINE_PREFIX.sub("", reason, count=1)
         if self._password:
             reason = reason.replace(self._password, "***")
         return BackendDown(
@@ -450,8 +454,12 @@ class RedisBackend:
         return Snapshot(index=int(index), term=int(term), data=_bytes(data))
 
     def peer_secret(self) -> bytes:
-        """Set at random by the first node to ask (SET NX), read by every one after."""
+        """Set at random by the first node to ask (SET NX), read by every one after (a read
+        only, which works while the server refuses writes)."""
         try:
+            found = self._client.get(self._secret_key)
+            if found is not None:
+                return _bytes(found)
             with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(self._secret_key, secrets.token_bytes(32), nx=True)
                 pipe.get(self._secret_key)
@@ -462,9 +470,16 @@ class RedisBackend:
 
 
 # Refusals that end without anyone acting: memory freed, a script or a load finishing, a
-# failover completing. Every other refusal (WRONGTYPE: someone else's data on taskd's key;
-# READONLY: a replica; NOPERM; MISCONF: the server cannot write its disk) needs an operator.
-_PASSING_REFUSALS = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+# failover completing, the server's disk writable again (MISCONF: Redis retries a failed AOF
+# write every second, and a failed RDB save on its schedule, and takes writes again once one
+# succeeds, e.g. when a full disk has room). Every other refusal (WRONGTYPE: someone else's
+# data on taskd's key; READONLY: a replica; NOPERM) needs an operator.
+_PASSING_REFUSALS = (
+    "OOM", "BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "MISCONF",
+)  # fmt: skip
+
+
+_PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 
 
 def _passes(exc: Exception, reason: str) -> bool:

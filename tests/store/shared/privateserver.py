@@ -31,7 +31,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tests.conftest import free_ports
 
@@ -79,10 +81,13 @@ class _PrivateServer:
 class PrivateRedis(_PrivateServer):
     """``persistent=False``: no AOF, as the machine's own Redis runs: a restart loses all."""
 
-    def __init__(self, *, persistent: bool = True) -> None:
+    def __init__(
+        self, *, persistent: bool = True, appendfsync: str = "always", under: Path | None = None
+    ) -> None:
         self.persistent = persistent
+        self.appendfsync = appendfsync
         self.binary = _require("redis-server", "redis-server (apt-get install redis-server)")
-        self.dir = Path(tempfile.mkdtemp(prefix="taskd-redis-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="taskd-redis-", dir=under))
         [self.port] = free_ports(1)
         self.log = self.dir / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -105,7 +110,7 @@ class PrivateRedis(_PrivateServer):
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
             "--appendonly", "yes" if self.persistent else "no",
-            "--appendfsync", "always",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.log),
@@ -204,9 +209,24 @@ class PrivatePostgres(_PrivateServer):
             self._run(self.pg_ctl, "stop", "-D", str(self.data), "-m", "immediate", "-w")
             self.running = False
 
-    def create_database(self, name: str) -> str:
+    @property
+    def owner(self) -> pwd.struct_passwd | None:
+        """The user the server runs as when the tests run as root (else None: the tests')."""
+        return self._owner
+
+    def create_database(self, name: str, *, location: Path | None = None) -> str:
+        """A new database; with ``location``, in a tablespace there (its tables' files)."""
+        tablespace: list[str] = []
+        if location is not None:
+            with psycopg.connect(self.dsn(), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+                        sql.Identifier(f"{name}_space"), sql.Literal(str(location))
+                    )
+                )
+            tablespace = ["--tablespace", f"{name}_space"]
         self._run(
             str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-            name,
+            *tablespace, name,
         )  # fmt: skip
         return self.dsn(name)

@@ -23,6 +23,8 @@ import redis
 from taskd.store.shared.backend import BackendDown, Entry, Fenced, Lease, Snapshot
 from taskd.store.shared.redis import RedisBackend, durability
 from tests.store.shared import redisserver
+from tests.store.shared.privateserver import PrivateRedis
+from tests.store.shared.smalldisk import SmallDisk
 
 URL = redisserver.URL
 SECRET = "s3cret-Pa55word"
@@ -450,3 +452,55 @@ def test_someone_elses_data_on_the_log_key_refuses_appends_until_an_operator_act
         a.append(lease, 2, [b"y"])
     assert not down.value.resumes_by_itself
     assert a.renew(lease, ttl=5.0).term == lease.term
+
+
+@pytest.mark.slow  # Redis retries its failed AOF write once a second
+def test_a_full_disk_refuses_writes_in_words_that_resume_and_reads_go_on() -> None:
+    # Given a private Redis whose append-only file is on a disk that fills up
+    with (
+        SmallDisk() as disk,
+        PrivateRedis(appendfsync="everysec", under=disk.path) as server,
+    ):
+        url = f"redis://127.0.0.1:{server.port}/0"
+        node, fresh = RedisBackend(url, prefix="full"), RedisBackend(url, prefix="fresh")
+        node.open()
+        fresh.open()
+        try:
+            lease = node.acquire("a", ttl=30.0)
+            assert lease is not None
+            secret = node.peer_secret()
+            node.append(lease, 1, [b"before"])
+            # When the disk is full
+            disk.fill()
+            index = 2
+
+            def refused() -> BackendDown | None:
+                nonlocal index
+                try:
+                    node.append(lease, index, [b"x" * 4096])
+                except BackendDown as exc:
+                    return exc
+                index += 1  # taken in memory: Redis found out at its next write
+                return None
+
+            down = poll(refused)
+            # Expect writes refused naming the server and the disk, as passing by themselves
+            assert isinstance(down, BackendDown)
+            assert "No space left on device" in str(down) and server.address in str(down)
+            assert down.resumes_by_itself
+            # and a refused pipeline (a new deployment's secret: SET NX) says the same,
+            # without its command's arguments (they carry the secret)
+            with pytest.raises(BackendDown, match="MISCONF") as piped:
+                fresh.peer_secret()
+            assert piped.value.resumes_by_itself and "Command #" not in str(piped.value)
+            # while reads go on: the secret, the lease, the log
+            assert node.peer_secret() == secret
+            assert node.lease().holder == "a"
+            assert node.read(0, 10)[0] == Entry(1, lease.term, b"before")
+            # When the disk has room again, expect writes taken again without a restart
+            disk.free()
+            poll(lambda: refused() is None)
+            assert node.last_index() == index - 1
+        finally:
+            node.close()
+            fresh.close()
