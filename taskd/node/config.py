@@ -23,6 +23,7 @@ from taskd.exec.concurrency import Concurrency
 from taskd.node import limits, members
 from taskd.node.api.http.origin import normalize_origin
 from taskd.node.app.memory import parse_size
+from taskd.store.shared import redisurl
 
 DEFAULT_GRPC = "127.0.0.1:50051"
 DEFAULT_HTTP = "127.0.0.1:8080"
@@ -122,6 +123,11 @@ class NodeConfig:
                 "redis://HOST:PORT/N; got something else (its text is not shown: it may hold "
                 "a password)"
             )
+        if self.shared_store and self.store.lower().startswith("redis"):
+            try:
+                redisurl.split(self.store)
+            except ValueError as exc:
+                raise ConfigError(f"--store: {exc}") from None
         if self.shared_store and (self.peers or self.join):
             raise ConfigError(
                 "--peers and --join are for the embedded Raft store; nodes on a shared "

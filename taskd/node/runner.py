@@ -34,7 +34,6 @@ import logging
 import signal
 import socket
 import time
-import urllib.parse
 import zlib
 from functools import partial
 from typing import Any
@@ -81,6 +80,7 @@ from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
 from taskd.raft.core import RaftConfig
 from taskd.store.raft.driver import RaftStore
+from taskd.store.shared import redisurl
 from taskd.store.shared.backend import Backend
 from taskd.store.shared.driver import SharedStore
 from taskd.store.shared.forwards import ForwardClient, ForwardService
@@ -145,7 +145,7 @@ class Node:
             if config.store.lower().startswith("redis"):
                 from taskd.store.shared.redis import RedisBackend  # noqa: PLC0415
 
-                url, prefix = redis_prefix(config.store)
+                url, prefix = redisurl.split(config.store)
                 backend = RedisBackend(url, prefix=prefix)
                 rows = every_row = None  # Redis keeps no queryable table
             else:
@@ -579,16 +579,6 @@ async def _wait_for_stop_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
             return
-
-
-def redis_prefix(url: str) -> tuple[str, str]:
-    """``redis://HOST:PORT/N?prefix=NAME`` → the URL without ``prefix`` and NAME (default
-    ``taskd``): deployments sharing one Redis database keep apart by their key prefix."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((v for k, v in query if k == "prefix"), "taskd")
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
 
 
 def raft_config(config: NodeConfig) -> RaftConfig:

@@ -446,7 +446,10 @@ class SharedStore:
                 raise StartupError(f"{self.backend.name} cannot hold taskd's data: {exc}") from None
             except BackendDown as exc:
                 if not exc.resumes_by_itself:
-                    raise StartupError(f"cannot open {self.backend.name}: {exc}") from None
+                    raise StartupError(
+                        f"cannot open the store: {exc}. Fix the --store URL (or TASKD_STORE) "
+                        f"or the database it names, then start taskd again"
+                    ) from None
                 self._set_fault(exc)
                 log.warning("cannot open %s (%s); trying again", self.backend.name, exc)
                 if not reported:

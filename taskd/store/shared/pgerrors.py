@@ -6,11 +6,13 @@ that names the database that way, the server's own message (with the password cu
 case a message repeats it) and the SQLSTATE, and says whether the failure passes by itself:
 a lost or refused connection, a server shutting down or out of resources, a serialization
 failure or a cancelled statement do; a permission, a read-only database, a missing table or
-a server-side I/O error need an operator.
+a server-side I/O error need an operator, and so does a connection refused for a missing
+database or role, a password, ``pg_hba.conf`` or a DSN parameter libpq cannot use.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -23,6 +25,19 @@ _PASSING_CLASSES = frozenset({"08", "40", "53", "57"})  # connection, rollback, 
 # lock not available, object in use, a session the server ended for idling in a transaction
 # (a stalled leader: see postgres.py)
 _PASSING_CODES = frozenset({"55P03", "55006", "25P03"})
+
+
+# A connection refused for what only an operator changes: the server's FATAL answer to a
+# missing database or role, a failed or missing password, pg_hba.conf, the CONNECT privilege;
+# or libpq refusing a parameter of the DSN (an invalid value, SSL the server does not offer).
+# libpq gives these no SQLSTATE, only words; every other failure to connect passes by itself
+# (a server down, restarting, starting up, out of connections; an unresolved name).
+_NEEDS_AN_OPERATOR = re.compile(
+    r'database ".*" does not exist|role ".*" does not exist|authentication failed'
+    r"|no pg_hba\.conf entry|permission denied|no password supplied|password is required"
+    r"|invalid \w+ value|invalid .* for connection option|invalid port number"
+    r"|does not support SSL|SSL was required|unrecognized sslmode|invalid connection option"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,5 +80,8 @@ def translate(exc: psycopg.Error, where: Where) -> BackendDown:
     reason = f"{where.name}: {where.scrub(message)}"
     if sqlstate:
         reason += f" (SQLSTATE {sqlstate})"
-    passing = sqlstate is None or sqlstate[:2] in _PASSING_CLASSES or sqlstate in _PASSING_CODES
+    if sqlstate is None:  # libpq's own words: a connection that failed, or a bad parameter
+        passing = not _NEEDS_AN_OPERATOR.search(message)
+    else:
+        passing = sqlstate[:2] in _PASSING_CLASSES or sqlstate in _PASSING_CODES
     return BackendDown(reason, resumes_by_itself=passing)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -362,6 +362,33 @@ def test_errors_name_the_database_never_its_credentials(dsn: str) -> None:
     assert "58030" in str(refused.value) and not refused.value.resumes_by_itself
     assert secret not in str(refused.value)
     good.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "needs_an_operator", "says"),
+    [
+        (lambda dsn: dsn.rsplit("/", 1)[0] + "/taskd_no_such_db", True, "does not exist"),
+        (lambda dsn: dsn.replace("postgres@", "no_such_role@"), True, "does not exist"),
+        (lambda dsn: dsn + "?sslmode=bogus", True, "invalid sslmode value"),
+        (lambda dsn: dsn + "?sslmode=require", True, "SSL"),
+        (lambda dsn: dsn + "?target_session_attrs=any-old", True, "target_session_attrs"),
+        (lambda dsn: dsn.replace("127.0.0.1:5432", "127.0.0.1:1"), False, "refused"),
+        (lambda dsn: dsn.replace("127.0.0.1", "no-such-host.invalid"), False, "resolve"),
+    ],
+    ids=["database", "role", "sslmode", "ssl-required", "option", "port", "host"],
+)
+def test_a_connection_refused_for_the_dsn_itself_needs_an_operator_and_a_down_server_not(
+    dsn: str, change: Callable[[str], str], needs_an_operator: bool, says: str
+) -> None:
+    # Given a DSN changed in one way (a missing database or role, a parameter libpq refuses,
+    # SSL the server does not offer; or a server that is not there), with a password
+    address = change(dsn).replace("@", ":s3cr3t-Pw@", 1)
+    # When a backend on it opens
+    with pytest.raises(BackendDown) as down:
+        PostgresBackend(address).open()
+    # Expect the reason from libpq or the server, naming no password, and whether it passes
+    assert says in str(down.value) and "s3cr3t-Pw" not in str(down.value)
+    assert down.value.resumes_by_itself is not needs_an_operator, str(down.value)
 
 
 async def test_a_lost_connection_refuses_writes_until_the_database_answers_again(
