@@ -1,5 +1,5 @@
 """What a shared database must offer a taskd store: a fenced lease, an append-only command log,
-snapshots, and a way to wait for new entries.
+snapshots, a way to wait for new entries, and a roll of the nodes that are up.
 
 Theory of operation: every node of a deployment opens the same database. One of them holds the
 **lease**: a single record naming its holder, a **term** (the fencing token, one higher for every
@@ -137,6 +137,13 @@ class Backend(Protocol):
         node's memory; backends without a table ignore them)."""
 
     def load_snapshot(self) -> Snapshot | None: ...
+
+    def announce(self, node: str, applied: int, within: float) -> list[tuple[str, int]]:
+        """Record that ``node`` is up now (by the database's clock), having applied the log up
+        to ``applied``, and return every node that announced itself in the last ``within``
+        seconds, ``node`` included, with the index it gave, sorted by node: the deployment's
+        members as ``GET /api/v1/cluster`` lists them. A node not seen for a day is
+        forgotten."""
 
     def peer_secret(self) -> bytes:
         """The deployment's secret for calls between its nodes (a follower forwarding writes

@@ -197,6 +197,7 @@ class SharedStore:
         self.rebuilds = 0  # logs rebuilt from this node's memory (tests read it)
         self.resets = 0
         self._stamp = stamp
+        self._up: list[tuple[str, int]] = []  # the nodes up, as the last announce found them
         self.forward_patience = lease_ttl + 2.0 if forward_patience is None else forward_patience
         self._early = EarlyResults()
         self._waiting: dict[int, _Waiter] = {}  # forwarded requests, by the index they wait for
@@ -229,6 +230,7 @@ class SharedStore:
             async with trio.open_nursery() as nursery:
                 if self._forwarder is not None:
                     nursery.start_soon(self._forwarder.run)
+                nursery.start_soon(self._announce)
                 await self._start()
                 if not reported:
                     task_status.started()
@@ -422,6 +424,12 @@ class SharedStore:
         members = [Member(self.node_id, role, durable, self._fault is None)]
         if self._holder is not None and self._holder != self.node_id:
             members.append(Member(self._holder, "leader", self._commit, True))
+        listed = {member.id for member in members}
+        members.extend(
+            Member(node, "follower", applied, self._fault is None)
+            for node, applied in self._up
+            if node not in listed
+        )
         return StoreStatus(
             id=self.node_id,
             role=role,
@@ -431,6 +439,19 @@ class SharedStore:
             applied_index=durable,
             members=members,
         )
+
+    async def _announce(self) -> None:
+        """Every third of a lease, tell the database this node is up and how far it applied
+        the log, and learn which other nodes are: the members ``status`` lists (a node that
+        stopped drops out within a lease). A failure here changes nothing: the log's own
+        calls report the database's faults."""
+        while True:
+            announce = partial(self.backend.announce, self.node_id, self._applied, self.lease_ttl)
+            try:
+                self._up = await self._hop.call(announce)
+            except BackendDown as exc:
+                log.debug("cannot announce this node on %s (%s)", self.backend.name, exc)
+            await trio.sleep(self.lease_ttl / 3)
 
     # -- starting and stopping --------------------------------------------------------------
 

@@ -16,6 +16,9 @@ The tables (all prefixed ``taskd_``):
 - ``taskd_snapshot``: one row, the latest snapshot (the entries it covers are deleted).
 - ``taskd_peer_secret``: one row, random bytes the nodes present to each other when a
   follower forwards writes to the leader (only a node that can read the database knows it).
+- ``taskd_nodes(id, seen_at, applied)``: every node that opened the database, when it last
+  said it was up (every third of a lease) and how far it had applied the log then: the
+  members ``GET /api/v1/cluster`` lists.
 - ``taskd_tasks``: one row per task, for users' own SQL (reports, joins): written from the
   task rows of each round in the same transaction as its commands, so it is never ahead of
   or behind the log it derives from. taskd itself never reads it. Timestamps are UTC;
@@ -77,6 +80,13 @@ MIGRATIONS: list[list[LiteralString]] = [
         # 32 bytes from the server's strong random source (gen_random_uuid: PostgreSQL 13+)
         "INSERT INTO taskd_peer_secret VALUES "
         "(1, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))",
+    ],
+    [  # version 3: the nodes that are up, for the cluster view
+        """CREATE TABLE taskd_nodes (
+            id text PRIMARY KEY,
+            seen_at timestamptz NOT NULL,
+            applied bigint NOT NULL
+        )""",
     ],
 ]
 VERSION = len(MIGRATIONS)

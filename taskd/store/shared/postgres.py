@@ -255,6 +255,26 @@ class PostgresBackend:
             ).fetchone()
         return None if row is None else Snapshot(int(row[0]), int(row[1]), bytes(row[2]))
 
+    def announce(self, node: str, applied: int, within: float) -> list[tuple[str, int]]:
+        with self._db() as conn:
+            found = conn.execute(
+                """WITH seen AS (
+                     INSERT INTO taskd_nodes VALUES (%(node)s, clock_timestamp(), %(applied)s)
+                     ON CONFLICT (id) DO UPDATE
+                       SET seen_at = excluded.seen_at, applied = excluded.applied
+                     RETURNING id, applied
+                   ), gone AS (
+                     DELETE FROM taskd_nodes
+                     WHERE seen_at < clock_timestamp() - interval '1 day' AND id <> %(node)s
+                   )
+                   SELECT id, applied FROM taskd_nodes
+                   WHERE seen_at > clock_timestamp() - make_interval(secs => %(within)s)
+                     AND id <> %(node)s
+                   UNION ALL SELECT id, applied FROM seen""",
+                {"node": node, "applied": applied, "within": within},
+            ).fetchall()
+        return sorted((str(id_), int(index)) for id_, index in found)
+
     def peer_secret(self) -> bytes:
         with self._db() as conn:
             row = conn.execute("SELECT secret FROM taskd_peer_secret WHERE id = 1").fetchone()

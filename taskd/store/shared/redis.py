@@ -19,15 +19,19 @@ keeps them in one slot and a Lua script may touch them all:
 - ``{prefix}:snap``: the snapshot, a hash (``index``, ``term``, ``data``).
 - ``{prefix}:peer-secret``: 32 random bytes the nodes present to each other when a follower
   forwards writes to the leader (``peer_secret``; set once, by the first node to ask).
+- ``{prefix}:nodes``: a hash, node -> ``"<ms>:<applied>"``: when it last announced itself
+  (Redis's clock) and how far it had applied the log: the members the cluster view lists
+  (``announce``).
 
-Every write (``acquire``, ``renew``, ``release``, ``append``, ``save_snapshot``) is one Lua
-script (EVALSHA, loaded again on NOSCRIPT): the fencing check (the lease key exists, so it has
-not expired on Redis's clock, and names this holder and term), the last-index check and the
-write run in one atomic step; ``append`` writes every item of the round in that one script.
-Nothing is retried by the client: a write whose answer was lost raises ``BackendDown`` (a
-retried append could run twice), and the driver finds out where the log ends. Reads that need
-two keys (the snapshot's index and the stream) go in one MULTI. ``wait_for_entries`` has a
-client (and connection) of its own, so that a blocked XREAD never holds up the writer.
+Every write (``acquire``, ``renew``, ``release``, ``append``, ``save_snapshot``; and
+``announce``, which is not fenced) is one Lua script (EVALSHA, loaded again on NOSCRIPT): the
+fencing check (the lease key exists, so it has not expired on Redis's clock, and names this
+holder and term), the last-index check and the write run in one atomic step; ``append`` writes
+every item of the round in that one script. Nothing is retried by the client: a write whose
+answer was lost raises ``BackendDown`` (a retried append could run twice), and the driver finds
+out where the log ends. Reads that need two keys (the snapshot's index and the stream) go in
+one MULTI. ``wait_for_entries`` has a client (and connection) of its own, so that a blocked
+XREAD never holds up the writer.
 
 At ``open()`` the server must have ``maxmemory-policy noeviction`` (any other policy lets Redis
 evict the log, the lease or the snapshot under memory pressure: acknowledged commands lost,
@@ -134,6 +138,28 @@ return {1}
 """
 )
 
+# KEYS[1] nodes; ARGV node, applied, within (ms). -> {node, applied, ...} of the nodes seen
+# within that, this one included (each field's value is "<ms>:<applied>"); a node not seen
+# for a day is dropped.
+_ANNOUNCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now .. ':' .. ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local up = {}
+for i = 1, #all, 2 do
+  local seen, applied = string.match(all[i + 1], '^(%d+):(%d+)$')
+  local age = seen and now - tonumber(seen) or 86400001
+  if age <= tonumber(ARGV[3]) then
+    table.insert(up, all[i])
+    table.insert(up, applied)
+  elseif age > 86400000 then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return up
+"""
+
 # Where the log ends: its last entry, or the snapshot's index when that is further.
 _LAST = """
 local last = tonumber(redis.call('HGET', KEYS[3], 'index') or '0')
@@ -230,11 +256,13 @@ class RedisBackend:
         self._log_key = f"{tag}:log"
         self._snap_key = f"{tag}:snap"
         self._secret_key = f"{tag}:peer-secret"
+        self._nodes_key = f"{tag}:nodes"
         self._acquire = self._script(_ACQUIRE)
         self._renew = self._script(_RENEW)
         self._release = self._script(_RELEASE)
         self._append = self._script(_APPEND)
         self._save_snapshot = self._script(_SAVE_SNAPSHOT)
+        self._announce = self._script(_ANNOUNCE)
         self.durability = durability(None, None)  # what open() found: see the module docstring
 
     @property
@@ -452,6 +480,13 @@ class RedisBackend:
         if index is None or term is None or data is None:
             return None
         return Snapshot(index=int(index), term=int(term), data=_bytes(data))
+
+    def announce(self, node: str, applied: int, within: float) -> list[tuple[str, int]]:
+        found = self._run(
+            self._announce, "announce", [self._nodes_key], [node, applied, _ms(within)]
+        )
+        pairs = zip(found[0::2], found[1::2], strict=True)
+        return sorted((_text(name), _int(index)) for name, index in pairs)
 
     def peer_secret(self) -> bytes:
         """Set at random by the first node to ask (SET NX), read by every one after (a read

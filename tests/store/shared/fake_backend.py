@@ -45,11 +45,12 @@ class FakeDatabase:
         self.fenced = 0  # appends and snapshots refused by fencing
         self._grew = trio.Event()
         self.secret = b"fake peer secret"
+        self.nodes: dict[str, tuple[float, int]] = {}  # node -> (when it announced, applied)
 
     def wipe(self) -> None:
         """Lose everything, as a Redis without persistence does when it restarts."""
         self.holder, self.term, self.expires = None, 0, 0.0
-        self.log, self.snapshot, self.rows = [], None, {}
+        self.log, self.snapshot, self.rows, self.nodes = [], None, {}, {}
         self.secret = b"fake peer secret after a wipe"
 
     def now(self) -> float:
@@ -171,6 +172,13 @@ class FakeBackend:
     def load_snapshot(self) -> Snapshot | None:
         self._reachable()
         return self.db.snapshot
+
+    def announce(self, node: str, applied: int, within: float) -> list[tuple[str, int]]:
+        self._reachable()
+        now = self.db.now()
+        self.db.nodes[node] = (now, applied)
+        up = self.db.nodes.items()
+        return sorted((n, index) for n, (seen, index) in up if now - seen <= within)
 
     def peer_secret(self) -> bytes:
         self._reachable()

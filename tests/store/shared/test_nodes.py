@@ -18,7 +18,7 @@ from grpclib.exceptions import GRPCError
 from taskd.api.taskd.internal import v1 as pb
 from taskd.store.raft import forwardstream, wire
 from taskd.store.shared.forwards import SECRET_HEADER
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, NodeProcess
 from tests.node.rest import get, post, wait_for_task
 from tests.store.shared import pgserver, redisserver
 from tests.store.shared.nodes import LEASE, role, submit, two_nodes, wait_for
@@ -205,3 +205,49 @@ def test_task_rows_are_queryable_with_sql_as_the_node_changes_them(
             ).fetchall()
         node.terminate()  # before its database is dropped
     assert rows == [(kept["id"], "sql", "queued", {"team": "a"}), (dropped, "sql", "canceled", {})]
+
+
+def members_seen_by(node: NodeProcess) -> dict[str, tuple[str, int]]:
+    """``GET /api/v1/cluster``'s members: address -> (role, match index)."""
+    code, body = get(f"{node.http_url}/api/v1/cluster")
+    assert code == 200, body
+    return {m["address"]: (m["role"], m["match_index"]) for m in body["members"]}
+
+
+def test_every_node_lists_every_node_on_the_database_and_a_killed_one_drops_out(
+    node_factory: NodeFactory, store_url: str
+) -> None:
+    # Given three nodes on one database
+    leader, follower = two_nodes(node_factory, store_url)
+    third = node_factory("--store", store_url, "--store-lease", str(LEASE))
+    nodes = [leader, follower, third]
+    everyone = {node.grpc_address for node in nodes}
+    submit(follower, "shared")
+    # Expect each to list all three, the leader as leader, each with how far it applied
+    for node in nodes:
+        wait_for(lambda node=node: members_seen_by(node).keys() == everyone, 10, f"{node} all")
+        roles = {address: seen[0] for address, seen in members_seen_by(node).items()}
+        assert roles == {
+            address: "leader" if address == leader.grpc_address else "follower"
+            for address in everyone
+        }, roles
+    last = max(index for _, index in members_seen_by(leader).values())
+    wait_for(
+        lambda: all(index == last for _, index in members_seen_by(leader).values()),
+        5,
+        "every node's index caught up",
+    )
+    # And a leadership transfer to one of them refused: leadership moves when a leader stops
+    code, body = post(
+        f"{leader.http_url}/api/v1/cluster/transfer", {"address": follower.grpc_address}
+    )
+    assert code == 409 and "shared database" in body["error"]["message"], (code, body)
+    # When a follower is SIGKILLed, expect it gone from the others' lists within about a lease
+    third.kill()
+    rest = everyone - {third.grpc_address}
+    took = wait_for(
+        lambda: members_seen_by(leader).keys() == rest == members_seen_by(follower).keys(),
+        5 * LEASE + 5,
+        "the killed node dropping out",
+    )
+    assert took < 2 * LEASE + 2

@@ -518,3 +518,22 @@ async def test_snapshots_are_forked_saved_and_restored_by_the_next_leader(dsn: s
         assert again.items == [b"%d" % n for n in range(10)]
         assert await store.propose(b"10") == (11, 10)
         nursery.cancel_scope.cancel()
+
+
+def test_nodes_announce_themselves_and_drop_out_when_they_stop(
+    dsn: str, backends: tuple[PostgresBackend, PostgresBackend]
+) -> None:
+    a, b = backends
+    # When two nodes announce themselves, expect each to see both, with their indexes
+    assert a.announce("a", 3, 0.5) == [("a", 3)]
+    assert b.announce("b", 5, 0.5) == [("a", 3), ("b", 5)]
+    # And one that stopped announcing to drop out after the window
+    time.sleep(0.6)
+    assert a.announce("a", 4, 0.5) == [("a", 4)]
+    # and a node not seen for a day to be forgotten
+    sql(
+        dsn,
+        "UPDATE taskd_nodes SET seen_at = now() - interval '2 days' WHERE id = 'b' RETURNING id",
+    )
+    a.announce("a", 4, 0.5)
+    assert sql(dsn, "SELECT id FROM taskd_nodes") == [("a",)]

@@ -504,3 +504,19 @@ def test_a_full_disk_refuses_writes_in_words_that_resume_and_reads_go_on() -> No
         finally:
             node.close()
             fresh.close()
+
+
+def test_nodes_announce_themselves_and_drop_out_when_they_stop(
+    backend: Callable[[], RedisBackend], admin: redis.Redis, prefix: str
+) -> None:
+    a, b = backend(), backend()
+    # When two nodes announce themselves, expect each to see both, with their indexes
+    assert a.announce("a", 3, 0.5) == [("a", 3)]
+    assert b.announce("b", 5, 0.5) == [("a", 3), ("b", 5)]
+    # And one that stopped announcing to drop out after the window
+    time.sleep(0.6)
+    assert a.announce("a", 4, 0.5) == [("a", 4)]
+    # and a node not seen for a day (or a value that is not taskd's) to be forgotten
+    admin.hset(f"{{{prefix}}}:nodes", mapping={"b": "1000:5", "junk": "x"})
+    a.announce("a", 4, 0.5)
+    assert admin.hkeys(f"{{{prefix}}}:nodes") == [b"a"]
