@@ -64,8 +64,10 @@ def submit(node: NodeProcess) -> tuple[int, dict[str, Any]]:
     return code, body
 
 
+# (``target`` before ``node_factory``: the node stops before its database is cleaned up, so
+# that it cannot write a key under the prefix after the cleanup)
 async def test_a_node_rides_out_its_database_going_away_at_start_and_in_use(
-    node_factory: NodeFactory, target: tuple[int, Callable[[int], str]]
+    target: tuple[int, Callable[[int], str]], node_factory: NodeFactory
 ) -> None:
     port, url_through = target
     link = Link("database", port)

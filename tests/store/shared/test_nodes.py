@@ -26,6 +26,8 @@ from tests.store.shared.nodes import LEASE, role, submit, two_nodes, wait_for
 pytestmark = pytest.mark.slow
 
 
+# (tests take ``store_url`` before ``node_factory``: their nodes stop before the database or
+# prefix is cleaned up, so that no node writes a key under the prefix after its cleanup)
 @pytest.fixture(params=["postgres", "redis"])
 def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "postgres":
@@ -37,7 +39,7 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def test_the_other_node_takes_over_a_killed_leader_and_holds_every_acknowledged_task(
-    node_factory: NodeFactory, store_url: str
+    store_url: str, node_factory: NodeFactory
 ) -> None:
     # Given two nodes on one database, 20 tasks acknowledged by the leader and 10 by the
     # follower, which forwards them to the leader
@@ -61,7 +63,7 @@ def test_the_other_node_takes_over_a_killed_leader_and_holds_every_acknowledged_
 
 
 def test_a_stopped_leader_woken_after_its_lease_lapsed_is_fenced_off(
-    node_factory: NodeFactory, store_url: str
+    store_url: str, node_factory: NodeFactory
 ) -> None:
     # Given two nodes on one database
     leader, follower = two_nodes(node_factory, store_url)
@@ -105,7 +107,7 @@ def terms_in_log(url: str) -> list[int]:
 
 
 def test_a_caller_without_the_databases_secret_cannot_forward_to_the_leader(
-    node_factory: NodeFactory, store_url: str
+    store_url: str, node_factory: NodeFactory
 ) -> None:
     # Given a node leading on a shared database
     leader = node_factory("--store", store_url, "--store-lease", str(LEASE))
@@ -142,7 +144,7 @@ def test_a_caller_without_the_databases_secret_cannot_forward_to_the_leader(
 
 
 def test_an_executor_on_a_follower_leases_and_reports_through_the_leader(
-    node_factory: NodeFactory, store_url: str
+    store_url: str, node_factory: NodeFactory
 ) -> None:
     # Given a leader that runs nothing and a follower whose local executor runs queue "work"
     flags = ("--store", store_url, "--store-lease", str(LEASE))
@@ -163,7 +165,7 @@ def test_an_executor_on_a_follower_leases_and_reports_through_the_leader(
 
 
 def test_an_attempt_running_when_its_node_stops_leading_still_completes(
-    node_factory: NodeFactory, store_url: str
+    store_url: str, node_factory: NodeFactory
 ) -> None:
     # Given two nodes whose local executors run a command that lasts 2 s, and a task running
     # on the leader
@@ -215,7 +217,7 @@ def members_seen_by(node: NodeProcess) -> dict[str, tuple[str, int]]:
 
 
 def test_every_node_lists_every_node_on_the_database_and_a_killed_one_drops_out(
-    node_factory: NodeFactory, store_url: str
+    store_url: str, node_factory: NodeFactory
 ) -> None:
     # Given three nodes on one database
     leader, follower = two_nodes(node_factory, store_url)
