@@ -74,7 +74,7 @@ from taskd.node.app.memory import MemoryBounds, available_memory, default_bounds
 from taskd.node.app.service import NodeService, ServiceConfig
 from taskd.node.app.sources import LOCAL_LEASE, ServiceSource
 from taskd.node.config import NodeConfig, split_host_port
-from taskd.node.observe.metrics import NodeGauge, NodeMetrics
+from taskd.node.observe.metrics import NodeGauge, NodeMetrics, cluster_gauges
 from taskd.queue import codec
 from taskd.queue.commands import Outcome, SetConfig
 from taskd.queue.task import SchedulerConfig
@@ -383,6 +383,7 @@ class Node:
         """What ``/metrics`` shows of the node itself: can the store write, and connections."""
         fault = self.store.fault
         tables = (self.grpc_connections, self.http_connections)
+        status = self.store.status()
         return [
             (
                 "taskd_store_writable",
@@ -390,6 +391,7 @@ class Node:
                 [],
                 [([], 0.0 if fault is not None else 1.0)],
             ),
+            *cluster_gauges(status),
             (
                 "taskd_connections",
                 "Open connections per listener",

@@ -7,10 +7,11 @@ import re
 
 import pytest
 
-from taskd.node.observe.metrics import NodeMetrics
+from taskd.node.observe.metrics import NodeMetrics, cluster_gauges
 from taskd.queue.commands import Complete, Lease, Submit, TaskSpec
 from taskd.queue.scheduler import Scheduler
 from taskd.queue.task import SchedulerConfig
+from taskd.store.seam import Member, StoreStatus
 
 
 def value(text: str, name: str) -> float:
@@ -71,3 +72,35 @@ def test_node_gauges_are_exposed_with_their_labels() -> None:
     assert value(text, "taskd_store_writable") == 0
     assert 'taskd_connections{listener="gRPC"} 3.0' in text
     assert 'taskd_connections{listener="HTTP"} 1.0' in text
+
+
+def test_the_cluster_as_this_node_sees_it_is_exposed() -> None:
+    # Given a follower that knows a leader, in term 7, one member behind
+    status = StoreStatus(
+        id="b:1",
+        role="follower",
+        term=7,
+        leader="a:1",
+        commit_index=40,
+        applied_index=39,
+        members=[Member("b:1", "follower", 39, True), Member("a:1", "leader", 40, True)],
+    )
+    metrics = NodeMetrics(lambda: Scheduler(SchedulerConfig()), lambda: cluster_gauges(status))
+    # When scraped, expect what an alert needs: not leading, a leader known, the term, the
+    # indexes, and each member's index by address and role
+    text = metrics.render().decode()
+    assert value(text, "taskd_cluster_leader") == 0
+    assert value(text, "taskd_cluster_leader_known") == 1
+    assert value(text, "taskd_cluster_term") == 7
+    assert value(text, "taskd_cluster_commit_index") == 40
+    assert value(text, "taskd_cluster_applied_index") == 39
+    assert 'taskd_cluster_member_index{member="a:1",role="leader"} 40.0' in text
+    assert 'taskd_cluster_member_index{member="b:1",role="follower"} 39.0' in text
+    # and a node that knows no leader says so
+    alone = StoreStatus("b:1", "candidate", 8, None, 40, 40, [])
+    text = (
+        NodeMetrics(lambda: Scheduler(SchedulerConfig()), lambda: cluster_gauges(alone))
+        .render()
+        .decode()
+    )
+    assert value(text, "taskd_cluster_leader_known") == 0

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from taskd.queue.commands import Command, Outcome, State
 from taskd.queue.scheduler import Scheduler
+from taskd.store.seam import StatusView
 
 log = logging.getLogger("taskd.node")
 _EVICTION_LOG_EVERY = 10.0  # seconds between eviction log lines (a flood evicts per submit)
@@ -169,3 +170,48 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def cluster_gauges(status: StatusView) -> list[NodeGauge]:
+    """The cluster as this node sees it, for alerts: no leader, leadership churning (the
+    term), a member falling behind (its index against the commit index)."""
+    members = [([m.id, m.role], float(m.match_index)) for m in status.members]
+    return [
+        (
+            "taskd_cluster_leader",
+            "1 when this node leads",
+            [],
+            [([], float(status.role == "leader"))],
+        ),
+        (
+            "taskd_cluster_leader_known",
+            "1 when this node knows a leader (0: an election or takeover is under way)",
+            [],
+            [([], float(status.leader is not None))],
+        ),
+        (
+            "taskd_cluster_term",
+            "The current term (leaderships so far)",
+            [],
+            [([], float(status.term))],
+        ),
+        (
+            "taskd_cluster_commit_index",
+            "The log's durable end, as this node knows it",
+            [],
+            [([], float(status.commit_index))],
+        ),
+        (
+            "taskd_cluster_applied_index",
+            "How far this node applied the log",
+            [],
+            [([], float(status.applied_index))],
+        ),
+        (
+            "taskd_cluster_member_index",
+            "Each member's log index as this node knows it (the leader's view on Raft; each "
+            "node's own report on a shared store); members up, by address and role",
+            ["member", "role"],
+            members,
+        ),
+    ]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -209,6 +211,11 @@ def test_task_rows_are_queryable_with_sql_as_the_node_changes_them(
     assert rows == [(kept["id"], "sql", "queued", {"team": "a"}), (dropped, "sql", "canceled", {})]
 
 
+def get_text(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as answer:  # a test's own node
+        return int(answer.status), answer.read().decode()
+
+
 def members_seen_by(node: NodeProcess) -> dict[str, tuple[str, int]]:
     """``GET /api/v1/cluster``'s members: address -> (role, match index)."""
     code, body = get(f"{node.http_url}/api/v1/cluster")
@@ -239,6 +246,17 @@ def test_every_node_lists_every_node_on_the_database_and_a_killed_one_drops_out(
         5,
         "every node's index caught up",
     )
+    # and /metrics on each to say the same, for alerts
+    for node in nodes:
+        code, text = get_text(f"{node.http_url}/metrics")
+        assert code == 200
+        leads = node is leader
+        assert f"taskd_cluster_leader {float(leads)}" in text, text
+        assert "taskd_cluster_leader_known 1.0" in text
+        listed = re.findall(
+            r'^taskd_cluster_member_index\{member="([^"]+)",role="(\w+)"\}', text, re.M
+        )
+        assert {m for m, _ in listed} == everyone and ("leader" in {r for _, r in listed}), listed
     # And a leadership transfer to one of them refused: leadership moves when a leader stops
     code, body = post(
         f"{leader.http_url}/api/v1/cluster/transfer", {"address": follower.grpc_address}
