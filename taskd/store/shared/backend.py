@@ -38,10 +38,19 @@ class BackendDown(Exception):
     anyone acting (connection lost, server restarting, out of connections or disk space);
     False when an operator must fix something first (permission denied, read-only database,
     an I/O error or corruption on the server, a schema someone changed): the store then
-    refuses writes until it is restarted, as the Raft store does after a failed fsync."""
+    refuses writes until it is restarted, as the Raft store does after a failed fsync.
 
-    def __init__(self, reason: str, *, resumes_by_itself: bool = True) -> None:
+    ``misconfigured``: the server refused the *connection* for something only an operator
+    changes (a database or role that does not exist, credentials, ``pg_hba.conf``, a bad
+    parameter of the URL). Nothing was written, so it passes by itself as far as the store
+    goes: a running node keeps trying (a database being restored, a password fixed on the
+    server); a node starting on it stops at once, since its ``--store`` URL may be wrong."""
+
+    def __init__(
+        self, reason: str, *, resumes_by_itself: bool = True, misconfigured: bool = False
+    ) -> None:
         self.resumes_by_itself = resumes_by_itself
+        self.misconfigured = misconfigured
         super().__init__(reason)
 
 

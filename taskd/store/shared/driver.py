@@ -466,7 +466,7 @@ class SharedStore:
             except ValueError as exc:
                 raise StartupError(f"{self.backend.name} cannot hold taskd's data: {exc}") from None
             except BackendDown as exc:
-                if not exc.resumes_by_itself:
+                if exc.misconfigured or not exc.resumes_by_itself:
                     raise StartupError(
                         f"cannot open the store: {exc}. Fix the --store URL (or TASKD_STORE) "
                         f"or the database it names, then start taskd again"

@@ -6,8 +6,9 @@ that names the database that way, the server's own message (with the password cu
 case a message repeats it) and the SQLSTATE, and says whether the failure passes by itself:
 a lost or refused connection, a server shutting down or out of resources, a serialization
 failure or a cancelled statement do; a permission, a read-only database, a missing table or
-a server-side I/O error need an operator, and so does a connection refused for a missing
-database or role, a password, ``pg_hba.conf`` or a DSN parameter libpq cannot use.
+a server-side I/O error need an operator. A connection refused for a missing database or
+role, a password, ``pg_hba.conf`` or a DSN parameter libpq cannot use is ``misconfigured``
+(a node stops at start on it; a running one keeps trying).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def translate(exc: psycopg.Error, where: Where) -> BackendDown:
     if sqlstate:
         reason += f" (SQLSTATE {sqlstate})"
     if sqlstate is None:  # libpq's own words: a connection that failed, or a bad parameter
-        passing = not _NEEDS_AN_OPERATOR.search(message)
-    else:
-        passing = sqlstate[:2] in _PASSING_CLASSES or sqlstate in _PASSING_CODES
+        misconfigured = _NEEDS_AN_OPERATOR.search(message) is not None
+        return BackendDown(reason, misconfigured=misconfigured)
+    passing = sqlstate[:2] in _PASSING_CLASSES or sqlstate in _PASSING_CODES
     return BackendDown(reason, resumes_by_itself=passing)

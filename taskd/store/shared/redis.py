@@ -280,8 +280,14 @@ class RedisBackend:
         reason = _PIPELINE_PREFIX.sub("", reason, count=1)
         if self._password:
             reason = reason.replace(self._password, "***")
+        # wrong credentials or ACL: an operator must fix the URL or the user (see BackendDown)
+        misconfigured = isinstance(
+            exc, redis.AuthenticationError | redis.exceptions.AuthorizationError
+        )
         return BackendDown(
-            f"{self._name}: {doing} failed: {reason}", resumes_by_itself=_passes(exc, reason)
+            f"{self._name}: {doing} failed: {reason}",
+            resumes_by_itself=misconfigured or _passes(exc, reason),
+            misconfigured=misconfigured,
         )
 
     # -- opening ------------------------------------------------------------------------------
@@ -519,8 +525,6 @@ _PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: 
 
 def _passes(exc: Exception, reason: str) -> bool:
     """Whether the call may succeed later without anyone acting (``resumes_by_itself``)."""
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
-        return False  # wrong credentials or ACL: an operator must fix the URL or the user
     if isinstance(exc, redis.ResponseError):
         return reason.split(" ", 1)[0] in _PASSING_REFUSALS
     return True  # connection refused, lost or timed out

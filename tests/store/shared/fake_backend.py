@@ -79,12 +79,15 @@ class FakeBackend:
         self.down = False
         self.fail_next_append: str | None = None  # "before" or "after" the commit
         self.opened = False
+        self.refusal: BackendDown | None = None  # raised by every call while set
 
     @property
     def name(self) -> str:
         return "the fake database"
 
     def _reachable(self) -> None:
+        if self.refusal is not None:
+            raise self.refusal
         if self.down:
             raise BackendDown("the fake database cannot be reached (simulated)")
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from taskd.errors import NotLeader, StorageFault, Unavailable
+from taskd.errors import NotLeader, StartupError, StorageFault, Unavailable
 from taskd.store.raft import wire
 from taskd.store.raft.transport import PeerUnreachable
+from taskd.store.shared.backend import BackendDown
 from taskd.store.shared.driver import ForwardUnknown, Projection, SharedStore
 from tests.raft.fakes import AppendLog
 from tests.store.shared.fake_backend import FakeBackend, FakeDatabase, FakeHop
@@ -529,6 +530,44 @@ async def test_a_store_whose_database_is_down_at_start_reports_it_and_leads_once
         await until(lambda: a.store.leadership.term == 1)
         assert a.store.fault is None
         assert await a.store.propose(b"x") == (1, 0)
+        nursery.cancel_scope.cancel()
+
+
+def misconfigured() -> BackendDown:
+    return BackendDown('role "taskd" does not exist (simulated)', misconfigured=True)
+
+
+async def test_a_connection_refused_for_its_configuration_stops_a_starting_store(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a database that refuses the store's connection for its URL (a missing role)
+    db = FakeDatabase()
+    a = node(db, "a")
+    a.backend.refusal = misconfigured()
+    # Expect the store to stop at start, saying why and what to fix
+    with pytest.raises(StartupError, match=r"does not exist.*Fix the --store URL"):
+        await a.store.serve()
+
+
+async def test_the_same_refusal_while_running_refuses_writes_until_it_passes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader that took writes
+    db = FakeDatabase()
+    a = node(db, "a")
+    async with trio.open_nursery() as nursery:
+        await start(nursery, a)
+        assert await a.store.propose(b"x") == (1, 0)
+        # When its connections are refused for their configuration (a database being
+        # restored, a role dropped and made again), expect writes refused, saying why
+        a.backend.refusal = misconfigured()
+        with pytest.raises(StorageFault, match="does not exist"):
+            await a.store.propose(b"y")
+        assert a.store.fault is not None and a.store.fault.resumes_by_itself
+        # When the server takes them again, expect writes to resume without a restart
+        a.backend.refusal = None
+        await until(lambda: a.store.fault is None)
+        assert (await a.store.propose(b"z"))[1] >= 1
         nursery.cancel_scope.cancel()
 
 

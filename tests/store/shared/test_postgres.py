@@ -377,7 +377,7 @@ def test_errors_name_the_database_never_its_credentials(dsn: str) -> None:
     ],
     ids=["database", "role", "sslmode", "ssl-required", "option", "port", "host"],
 )
-def test_a_connection_refused_for_the_dsn_itself_needs_an_operator_and_a_down_server_not(
+def test_a_connection_refused_for_the_dsn_itself_is_misconfigured_and_a_down_server_not(
     dsn: str, change: Callable[[str], str], needs_an_operator: bool, says: str
 ) -> None:
     # Given a DSN changed in one way (a missing database or role, a parameter libpq refuses,
@@ -386,9 +386,11 @@ def test_a_connection_refused_for_the_dsn_itself_needs_an_operator_and_a_down_se
     # When a backend on it opens
     with pytest.raises(BackendDown) as down:
         PostgresBackend(address).open()
-    # Expect the reason from libpq or the server, naming no password, and whether it passes
+    # Expect the reason from libpq or the server, naming no password, and whether only an
+    # operator can change it (a starting node then stops; a running one keeps trying)
     assert says in str(down.value) and "s3cr3t-Pw" not in str(down.value)
-    assert down.value.resumes_by_itself is not needs_an_operator, str(down.value)
+    assert down.value.misconfigured is needs_an_operator, str(down.value)
+    assert down.value.resumes_by_itself, str(down.value)
 
 
 async def test_a_lost_connection_refuses_writes_until_the_database_answers_again(
