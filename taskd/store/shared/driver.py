@@ -539,12 +539,18 @@ class SharedStore:
         """Take the lease if it is free, catch up, and lead; False if another node holds it
         (or took it meanwhile). Notices a database that forgot (module docstring)."""
         view = await self._hop.call(self.backend.lease)
+        known = self._term
         self._term = max(self._term, view.term)
         self._see_holder(view.holder)
         self._lease_left = view.seconds_left + 0.001
         forgot = await self._forgotten()
         if forgot is not None and view.holder not in (None, self.node_id):
-            await self._reset(forgot, view.holder)
+            # A holder in a newer term rebuilt the log (or leads what the database kept):
+            # follow it. One in a term this node knew holds a lease the database kept from
+            # before it forgot (a restored backup): it rebuilds, or its lease lapses and the
+            # next leader does; until then this node keeps what it applied.
+            if view.term > known:
+                await self._reset(forgot, view.holder)
             return False
         if view.holder == self.node_id:
             # Its own lease, though it does not lead: a renewal in flight when it stepped down
@@ -775,6 +781,25 @@ class SharedStore:
             if self._held is not held:
                 return
             self._held, retry_at = self._hold(lease, asked), None
+            if await self._log_was_lost(self._held):
+                return
+
+    async def _log_was_lost(self, held: _Held) -> bool:
+        """Whether the database's log now ends before what this leader made durable (a
+        backup restored under it, its own lease with it): then it steps down, and rebuilds
+        the log from its memory in a new term as it tries to lead again (``_try_to_lead``)."""
+        durable = self._prefix.index if self._prefix is not None else self._applied
+        try:
+            last = await self._hop.call(self.backend.last_index)
+        except BackendDown:
+            return False  # the next renewal finds out
+        if self._held is not held or last >= durable:
+            return False
+        self._step_down(
+            f"{self.backend.name} lost taskd's data: its log ends at index {last}, before "
+            f"index {durable} this node made durable"
+        )
+        return True
 
     async def _rounds(self) -> None:
         while True:

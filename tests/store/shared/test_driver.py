@@ -793,6 +793,31 @@ async def test_a_database_restored_from_an_older_backup_is_rebuilt_with_every_ta
         nursery.cancel_scope.cancel()
 
 
+async def test_a_backup_restored_with_the_leaders_lease_still_in_it_is_noticed_and_rebuilt(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Given a leader and a follower with four commands applied
+    db = FakeDatabase()
+    a, b = node(db, "a"), node(db, "b")
+    async with trio.open_nursery() as nursery:
+        await start(nursery, a, b)
+        await a.store.propose_many([b"1", b"2", b"3", b"4"])
+        await until(lambda: b.machine.items == [b"1", b"2", b"3", b"4"])
+        term = a.store.leadership.term
+        # When the database comes back from a backup taken after the second, with the
+        # leader's lease in it still running (restored within the lease), and nothing written
+        db.log = db.log[:2]
+        # Expect the leader to notice at a renewal, and to rebuild the log in a newer term
+        await until(lambda: a.store.rebuilds == 1 and a.store.leadership.term is not None)
+        assert term is not None and db.term > term
+        assert db.snapshot is not None and db.snapshot.index == 4
+        # while the follower kept what it applied (never reset to the database's shorter log)
+        assert b.store.resets == 0 and b.machine.items == [b"1", b"2", b"3", b"4"]
+        assert await a.store.propose(b"5") == (5, 4)
+        await until(lambda: b.machine.items == [b"1", b"2", b"3", b"4", b"5"])
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_write_queued_on_a_leader_that_stepped_down_is_forwarded_to_the_next(
     autojump_clock: trio.abc.Clock,
 ) -> None:
