@@ -539,17 +539,17 @@ class SharedStore:
         """Take the lease if it is free, catch up, and lead; False if another node holds it
         (or took it meanwhile). Notices a database that forgot (module docstring)."""
         view = await self._hop.call(self.backend.lease)
-        known = self._term
+        known = (self._holder, self._term)  # the lease as this node knew it
         self._term = max(self._term, view.term)
         self._see_holder(view.holder)
         self._lease_left = view.seconds_left + 0.001
         forgot = await self._forgotten()
         if forgot is not None and view.holder not in (None, self.node_id):
-            # A holder in a newer term rebuilt the log (or leads what the database kept):
-            # follow it. One in a term this node knew holds a lease the database kept from
-            # before it forgot (a restored backup): it rebuilds, or its lease lapses and the
-            # next leader does; until then this node keeps what it applied.
-            if view.term > known:
+            # The very lease this node knew, kept by the database from before it forgot (a
+            # restored backup): its holder rebuilds, or it lapses and the next leader does;
+            # until then this node keeps what it applied. Any other holder leads what the
+            # database has now (rebuilt, or all it kept): follow it.
+            if (view.holder, view.term) != known:
                 await self._reset(forgot, view.holder)
             return False
         if view.holder == self.node_id:
