@@ -96,7 +96,16 @@ class PostgresBackend:
     def open(self) -> None:
         self._closed = False
         with self._db() as conn:
-            pgschema.migrate(conn)
+            try:
+                pgschema.migrate(conn)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise BackendDown(
+                    f"{pgerrors.translate(exc, self._where)}: taskd's user may not create its "
+                    f"tables there: grant it CREATE on the schema (GRANT CREATE ON SCHEMA "
+                    f"public TO <the user>) or make it the database's owner, or start one node "
+                    f"once as a user that may",
+                    resumes_by_itself=False,
+                ) from None
 
     def close(self) -> None:
         """Close both connections; the listening one is closed by the thread waiting on it, if

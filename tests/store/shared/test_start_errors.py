@@ -64,3 +64,22 @@ def test_a_store_url_that_cannot_work_ends_the_node_in_one_line(
     assert "Traceback" not in done.stderr and PASSWORD not in done.stderr + done.stdout
     if code == 1:  # opened: what to do next
         assert "Fix the --store URL (or TASKD_STORE)" in last, last
+
+
+def test_a_user_that_may_not_create_taskds_tables_is_told_what_to_grant(tmp_path: Path) -> None:
+    # Given a role that may log in to a fresh database but not create tables in it
+    role = "taskd_t_no_create"
+    with pgserver.fresh_database() as dsn, pgserver.admin() as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")  # type: ignore[arg-type]  # a fixed name
+        admin.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+        try:
+            # When a node starts as that role
+            done = start(pg_url(dsn.rsplit("/", 1)[1], user=role), tmp_path / "data")
+        finally:
+            admin.execute(f"DROP OWNED BY {role}")  # type: ignore[arg-type]
+            admin.execute(f"DROP ROLE {role}")  # type: ignore[arg-type]
+    # Expect it to end in one line naming the refusal and the grant that fixes it
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "permission denied" in last and "GRANT CREATE ON SCHEMA public" in last, last
+    assert "Traceback" not in done.stderr and PASSWORD not in done.stderr
