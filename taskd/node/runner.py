@@ -567,14 +567,49 @@ class AsyncioErrorLog:
         )
 
 
+# A shared store saves the whole state as one value (docs/stores.md, Limits): at most 512 MB
+# in Redis (proto-max-bulk-len's default) and 1 GB in a PostgreSQL bytea. The bounds keep the
+# snapshot within 80 % of it, half for the tasks' fixed cost and half for their bytes.
+SNAPSHOT_VALUE_LIMIT = {"redis": 512 << 20, "postgres": 1 << 30}
+SNAPSHOT_BYTES_PER_TASK = 160  # a task's fixed cost in a snapshot (measured ~120, 100-byte payload)
+
+
 def _memory_bounds(config: NodeConfig) -> MemoryBounds:
-    """The node-wide bounds: the flags, or defaults derived from this machine's memory."""
+    """The node-wide bounds: the flags, or defaults derived from this machine's memory; on a
+    shared store no more than its snapshot can hold (said in the log when that is lower)."""
     derived = default_bounds(available_memory())
-    return MemoryBounds(
+    bounds = MemoryBounds(
         max_tasks=config.max_tasks if config.max_tasks is not None else derived.max_tasks,
         max_bytes=config.max_memory if config.max_memory is not None else derived.max_bytes,
         memory=derived.memory,
     )
+    if not config.shared_store:
+        return bounds
+    kind = "redis" if config.store.lower().startswith("redis") else "postgres"
+    half = SNAPSHOT_VALUE_LIMIT[kind] * 4 // 5 // 2
+    capped = MemoryBounds(
+        max_tasks=min(bounds.max_tasks, half // SNAPSHOT_BYTES_PER_TASK),
+        max_bytes=min(bounds.max_bytes, half),
+        memory=bounds.memory,
+    )
+    if capped != bounds:
+        asked = (config.max_tasks is not None and capped.max_tasks < config.max_tasks) or (
+            config.max_memory is not None and capped.max_bytes < config.max_memory
+        )
+        log.log(
+            logging.WARNING if asked else logging.INFO,
+            "on %s, taskd saves its state as one value of at most %d MB: this node holds at "
+            "most %d tasks and %d MB of payloads, results and labels (%s %d tasks and %d MB; "
+            "see docs/stores.md, Limits)",
+            kind,
+            SNAPSHOT_VALUE_LIMIT[kind] >> 20,
+            capped.max_tasks,
+            capped.max_bytes >> 20,
+            "--max-tasks/--max-memory asked for" if asked else "this machine's memory allows",
+            bounds.max_tasks,
+            bounds.max_bytes >> 20,
+        )
+    return capped
 
 
 async def _wait_for_stop_signal() -> None:

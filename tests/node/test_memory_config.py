@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from taskd.node.app.memory import TASK_OVERHEAD, available_memory, default_bounds, parse_size
 from taskd.node.config import ConfigError, load
-from taskd.node.runner import _memory_bounds
+from taskd.node.runner import SNAPSHOT_BYTES_PER_TASK, _memory_bounds
 
 
 @pytest.mark.parametrize(
@@ -72,3 +74,29 @@ def test_defaults_derive_from_the_machine_memory() -> None:
 def test_small_machines_still_get_usable_defaults() -> None:
     tiny = default_bounds(64 << 20)
     assert tiny.max_tasks >= 1000 and tiny.max_bytes == 16 << 20
+
+
+@pytest.mark.parametrize(
+    ("store", "limit"), [("redis://h:6379/0", 512 << 20), ("postgres://u@h/db", 1 << 30)]
+)
+def test_a_shared_store_holds_no_more_than_its_snapshot_value_can(
+    store: str, limit: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a node on a shared store asked for more than one snapshot value holds
+    config = load(["--store", store, "--grpc", "127.0.0.1:50051", "--max-memory", "64G",
+                   "--max-tasks", "100000000"], env={})  # fmt: skip
+    # Expect the bounds lowered so that a full state's snapshot fits in 80 % of the value,
+    # and the log to say so and why
+    with caplog.at_level(logging.WARNING, logger="taskd.node"):
+        bounds = _memory_bounds(config)
+    assert bounds.max_bytes + bounds.max_tasks * SNAPSHOT_BYTES_PER_TASK <= limit * 0.8
+    assert bounds.max_tasks > 1_000_000
+    assert any("saves its state as one value" in r.getMessage() for r in caplog.records)
+    # and bounds below it left alone, silently
+    caplog.clear()
+    flags = ["--store", store, "--grpc", "127.0.0.1:50051", "--max-memory", "10M"]
+    small = _memory_bounds(load([*flags, "--max-tasks", "1000"], env={}))
+    assert (small.max_tasks, small.max_bytes) == (1000, 10 << 20) and not caplog.records
+    # while the embedded store keeps what it was given
+    raft = _memory_bounds(load(["--max-memory", "64G", "--max-tasks", "100000000"], env={}))
+    assert (raft.max_tasks, raft.max_bytes) == (100_000_000, 64 << 30)
