@@ -443,10 +443,13 @@ class SharedStore:
     async def _announce(self) -> None:
         """Every third of a lease, tell the database this node is up and how far it applied
         the log, and learn which other nodes are: the members ``status`` lists (a node that
-        stopped drops out within a lease). A failure here changes nothing: the log's own
+        stopped drops out within two leases). A failure here changes nothing: the log's own
         calls report the database's faults."""
         while True:
-            announce = partial(self.backend.announce, self.node_id, self._applied, self.lease_ttl)
+            # a node is up while it announced within two leases: one late announce (a busy
+            # database, a stalled thread) does not drop it from the list
+            within = 2 * self.lease_ttl
+            announce = partial(self.backend.announce, self.node_id, self._applied, within)
             try:
                 self._up = await self._hop.call(announce)
             except BackendDown as exc:

@@ -233,13 +233,13 @@ def test_every_node_lists_every_node_on_the_database_and_a_killed_one_drops_out(
     everyone = {node.grpc_address for node in nodes}
     submit(follower, "shared")
     # Expect each to list all three, the leader as leader, each with how far it applied
+    roles = {a: "leader" if a == leader.grpc_address else "follower" for a in everyone}
     for node in nodes:
-        wait_for(lambda node=node: members_seen_by(node).keys() == everyone, 10, f"{node} all")
-        roles = {address: seen[0] for address, seen in members_seen_by(node).items()}
-        assert roles == {
-            address: "leader" if address == leader.grpc_address else "follower"
-            for address in everyone
-        }, roles
+        wait_for(
+            lambda node=node: {a: r for a, (r, _) in members_seen_by(node).items()} == roles,  # type: ignore[misc]
+            10,
+            f"{node} listing all three",
+        )
     last = max(index for _, index in members_seen_by(leader).values())
     wait_for(
         lambda: all(index == last for _, index in members_seen_by(leader).values()),
@@ -262,7 +262,7 @@ def test_every_node_lists_every_node_on_the_database_and_a_killed_one_drops_out(
         f"{leader.http_url}/api/v1/cluster/transfer", {"address": follower.grpc_address}
     )
     assert code == 409 and "shared database" in body["error"]["message"], (code, body)
-    # When a follower is SIGKILLed, expect it gone from the others' lists within about a lease
+    # When a follower is SIGKILLed, expect it gone from the others' lists within two leases
     third.kill()
     rest = everyone - {third.grpc_address}
     took = wait_for(
@@ -270,4 +270,4 @@ def test_every_node_lists_every_node_on_the_database_and_a_killed_one_drops_out(
         5 * LEASE + 5,
         "the killed node dropping out",
     )
-    assert took < 2 * LEASE + 2
+    assert took < 3 * LEASE + 2
