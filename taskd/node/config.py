@@ -84,6 +84,13 @@ class NodeConfig:
         return self.store.split("://", 1)[0].lower() in SHARED_SCHEMES
 
     @property
+    def store_kind(self) -> str:
+        """``raft``, ``postgres`` or ``redis``: which store ``--store`` names."""
+        if not self.shared_store:
+            return "raft"
+        return "redis" if self.store.lower().startswith("redis") else "postgres"
+
+    @property
     def clustered(self) -> bool:
         """Started with ``--peers`` (even naming only itself) or ``--join``: a cluster member,
         with the Raft transport on its gRPC port, so it can grow (``taskd cluster add``).
@@ -123,7 +130,7 @@ class NodeConfig:
                 "redis://HOST:PORT/N; got something else (its text is not shown: it may hold "
                 "a password)"
             )
-        if self.shared_store and self.store.lower().startswith("redis"):
+        if self.store_kind == "redis":
             try:
                 redisurl.split(self.store)
             except ValueError as exc:

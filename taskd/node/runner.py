@@ -142,7 +142,7 @@ class Node:
             backend: Backend
             # Imported here: their clients (libpq, redis-py) cost a node on the embedded store
             # 13 MB of idle memory it would never use.
-            if config.store.lower().startswith("redis"):
+            if config.store_kind == "redis":
                 from taskd.store.shared.redis import RedisBackend  # noqa: PLC0415
 
                 url, prefix = redisurl.split(config.store)
@@ -583,9 +583,9 @@ def _memory_bounds(config: NodeConfig) -> MemoryBounds:
         max_bytes=config.max_memory if config.max_memory is not None else derived.max_bytes,
         memory=derived.memory,
     )
-    if not config.shared_store:
+    kind = config.store_kind
+    if kind == "raft":
         return bounds
-    kind = "redis" if config.store.lower().startswith("redis") else "postgres"
     half = SNAPSHOT_VALUE_LIMIT[kind] * 4 // 5 // 2
     capped = MemoryBounds(
         max_tasks=min(bounds.max_tasks, half // SNAPSHOT_BYTES_PER_TASK),

@@ -73,6 +73,7 @@ from redis.commands.core import Script
 from redis.retry import Retry
 from redis.typing import EncodableT
 
+from taskd.store.shared import redisurl
 from taskd.store.shared.backend import (
     BackendDown,
     Entry,
@@ -231,7 +232,7 @@ class RedisBackend:
     """A ``Backend`` on one Redis database (``redis://[user:password@]host:port/db``)."""
 
     def __init__(self, url: str, *, prefix: str = "taskd") -> None:
-        if not prefix or "{" in prefix or "}" in prefix:
+        if not redisurl.valid_prefix(prefix):
             raise ValueError(f"key prefix {prefix!r}: not empty, and no braces (a hash tag)")
         options = {
             "socket_timeout": SOCKET_TIMEOUT,
@@ -286,7 +287,7 @@ class RedisBackend:
         )
         return BackendDown(
             f"{self._name}: {doing} failed: {reason}",
-            resumes_by_itself=misconfigured or _passes(exc, reason),
+            resumes_by_itself=_passes(exc, reason),
             misconfigured=misconfigured,
         )
 

@@ -15,6 +15,11 @@ SCHEMES = ("redis", "rediss")
 DEFAULT_PREFIX = "taskd"
 
 
+def valid_prefix(prefix: str) -> bool:
+    """Not empty and without braces: taskd puts its keys in one hash tag, ``{PREFIX}``."""
+    return bool(prefix) and "{" not in prefix and "}" not in prefix
+
+
 def split(url: str) -> tuple[str, str]:
     """(the URL without ``prefix``, the prefix); ``ValueError`` naming what is wrong."""
     parts = urllib.parse.urlsplit(url)
@@ -38,7 +43,7 @@ def split(url: str) -> tuple[str, str]:
     if len(prefixes) > 1:
         raise ValueError("?prefix= is given more than once: give it once")
     prefix = prefixes[0] if prefixes else DEFAULT_PREFIX
-    if not prefix or "{" in prefix or "}" in prefix:
+    if not valid_prefix(prefix):
         raise ValueError(
             f"?prefix={prefix[:40]} must not be empty nor hold braces (taskd puts its keys in one "
             f"hash tag, {{PREFIX}})"
