@@ -7,6 +7,8 @@ for each field, each string one past its limit, each list one past its count.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -367,3 +369,35 @@ def test_the_codec_answers_invalid_argument_naming_the_message_and_field() -> No
     with pytest.raises(grpclib.GRPCError) as info:
         StrictCodec().decode(ld(1, b"x" * 300_000), pb.GetRequest)
     assert len(str(info.value.message)) < 200  # the id is never echoed
+
+
+def test_the_codec_imports_what_decoding_needs_before_serving() -> None:
+    # Given a fresh interpreter that has imported the handlers but built no codec
+    probe = (
+        "import sys\n"
+        "from taskd.node.api.grpc.handlers import StrictCodec\n"
+        "before = 'pydantic.dataclasses' in sys.modules\n"
+        "StrictCodec()\n"
+        "print(before, 'pydantic.dataclasses' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    # Expect the module betterproto2 reaches lazily on its first decode to be loaded by the
+    # codec's construction, not by the first request (which a node out of file descriptors
+    # could not import: the request failed as "cannot decode")
+    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr
+
+
+def test_a_decode_that_fails_for_the_nodes_own_resources_is_unavailable_not_the_callers_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codec = StrictCodec()
+    data = bytes(pb.GetRequest(id="01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+
+    def out_of_descriptors(cls: type, data: bytes) -> Any:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(pb.GetRequest, "FromString", classmethod(out_of_descriptors))
+    with pytest.raises(grpclib.GRPCError) as refused:
+        codec.decode(data, pb.GetRequest)
+    assert refused.value.status is grpclib.const.Status.UNAVAILABLE
+    assert "Too many open files" in str(refused.value.message)

@@ -134,6 +134,10 @@ class StrictCodec(ProtoCodec):
             "TaskSpec.labels": limits.MAX_BATCH_LABELS,
             "TaskSpec.payload": validate.batch_bytes(max_payload),
         }
+        # betterproto2 imports part of pydantic on its first decode and encode: do both now,
+        # not in the middle of a request, which a node out of file descriptors would fail
+        warm = pb.SubmitRequest(task=pb.TaskSpec(queue="warm", payload=b"x"))
+        self.decode(self.encode(warm, pb.SubmitRequest), pb.SubmitRequest)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         name = message_type.__name__
@@ -153,6 +157,11 @@ class StrictCodec(ProtoCodec):
             ) from None
         try:
             return message_type.FromString(data)
+        except OSError as exc:  # the node's fault, not the caller's (out of descriptors)
+            raise grpclib.GRPCError(
+                Status.UNAVAILABLE,
+                validate.clip(f"cannot decode {name} now: {exc}; retry", limits.MAX_MESSAGE),
+            ) from None
         except Exception as exc:  # the check should have caught it; never UNKNOWN
             raise grpclib.GRPCError(
                 Status.INVALID_ARGUMENT,
